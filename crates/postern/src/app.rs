@@ -1,0 +1,192 @@
+//! Wiring: binds the listeners, starts the accept loops and the helpers, and
+//! runs until a signal says stop. SIGHUP reloads the configuration (new
+//! connections use the new snapshot, running ones keep theirs), SIGUSR1 reopens
+//! the access log, SIGTERM/SIGINT drain and stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::egress::{Connector, Resolver, UpstreamPool};
+use crate::ingress;
+use crate::observe::AccessLog;
+
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// True once a stop signal arrived: responses then close their connections.
+pub fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(Ordering::Relaxed)
+}
+
+/// Resolves once shutdown has begun.
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    config: ArcSwap<Config>,
+    pub connector: Connector,
+    pub pool: UpstreamPool,
+    pub log: AccessLog,
+    shutdown: watch::Receiver<bool>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    /// The configuration snapshot a new connection runs with.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    pub fn track_connection(&self) -> ConnectionGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.active.clone())
+    }
+}
+
+/// Counts a live connection until dropped, so shutdown can wait for them.
+pub struct ConnectionGuard(Arc<AtomicUsize>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn run(config: Config) -> Result<()> {
+    raise_fd_limit();
+    let workers = config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let std_listener = ingress::bind(l).with_context(|| format!("cannot listen on {} (listener {})", l.bind, l.name))?;
+        let listener = TcpListener::from_std(std_listener)?;
+        let addr = listener.local_addr()?;
+        eprintln!("postern: listener {} ({}) listening on {addr}", l.name, l.mode.as_str());
+        bound.push((listener, l.clone()));
+    }
+    let log = AccessLog::start(&config.log).context("cannot open the access log")?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        connector: Connector {
+            resolver: Arc::new(Resolver::from_system()),
+        },
+        pool: UpstreamPool::new(config.egress.pool_max_idle_per_host, config.timeouts.pool_idle),
+        log,
+        shutdown: shutdown_rx,
+        active: Arc::new(AtomicUsize::new(0)),
+        config: ArcSwap::from_pointee(config),
+    });
+    for (listener, cfg) in bound {
+        tokio::spawn(ingress::serve(listener, cfg, shared.clone()));
+    }
+    let sweeper = shared.clone();
+    tokio::spawn(async move {
+        let every = (sweeper.pool.idle_timeout() / 2).max(Duration::from_secs(1));
+        loop {
+            tokio::time::sleep(every).await;
+            sweeper.pool.sweep();
+        }
+    });
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&shared),
+            _ = usr1.recv() => shared.log.reopen(),
+        }
+    }
+
+    // Drain: stop accepting, let in-flight requests and tunnels finish.
+    SHUTTING_DOWN.store(true, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    let drain = shared.config().timeouts.drain;
+    let active = shared.active.load(Ordering::Relaxed);
+    eprintln!("postern: stopping; waiting up to {}s for {active} connection(s)", drain.as_secs());
+    let deadline = tokio::time::Instant::now() + drain;
+    while shared.active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.active.load(Ordering::Relaxed);
+    if left > 0 {
+        eprintln!("postern: drain timeout; closing {left} connection(s)");
+    }
+    shared.log.flush();
+    eprintln!("postern: stopped");
+    Ok(())
+}
+
+fn reload(shared: &Shared) {
+    let current = shared.config();
+    let Some(path) = current.source.clone() else {
+        eprintln!("postern: SIGHUP ignored: running with the built-in configuration");
+        return;
+    };
+    match Config::load(&path) {
+        Ok(new) => {
+            let same_listeners = new.listeners.len() == current.listeners.len()
+                && new
+                    .listeners
+                    .iter()
+                    .zip(&current.listeners)
+                    .all(|(a, b)| a.bind == b.bind && a.name == b.name && a.mode == b.mode);
+            if !same_listeners {
+                eprintln!("postern: listener changes take effect after a restart");
+            }
+            if new.log.access != current.log.access || new.log.format != current.log.format {
+                eprintln!("postern: access log changes take effect after a restart");
+            }
+            shared.config.store(Arc::new(new));
+            eprintln!("postern: configuration reloaded from {}", path.display());
+        }
+        Err(e) => {
+            eprintln!("postern: reload refused, the running configuration stays:\n{e}");
+        }
+    }
+}
+
+/// A proxy holds two descriptors per connection: lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

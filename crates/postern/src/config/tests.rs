@@ -1,0 +1,65 @@
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::parse(text, Some(Path::new("p.toml"))) {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(ConfigError::Invalid(lines)) => lines,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn builtin_default_is_a_loopback_forward_proxy() {
+    let c = Config::builtin();
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:3128");
+    assert_eq!(c.listeners[0].mode, Mode::Forward);
+    assert_eq!(c.egress.connect_ports, vec![443]);
+    assert!(!c.egress.allow_private_destinations);
+    assert_eq!(c.log.access, AccessLogTarget::Stdout);
+    assert_eq!(c.limits.max_header_size, 64 << 10);
+}
+
+#[test]
+fn unknown_key_gets_did_you_mean_with_position() {
+    let e = errors("[[listener]]\nbind = \"127.0.0.1:0\"\nmod = \"forward\"\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("p.toml:3:1: unknown key `mod` (did you mean `mode`?)"), "{e:?}");
+    let e = errors("[egres]\n");
+    assert!(e[0].contains("did you mean `egress`"), "{e:?}");
+}
+
+#[test]
+fn every_semantic_problem_is_reported() {
+    let text = "workers = 0\n[[listener]]\nbind = \"nowhere\"\n[[listener]]\nbind = \"127.0.0.1:1\"\nmode = \"socks5\"\n[[listener]]\nbind = \"127.0.0.1:2\"\nmode = \"forwrd\"\n[timeouts]\nconnect = \"soon\"\n[[rule]]\naction = \"allow\"\nsrc = [\"10.0.0.0/40\"]\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 6, "{e:#?}");
+    assert!(e[0].starts_with("p.toml:1:11: `workers`"), "{e:?}");
+    assert!(e[1].starts_with("p.toml:3:8: `nowhere` is not an address"), "{e:?}");
+    assert!(e[2].starts_with("p.toml:6:8: listener mode `socks5` is not available"), "{e:?}");
+    assert!(e[3].contains("did you mean `forward`"), "{e:?}");
+    assert!(e[4].starts_with("p.toml:11:11: timeout `connect`"), "{e:?}");
+    assert!(e[5].starts_with("p.toml:14:8: prefix length"), "{e:?}");
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let e = errors("[egress]\nallow_private_destinations = yes\n");
+    assert!(e[0].starts_with("p.toml:2:"), "{e:?}");
+}
+
+#[test]
+fn values_are_typed() {
+    let c = Config::parse(
+        "[[listener]]\nname = \"v6\"\nbind = \"[::1]:0\"\nmax_connections = 5\n[http]\nvia = false\n[limits]\nmax_header_size = \"32KiB\"\n[timeouts]\nconnect = \"500ms\"\n[egress]\nconnect_ports = [443, 8443]\n[log]\naccess = \"off\"\nformat = \"json\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.listeners[0].bind.to_string(), "[::1]:0");
+    assert_eq!(c.listeners[0].max_connections, 5);
+    assert_eq!(c.http.via, None);
+    assert_eq!(c.limits.max_header_size, 32 << 10);
+    assert_eq!(c.timeouts.connect, Duration::from_millis(500));
+    assert_eq!(c.egress.connect_ports, vec![443, 8443]);
+    assert_eq!(c.log.format, LogFormat::Json);
+}

@@ -1,0 +1,294 @@
+//! Raw configuration → typed `Config`, collecting every problem rather than
+//! stopping at the first.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use postern_policy::{Action, Cidr, Rule, RuleSet};
+use toml::Spanned;
+
+use super::diag::{Problem, did_you_mean, line_col};
+use super::raw::{RawConfig, RawDuration, RawSize, RawVia};
+use super::units;
+use super::*;
+
+const MODES: &[&str] = &["forward", "socks5", "ftp", "reverse", "admin"];
+
+pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let p = &mut problems;
+
+    let workers = raw.workers.as_ref().and_then(|w| {
+        let n = *w.get_ref();
+        if (1..=1024).contains(&n) {
+            Some(n as usize)
+        } else {
+            p.push(Problem::new(w.span(), "`workers` must be between 1 and 1024"));
+            None
+        }
+    });
+
+    let mut listeners = Vec::new();
+    let mut names = HashSet::new();
+    let mut binds = HashSet::new();
+    for (i, l) in raw.listener.iter().enumerate() {
+        let name = match &l.name {
+            Some(n) if n.get_ref().is_empty() => {
+                p.push(Problem::new(n.span(), "listener `name` must not be empty"));
+                continue;
+            }
+            Some(n) => n.get_ref().clone(),
+            None => format!("listener{}", i + 1),
+        };
+        if !names.insert(name.clone()) {
+            let span = l.name.as_ref().map(|n| n.span()).unwrap_or(l.bind.span());
+            p.push(Problem::new(span, format!("duplicate listener name `{name}`")));
+        }
+        let bind = match parse_bind(l.bind.get_ref()) {
+            Ok(addr) => addr,
+            Err(msg) => {
+                p.push(Problem::new(l.bind.span(), msg));
+                continue;
+            }
+        };
+        if bind.port() != 0 && !binds.insert(bind) {
+            p.push(Problem::new(
+                l.bind.span(),
+                format!("two listeners bind {bind}"),
+            ));
+        }
+        let mode = match l.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("forward", _)) => Mode::Forward,
+            Some((other, span)) if MODES.contains(&other) => {
+                p.push(Problem::new(
+                    span,
+                    format!("listener mode `{other}` is not available in this version (available: forward)"),
+                ));
+                continue;
+            }
+            Some((other, span)) => {
+                let hint = did_you_mean(other, MODES)
+                    .map(|m| format!(" (did you mean `{m}`?)"))
+                    .unwrap_or_default();
+                p.push(Problem::new(
+                    span,
+                    format!("unknown listener mode `{other}`{hint}; modes are: {}", MODES.join(", ")),
+                ));
+                continue;
+            }
+        };
+        let max_connections = match &l.max_connections {
+            None => 10_000,
+            Some(m) if (1..=10_000_000).contains(m.get_ref()) => *m.get_ref() as usize,
+            Some(m) => {
+                p.push(Problem::new(m.span(), "`max_connections` must be between 1 and 10000000"));
+                continue;
+            }
+        };
+        listeners.push(ListenerConfig {
+            name,
+            bind,
+            mode,
+            max_connections,
+        });
+    }
+    if raw.listener.is_empty() {
+        listeners.push(ListenerConfig {
+            name: "proxy".into(),
+            bind: DEFAULT_BIND.parse().expect("valid default address"),
+            mode: Mode::Forward,
+            max_connections: 10_000,
+        });
+    }
+
+    let connect_ports = match &raw.egress.connect_ports {
+        None => vec![443],
+        Some(ports) => ports
+            .iter()
+            .filter_map(|port| match u16::try_from(*port.get_ref()) {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    p.push(Problem::new(port.span(), format!("`{}` is not a TCP port (1-65535)", port.get_ref())));
+                    None
+                }
+            })
+            .collect(),
+    };
+    let egress = EgressConfig {
+        allow_private_destinations: raw.egress.allow_private_destinations.unwrap_or(false),
+        connect_ports,
+        pool_max_idle_per_host: int_in(p, &raw.egress.pool_max_idle_per_host, 0..=100_000, 32, "pool_max_idle_per_host"),
+    };
+
+    let via = match raw.http.via.as_ref().map(|v| (v.get_ref(), v.span())) {
+        None | Some((RawVia::On(true), _)) => Some("postern".to_string()),
+        Some((RawVia::On(false), _)) => None,
+        Some((RawVia::Pseudonym(name), span)) => {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b'(' && b != b')') {
+                p.push(Problem::new(span, "`via` must be a single token (letters, digits, `.`, `-`, ...) or false"));
+                None
+            } else {
+                Some(name.clone())
+            }
+        }
+    };
+
+    let limits = Limits {
+        max_request_line: size_in(p, &raw.limits.max_request_line, 256..=1 << 20, 8 << 10, "max_request_line"),
+        max_header_size: size_in(p, &raw.limits.max_header_size, 1 << 10..=16 << 20, 64 << 10, "max_header_size"),
+        max_headers: int_in(p, &raw.limits.max_headers, 1..=10_000, 100, "max_headers"),
+    };
+
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        client_header: dur(p, &t.client_header, 30, "client_header"),
+        client_idle: dur(p, &t.client_idle, 60, "client_idle"),
+        connect: dur(p, &t.connect, 10, "connect"),
+        first_byte: dur(p, &t.first_byte, 60, "first_byte"),
+        io: dur(p, &t.io, 300, "io"),
+        tunnel_idle: dur(p, &t.tunnel_idle, 600, "tunnel_idle"),
+        pool_idle: dur(p, &t.pool_idle, 60, "pool_idle"),
+        drain: dur(p, &t.drain, 30, "drain"),
+    };
+
+    let base = path.and_then(Path::parent).unwrap_or(Path::new(""));
+    let access = match raw.log.access.as_ref().map(|a| a.get_ref().as_str()) {
+        None | Some("stdout") => AccessLogTarget::Stdout,
+        Some("off") => AccessLogTarget::Off,
+        Some("") => {
+            let span = raw.log.access.as_ref().map(|a| a.span()).unwrap_or(0..0);
+            p.push(Problem::new(span, "`access` must be stdout, off or a file path"));
+            AccessLogTarget::Off
+        }
+        Some(file) => AccessLogTarget::File(base.join(file)),
+    };
+    let format = match raw.log.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+        None | Some(("squid", _)) => LogFormat::Squid,
+        Some(("combined", _)) => LogFormat::Combined,
+        Some(("json", _)) => LogFormat::Json,
+        Some((other, span)) => {
+            p.push(Problem::new(span, format!("unknown log format `{other}`; formats are: squid, combined, json")));
+            LogFormat::Squid
+        }
+    };
+
+    let mut rules = Vec::new();
+    for (i, r) in raw.rule.iter().enumerate() {
+        let action = match r.action.get_ref().as_str() {
+            "allow" => Action::Allow,
+            "deny" => Action::Deny,
+            other => {
+                let hint = did_you_mean(other, &["allow", "deny"])
+                    .map(|m| format!(" (did you mean `{m}`?)"))
+                    .unwrap_or_default();
+                p.push(Problem::new(r.action.span(), format!("unknown rule action `{other}`{hint}; actions are: allow, deny")));
+                continue;
+            }
+        };
+        let src: Vec<Cidr> = r
+            .src
+            .iter()
+            .filter_map(|s| match s.get_ref().parse::<Cidr>() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    p.push(Problem::new(s.span(), e.to_string()));
+                    None
+                }
+            })
+            .collect();
+        let (line, _) = line_col(text, r.action.span().start);
+        rules.push(Rule {
+            label: format!("rule #{} (line {line})", i + 1),
+            action,
+            src,
+        });
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        source: path.map(Path::to_path_buf),
+        workers,
+        listeners,
+        egress,
+        http: HttpConfig { via },
+        limits,
+        timeouts,
+        log: LogConfig { access, format },
+        rules: RuleSet::new(rules),
+    })
+}
+
+fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>().map_err(|_| {
+        if text.contains(':') && !text.starts_with('[') && text.matches(':').count() > 1 {
+            format!("`{text}` is not an address: write IPv6 addresses in brackets, e.g. \"[::1]:3128\"")
+        } else {
+            format!("`{text}` is not an address:port (e.g. \"127.0.0.1:3128\" or \"[::1]:3128\")")
+        }
+    })
+}
+
+fn int_in(
+    p: &mut Vec<Problem>,
+    v: &Option<Spanned<i64>>,
+    range: std::ops::RangeInclusive<i64>,
+    default: usize,
+    key: &str,
+) -> usize {
+    match v {
+        None => default,
+        Some(n) if range.contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            p.push(Problem::new(
+                n.span(),
+                format!("`{key}` must be between {} and {}", range.start(), range.end()),
+            ));
+            default
+        }
+    }
+}
+
+fn size_in(
+    p: &mut Vec<Problem>,
+    v: &Option<Spanned<RawSize>>,
+    range: std::ops::RangeInclusive<usize>,
+    default: usize,
+    key: &str,
+) -> usize {
+    let Some(v) = v else { return default };
+    match units::size(v.get_ref()) {
+        Ok(n) if range.contains(&n) => n,
+        Ok(_) => {
+            p.push(Problem::new(
+                v.span(),
+                format!("`{key}` must be between {} and {} bytes", range.start(), range.end()),
+            ));
+            default
+        }
+        Err(msg) => {
+            p.push(Problem::new(v.span(), format!("`{key}`: {msg}")));
+            default
+        }
+    }
+}
+
+fn dur(p: &mut Vec<Problem>, v: &Option<Spanned<RawDuration>>, default_secs: u64, key: &str) -> Duration {
+    let Some(v) = v else {
+        return Duration::from_secs(default_secs);
+    };
+    match units::duration(v.get_ref()) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            p.push(Problem::new(v.span(), format!("timeout `{key}` must be more than zero")));
+            Duration::from_secs(default_secs)
+        }
+        Err(msg) => {
+            p.push(Problem::new(v.span(), format!("timeout `{key}`: {msg}")));
+            Duration::from_secs(default_secs)
+        }
+    }
+}

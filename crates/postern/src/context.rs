@@ -1,0 +1,81 @@
+//! The one value that follows a request from accept to the log line. Each stage
+//! adds what it learns; the access log is written from it, never re-derived.
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use crate::error::ProxyError;
+use crate::observe::LogEntry;
+
+pub struct RequestCtx {
+    pub started: Instant,
+    pub start: SystemTime,
+    pub client: SocketAddr,
+    pub listener: String,
+    pub method: String,
+    pub url: String,
+    pub version: &'static str,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub upstream: Option<SocketAddr>,
+    pub result: &'static str,
+    pub aborted: bool,
+    pub content_type: Option<String>,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+    pub error: Option<&'static str>,
+}
+
+impl RequestCtx {
+    pub fn new(client: SocketAddr, listener: &str) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            start: SystemTime::now(),
+            client,
+            listener: listener.to_string(),
+            method: String::new(),
+            url: String::new(),
+            version: "HTTP/1.1",
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            upstream: None,
+            result: "TCP_MISS",
+            aborted: false,
+            content_type: None,
+            referer: None,
+            user_agent: None,
+            error: None,
+        }
+    }
+
+    pub fn record_error(&mut self, err: &ProxyError) {
+        self.status = err.kind.status();
+        self.result = err.kind.squid_code();
+        self.error = Some(err.kind.proxy_status());
+    }
+
+    pub fn entry(&self) -> LogEntry {
+        LogEntry {
+            start: self.start,
+            duration: self.started.elapsed(),
+            client: self.client.ip(),
+            user: None,
+            listener: self.listener.clone(),
+            method: self.method.clone(),
+            url: self.url.clone(),
+            version: self.version,
+            status: self.status,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            upstream: self.upstream,
+            result: self.result,
+            aborted: self.aborted,
+            content_type: self.content_type.clone(),
+            referer: self.referer.clone(),
+            user_agent: self.user_agent.clone(),
+            error: self.error,
+        }
+    }
+}

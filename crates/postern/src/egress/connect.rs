@@ -1,0 +1,220 @@
+//! Connecting to a destination: resolve, refuse non-public addresses unless
+//! allowed (checked on the resolved address, and the socket goes to exactly that
+//! address, so DNS rebinding cannot slip past), then race the candidates with
+//! Happy Eyeballs (RFC 8305).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_policy::classify;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::resolve::{ResolveError, Resolver};
+use crate::error::{ErrorKind, ProxyError};
+
+/// RFC 8305 §5: the recommended delay before trying the next address.
+const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// A host as written in a request: a name or an address literal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl Destination {
+    /// Parses the host part of an authority (`example.com`, `10.0.0.1`, `[::1]`).
+    pub fn parse(host: &str) -> Option<Destination> {
+        if let Some(inner) = host.strip_prefix('[') {
+            let inner = inner.strip_suffix(']')?;
+            return inner.parse::<std::net::Ipv6Addr>().ok().map(|ip| Destination::Ip(ip.into()));
+        }
+        if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            return Some(Destination::Ip(ip.into()));
+        }
+        // RFC 3986 §3.2.2 reg-name, restricted to what DNS names can be.
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        valid.then(|| Destination::Name(host.to_ascii_lowercase()))
+    }
+}
+
+pub type EgressError = ProxyError;
+
+pub struct Connector {
+    pub resolver: Arc<Resolver>,
+}
+
+impl Connector {
+    /// Connects to `dest:port`, returning the stream and the address reached.
+    pub async fn connect(
+        &self,
+        dest: &Destination,
+        port: u16,
+        allow_private: bool,
+        connect_timeout: Duration,
+    ) -> Result<(TcpStream, SocketAddr), EgressError> {
+        let deadline = Instant::now() + connect_timeout;
+        let (ips, name) = match dest {
+            Destination::Ip(ip) => (vec![*ip], ip.to_string()),
+            Destination::Name(name) => {
+                let ips = match timeout(connect_timeout, self.resolver.resolve(name)).await {
+                    Err(_) | Ok(Err(ResolveError::Timeout)) => {
+                        return Err(ProxyError::new(ErrorKind::DnsTimeout, format!("resolving {name} timed out")));
+                    }
+                    Ok(Err(ResolveError::NotFound(m))) | Ok(Err(ResolveError::Failed(m))) => {
+                        return Err(ProxyError::new(ErrorKind::DnsError, m));
+                    }
+                    Ok(Ok(ips)) => ips,
+                };
+                (ips, name.clone())
+            }
+        };
+        let allowed: Vec<IpAddr> = if allow_private {
+            ips.clone()
+        } else {
+            ips.iter().copied().filter(|ip| classify(*ip).is_public()).collect()
+        };
+        if allowed.is_empty() {
+            let ip = ips[0];
+            return Err(ProxyError::new(
+                ErrorKind::DestinationProhibited,
+                format!(
+                    "{name} resolves to {ip}, a {} address; the proxy does not connect to such destinations",
+                    classify(ip).as_str()
+                ),
+            ));
+        }
+        let addrs = happy_eyeballs_order(&allowed, port);
+        connect_any(addrs, deadline).await
+    }
+}
+
+/// RFC 8305 §4: alternate address families, starting with the first one given.
+fn happy_eyeballs_order(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
+    let first_v6 = ips.first().is_some_and(IpAddr::is_ipv6);
+    let (mut a, mut b): (Vec<&IpAddr>, Vec<&IpAddr>) = ips.iter().partition(|ip| ip.is_ipv6() == first_v6);
+    a.reverse();
+    b.reverse();
+    let mut out = Vec::with_capacity(ips.len());
+    while let Some(ip) = a.pop() {
+        out.push(SocketAddr::new(*ip, port));
+        if let Some(ip) = b.pop() {
+            out.push(SocketAddr::new(*ip, port));
+        }
+    }
+    out.extend(b.into_iter().rev().map(|ip| SocketAddr::new(*ip, port)));
+    out
+}
+
+/// Starts an attempt, then another every 250 ms or as soon as one fails; the
+/// first to connect wins and the others are dropped.
+async fn connect_any(addrs: Vec<SocketAddr>, deadline: Instant) -> Result<(TcpStream, SocketAddr), EgressError> {
+    let mut pending = addrs.into_iter();
+    let mut attempts = JoinSet::new();
+    let mut last_error: Option<std::io::Error> = None;
+    let start_next = |attempts: &mut JoinSet<_>, pending: &mut std::vec::IntoIter<SocketAddr>| {
+        if let Some(addr) = pending.next() {
+            attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
+            true
+        } else {
+            false
+        }
+    };
+    start_next(&mut attempts, &mut pending);
+    let mut next_at = Instant::now() + CONNECTION_ATTEMPT_DELAY;
+    loop {
+        tokio::select! {
+            joined = attempts.join_next() => {
+                match joined {
+                    Some(Ok((addr, Ok(stream)))) => {
+                        let _ = stream.set_nodelay(true);
+                        return Ok((stream, addr));
+                    }
+                    Some(Ok((_, Err(e)))) => {
+                        last_error = Some(e);
+                        if start_next(&mut attempts, &mut pending) {
+                            next_at = Instant::now() + CONNECTION_ATTEMPT_DELAY;
+                        }
+                    }
+                    Some(Err(_)) => {}
+                    None => {
+                        if !start_next(&mut attempts, &mut pending) {
+                            return Err(connect_error(last_error));
+                        }
+                    }
+                }
+            }
+            _ = sleep_until(next_at), if pending.len() > 0 => {
+                start_next(&mut attempts, &mut pending);
+                next_at = Instant::now() + CONNECTION_ATTEMPT_DELAY;
+            }
+            _ = sleep_until(deadline) => {
+                return Err(ProxyError::new(ErrorKind::ConnectionTimeout, "no connection within the connect timeout"));
+            }
+        }
+    }
+}
+
+fn connect_error(e: Option<std::io::Error>) -> ProxyError {
+    match e {
+        Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            ProxyError::new(ErrorKind::ConnectionRefused, "connection refused")
+        }
+        Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            ProxyError::new(ErrorKind::ConnectionTimeout, "connection timed out")
+        }
+        Some(e) => ProxyError::new(ErrorKind::DestinationUnavailable, e.to_string()),
+        None => ProxyError::new(ErrorKind::DestinationUnavailable, "no address to connect to"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hosts() {
+        assert_eq!(Destination::parse("Example.COM"), Some(Destination::Name("example.com".into())));
+        assert_eq!(Destination::parse("[::1]"), Some(Destination::Ip("::1".parse().unwrap())));
+        assert_eq!(Destination::parse("10.0.0.1"), Some(Destination::Ip("10.0.0.1".parse().unwrap())));
+        for bad in ["", "a b", "a\r\nb", "[::1", "ex%41mple", "a/b", "[zz]"] {
+            assert_eq!(Destination::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interleaves_families() {
+        let ips: Vec<IpAddr> = ["::1", "::2", "127.0.0.1", "127.0.0.2", "::3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let order: Vec<String> = happy_eyeballs_order(&ips, 80).iter().map(|a| a.ip().to_string()).collect();
+        assert_eq!(order, ["::1", "127.0.0.1", "::2", "127.0.0.2", "::3"]);
+    }
+
+    #[tokio::test]
+    async fn refuses_private_and_reports_refused() {
+        let c = Connector { resolver: Arc::new(Resolver::from_system()) };
+        let err = c
+            .connect(&Destination::Ip("127.0.0.1".parse().unwrap()), 9, false, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::DestinationProhibited);
+        // A port nothing listens on: bind one, learn it, close it.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let err = c
+            .connect(&Destination::Ip("127.0.0.1".parse().unwrap()), port, true, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::ConnectionRefused);
+    }
+}

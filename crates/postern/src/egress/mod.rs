@@ -1,0 +1,10 @@
+//! The "egress" stage: from a destination name to a connected socket, with the
+//! SSRF guard applied to the resolved address and idle connections kept for reuse.
+
+pub mod connect;
+pub mod pool;
+pub mod resolve;
+
+pub use connect::{Connector, Destination};
+pub use pool::UpstreamPool;
+pub use resolve::Resolver;

@@ -1,0 +1,78 @@
+//! Asynchronous name resolution with a cache (hickory-resolver), reading the
+//! system's resolver configuration and hosts file.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{LookupIpStrategy, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+
+#[derive(Debug, Clone)]
+pub enum ResolveError {
+    /// The name does not exist or has no addresses.
+    NotFound(String),
+    Timeout,
+    Failed(String),
+}
+
+pub struct Resolver {
+    inner: TokioResolver,
+}
+
+impl Resolver {
+    pub fn from_system() -> Resolver {
+        let mut builder = match TokioResolver::builder_tokio() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("postern: no usable system resolver configuration ({e}); using defaults");
+                TokioResolver::builder_with_config(
+                    ResolverConfig::default(),
+                    TokioConnectionProvider::default(),
+                )
+            }
+        };
+        let opts = builder.options_mut();
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        opts.cache_size = 4096;
+        opts.timeout = Duration::from_secs(5);
+        opts.attempts = 2;
+        Resolver {
+            inner: builder.build(),
+        }
+    }
+
+    /// All addresses of `host`, which is a name (IP literals never reach here).
+    pub async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        // RFC 6761 §6.3: localhost names always mean the loopback interface.
+        if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
+            return Ok(vec![Ipv6Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()]);
+        }
+        // A trailing dot makes the name absolute, so no search domains are tried.
+        let fqdn = if host.ends_with('.') {
+            host.to_string()
+        } else {
+            format!("{host}.")
+        };
+        match self.inner.lookup_ip(fqdn).await {
+            Ok(lookup) => {
+                let ips: Vec<IpAddr> = lookup.iter().collect();
+                if ips.is_empty() {
+                    Err(ResolveError::NotFound(format!("{host} has no addresses")))
+                } else {
+                    Ok(ips)
+                }
+            }
+            Err(e) if e.is_nx_domain() => Err(ResolveError::NotFound(format!("{host}: no such domain (NXDOMAIN)"))),
+            Err(e) if e.is_no_records_found() => Err(ResolveError::NotFound(format!("{host} has no addresses"))),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("timed out") || text.contains("timeout") {
+                    Err(ResolveError::Timeout)
+                } else {
+                    Err(ResolveError::Failed(format!("{host}: {text}")))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Errors the proxy answers itself, and the responses that carry them: a status,
+//! a short page naming the cause, and `Proxy-Status` (RFC 9209).
+
+use std::fmt::Write as _;
+
+/// Every reason the proxy produces a response of its own. Each maps to a status,
+/// an RFC 9209 error type and a Squid result code for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    UriTooLong,
+    HeaderTooLarge,
+    RequestTimeout,
+    VersionNotSupported,
+    NotImplemented,
+    MethodNotAllowed,
+    /// Refused by the access rules.
+    Denied,
+    /// A port or method the safe defaults refuse.
+    PortNotAllowed,
+    DestinationProhibited,
+    DnsError,
+    DnsTimeout,
+    ConnectionRefused,
+    ConnectionTimeout,
+    DestinationUnavailable,
+    /// The next hop closed or reset the connection before a complete response.
+    UpstreamTerminated,
+    UpstreamTimeout,
+    BadResponse,
+    ResponseHeaderTooLarge,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> u16 {
+        use ErrorKind::*;
+        match self {
+            BadRequest => 400,
+            UriTooLong => 414,
+            HeaderTooLarge => 431,
+            RequestTimeout => 408,
+            VersionNotSupported => 505,
+            NotImplemented => 501,
+            MethodNotAllowed => 405,
+            Denied | PortNotAllowed | DestinationProhibited => 403,
+            DnsError | ConnectionRefused | DestinationUnavailable | UpstreamTerminated
+            | BadResponse | ResponseHeaderTooLarge => 502,
+            DnsTimeout | ConnectionTimeout | UpstreamTimeout => 504,
+        }
+    }
+
+    /// The RFC 9209 §2.3 error type.
+    pub fn proxy_status(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            BadRequest | UriTooLong | HeaderTooLarge | RequestTimeout | VersionNotSupported
+            | NotImplemented | MethodNotAllowed => "http_request_error",
+            Denied | PortNotAllowed => "http_request_denied",
+            DestinationProhibited => "destination_ip_prohibited",
+            DnsError => "dns_error",
+            DnsTimeout => "dns_timeout",
+            ConnectionRefused => "connection_refused",
+            ConnectionTimeout => "connection_timeout",
+            DestinationUnavailable => "destination_unavailable",
+            UpstreamTerminated => "connection_terminated",
+            UpstreamTimeout => "connection_read_timeout",
+            BadResponse => "http_protocol_error",
+            ResponseHeaderTooLarge => "http_response_header_section_size",
+        }
+    }
+
+    /// Squid's result code, so Squid log tools read our access log.
+    pub fn squid_code(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            Denied | PortNotAllowed | DestinationProhibited => "TCP_DENIED",
+            BadRequest | UriTooLong | HeaderTooLarge | RequestTimeout | VersionNotSupported
+            | NotImplemented | MethodNotAllowed => "NONE_NONE",
+            _ => "TCP_MISS",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            BadRequest => "The request is malformed",
+            UriTooLong => "The request line is too long",
+            HeaderTooLarge => "The request header section is too large",
+            RequestTimeout => "The request was not received in time",
+            VersionNotSupported => "This HTTP version is not supported",
+            NotImplemented => "This request is not supported by the proxy",
+            MethodNotAllowed => "Method not allowed here",
+            Denied => "Access denied",
+            PortNotAllowed => "Destination port not allowed",
+            DestinationProhibited => "Destination address not allowed",
+            DnsError => "The destination name could not be resolved",
+            DnsTimeout => "Resolving the destination name timed out",
+            ConnectionRefused => "The destination refused the connection",
+            ConnectionTimeout => "Connecting to the destination timed out",
+            DestinationUnavailable => "The destination could not be reached",
+            UpstreamTerminated => "The destination closed the connection early",
+            UpstreamTimeout => "The destination did not answer in time",
+            BadResponse => "The destination sent an invalid response",
+            ResponseHeaderTooLarge => "The destination's response header is too large",
+        }
+    }
+}
+
+/// A proxy-generated failure: what happened and a detail for the page and log.
+#[derive(Debug, Clone)]
+pub struct ProxyError {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> ProxyError {
+        ProxyError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.title(), self.detail)
+    }
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        508 => "Loop Detected",
+        _ => "Error",
+    }
+}
+
+/// The complete response for an error: head and body, ready to write.
+/// `html` chooses the page format; `close` adds `Connection: close`.
+pub fn error_response(err: &ProxyError, html: bool, close: bool, proxy_name: &str) -> Vec<u8> {
+    let status = err.kind.status();
+    let reason = reason_phrase(status);
+    let title = err.kind.title();
+    let body = if html {
+        format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1>\n<p>{}.</p>\n<p>{}</p>\n<hr><address>{}</address></body></html>\n",
+            escape(title),
+            escape(&err.detail),
+            escape(proxy_name)
+        )
+    } else {
+        format!("{status} {reason}\n{title}.\n{}\n", err.detail)
+    };
+    let mut out = String::with_capacity(body.len() + 256);
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nProxy-Status: {}; error={}; details=\"{}\"\r\n",
+        crate::observe::time::http_date(std::time::SystemTime::now()),
+        if html { "text/html; charset=utf-8" } else { "text/plain; charset=utf-8" },
+        body.len(),
+        sf_token(proxy_name),
+        err.kind.proxy_status(),
+        sf_string(&err.detail),
+    );
+    if close {
+        out.push_str("Connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// RFC 8941 sf-string content: printable ASCII with `"` and `\` escaped.
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out
+}
+
+/// RFC 8941 sf-token for the proxy's name in Proxy-Status.
+fn sf_token(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~:/".contains(*c))
+        .collect();
+    if t.is_empty() || !t.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        "postern".into()
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_page_has_status_and_proxy_status() {
+        let e = ProxyError::new(ErrorKind::DestinationProhibited, "127.0.0.1 is a loopback address <x>");
+        let bytes = error_response(&e, true, true, "postern");
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(text.contains("Proxy-Status: postern; error=destination_ip_prohibited; details=\"127.0.0.1 is a loopback address <x>\"\r\n"));
+        assert!(text.contains("&lt;x&gt;"));
+        assert!(text.contains("Connection: close\r\n"));
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let plain = String::from_utf8(error_response(&e, false, false, "postern")).unwrap();
+        assert!(plain.contains("Content-Type: text/plain"));
+        assert!(!plain.contains("Connection: close"));
+    }
+}

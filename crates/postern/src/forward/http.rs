@@ -1,0 +1,581 @@
+//! Forwarding of absolute-URI HTTP requests (RFC 9110 §7.6, RFC 9112): the
+//! request head is rewritten for the next hop, the body streamed while the
+//! response is awaited (so `Expect: 100-continue` and early answers work), and
+//! the response streamed back with framing chosen for the client.
+//!
+//! Phases, in order: build the upstream head → take a pooled connection or
+//! connect → send head and body ∥ read interim and final response heads →
+//! stream the response body (∥ the rest of the request body) → return the
+//! upstream connection to the pool when it can carry another request.
+
+use std::pin::pin;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+use crate::app::Shared;
+use crate::config::Config;
+use crate::context::RequestCtx;
+use crate::error::{ErrorKind, ProxyError};
+use crate::http1::body::{self, BodyError, BodyKind, OutFraming, Sink, Source};
+use crate::http1::fields::{ConnectionOptions, connection_options, response_body};
+use crate::http1::head::{Fields, HeadLimits, RequestHead, ResponseHead, parse_response};
+use crate::ingress::Client;
+use crate::relay;
+
+use super::target::HttpTarget;
+
+/// How a forwarded exchange ended, once the client has had a response.
+pub struct Forwarded {
+    pub client_keep_alive: bool,
+}
+
+/// The request as the forwarding stage needs it.
+pub struct Outbound<'a> {
+    pub head: &'a RequestHead,
+    pub target: &'a HttpTarget,
+    pub body: BodyKind,
+    pub conn: &'a ConnectionOptions<'a>,
+}
+
+/// Forwards one request. `Err` means nothing final was sent to the client yet,
+/// so the caller answers with an error page.
+pub async fn forward(
+    cfg: &Config,
+    shared: &Shared,
+    client: &mut Client,
+    req: Outbound<'_>,
+    ctx: &mut RequestCtx,
+) -> Result<Forwarded, ProxyError> {
+    if let Some(done) = answer_max_forwards(cfg, client, &req, ctx).await? {
+        return Ok(done);
+    }
+    let upgrade = req.conn.upgrade && req.head.minor >= 1 && req.head.has("upgrade");
+    let head_bytes = upstream_head(cfg, &req, upgrade);
+    let key = req.target.pool_key();
+    let mut retried = false;
+    loop {
+        let (stream, addr, reused) = match shared.pool.checkout(&key) {
+            Some((s, a)) => (s, a, true),
+            None => {
+                let (s, a) = shared
+                    .connector
+                    .connect(
+                        &req.target.dest,
+                        req.target.port,
+                        cfg.egress.allow_private_destinations,
+                        cfg.timeouts.connect,
+                    )
+                    .await?;
+                (s, a, false)
+            }
+        };
+        ctx.upstream = Some(addr);
+        let mut upstream = stream;
+        match exchange(cfg, client, &mut upstream, head_bytes.clone(), &req, upgrade, ctx).await {
+            Ok(end) => {
+                if end.upstream_reusable {
+                    shared.pool.checkin(&key, upstream, addr);
+                }
+                return Ok(Forwarded {
+                    client_keep_alive: end.client_keep_alive,
+                });
+            }
+            // A pooled connection the server closed meanwhile: try once more on a
+            // fresh one, which is safe because nothing of the request was consumed.
+            Err(Failure::Stale(_)) if reused && !retried && req.body == BodyKind::None => {
+                retried = true;
+            }
+            Err(Failure::Stale(e)) | Err(Failure::Upstream(e)) => return Err(e),
+            Err(Failure::Client(e)) => return Err(e),
+            Err(Failure::Aborted) => {
+                ctx.aborted = true;
+                return Ok(Forwarded {
+                    client_keep_alive: false,
+                });
+            }
+        }
+    }
+}
+
+enum Failure {
+    /// The upstream failed before sending any byte of a response.
+    Stale(ProxyError),
+    /// The upstream failed; nothing final was sent to the client.
+    Upstream(ProxyError),
+    /// The client's request body was malformed; nothing final was sent.
+    Client(ProxyError),
+    /// Part of the response already went out; the connection must be dropped.
+    Aborted,
+}
+
+struct ExchangeEnd {
+    client_keep_alive: bool,
+    upstream_reusable: bool,
+}
+
+/// RFC 9110 §7.6.2: OPTIONS and TRACE with `Max-Forwards: 0` are answered here.
+async fn answer_max_forwards(
+    cfg: &Config,
+    client: &mut Client,
+    req: &Outbound<'_>,
+    ctx: &mut RequestCtx,
+) -> Result<Option<Forwarded>, ProxyError> {
+    let is_trace = req.head.is_method("TRACE");
+    if !(is_trace || req.head.is_method("OPTIONS")) {
+        return Ok(None);
+    }
+    let Some(value) = req.head.first("max-forwards") else {
+        return Ok(None);
+    };
+    if value != b"0" {
+        return Ok(None);
+    }
+    let keep = req.body == BodyKind::None && req.conn.persistent(req.head.minor);
+    let close: &[u8] = if keep { b"" } else { b"Connection: close\r\n" };
+    let mut out = Vec::with_capacity(512);
+    if is_trace {
+        // The echo leaves out credentials (RFC 9110 §9.3.8).
+        let mut echo = Vec::new();
+        let line_end = memchr::memchr(b'\n', &req.head.raw).map_or(0, |i| i + 1);
+        echo.extend_from_slice(&req.head.raw[..line_end]);
+        for f in &req.head.fields {
+            let name = req.head.name(f);
+            if ["authorization", "proxy-authorization", "cookie"]
+                .iter()
+                .any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
+            {
+                continue;
+            }
+            echo.extend_from_slice(name);
+            echo.extend_from_slice(b": ");
+            echo.extend_from_slice(req.head.value(f));
+            echo.extend_from_slice(b"\r\n");
+        }
+        echo.extend_from_slice(b"\r\n");
+        out.extend_from_slice(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: message/http\r\nContent-Length: {}\r\n",
+                echo.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(close);
+        push_via(cfg, &mut out, req.head.minor);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&echo);
+    } else {
+        out.extend_from_slice(
+            b"HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH\r\nContent-Length: 0\r\n",
+        );
+        out.extend_from_slice(close);
+        push_via(cfg, &mut out, req.head.minor);
+        out.extend_from_slice(b"\r\n");
+    }
+    ctx.status = 200;
+    ctx.result = "TCP_MISS";
+    write_client(client, &out, ctx).await;
+    Ok(Some(Forwarded {
+        client_keep_alive: keep,
+    }))
+}
+
+async fn write_client(client: &mut Client, bytes: &[u8], ctx: &mut RequestCtx) {
+    if client.stream.write_all(bytes).await.is_ok() {
+        ctx.bytes_out += bytes.len() as u64;
+    } else {
+        ctx.aborted = true;
+    }
+}
+
+fn push_via(cfg: &Config, out: &mut Vec<u8>, minor: u8) {
+    if let Some(name) = &cfg.http.via {
+        out.extend_from_slice(format!("Via: 1.{minor} {name}\r\n").as_bytes());
+    }
+}
+
+/// The request head for the next hop: origin-form target, Host from the URI
+/// (RFC 9112 §3.2.2: the URI's authority wins), hop-by-hop fields removed,
+/// framing restated, Max-Forwards decremented, Via appended.
+fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool) -> Vec<u8> {
+    let head = req.head;
+    let mut out = Vec::with_capacity(head.raw.len() + 64);
+    out.extend_from_slice(head.method().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.target.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(req.target.host_field().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut had_length = false;
+    for f in &head.fields {
+        let name = head.name(f);
+        if name.eq_ignore_ascii_case(b"host") || req.conn.is_hop_by_hop(name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            had_length = true;
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"max-forwards") {
+            if let Some(n) = std::str::from_utf8(head.value(f)).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+                out.extend_from_slice(format!("Max-Forwards: {}\r\n", n.saturating_sub(1)).as_bytes());
+            }
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(head.value(f));
+        out.extend_from_slice(b"\r\n");
+    }
+    if upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        for v in head.values("upgrade") {
+            out.extend_from_slice(b"Upgrade: ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    match req.body {
+        BodyKind::Length(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
+        _ => {}
+    }
+    push_via(cfg, &mut out, head.minor);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// One request/response exchange over one upstream connection.
+async fn exchange(
+    cfg: &Config,
+    client: &mut Client,
+    upstream: &mut TcpStream,
+    head_bytes: Vec<u8>,
+    req: &Outbound<'_>,
+    upgrade: bool,
+    ctx: &mut RequestCtx,
+) -> Result<ExchangeEnd, Failure> {
+    let io_timeout = cfg.timeouts.io;
+    let max_trailer = cfg.limits.max_header_size;
+    let (mut cr, mut cw) = client.stream.split();
+    let cbuf = &mut client.buf;
+    let (mut ur, mut uw) = upstream.split();
+    let mut ubuf = BytesMut::with_capacity(16 * 1024);
+
+    let request_out = match req.body {
+        BodyKind::Chunked => OutFraming::Chunked,
+        _ => OutFraming::Raw,
+    };
+    let req_kind = req.body;
+    // Boxed so it can be dropped explicitly, giving the halves back for an upgrade.
+    let mut send = Box::pin(async {
+        let mut src = Source {
+            io: &mut cr,
+            buf: cbuf,
+            timeout: io_timeout,
+        };
+        let mut sink = Sink::new(&mut uw, head_bytes, io_timeout);
+        body::relay(&mut src, &mut sink, req_kind, request_out, max_trailer).await
+    });
+    let mut sent: Option<Result<body::BodyStats, BodyError>> = None;
+
+    // Phase 1: the final response head, forwarding interim (1xx) responses.
+    let mut interim_out = 0u64;
+    let head = {
+        let mut read_head = pin!(read_final_head(
+            &mut ur,
+            &mut ubuf,
+            &mut cw,
+            cfg,
+            req.head.minor,
+            &mut interim_out
+        ));
+        loop {
+            tokio::select! {
+                res = &mut send, if sent.is_none() => {
+                    if let Err(e) = &res {
+                        if e.is_read_side() {
+                            return Err(client_body_failure(e, ctx));
+                        }
+                    }
+                    sent = Some(res);
+                }
+                head = &mut read_head => break head,
+            }
+        }
+    };
+    ctx.bytes_out += interim_out;
+    let head = match head {
+        Ok(h) => h,
+        Err(HeadFailure::Nothing(e)) => return Err(Failure::Stale(e)),
+        Err(HeadFailure::Partial(e)) => return Err(Failure::Upstream(e)),
+    };
+    ctx.status = head.status;
+
+    let is_head = req.head.is_method("HEAD");
+    if head.status == 101 {
+        if !upgrade {
+            return Err(Failure::Upstream(ProxyError::new(
+                ErrorKind::BadResponse,
+                "101 Switching Protocols without an upgrade request",
+            )));
+        }
+        let request_sent = match sent.take() {
+            Some(res) => res.is_ok(),
+            None => (&mut send).await.is_ok(),
+        };
+        drop(send);
+        if !request_sent {
+            return Err(Failure::Aborted);
+        }
+        let out = response_head_bytes(cfg, &head, &connection_options(&head), req.head.minor, Framing::Upgrade);
+        if cw.write_all(&out).await.is_err() {
+            return Err(Failure::Aborted);
+        }
+        ctx.bytes_out += out.len() as u64;
+        let stats = relay::tunnel(&mut cr, &mut cw, &client.buf, &mut ur, &mut uw, &ubuf, cfg.timeouts.tunnel_idle).await;
+        ctx.bytes_in += stats.up;
+        ctx.bytes_out += stats.down;
+        return Ok(ExchangeEnd {
+            client_keep_alive: false,
+            upstream_reusable: false,
+        });
+    }
+
+    let resp_kind = response_body(&head, is_head)
+        .map_err(|m| Failure::Upstream(ProxyError::new(ErrorKind::BadResponse, m)))?;
+    if resp_kind == BodyKind::Chunked {
+        // Refuse a broken first chunk line before anything is forwarded.
+        if let Some(i) = memchr::memchr(b'\n', &ubuf) {
+            let line = &ubuf[..i];
+            if i == 0 || line[i - 1] != b'\r' {
+                return Err(Failure::Upstream(ProxyError::new(ErrorKind::BadResponse, "bare LF in chunked framing")));
+            }
+            if let Err(BodyError::Malformed(m)) = body::parse_chunk_size(&line[..i - 1]) {
+                return Err(Failure::Upstream(ProxyError::new(ErrorKind::BadResponse, m)));
+            }
+        }
+    }
+    let resp_conn = connection_options(&head);
+    let request_done = matches!(sent, Some(Ok(_)));
+    let client_framing = match resp_kind {
+        BodyKind::Chunked | BodyKind::UntilClose if req.head.minor >= 1 => Framing::Chunked,
+        BodyKind::Chunked | BodyKind::UntilClose => Framing::Close,
+        _ => Framing::AsIs,
+    };
+    let client_keep_alive = req.conn.persistent(req.head.minor)
+        && client_framing != Framing::Close
+        && request_done
+        && !crate::app::shutting_down();
+    let framing = if client_keep_alive { client_framing } else { client_framing.closing() };
+    ctx.content_type = head
+        .first("content-type")
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let out_head = response_head_bytes(cfg, &head, &resp_conn, req.head.minor, framing);
+    let out = if framing == Framing::Chunked || framing == Framing::ChunkedClose {
+        OutFraming::Chunked
+    } else {
+        OutFraming::Raw
+    };
+
+    // Phase 2: the response body, while any remaining request body still flows.
+    let relayed = {
+        let mut src = Source {
+            io: &mut ur,
+            buf: &mut ubuf,
+            timeout: io_timeout,
+        };
+        let mut sink = Sink::new(&mut cw, out_head, io_timeout);
+        let res = {
+            let mut stream = pin!(body::relay(&mut src, &mut sink, resp_kind, out, max_trailer));
+            loop {
+                tokio::select! {
+                    res = &mut send, if sent.is_none() => {
+                        sent = Some(res);
+                    }
+                    res = &mut stream => break res,
+                }
+            }
+        };
+        ctx.bytes_out += sink.written;
+        res
+    };
+    drop(send);
+    if let Some(Ok(stats)) = &sent {
+        ctx.bytes_in += stats.payload;
+    }
+    match relayed {
+        Ok(_) => {}
+        Err(_) => return Err(Failure::Aborted),
+    }
+    let request_complete = matches!(sent, Some(Ok(_)));
+    Ok(ExchangeEnd {
+        client_keep_alive: client_keep_alive && request_complete,
+        upstream_reusable: request_complete
+            && resp_kind != BodyKind::UntilClose
+            && resp_conn.persistent(head.minor)
+            && ubuf.is_empty(),
+    })
+}
+
+fn client_body_failure(e: &BodyError, ctx: &mut RequestCtx) -> Failure {
+    match e {
+        BodyError::Malformed(m) => Failure::Client(ProxyError::new(ErrorKind::BadRequest, format!("request body: {m}"))),
+        _ => {
+            ctx.aborted = true;
+            Failure::Aborted
+        }
+    }
+}
+
+enum HeadFailure {
+    /// Not a single byte of response arrived.
+    Nothing(ProxyError),
+    Partial(ProxyError),
+}
+
+/// Reads response heads until a final one (or 101), passing 1xx on to HTTP/1.1
+/// clients (RFC 9110 §15.2; HTTP/1.0 clients cannot take them).
+async fn read_final_head(
+    ur: &mut ReadHalf<'_>,
+    ubuf: &mut BytesMut,
+    cw: &mut WriteHalf<'_>,
+    cfg: &Config,
+    client_minor: u8,
+    interim_out: &mut u64,
+) -> Result<ResponseHead, HeadFailure> {
+    use tokio::io::AsyncReadExt;
+    let limits = HeadLimits {
+        max_line: cfg.limits.max_header_size,
+        max_size: cfg.limits.max_header_size,
+        max_fields: cfg.limits.max_headers.max(200),
+    };
+    let deadline = tokio::time::Instant::now() + cfg.timeouts.first_byte;
+    let mut any = false;
+    loop {
+        if !ubuf.is_empty() {
+            match parse_response(ubuf, limits) {
+                Ok(Some((n, parts))) => {
+                    let head = ResponseHead::new(ubuf.split_to(n).freeze(), parts);
+                    if head.status >= 200 || head.status == 101 {
+                        return Ok(head);
+                    }
+                    if client_minor >= 1 {
+                        let out = response_head_bytes(cfg, &head, &connection_options(&head), client_minor, Framing::Interim);
+                        if cw.write_all(&out).await.is_err() {
+                            return Err(HeadFailure::Partial(ProxyError::new(ErrorKind::UpstreamTerminated, "client went away")));
+                        }
+                        *interim_out += out.len() as u64;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(crate::http1::HeadError::TooLarge) | Err(crate::http1::HeadError::TooManyHeaders) => {
+                    return Err(HeadFailure::Partial(ProxyError::new(
+                        ErrorKind::ResponseHeaderTooLarge,
+                        "response header section too large",
+                    )));
+                }
+                Err(e) => {
+                    return Err(HeadFailure::Partial(ProxyError::new(
+                        ErrorKind::BadResponse,
+                        format!("invalid response head: {}", crate::ingress::head_error_text(&e)),
+                    )));
+                }
+            }
+        }
+        ubuf.reserve(8 * 1024);
+        match tokio::time::timeout_at(deadline, ur.read_buf(ubuf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) if !any => {
+                return Err(HeadFailure::Nothing(ProxyError::new(
+                    ErrorKind::UpstreamTerminated,
+                    "the server closed the connection without a response",
+                )));
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Err(HeadFailure::Partial(ProxyError::new(
+                    ErrorKind::UpstreamTerminated,
+                    "the server closed the connection in the middle of the response head",
+                )));
+            }
+            Ok(Ok(_)) => any = true,
+            Err(_) => {
+                return Err(HeadFailure::Partial(ProxyError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "no response within the first-byte timeout",
+                )));
+            }
+        }
+    }
+}
+
+/// How the response body is framed towards the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Keep the server's Content-Length (or no body).
+    AsIs,
+    AsIsClose,
+    Chunked,
+    ChunkedClose,
+    /// Delimited by closing the connection (HTTP/1.0 clients).
+    Close,
+    Interim,
+    Upgrade,
+}
+
+impl Framing {
+    fn closing(self) -> Framing {
+        match self {
+            Framing::AsIs => Framing::AsIsClose,
+            Framing::Chunked => Framing::ChunkedClose,
+            other => other,
+        }
+    }
+}
+
+fn response_head_bytes(
+    cfg: &Config,
+    head: &ResponseHead,
+    conn: &ConnectionOptions,
+    client_minor: u8,
+    framing: Framing,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.raw.len() + 64);
+    out.extend_from_slice(format!("HTTP/1.{} {} ", client_minor.min(1), head.status).as_bytes());
+    out.extend_from_slice(head.reason());
+    out.extend_from_slice(b"\r\n");
+    for f in &head.fields {
+        let name = head.name(f);
+        if conn.is_hop_by_hop(name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") && matches!(framing, Framing::Chunked | Framing::ChunkedClose | Framing::Close) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(head.value(f));
+        out.extend_from_slice(b"\r\n");
+    }
+    push_via(cfg, &mut out, head.minor);
+    match framing {
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::ChunkedClose => out.extend_from_slice(b"Transfer-Encoding: chunked\r\nConnection: close\r\n"),
+        Framing::AsIsClose | Framing::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        Framing::AsIs if client_minor == 0 => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Framing::Upgrade => {
+            out.extend_from_slice(b"Connection: upgrade\r\n");
+            for v in head.values("upgrade") {
+                out.extend_from_slice(b"Upgrade: ");
+                out.extend_from_slice(v);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        Framing::AsIs | Framing::Interim => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}

@@ -1,0 +1,7 @@
+//! Forward proxying: absolute-URI HTTP requests, CONNECT tunnels, and the page the
+//! proxy serves about itself.
+
+pub mod connect;
+pub mod http;
+pub mod page;
+pub mod target;

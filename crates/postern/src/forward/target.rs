@@ -1,0 +1,164 @@
+//! Request targets a forward proxy receives (RFC 9112 §3.2): absolute-form for
+//! HTTP and authority-form for CONNECT.
+
+use crate::egress::Destination;
+
+/// A parsed `http://host[:port]/path?query`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// Host as it goes into `Host` (lowercase; IPv6 in brackets).
+    pub host: String,
+    pub dest: Destination,
+    pub port: u16,
+    /// Origin-form for the next hop: path and query, at least `/`.
+    pub path: String,
+}
+
+impl HttpTarget {
+    /// RFC 9110 §7.2: the port is left out of Host when it is the default.
+    pub fn host_field(&self) -> String {
+        if self.port == 80 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn pool_key(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    Malformed(&'static str),
+    /// A scheme this proxy does not forward (yet).
+    UnsupportedScheme(String),
+}
+
+pub fn parse_absolute(target: &str) -> Result<HttpTarget, TargetError> {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return Err(TargetError::Malformed("request target is not an absolute URI"));
+    };
+    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+        return Err(TargetError::Malformed("invalid URI scheme"));
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(TargetError::UnsupportedScheme(scheme.to_ascii_lowercase()));
+    }
+    if rest.contains('#') {
+        return Err(TargetError::Malformed("fragment in request target"));
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let (host, dest, port) = parse_authority(authority, Some(80))?;
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    Ok(HttpTarget {
+        host,
+        dest,
+        port,
+        path,
+    })
+}
+
+/// `host[:port]`; without a default port the port is required (CONNECT).
+pub fn parse_authority(
+    authority: &str,
+    default_port: Option<u16>,
+) -> Result<(String, Destination, u16), TargetError> {
+    if authority.contains('@') {
+        // RFC 9110 §4.2.4: userinfo in http(s) URIs is deprecated and a phishing vector.
+        return Err(TargetError::Malformed("user information in the URI authority"));
+    }
+    let (host, port) = if authority.starts_with('[') {
+        let close = authority
+            .find(']')
+            .ok_or(TargetError::Malformed("unterminated IPv6 address"))?;
+        let (h, p) = authority.split_at(close + 1);
+        match p {
+            "" => (h, None),
+            p => (
+                h,
+                Some(p.strip_prefix(':').ok_or(TargetError::Malformed("junk after IPv6 address"))?),
+            ),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match (port, default_port) {
+        (Some(p), _) if !p.is_empty() => parse_port(p)?,
+        (Some(_), Some(d)) | (None, Some(d)) => d,
+        (_, None) => return Err(TargetError::Malformed("port missing in authority")),
+    };
+    let dest = Destination::parse(host).ok_or(TargetError::Malformed("invalid host in request target"))?;
+    Ok((host.to_ascii_lowercase(), dest, port))
+}
+
+fn parse_port(p: &str) -> Result<u16, TargetError> {
+    if p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TargetError::Malformed("invalid port"));
+    }
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(TargetError::Malformed("invalid port")),
+        Ok(n) => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_form() {
+        let t = parse_absolute("http://Example.com:8080/a/b?c=d").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("example.com", 8080, "/a/b?c=d"));
+        assert_eq!(t.host_field(), "example.com:8080");
+        let t = parse_absolute("HTTP://example.com").unwrap();
+        assert_eq!((t.port, t.path.as_str(), t.host_field().as_str()), (80, "/", "example.com"));
+        let t = parse_absolute("http://example.com?q").unwrap();
+        assert_eq!(t.path, "/?q");
+        let t = parse_absolute("http://[::1]:81/").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("[::1]", 81));
+        assert_eq!(parse_absolute("http://example.com:/").unwrap().port, 80);
+    }
+
+    #[test]
+    fn refused_targets() {
+        for bad in [
+            "http://user:pw@example.com/",
+            "http:///path",
+            "http://exa mple.com/",
+            "http://example.com:99999/",
+            "http://example.com:0/",
+            "http://example.com:-1/",
+            "http://[::1/",
+            "http://example.com/#frag",
+            "example.com/",
+        ] {
+            assert!(matches!(parse_absolute(bad), Err(TargetError::Malformed(_))), "{bad}");
+        }
+        assert_eq!(
+            parse_absolute("gopher://example.com/"),
+            Err(TargetError::UnsupportedScheme("gopher".into()))
+        );
+    }
+
+    #[test]
+    fn authority_form() {
+        let (h, _, p) = parse_authority("example.com:443", None).unwrap();
+        assert_eq!((h.as_str(), p), ("example.com", 443));
+        assert!(parse_authority("example.com", None).is_err());
+        assert!(parse_authority("example.com:", None).is_err());
+        let (h, _, p) = parse_authority("[2001:db8::1]:8443", None).unwrap();
+        assert_eq!((h.as_str(), p), ("[2001:db8::1]", 8443));
+    }
+}

@@ -1,0 +1,289 @@
+//! One HTTP/1.x client connection on a forward listener: read a request head
+//! (with the header and idle timeouts), check it, decide, dispatch to CONNECT,
+//! forwarding or the proxy's own page, log, and repeat while keep-alive holds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postern_policy::{Action, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::app::Shared;
+use crate::config::Config;
+use crate::context::RequestCtx;
+use crate::error::{ErrorKind, ProxyError, error_response};
+use crate::forward::http::{Outbound, forward};
+use crate::forward::target::{TargetError, parse_absolute};
+use crate::forward::{connect, page};
+use crate::http1::fields::{connection_options, request_body};
+use crate::http1::head::{Fields, HeadLimits, parse_request};
+use crate::http1::{BodyKind, HeadError, RequestHead};
+
+use super::{Client, head_error_text};
+
+/// An idle keep-alive connection keeps at most this much buffer.
+const IDLE_BUFFER: usize = 4 * 1024;
+
+enum HeadRead {
+    Head(RequestHead),
+    /// The client closed, idled out, or the proxy is shutting down.
+    Closed,
+    Failed(ProxyError),
+}
+
+pub async fn serve_connection(shared: Arc<Shared>, listener: Arc<str>, stream: TcpStream, peer: SocketAddr) {
+    let cfg = shared.config();
+    let local = stream.local_addr().unwrap_or(peer);
+    let mut client = Client {
+        stream,
+        buf: BytesMut::with_capacity(IDLE_BUFFER),
+        peer,
+        local,
+    };
+    let mut first = true;
+    loop {
+        let head = read_head(&cfg, &shared, &mut client, first).await;
+        first = false;
+        let keep_alive = match head {
+            HeadRead::Head(head) => handle(&cfg, &shared, &mut client, &listener, head).await,
+            HeadRead::Closed => return,
+            HeadRead::Failed(err) => {
+                let mut ctx = RequestCtx::new(peer, &listener);
+                ctx.method = "-".into();
+                ctx.url = "-".into();
+                ctx.record_error(&err);
+                ctx.bytes_in = client.buf.len() as u64;
+                let page = error_response(&err, true, true, proxy_name(&cfg));
+                if client.stream.write_all(&page).await.is_ok() {
+                    ctx.bytes_out = page.len() as u64;
+                }
+                shared.log.write(&ctx.entry());
+                false
+            }
+        };
+        if !keep_alive || crate::app::shutting_down() {
+            linger_close(client.stream).await;
+            return;
+        }
+        if client.buf.is_empty() && client.buf.capacity() > 4 * IDLE_BUFFER {
+            client.buf = BytesMut::with_capacity(IDLE_BUFFER);
+        }
+    }
+}
+
+fn proxy_name(cfg: &Config) -> &str {
+    cfg.http.via.as_deref().unwrap_or("postern")
+}
+
+/// Reads one request head. The first byte of a request may take up to the idle
+/// timeout (keep-alive) or header timeout (new connection); once it arrives, the
+/// whole head must follow within the header timeout (slowloris guard).
+async fn read_head(cfg: &Config, shared: &Shared, client: &mut Client, first: bool) -> HeadRead {
+    let limits = HeadLimits {
+        max_line: cfg.limits.max_request_line,
+        max_size: cfg.limits.max_header_size,
+        max_fields: cfg.limits.max_headers,
+    };
+    let mut shutdown = shared.shutdown_signal();
+    let mut deadline = None;
+    loop {
+        if !client.buf.is_empty() {
+            match parse_request(&client.buf, limits) {
+                Ok(Some((n, parts))) => {
+                    let raw = client.buf.split_to(n).freeze();
+                    return HeadRead::Head(RequestHead::new(raw, parts));
+                }
+                Ok(None) => {}
+                Err(e) => return HeadRead::Failed(head_error(&e)),
+            }
+            deadline.get_or_insert_with(|| Instant::now() + cfg.timeouts.client_header);
+        }
+        if client.buf.capacity() - client.buf.len() < 1024 {
+            client.buf.reserve(IDLE_BUFFER);
+        }
+        let read = match deadline {
+            Some(d) => timeout_at(d, client.stream.read_buf(&mut client.buf)).await,
+            None => {
+                let wait = if first { cfg.timeouts.client_header } else { cfg.timeouts.client_idle };
+                tokio::select! {
+                    r = timeout(wait, client.stream.read_buf(&mut client.buf)) => r,
+                    _ = crate::app::stopped(&mut shutdown) => return HeadRead::Closed,
+                }
+            }
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
+            Ok(Ok(_)) => {}
+            Err(_) if client.buf.is_empty() => return HeadRead::Closed,
+            Err(_) => {
+                return HeadRead::Failed(ProxyError::new(
+                    ErrorKind::RequestTimeout,
+                    "the request head did not arrive within the header timeout",
+                ));
+            }
+        }
+    }
+}
+
+fn head_error(e: &HeadError) -> ProxyError {
+    let kind = match e {
+        HeadError::Malformed(_) => ErrorKind::BadRequest,
+        HeadError::LineTooLong => ErrorKind::UriTooLong,
+        HeadError::TooLarge | HeadError::TooManyHeaders => ErrorKind::HeaderTooLarge,
+        HeadError::Version => ErrorKind::VersionNotSupported,
+    };
+    ProxyError::new(kind, head_error_text(e))
+}
+
+/// Handles one request; returns whether the connection may carry another.
+async fn handle(cfg: &Config, shared: &Shared, client: &mut Client, listener: &str, head: RequestHead) -> bool {
+    let mut ctx = RequestCtx::new(client.peer, listener);
+    ctx.method = head.method().to_string();
+    ctx.url = head.target().to_string();
+    ctx.version = if head.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" };
+    ctx.bytes_in = head.raw.len() as u64;
+    if cfg.log.format == crate::config::LogFormat::Combined {
+        ctx.referer = head.first("referer").map(|v| String::from_utf8_lossy(v).into_owned());
+        ctx.user_agent = head.first("user-agent").map(|v| String::from_utf8_lossy(v).into_owned());
+    }
+    let mut body = None;
+    let result = route(cfg, shared, client, &head, &mut body, &mut ctx).await;
+    let keep_alive = match result {
+        Ok(keep) => keep,
+        Err(err) => {
+            ctx.record_error(&err);
+            // Without a body, the next request starts right after this head.
+            let keep = body == Some(BodyKind::None)
+                && connection_options(&head).persistent(head.minor)
+                && !matches!(err.kind, ErrorKind::BadRequest | ErrorKind::NotImplemented);
+            let page = error_response(&err, wants_html(&head), !keep, proxy_name(cfg));
+            if client.stream.write_all(&page).await.is_ok() {
+                ctx.bytes_out += page.len() as u64;
+                keep
+            } else {
+                false
+            }
+        }
+    };
+    shared.log.write(&ctx.entry());
+    keep_alive
+}
+
+async fn route(
+    cfg: &Config,
+    shared: &Shared,
+    client: &mut Client,
+    head: &RequestHead,
+    body_out: &mut Option<BodyKind>,
+    ctx: &mut RequestCtx,
+) -> Result<bool, ProxyError> {
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in HTTP/1.0.
+    let hosts = head.values("host").count();
+    if hosts > 1 {
+        return Err(ProxyError::new(ErrorKind::BadRequest, "more than one Host field"));
+    }
+    if hosts == 0 && head.minor >= 1 {
+        return Err(ProxyError::new(ErrorKind::BadRequest, "Host field missing in an HTTP/1.1 request"));
+    }
+    let body = request_body(head).map_err(|m| {
+        let kind = if m == "unsupported transfer coding" {
+            ErrorKind::NotImplemented
+        } else {
+            ErrorKind::BadRequest
+        };
+        ProxyError::new(kind, m)
+    })?;
+    *body_out = Some(body);
+
+    let decision = cfg.rules.decide(&Request {
+        client: client.peer.ip(),
+    });
+    if decision.action == Action::Deny {
+        return Err(ProxyError::new(ErrorKind::Denied, format!("denied by {}", decision.by)));
+    }
+
+    let conn = connection_options(head);
+    let target = head.target();
+    if head.is_method("CONNECT") {
+        if body != BodyKind::None {
+            return Err(ProxyError::new(ErrorKind::BadRequest, "CONNECT with a request body"));
+        }
+        connect::tunnel(cfg, shared, client, head, ctx).await?;
+        return Ok(false);
+    }
+    if target.starts_with('/') {
+        let keep = body == BodyKind::None && conn.persistent(head.minor);
+        let bytes = page::respond(head, client.local, ctx, keep)?;
+        if client.stream.write_all(&bytes).await.is_err() {
+            return Ok(false);
+        }
+        ctx.bytes_out += bytes.len() as u64;
+        return Ok(keep);
+    }
+    if target == "*" {
+        // RFC 9112 §3.2.4: asterisk-form is only for a server-wide OPTIONS.
+        if head.is_method("OPTIONS") {
+            let keep = body == BodyKind::None && conn.persistent(head.minor);
+            let bytes = format!(
+                "HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH\r\nContent-Length: 0\r\n{}\r\n",
+                if keep { "" } else { "Connection: close\r\n" }
+            );
+            ctx.status = 200;
+            if client.stream.write_all(bytes.as_bytes()).await.is_err() {
+                return Ok(false);
+            }
+            ctx.bytes_out += bytes.len() as u64;
+            return Ok(keep);
+        }
+        return Err(ProxyError::new(ErrorKind::BadRequest, "asterisk-form request target is only allowed with OPTIONS"));
+    }
+    let http_target = parse_absolute(target).map_err(|e| match e {
+        TargetError::Malformed(m) => ProxyError::new(ErrorKind::BadRequest, m),
+        TargetError::UnsupportedScheme(s) => {
+            ProxyError::new(ErrorKind::NotImplemented, format!("{s}:// requests are not supported by this proxy"))
+        }
+    })?;
+    let done = forward(
+        cfg,
+        shared,
+        client,
+        Outbound {
+            head,
+            target: &http_target,
+            body,
+            conn: &conn,
+        },
+        ctx,
+    )
+    .await?;
+    Ok(done.client_keep_alive)
+}
+
+/// Plain text is sent to clients whose Accept excludes HTML.
+fn wants_html(head: &RequestHead) -> bool {
+    let Some(accept) = head.first("accept") else {
+        return true;
+    };
+    let accept = String::from_utf8_lossy(accept).to_ascii_lowercase();
+    accept.contains("text/html") || accept.contains("*/*") || accept.contains("text/*")
+}
+
+/// Closes after a final response: half-close, then read and discard what the
+/// client still sends for a moment, so unread input does not turn the close into
+/// a reset that destroys the response in flight (like nginx's lingering close).
+async fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut total = 0usize;
+    while total < 256 * 1024 {
+        match timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}

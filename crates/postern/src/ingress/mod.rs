@@ -1,0 +1,86 @@
+//! The "accept" stage: binds each configured proxy port, bounds the number of
+//! connections served at once, and hands each connection to its protocol.
+
+pub mod http1;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use socket2::{Domain, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::app::Shared;
+use crate::config::ListenerConfig;
+use crate::http1::HeadError;
+
+/// A client connection and the bytes read from it but not yet consumed.
+pub struct Client {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Binds a listening socket (IPv6 sockets are IPv6-only, so `[::]` and
+/// `0.0.0.0` can both be configured).
+pub fn bind(cfg: &ListenerConfig) -> io::Result<std::net::TcpListener> {
+    let domain = Domain::for_address(cfg.bind);
+    let socket = Socket::new(domain, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if cfg.bind.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&cfg.bind.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Accepts until shutdown. A connection waits for a free slot (max_connections)
+/// before it is accepted, so excess clients queue in the kernel's backlog.
+pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Shared>) {
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let name: Arc<str> = cfg.name.as_str().into();
+    let mut shutdown = shared.shutdown_signal();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = crate::app::stopped(&mut shutdown) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    eprintln!("postern: listener {name}: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = crate::app::stopped(&mut shutdown) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let name = name.clone();
+        let guard = shared.track_connection();
+        tokio::spawn(async move {
+            http1::serve_connection(shared, name, stream, peer).await;
+            drop(permit);
+            drop(guard);
+        });
+    }
+}
+
+pub fn head_error_text(e: &HeadError) -> String {
+    match e {
+        HeadError::Malformed(m) => (*m).to_string(),
+        HeadError::LineTooLong => "request line too long".into(),
+        HeadError::TooLarge => "header section too large".into(),
+        HeadError::TooManyHeaders => "too many header fields".into(),
+        HeadError::Version => "unsupported HTTP version".into(),
+    }
+}

@@ -1,0 +1,7 @@
+//! The "log" stage: what happened to each request or tunnel, written from the
+//! context gathered along the path.
+
+pub mod access_log;
+pub mod time;
+
+pub use access_log::{AccessLog, LogEntry};
