@@ -136,7 +136,13 @@ mod tests {
 
     #[test]
     fn loopback_in_every_form() {
-        for s in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1", "::127.0.0.1"] {
+        for s in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+        ] {
             assert_eq!(class(s), AddressClass::Loopback, "{s}");
         }
         assert_eq!(class("64:ff9b::7f00:1"), AddressClass::Loopback);
@@ -145,7 +151,13 @@ mod tests {
 
     #[test]
     fn private_link_local_and_others() {
-        for s in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "fd00::1", "::ffff:10.0.0.1"] {
+        for s in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert_eq!(class(s), AddressClass::Private, "{s}");
         }
         for s in ["169.254.169.254", "fe80::1"] {
@@ -157,14 +169,26 @@ mod tests {
         for s in ["224.0.0.1", "ff02::1"] {
             assert_eq!(class(s), AddressClass::Multicast, "{s}");
         }
-        for s in ["100.64.0.1", "255.255.255.255", "192.0.2.1", "2001:db8::1", "240.0.0.1"] {
+        for s in [
+            "100.64.0.1",
+            "255.255.255.255",
+            "192.0.2.1",
+            "2001:db8::1",
+            "240.0.0.1",
+        ] {
             assert_eq!(class(s), AddressClass::Reserved, "{s}");
         }
     }
 
     #[test]
     fn public_addresses() {
-        for s in ["1.1.1.1", "93.184.216.34", "2606:4700::1111", "100.128.0.1", "172.32.0.1"] {
+        for s in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "172.32.0.1",
+        ] {
             assert_eq!(class(s), AddressClass::Public, "{s}");
         }
     }

@@ -15,7 +15,11 @@ pub enum CidrError {
     #[error("`{0}` is not an IP address or CIDR block")]
     BadAddress(String),
     #[error("prefix length /{prefix} is too long for `{addr}` (at most /{max})")]
-    PrefixTooLong { addr: String, prefix: String, max: u8 },
+    PrefixTooLong {
+        addr: String,
+        prefix: String,
+        max: u8,
+    },
 }
 
 impl Cidr {
@@ -45,11 +49,19 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 fn mask_u32(v: u32, prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { v & (u32::MAX << (32 - prefix)) }
+    if prefix == 0 {
+        0
+    } else {
+        v & (u32::MAX << (32 - prefix))
+    }
 }
 
 fn mask_u128(v: u128, prefix: u8) -> u128 {
-    if prefix == 0 { 0 } else { v & (u128::MAX << (128 - prefix)) }
+    if prefix == 0 {
+        0
+    } else {
+        v & (u128::MAX << (128 - prefix))
+    }
 }
 
 impl FromStr for Cidr {
@@ -70,7 +82,9 @@ impl FromStr for Cidr {
         let prefix = match prefix {
             None => max,
             Some(p) => {
-                let n: u8 = p.parse().map_err(|_| CidrError::BadAddress(s.to_string()))?;
+                let n: u8 = p
+                    .parse()
+                    .map_err(|_| CidrError::BadAddress(s.to_string()))?;
                 if n > max {
                     return Err(CidrError::PrefixTooLong {
                         addr: addr.to_string(),
@@ -110,7 +124,10 @@ mod tests {
         assert!(!one.contains("::2".parse().unwrap()));
         let all: Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("8.8.8.8".parse().unwrap()));
-        assert_eq!("10.1.2.3/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ pub fn run(config: Config) -> Result<()> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let runtime = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -84,10 +86,15 @@ pub fn run(config: Config) -> Result<()> {
 async fn serve(config: Config) -> Result<()> {
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let std_listener = ingress::bind(l).with_context(|| format!("cannot listen on {} (listener {})", l.bind, l.name))?;
+        let std_listener = ingress::bind(l)
+            .with_context(|| format!("cannot listen on {} (listener {})", l.bind, l.name))?;
         let listener = TcpListener::from_std(std_listener)?;
         let addr = listener.local_addr()?;
-        eprintln!("postern: listener {} ({}) listening on {addr}", l.name, l.mode.as_str());
+        eprintln!(
+            "postern: listener {} ({}) listening on {addr}",
+            l.name,
+            l.mode.as_str()
+        );
         bound.push((listener, l.clone()));
     }
     let log = AccessLog::start(&config.log).context("cannot open the access log")?;
@@ -96,7 +103,10 @@ async fn serve(config: Config) -> Result<()> {
         connector: Connector {
             resolver: Arc::new(Resolver::from_system()),
         },
-        pool: UpstreamPool::new(config.egress.pool_max_idle_per_host, config.timeouts.pool_idle),
+        pool: UpstreamPool::new(
+            config.egress.pool_max_idle_per_host,
+            config.timeouts.pool_idle,
+        ),
         log,
         shutdown: shutdown_rx,
         active: Arc::new(AtomicUsize::new(0)),
@@ -132,7 +142,10 @@ async fn serve(config: Config) -> Result<()> {
     let _ = shutdown_tx.send(true);
     let drain = shared.config().timeouts.drain;
     let active = shared.active.load(Ordering::Relaxed);
-    eprintln!("postern: stopping; waiting up to {}s for {active} connection(s)", drain.as_secs());
+    eprintln!(
+        "postern: stopping; waiting up to {}s for {active} connection(s)",
+        drain.as_secs()
+    );
     let deadline = tokio::time::Instant::now() + drain;
     while shared.active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -43,8 +43,12 @@ impl ErrorKind {
             NotImplemented => 501,
             MethodNotAllowed => 405,
             Denied | PortNotAllowed | DestinationProhibited => 403,
-            DnsError | ConnectionRefused | DestinationUnavailable | UpstreamTerminated
-            | BadResponse | ResponseHeaderTooLarge => 502,
+            DnsError
+            | ConnectionRefused
+            | DestinationUnavailable
+            | UpstreamTerminated
+            | BadResponse
+            | ResponseHeaderTooLarge => 502,
             DnsTimeout | ConnectionTimeout | UpstreamTimeout => 504,
         }
     }
@@ -169,7 +173,11 @@ pub fn error_response(err: &ProxyError, html: bool, close: bool, proxy_name: &st
         out,
         "HTTP/1.1 {status} {reason}\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nProxy-Status: {}; error={}; details=\"{}\"\r\n",
         crate::observe::time::http_date(std::time::SystemTime::now()),
-        if html { "text/html; charset=utf-8" } else { "text/plain; charset=utf-8" },
+        if html {
+            "text/html; charset=utf-8"
+        } else {
+            "text/plain; charset=utf-8"
+        },
         body.len(),
         sf_token(proxy_name),
         err.kind.proxy_status(),
@@ -234,7 +242,10 @@ mod tests {
 
     #[test]
     fn error_page_has_status_and_proxy_status() {
-        let e = ProxyError::new(ErrorKind::DestinationProhibited, "127.0.0.1 is a loopback address <x>");
+        let e = ProxyError::new(
+            ErrorKind::DestinationProhibited,
+            "127.0.0.1 is a loopback address <x>",
+        );
         let bytes = error_response(&e, true, true, "postern");
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));

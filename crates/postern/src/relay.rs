@@ -108,7 +108,16 @@ mod tests {
         let (mut cr, mut cw) = tokio::io::split(client_proxy);
         let (mut sr, mut sw) = tokio::io::split(server_proxy);
         let relay = tokio::spawn(async move {
-            tunnel(&mut cr, &mut cw, b"early", &mut sr, &mut sw, b"", Duration::from_secs(5)).await
+            tunnel(
+                &mut cr,
+                &mut cw,
+                b"early",
+                &mut sr,
+                &mut sw,
+                b"",
+                Duration::from_secs(5),
+            )
+            .await
         });
         client_app.write_all(b" hello").await.unwrap();
         client_app.shutdown().await.unwrap();
@@ -131,7 +140,16 @@ mod tests {
         let (server_proxy, _server_app) = duplex(1024);
         let (mut cr, mut cw) = tokio::io::split(client_proxy);
         let (mut sr, mut sw) = tokio::io::split(server_proxy);
-        let stats = tunnel(&mut cr, &mut cw, b"", &mut sr, &mut sw, b"", Duration::from_secs(30)).await;
+        let stats = tunnel(
+            &mut cr,
+            &mut cw,
+            b"",
+            &mut sr,
+            &mut sw,
+            b"",
+            Duration::from_secs(30),
+        )
+        .await;
         assert!(stats.idle_timeout);
     }
 }

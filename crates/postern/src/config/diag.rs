@@ -27,7 +27,10 @@ impl Problem {
 
 #[derive(Debug)]
 pub enum ConfigError {
-    Unreadable { path: PathBuf, error: String },
+    Unreadable {
+        path: PathBuf,
+        error: String,
+    },
     /// Each entry is a complete `FILE:LINE:COL: message` line.
     Invalid(Vec<String>),
 }

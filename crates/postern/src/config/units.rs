@@ -47,7 +47,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let bad = || format!("`{text}` is not a duration (write e.g. 30, \"500ms\", \"30s\", \"5m\" or \"1h\")");
+    let bad = || {
+        format!("`{text}` is not a duration (write e.g. 30, \"500ms\", \"30s\", \"5m\" or \"1h\")")
+    };
     let n: u64 = digits.parse().map_err(|_| bad())?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),

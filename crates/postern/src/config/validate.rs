@@ -25,7 +25,10 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         if (1..=1024).contains(&n) {
             Some(n as usize)
         } else {
-            p.push(Problem::new(w.span(), "`workers` must be between 1 and 1024"));
+            p.push(Problem::new(
+                w.span(),
+                "`workers` must be between 1 and 1024",
+            ));
             None
         }
     });
@@ -44,29 +47,32 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         };
         if !names.insert(name.clone()) {
             let span = l.name.as_ref().map(|n| n.span()).unwrap_or(l.bind.span());
-            p.push(Problem::new(span, format!("duplicate listener name `{name}`")));
+            p.push(Problem::new(
+                span,
+                format!("duplicate listener name `{name}`"),
+            ));
         }
         let bind = match parse_bind(l.bind.get_ref()) {
-            Ok(addr) => addr,
+            Ok(addr) => Some(addr),
             Err(msg) => {
                 p.push(Problem::new(l.bind.span(), msg));
-                continue;
+                None
             }
         };
-        if bind.port() != 0 && !binds.insert(bind) {
+        if let Some(bind) = bind.filter(|b| b.port() != 0 && !binds.insert(*b)) {
             p.push(Problem::new(
                 l.bind.span(),
                 format!("two listeners bind {bind}"),
             ));
         }
         let mode = match l.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
-            None | Some(("forward", _)) => Mode::Forward,
+            None | Some(("forward", _)) => Some(Mode::Forward),
             Some((other, span)) if MODES.contains(&other) => {
                 p.push(Problem::new(
                     span,
                     format!("listener mode `{other}` is not available in this version (available: forward)"),
                 ));
-                continue;
+                None
             }
             Some((other, span)) => {
                 let hint = did_you_mean(other, MODES)
@@ -74,18 +80,23 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                     .unwrap_or_default();
                 p.push(Problem::new(
                     span,
-                    format!("unknown listener mode `{other}`{hint}; modes are: {}", MODES.join(", ")),
+                    format!(
+                        "unknown listener mode `{other}`{hint}; modes are: {}",
+                        MODES.join(", ")
+                    ),
                 ));
-                continue;
+                None
             }
         };
-        let max_connections = match &l.max_connections {
-            None => 10_000,
-            Some(m) if (1..=10_000_000).contains(m.get_ref()) => *m.get_ref() as usize,
-            Some(m) => {
-                p.push(Problem::new(m.span(), "`max_connections` must be between 1 and 10000000"));
-                continue;
-            }
+        let max_connections = int_in(
+            p,
+            &l.max_connections,
+            1..=10_000_000,
+            10_000,
+            "max_connections",
+        );
+        let (Some(bind), Some(mode)) = (bind, mode) else {
+            continue;
         };
         listeners.push(ListenerConfig {
             name,
@@ -110,7 +121,10 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             .filter_map(|port| match u16::try_from(*port.get_ref()) {
                 Ok(n) if n > 0 => Some(n),
                 _ => {
-                    p.push(Problem::new(port.span(), format!("`{}` is not a TCP port (1-65535)", port.get_ref())));
+                    p.push(Problem::new(
+                        port.span(),
+                        format!("`{}` is not a TCP port (1-65535)", port.get_ref()),
+                    ));
                     None
                 }
             })
@@ -119,15 +133,28 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
     let egress = EgressConfig {
         allow_private_destinations: raw.egress.allow_private_destinations.unwrap_or(false),
         connect_ports,
-        pool_max_idle_per_host: int_in(p, &raw.egress.pool_max_idle_per_host, 0..=100_000, 32, "pool_max_idle_per_host"),
+        pool_max_idle_per_host: int_in(
+            p,
+            &raw.egress.pool_max_idle_per_host,
+            0..=100_000,
+            32,
+            "pool_max_idle_per_host",
+        ),
     };
 
     let via = match raw.http.via.as_ref().map(|v| (v.get_ref(), v.span())) {
         None | Some((RawVia::On(true), _)) => Some("postern".to_string()),
         Some((RawVia::On(false), _)) => None,
         Some((RawVia::Pseudonym(name), span)) => {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b'(' && b != b')') {
-                p.push(Problem::new(span, "`via` must be a single token (letters, digits, `.`, `-`, ...) or false"));
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b',' && b != b'(' && b != b')')
+            {
+                p.push(Problem::new(
+                    span,
+                    "`via` must be a single token (letters, digits, `.`, `-`, ...) or false",
+                ));
                 None
             } else {
                 Some(name.clone())
@@ -136,8 +163,20 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
     };
 
     let limits = Limits {
-        max_request_line: size_in(p, &raw.limits.max_request_line, 256..=1 << 20, 8 << 10, "max_request_line"),
-        max_header_size: size_in(p, &raw.limits.max_header_size, 1 << 10..=16 << 20, 64 << 10, "max_header_size"),
+        max_request_line: size_in(
+            p,
+            &raw.limits.max_request_line,
+            256..=1 << 20,
+            8 << 10,
+            "max_request_line",
+        ),
+        max_header_size: size_in(
+            p,
+            &raw.limits.max_header_size,
+            1 << 10..=16 << 20,
+            64 << 10,
+            "max_header_size",
+        ),
         max_headers: int_in(p, &raw.limits.max_headers, 1..=10_000, 100, "max_headers"),
     };
 
@@ -159,17 +198,28 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         Some("off") => AccessLogTarget::Off,
         Some("") => {
             let span = raw.log.access.as_ref().map(|a| a.span()).unwrap_or(0..0);
-            p.push(Problem::new(span, "`access` must be stdout, off or a file path"));
+            p.push(Problem::new(
+                span,
+                "`access` must be stdout, off or a file path",
+            ));
             AccessLogTarget::Off
         }
         Some(file) => AccessLogTarget::File(base.join(file)),
     };
-    let format = match raw.log.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+    let format = match raw
+        .log
+        .format
+        .as_ref()
+        .map(|f| (f.get_ref().as_str(), f.span()))
+    {
         None | Some(("squid", _)) => LogFormat::Squid,
         Some(("combined", _)) => LogFormat::Combined,
         Some(("json", _)) => LogFormat::Json,
         Some((other, span)) => {
-            p.push(Problem::new(span, format!("unknown log format `{other}`; formats are: squid, combined, json")));
+            p.push(Problem::new(
+                span,
+                format!("unknown log format `{other}`; formats are: squid, combined, json"),
+            ));
             LogFormat::Squid
         }
     };
@@ -183,7 +233,10 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 let hint = did_you_mean(other, &["allow", "deny"])
                     .map(|m| format!(" (did you mean `{m}`?)"))
                     .unwrap_or_default();
-                p.push(Problem::new(r.action.span(), format!("unknown rule action `{other}`{hint}; actions are: allow, deny")));
+                p.push(Problem::new(
+                    r.action.span(),
+                    format!("unknown rule action `{other}`{hint}; actions are: allow, deny"),
+                ));
                 continue;
             }
         };
@@ -207,6 +260,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
     }
 
     if !problems.is_empty() {
+        problems.sort_by_key(|p| p.span.start);
         return Err(problems);
     }
     Ok(Config {
@@ -225,7 +279,9 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
 fn parse_bind(text: &str) -> Result<SocketAddr, String> {
     text.parse::<SocketAddr>().map_err(|_| {
         if text.contains(':') && !text.starts_with('[') && text.matches(':').count() > 1 {
-            format!("`{text}` is not an address: write IPv6 addresses in brackets, e.g. \"[::1]:3128\"")
+            format!(
+                "`{text}` is not an address: write IPv6 addresses in brackets, e.g. \"[::1]:3128\""
+            )
         } else {
             format!("`{text}` is not an address:port (e.g. \"127.0.0.1:3128\" or \"[::1]:3128\")")
         }
@@ -245,7 +301,11 @@ fn int_in(
         Some(n) => {
             p.push(Problem::new(
                 n.span(),
-                format!("`{key}` must be between {} and {}", range.start(), range.end()),
+                format!(
+                    "`{key}` must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ),
             ));
             default
         }
@@ -265,7 +325,11 @@ fn size_in(
         Ok(_) => {
             p.push(Problem::new(
                 v.span(),
-                format!("`{key}` must be between {} and {} bytes", range.start(), range.end()),
+                format!(
+                    "`{key}` must be between {} and {} bytes",
+                    range.start(),
+                    range.end()
+                ),
             ));
             default
         }
@@ -276,14 +340,22 @@ fn size_in(
     }
 }
 
-fn dur(p: &mut Vec<Problem>, v: &Option<Spanned<RawDuration>>, default_secs: u64, key: &str) -> Duration {
+fn dur(
+    p: &mut Vec<Problem>,
+    v: &Option<Spanned<RawDuration>>,
+    default_secs: u64,
+    key: &str,
+) -> Duration {
     let Some(v) = v else {
         return Duration::from_secs(default_secs);
     };
     match units::duration(v.get_ref()) {
         Ok(d) if !d.is_zero() => d,
         Ok(_) => {
-            p.push(Problem::new(v.span(), format!("timeout `{key}` must be more than zero")));
+            p.push(Problem::new(
+                v.span(),
+                format!("timeout `{key}` must be more than zero"),
+            ));
             Duration::from_secs(default_secs)
         }
         Err(msg) => {

@@ -30,7 +30,10 @@ impl Destination {
     pub fn parse(host: &str) -> Option<Destination> {
         if let Some(inner) = host.strip_prefix('[') {
             let inner = inner.strip_suffix(']')?;
-            return inner.parse::<std::net::Ipv6Addr>().ok().map(|ip| Destination::Ip(ip.into()));
+            return inner
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(|ip| Destination::Ip(ip.into()));
         }
         if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
             return Some(Destination::Ip(ip.into()));
@@ -66,7 +69,10 @@ impl Connector {
             Destination::Name(name) => {
                 let ips = match timeout(connect_timeout, self.resolver.resolve(name)).await {
                     Err(_) | Ok(Err(ResolveError::Timeout)) => {
-                        return Err(ProxyError::new(ErrorKind::DnsTimeout, format!("resolving {name} timed out")));
+                        return Err(ProxyError::new(
+                            ErrorKind::DnsTimeout,
+                            format!("resolving {name} timed out"),
+                        ));
                     }
                     Ok(Err(ResolveError::NotFound(m))) | Ok(Err(ResolveError::Failed(m))) => {
                         return Err(ProxyError::new(ErrorKind::DnsError, m));
@@ -79,7 +85,10 @@ impl Connector {
         let allowed: Vec<IpAddr> = if allow_private {
             ips.clone()
         } else {
-            ips.iter().copied().filter(|ip| classify(*ip).is_public()).collect()
+            ips.iter()
+                .copied()
+                .filter(|ip| classify(*ip).is_public())
+                .collect()
         };
         if allowed.is_empty() {
             let ip = ips[0];
@@ -99,7 +108,8 @@ impl Connector {
 /// RFC 8305 §4: alternate address families, starting with the first one given.
 fn happy_eyeballs_order(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
     let first_v6 = ips.first().is_some_and(IpAddr::is_ipv6);
-    let (mut a, mut b): (Vec<&IpAddr>, Vec<&IpAddr>) = ips.iter().partition(|ip| ip.is_ipv6() == first_v6);
+    let (mut a, mut b): (Vec<&IpAddr>, Vec<&IpAddr>) =
+        ips.iter().partition(|ip| ip.is_ipv6() == first_v6);
     a.reverse();
     b.reverse();
     let mut out = Vec::with_capacity(ips.len());
@@ -115,7 +125,10 @@ fn happy_eyeballs_order(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
 
 /// Starts an attempt, then another every 250 ms or as soon as one fails; the
 /// first to connect wins and the others are dropped.
-async fn connect_any(addrs: Vec<SocketAddr>, deadline: Instant) -> Result<(TcpStream, SocketAddr), EgressError> {
+async fn connect_any(
+    addrs: Vec<SocketAddr>,
+    deadline: Instant,
+) -> Result<(TcpStream, SocketAddr), EgressError> {
     let mut pending = addrs.into_iter();
     let mut attempts = JoinSet::new();
     let mut last_error: Option<std::io::Error> = None;
@@ -171,7 +184,10 @@ fn connect_error(e: Option<std::io::Error>) -> ProxyError {
             ProxyError::new(ErrorKind::ConnectionTimeout, "connection timed out")
         }
         Some(e) => ProxyError::new(ErrorKind::DestinationUnavailable, e.to_string()),
-        None => ProxyError::new(ErrorKind::DestinationUnavailable, "no address to connect to"),
+        None => ProxyError::new(
+            ErrorKind::DestinationUnavailable,
+            "no address to connect to",
+        ),
     }
 }
 
@@ -181,9 +197,18 @@ mod tests {
 
     #[test]
     fn parses_hosts() {
-        assert_eq!(Destination::parse("Example.COM"), Some(Destination::Name("example.com".into())));
-        assert_eq!(Destination::parse("[::1]"), Some(Destination::Ip("::1".parse().unwrap())));
-        assert_eq!(Destination::parse("10.0.0.1"), Some(Destination::Ip("10.0.0.1".parse().unwrap())));
+        assert_eq!(
+            Destination::parse("Example.COM"),
+            Some(Destination::Name("example.com".into()))
+        );
+        assert_eq!(
+            Destination::parse("[::1]"),
+            Some(Destination::Ip("::1".parse().unwrap()))
+        );
+        assert_eq!(
+            Destination::parse("10.0.0.1"),
+            Some(Destination::Ip("10.0.0.1".parse().unwrap()))
+        );
         for bad in ["", "a b", "a\r\nb", "[::1", "ex%41mple", "a/b", "[zz]"] {
             assert_eq!(Destination::parse(bad), None, "{bad:?}");
         }
@@ -195,15 +220,25 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        let order: Vec<String> = happy_eyeballs_order(&ips, 80).iter().map(|a| a.ip().to_string()).collect();
+        let order: Vec<String> = happy_eyeballs_order(&ips, 80)
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect();
         assert_eq!(order, ["::1", "127.0.0.1", "::2", "127.0.0.2", "::3"]);
     }
 
     #[tokio::test]
     async fn refuses_private_and_reports_refused() {
-        let c = Connector { resolver: Arc::new(Resolver::from_system()) };
+        let c = Connector {
+            resolver: Arc::new(Resolver::from_system()),
+        };
         let err = c
-            .connect(&Destination::Ip("127.0.0.1".parse().unwrap()), 9, false, Duration::from_secs(1))
+            .connect(
+                &Destination::Ip("127.0.0.1".parse().unwrap()),
+                9,
+                false,
+                Duration::from_secs(1),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::DestinationProhibited);
@@ -212,7 +247,12 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         drop(l);
         let err = c
-            .connect(&Destination::Ip("127.0.0.1".parse().unwrap()), port, true, Duration::from_secs(2))
+            .connect(
+                &Destination::Ip("127.0.0.1".parse().unwrap()),
+                port,
+                true,
+                Duration::from_secs(2),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::ConnectionRefused);

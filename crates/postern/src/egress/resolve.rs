@@ -45,7 +45,9 @@ impl Resolver {
     /// All addresses of `host`, which is a name (IP literals never reach here).
     pub async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
         // RFC 6761 §6.3: localhost names always mean the loopback interface.
-        if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
+        if host.eq_ignore_ascii_case("localhost")
+            || host.to_ascii_lowercase().ends_with(".localhost")
+        {
             return Ok(vec![Ipv6Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()]);
         }
         // A trailing dot makes the name absolute, so no search domains are tried.
@@ -63,8 +65,12 @@ impl Resolver {
                     Ok(ips)
                 }
             }
-            Err(e) if e.is_nx_domain() => Err(ResolveError::NotFound(format!("{host}: no such domain (NXDOMAIN)"))),
-            Err(e) if e.is_no_records_found() => Err(ResolveError::NotFound(format!("{host} has no addresses"))),
+            Err(e) if e.is_nx_domain() => Err(ResolveError::NotFound(format!(
+                "{host}: no such domain (NXDOMAIN)"
+            ))),
+            Err(e) if e.is_no_records_found() => {
+                Err(ResolveError::NotFound(format!("{host} has no addresses")))
+            }
             Err(e) => {
                 let text = e.to_string();
                 if text.contains("timed out") || text.contains("timeout") {

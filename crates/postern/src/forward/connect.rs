@@ -22,8 +22,12 @@ pub async fn tunnel(
     ctx: &mut RequestCtx,
 ) -> Result<(), ProxyError> {
     let (host, dest, port) = parse_authority(head.target(), None).map_err(|e| match e {
-        TargetError::Malformed(m) => ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {m}")),
-        TargetError::UnsupportedScheme(s) => ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {s}")),
+        TargetError::Malformed(m) => {
+            ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {m}"))
+        }
+        TargetError::UnsupportedScheme(s) => {
+            ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {s}"))
+        }
     })?;
     ctx.url = format!("{host}:{port}");
     if !cfg.egress.connect_ports.contains(&port) {
@@ -34,7 +38,12 @@ pub async fn tunnel(
     }
     let (mut upstream, addr) = shared
         .connector
-        .connect(&dest, port, cfg.egress.allow_private_destinations, cfg.timeouts.connect)
+        .connect(
+            &dest,
+            port,
+            cfg.egress.allow_private_destinations,
+            cfg.timeouts.connect,
+        )
         .await?;
     ctx.upstream = Some(addr);
     let established: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
@@ -48,7 +57,16 @@ pub async fn tunnel(
     let (mut cr, mut cw) = client.stream.split();
     let (mut ur, mut uw) = upstream.split();
     let early = client.buf.split();
-    let stats = relay::tunnel(&mut cr, &mut cw, &early, &mut ur, &mut uw, &[], cfg.timeouts.tunnel_idle).await;
+    let stats = relay::tunnel(
+        &mut cr,
+        &mut cw,
+        &early,
+        &mut ur,
+        &mut uw,
+        &[],
+        cfg.timeouts.tunnel_idle,
+    )
+    .await;
     ctx.bytes_in += stats.up;
     ctx.bytes_out += stats.down;
     if stats.idle_timeout {

@@ -74,7 +74,17 @@ pub async fn forward(
         };
         ctx.upstream = Some(addr);
         let mut upstream = stream;
-        match exchange(cfg, client, &mut upstream, head_bytes.clone(), &req, upgrade, ctx).await {
+        match exchange(
+            cfg,
+            client,
+            &mut upstream,
+            head_bytes.clone(),
+            &req,
+            upgrade,
+            ctx,
+        )
+        .await
+        {
             Ok(end) => {
                 if end.upstream_reusable {
                     shared.pool.checkin(&key, upstream, addr);
@@ -219,8 +229,13 @@ fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool) -> Vec<u8> {
             continue;
         }
         if name.eq_ignore_ascii_case(b"max-forwards") {
-            if let Some(n) = std::str::from_utf8(head.value(f)).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
-                out.extend_from_slice(format!("Max-Forwards: {}\r\n", n.saturating_sub(1)).as_bytes());
+            if let Some(n) = std::str::from_utf8(head.value(f))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                out.extend_from_slice(
+                    format!("Max-Forwards: {}\r\n", n.saturating_sub(1)).as_bytes(),
+                );
             }
             continue;
         }
@@ -331,12 +346,27 @@ async fn exchange(
         if !request_sent {
             return Err(Failure::Aborted);
         }
-        let out = response_head_bytes(cfg, &head, &connection_options(&head), req.head.minor, Framing::Upgrade);
+        let out = response_head_bytes(
+            cfg,
+            &head,
+            &connection_options(&head),
+            req.head.minor,
+            Framing::Upgrade,
+        );
         if cw.write_all(&out).await.is_err() {
             return Err(Failure::Aborted);
         }
         ctx.bytes_out += out.len() as u64;
-        let stats = relay::tunnel(&mut cr, &mut cw, &client.buf, &mut ur, &mut uw, &ubuf, cfg.timeouts.tunnel_idle).await;
+        let stats = relay::tunnel(
+            &mut cr,
+            &mut cw,
+            &client.buf,
+            &mut ur,
+            &mut uw,
+            &ubuf,
+            cfg.timeouts.tunnel_idle,
+        )
+        .await;
         ctx.bytes_in += stats.up;
         ctx.bytes_out += stats.down;
         return Ok(ExchangeEnd {
@@ -352,10 +382,16 @@ async fn exchange(
         if let Some(i) = memchr::memchr(b'\n', &ubuf) {
             let line = &ubuf[..i];
             if i == 0 || line[i - 1] != b'\r' {
-                return Err(Failure::Upstream(ProxyError::new(ErrorKind::BadResponse, "bare LF in chunked framing")));
+                return Err(Failure::Upstream(ProxyError::new(
+                    ErrorKind::BadResponse,
+                    "bare LF in chunked framing",
+                )));
             }
             if let Err(BodyError::Malformed(m)) = body::parse_chunk_size(&line[..i - 1]) {
-                return Err(Failure::Upstream(ProxyError::new(ErrorKind::BadResponse, m)));
+                return Err(Failure::Upstream(ProxyError::new(
+                    ErrorKind::BadResponse,
+                    m,
+                )));
             }
         }
     }
@@ -370,7 +406,11 @@ async fn exchange(
         && client_framing != Framing::Close
         && request_done
         && !crate::app::shutting_down();
-    let framing = if client_keep_alive { client_framing } else { client_framing.closing() };
+    let framing = if client_keep_alive {
+        client_framing
+    } else {
+        client_framing.closing()
+    };
     ctx.content_type = head
         .first("content-type")
         .map(|v| String::from_utf8_lossy(v).into_owned());
@@ -390,7 +430,13 @@ async fn exchange(
         };
         let mut sink = Sink::new(&mut cw, out_head, io_timeout);
         let res = {
-            let mut stream = pin!(body::relay(&mut src, &mut sink, resp_kind, out, max_trailer));
+            let mut stream = pin!(body::relay(
+                &mut src,
+                &mut sink,
+                resp_kind,
+                out,
+                max_trailer
+            ));
             loop {
                 tokio::select! {
                     res = &mut send, if sent.is_none() => {
@@ -423,7 +469,10 @@ async fn exchange(
 
 fn client_body_failure(e: &BodyError, ctx: &mut RequestCtx) -> Failure {
     match e {
-        BodyError::Malformed(m) => Failure::Client(ProxyError::new(ErrorKind::BadRequest, format!("request body: {m}"))),
+        BodyError::Malformed(m) => Failure::Client(ProxyError::new(
+            ErrorKind::BadRequest,
+            format!("request body: {m}"),
+        )),
         _ => {
             ctx.aborted = true;
             Failure::Aborted
@@ -464,16 +513,26 @@ async fn read_final_head(
                         return Ok(head);
                     }
                     if client_minor >= 1 {
-                        let out = response_head_bytes(cfg, &head, &connection_options(&head), client_minor, Framing::Interim);
+                        let out = response_head_bytes(
+                            cfg,
+                            &head,
+                            &connection_options(&head),
+                            client_minor,
+                            Framing::Interim,
+                        );
                         if cw.write_all(&out).await.is_err() {
-                            return Err(HeadFailure::Partial(ProxyError::new(ErrorKind::UpstreamTerminated, "client went away")));
+                            return Err(HeadFailure::Partial(ProxyError::new(
+                                ErrorKind::UpstreamTerminated,
+                                "client went away",
+                            )));
                         }
                         *interim_out += out.len() as u64;
                     }
                     continue;
                 }
                 Ok(None) => {}
-                Err(crate::http1::HeadError::TooLarge) | Err(crate::http1::HeadError::TooManyHeaders) => {
+                Err(crate::http1::HeadError::TooLarge)
+                | Err(crate::http1::HeadError::TooManyHeaders) => {
                     return Err(HeadFailure::Partial(ProxyError::new(
                         ErrorKind::ResponseHeaderTooLarge,
                         "response header section too large",
@@ -482,7 +541,10 @@ async fn read_final_head(
                 Err(e) => {
                     return Err(HeadFailure::Partial(ProxyError::new(
                         ErrorKind::BadResponse,
-                        format!("invalid response head: {}", crate::ingress::head_error_text(&e)),
+                        format!(
+                            "invalid response head: {}",
+                            crate::ingress::head_error_text(&e)
+                        ),
                     )));
                 }
             }
@@ -552,7 +614,12 @@ fn response_head_bytes(
         if conn.is_hop_by_hop(name) {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"content-length") && matches!(framing, Framing::Chunked | Framing::ChunkedClose | Framing::Close) {
+        if name.eq_ignore_ascii_case(b"content-length")
+            && matches!(
+                framing,
+                Framing::Chunked | Framing::ChunkedClose | Framing::Close
+            )
+        {
             continue;
         }
         out.extend_from_slice(name);
@@ -563,7 +630,9 @@ fn response_head_bytes(
     push_via(cfg, &mut out, head.minor);
     match framing {
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        Framing::ChunkedClose => out.extend_from_slice(b"Transfer-Encoding: chunked\r\nConnection: close\r\n"),
+        Framing::ChunkedClose => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\nConnection: close\r\n")
+        }
         Framing::AsIsClose | Framing::Close => out.extend_from_slice(b"Connection: close\r\n"),
         Framing::AsIs if client_minor == 0 => out.extend_from_slice(b"Connection: keep-alive\r\n"),
         Framing::Upgrade => {

@@ -6,7 +6,12 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http1::RequestHead;
 
 /// The response bytes for an origin-form request to the proxy port.
-pub fn respond(head: &RequestHead, local: std::net::SocketAddr, ctx: &mut RequestCtx, keep_alive: bool) -> Result<Vec<u8>, ProxyError> {
+pub fn respond(
+    head: &RequestHead,
+    local: std::net::SocketAddr,
+    ctx: &mut RequestCtx,
+    keep_alive: bool,
+) -> Result<Vec<u8>, ProxyError> {
     let is_head = head.is_method("HEAD");
     if !(is_head || head.is_method("GET")) {
         return Err(ProxyError::new(
@@ -17,13 +22,29 @@ pub fn respond(head: &RequestHead, local: std::net::SocketAddr, ctx: &mut Reques
     let path = head.target().split('?').next().unwrap_or("/");
     if path != "/" {
         let body = "Not found on this proxy. Configure this address as your HTTP proxy instead.\n";
-        return Ok(build(404, "Not Found", "text/plain; charset=utf-8", body, is_head, keep_alive, ctx));
+        return Ok(build(
+            404,
+            "Not Found",
+            "text/plain; charset=utf-8",
+            body,
+            is_head,
+            keep_alive,
+            ctx,
+        ));
     }
     let version = env!("CARGO_PKG_VERSION");
     let body = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Postern proxy</title></head>\n<body><h1>Postern {version}</h1>\n<p>This is a proxy server. To use it, set your browser's or program's HTTP and HTTPS proxy to <code>http://{local}</code>, for example:</p>\n<pre>curl -x http://{local} http://example.com/\nexport http_proxy=http://{local} https_proxy=http://{local}</pre>\n</body></html>\n"
     );
-    Ok(build(200, "OK", "text/html; charset=utf-8", &body, is_head, keep_alive, ctx))
+    Ok(build(
+        200,
+        "OK",
+        "text/html; charset=utf-8",
+        &body,
+        is_head,
+        keep_alive,
+        ctx,
+    ))
 }
 
 fn build(

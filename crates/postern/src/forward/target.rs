@@ -38,9 +38,15 @@ pub enum TargetError {
 
 pub fn parse_absolute(target: &str) -> Result<HttpTarget, TargetError> {
     let Some((scheme, rest)) = target.split_once("://") else {
-        return Err(TargetError::Malformed("request target is not an absolute URI"));
+        return Err(TargetError::Malformed(
+            "request target is not an absolute URI",
+        ));
     };
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
         return Err(TargetError::Malformed("invalid URI scheme"));
     }
     if !scheme.eq_ignore_ascii_case("http") {
@@ -74,7 +80,9 @@ pub fn parse_authority(
 ) -> Result<(String, Destination, u16), TargetError> {
     if authority.contains('@') {
         // RFC 9110 §4.2.4: userinfo in http(s) URIs is deprecated and a phishing vector.
-        return Err(TargetError::Malformed("user information in the URI authority"));
+        return Err(TargetError::Malformed(
+            "user information in the URI authority",
+        ));
     }
     let (host, port) = if authority.starts_with('[') {
         let close = authority
@@ -85,7 +93,10 @@ pub fn parse_authority(
             "" => (h, None),
             p => (
                 h,
-                Some(p.strip_prefix(':').ok_or(TargetError::Malformed("junk after IPv6 address"))?),
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or(TargetError::Malformed("junk after IPv6 address"))?,
+                ),
             ),
         }
     } else {
@@ -99,7 +110,8 @@ pub fn parse_authority(
         (Some(_), Some(d)) | (None, Some(d)) => d,
         (_, None) => return Err(TargetError::Malformed("port missing in authority")),
     };
-    let dest = Destination::parse(host).ok_or(TargetError::Malformed("invalid host in request target"))?;
+    let dest =
+        Destination::parse(host).ok_or(TargetError::Malformed("invalid host in request target"))?;
     Ok((host.to_ascii_lowercase(), dest, port))
 }
 
@@ -120,10 +132,16 @@ mod tests {
     #[test]
     fn absolute_form() {
         let t = parse_absolute("http://Example.com:8080/a/b?c=d").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("example.com", 8080, "/a/b?c=d"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("example.com", 8080, "/a/b?c=d")
+        );
         assert_eq!(t.host_field(), "example.com:8080");
         let t = parse_absolute("HTTP://example.com").unwrap();
-        assert_eq!((t.port, t.path.as_str(), t.host_field().as_str()), (80, "/", "example.com"));
+        assert_eq!(
+            (t.port, t.path.as_str(), t.host_field().as_str()),
+            (80, "/", "example.com")
+        );
         let t = parse_absolute("http://example.com?q").unwrap();
         assert_eq!(t.path, "/?q");
         let t = parse_absolute("http://[::1]:81/").unwrap();
@@ -144,7 +162,10 @@ mod tests {
             "http://example.com/#frag",
             "example.com/",
         ] {
-            assert!(matches!(parse_absolute(bad), Err(TargetError::Malformed(_))), "{bad}");
+            assert!(
+                matches!(parse_absolute(bad), Err(TargetError::Malformed(_))),
+                "{bad}"
+            );
         }
         assert_eq!(
             parse_absolute("gopher://example.com/"),

@@ -94,7 +94,10 @@ impl<R: AsyncRead + Unpin> Source<'_, R> {
     }
 
     /// Takes one CRLF-terminated line (without the CRLF) from the buffer.
-    async fn line(&mut self, sink: &mut Sink<'_, impl AsyncWrite + Unpin>) -> Result<BytesMut, BodyError> {
+    async fn line(
+        &mut self,
+        sink: &mut Sink<'_, impl AsyncWrite + Unpin>,
+    ) -> Result<BytesMut, BodyError> {
         loop {
             if let Some(i) = memchr::memchr(b'\n', self.buf) {
                 if i == 0 || self.buf[i - 1] != b'\r' {
@@ -402,10 +405,15 @@ mod tests {
 
     #[tokio::test]
     async fn chunked_is_rechunked_and_extensions_dropped() {
-        let input = b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\nContent-Length: 5\r\n\r\n";
-        let out = run(input, BodyKind::Chunked, OutFraming::Chunked).await.unwrap();
+        let input =
+            b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\nContent-Length: 5\r\n\r\n";
+        let out = run(input, BodyKind::Chunked, OutFraming::Chunked)
+            .await
+            .unwrap();
         assert_eq!(out, b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n");
-        let out = run(input, BodyKind::Chunked, OutFraming::Raw).await.unwrap();
+        let out = run(input, BodyKind::Chunked, OutFraming::Raw)
+            .await
+            .unwrap();
         assert_eq!(out, b"hello world");
     }
 
@@ -422,16 +430,30 @@ mod tests {
             b"5\r\nhel",
             b"0\r\nBad Name: x\r\n\r\n",
         ] {
-            assert!(run(bad, BodyKind::Chunked, OutFraming::Chunked).await.is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                run(bad, BodyKind::Chunked, OutFraming::Chunked)
+                    .await
+                    .is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[tokio::test]
     async fn length_and_close_delimited() {
-        let out = run(b"abcdefgh", BodyKind::Length(3), OutFraming::Raw).await.unwrap();
+        let out = run(b"abcdefgh", BodyKind::Length(3), OutFraming::Raw)
+            .await
+            .unwrap();
         assert_eq!(out, b"abc");
-        assert!(run(b"ab", BodyKind::Length(3), OutFraming::Raw).await.is_err());
-        let out = run(b"abc", BodyKind::UntilClose, OutFraming::Chunked).await.unwrap();
+        assert!(
+            run(b"ab", BodyKind::Length(3), OutFraming::Raw)
+                .await
+                .is_err()
+        );
+        let out = run(b"abc", BodyKind::UntilClose, OutFraming::Chunked)
+            .await
+            .unwrap();
         assert_eq!(out, b"3\r\nabc\r\n0\r\n\r\n");
     }
 }

@@ -57,14 +57,19 @@ impl ConnectionOptions<'_> {
 
     /// Whether a field must be dropped when the message is forwarded.
     pub fn is_hop_by_hop(&self, name: &[u8]) -> bool {
-        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
             || self.listed.iter().any(|l| name.eq_ignore_ascii_case(l))
     }
 }
 
 /// Elements of a comma-separated field value, trimmed, empty ones skipped.
 pub fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|b| *b == b',').map(trim).filter(|t| !t.is_empty())
+    value
+        .split(|b| *b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
 }
 
 pub fn trim(mut s: &[u8]) -> &[u8] {
@@ -125,9 +130,7 @@ fn parse_length(value: &[u8]) -> Result<u64, &'static str> {
     if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
         return Err("malformed Content-Length");
     }
-    Ok(value
-        .iter()
-        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    Ok(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// RFC 9112 §6.3 for requests: chunked, a length, or no body.
@@ -144,7 +147,10 @@ pub fn request_body(head: &RequestHead) -> Result<BodyKind, &'static str> {
 }
 
 /// RFC 9112 §6.3 for responses, given what was asked.
-pub fn response_body(head: &ResponseHead, request_was_head: bool) -> Result<BodyKind, &'static str> {
+pub fn response_body(
+    head: &ResponseHead,
+    request_was_head: bool,
+) -> Result<BodyKind, &'static str> {
     let kind = framing(head)?;
     if request_was_head || head.status < 200 || head.status == 204 || head.status == 304 {
         return Ok(BodyKind::None);
@@ -174,7 +180,9 @@ mod tests {
     }
 
     fn body_of(headers: &str) -> Result<BodyKind, &'static str> {
-        request_body(&req(&format!("POST / HTTP/1.1\r\nHost: a\r\n{headers}\r\n")))
+        request_body(&req(&format!(
+            "POST / HTTP/1.1\r\nHost: a\r\n{headers}\r\n"
+        )))
     }
 
     #[test]
@@ -182,8 +190,14 @@ mod tests {
         assert_eq!(body_of(""), Ok(BodyKind::None));
         assert_eq!(body_of("Content-Length: 0\r\n"), Ok(BodyKind::None));
         assert_eq!(body_of("Content-Length: 12\r\n"), Ok(BodyKind::Length(12)));
-        assert_eq!(body_of("Transfer-Encoding: chunked\r\n"), Ok(BodyKind::Chunked));
-        assert_eq!(body_of("Transfer-Encoding: Chunked\r\n"), Ok(BodyKind::Chunked));
+        assert_eq!(
+            body_of("Transfer-Encoding: chunked\r\n"),
+            Ok(BodyKind::Chunked)
+        );
+        assert_eq!(
+            body_of("Transfer-Encoding: Chunked\r\n"),
+            Ok(BodyKind::Chunked)
+        );
         for bad in [
             "Content-Length: 1, 2\r\n",
             "Content-Length: +5\r\n",

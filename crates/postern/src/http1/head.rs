@@ -168,7 +168,6 @@ impl ResponseHead {
     }
 }
 
-
 fn offsets(base: &[u8]) -> impl Fn(&[u8]) -> Range<usize> + '_ {
     let start = base.as_ptr() as usize;
     move |s: &[u8]| {
@@ -334,11 +333,21 @@ mod tests {
         assert_eq!(req("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(200));
         assert_eq!(req(&long), Err(HeadError::LineTooLong));
-        assert_eq!(req(&format!("GET /{}", "a".repeat(200))), Err(HeadError::LineTooLong));
-        let big = format!("GET / HTTP/1.1\r\nA: {}\r\nB: {}\r\n", "x".repeat(90), "y".repeat(350));
+        assert_eq!(
+            req(&format!("GET /{}", "a".repeat(200))),
+            Err(HeadError::LineTooLong)
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nA: {}\r\nB: {}\r\n",
+            "x".repeat(90),
+            "y".repeat(350)
+        );
         assert_eq!(req(&big), Err(HeadError::TooLarge));
         let many: String = (0..11).map(|i| format!("H{i}: v\r\n")).collect();
-        assert_eq!(req(&format!("GET / HTTP/1.1\r\n{many}\r\n")), Err(HeadError::TooManyHeaders));
+        assert_eq!(
+            req(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            Err(HeadError::TooManyHeaders)
+        );
     }
 
     #[test]
@@ -352,7 +361,11 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n",
             "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
-            assert!(matches!(req(bad), Err(HeadError::Malformed(_))), "{bad:?} -> {:?}", req(bad));
+            assert!(
+                matches!(req(bad), Err(HeadError::Malformed(_))),
+                "{bad:?} -> {:?}",
+                req(bad)
+            );
         }
         assert_eq!(req("GET / HTTP/2.0\r\n\r\n"), Err(HeadError::Version));
     }

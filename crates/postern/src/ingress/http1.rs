@@ -35,7 +35,12 @@ enum HeadRead {
     Failed(ProxyError),
 }
 
-pub async fn serve_connection(shared: Arc<Shared>, listener: Arc<str>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve_connection(
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let cfg = shared.config();
     let local = stream.local_addr().unwrap_or(peer);
     let mut client = Client {
@@ -108,7 +113,11 @@ async fn read_head(cfg: &Config, shared: &Shared, client: &mut Client, first: bo
         let read = match deadline {
             Some(d) => timeout_at(d, client.stream.read_buf(&mut client.buf)).await,
             None => {
-                let wait = if first { cfg.timeouts.client_header } else { cfg.timeouts.client_idle };
+                let wait = if first {
+                    cfg.timeouts.client_header
+                } else {
+                    cfg.timeouts.client_idle
+                };
                 tokio::select! {
                     r = timeout(wait, client.stream.read_buf(&mut client.buf)) => r,
                     _ = crate::app::stopped(&mut shutdown) => return HeadRead::Closed,
@@ -140,15 +149,29 @@ fn head_error(e: &HeadError) -> ProxyError {
 }
 
 /// Handles one request; returns whether the connection may carry another.
-async fn handle(cfg: &Config, shared: &Shared, client: &mut Client, listener: &str, head: RequestHead) -> bool {
+async fn handle(
+    cfg: &Config,
+    shared: &Shared,
+    client: &mut Client,
+    listener: &str,
+    head: RequestHead,
+) -> bool {
     let mut ctx = RequestCtx::new(client.peer, listener);
     ctx.method = head.method().to_string();
     ctx.url = head.target().to_string();
-    ctx.version = if head.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" };
+    ctx.version = if head.minor == 0 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
     ctx.bytes_in = head.raw.len() as u64;
     if cfg.log.format == crate::config::LogFormat::Combined {
-        ctx.referer = head.first("referer").map(|v| String::from_utf8_lossy(v).into_owned());
-        ctx.user_agent = head.first("user-agent").map(|v| String::from_utf8_lossy(v).into_owned());
+        ctx.referer = head
+            .first("referer")
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        ctx.user_agent = head
+            .first("user-agent")
+            .map(|v| String::from_utf8_lossy(v).into_owned());
     }
     let mut body = None;
     let result = route(cfg, shared, client, &head, &mut body, &mut ctx).await;
@@ -184,10 +207,16 @@ async fn route(
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in HTTP/1.0.
     let hosts = head.values("host").count();
     if hosts > 1 {
-        return Err(ProxyError::new(ErrorKind::BadRequest, "more than one Host field"));
+        return Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "more than one Host field",
+        ));
     }
     if hosts == 0 && head.minor >= 1 {
-        return Err(ProxyError::new(ErrorKind::BadRequest, "Host field missing in an HTTP/1.1 request"));
+        return Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "Host field missing in an HTTP/1.1 request",
+        ));
     }
     let body = request_body(head).map_err(|m| {
         let kind = if m == "unsupported transfer coding" {
@@ -203,14 +232,20 @@ async fn route(
         client: client.peer.ip(),
     });
     if decision.action == Action::Deny {
-        return Err(ProxyError::new(ErrorKind::Denied, format!("denied by {}", decision.by)));
+        return Err(ProxyError::new(
+            ErrorKind::Denied,
+            format!("denied by {}", decision.by),
+        ));
     }
 
     let conn = connection_options(head);
     let target = head.target();
     if head.is_method("CONNECT") {
         if body != BodyKind::None {
-            return Err(ProxyError::new(ErrorKind::BadRequest, "CONNECT with a request body"));
+            return Err(ProxyError::new(
+                ErrorKind::BadRequest,
+                "CONNECT with a request body",
+            ));
         }
         connect::tunnel(cfg, shared, client, head, ctx).await?;
         return Ok(false);
@@ -239,13 +274,17 @@ async fn route(
             ctx.bytes_out += bytes.len() as u64;
             return Ok(keep);
         }
-        return Err(ProxyError::new(ErrorKind::BadRequest, "asterisk-form request target is only allowed with OPTIONS"));
+        return Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "asterisk-form request target is only allowed with OPTIONS",
+        ));
     }
     let http_target = parse_absolute(target).map_err(|e| match e {
         TargetError::Malformed(m) => ProxyError::new(ErrorKind::BadRequest, m),
-        TargetError::UnsupportedScheme(s) => {
-            ProxyError::new(ErrorKind::NotImplemented, format!("{s}:// requests are not supported by this proxy"))
-        }
+        TargetError::UnsupportedScheme(s) => ProxyError::new(
+            ErrorKind::NotImplemented,
+            format!("{s}:// requests are not supported by this proxy"),
+        ),
     })?;
     let done = forward(
         cfg,

@@ -322,7 +322,10 @@ mod tests {
         let line = format_entry(LogFormat::Combined, &entry());
         assert!(line.starts_with("127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] \"GET http://a.example/x%20y HTTP/1.1\" 200 1234 \"-\" \"curl/8\""), "{line}");
         let json = format_entry(LogFormat::Json, &entry());
-        assert!(json.contains("\"status\":200") && json.contains("\"upstream\":\"10.0.0.1:80\""), "{json}");
+        assert!(
+            json.contains("\"status\":200") && json.contains("\"upstream\":\"10.0.0.1:80\""),
+            "{json}"
+        );
         assert!(json.contains("\"url\":\"http://a.example/x y\""));
     }
 }

@@ -1,0 +1,164 @@
+//! The command line and configuration files, as a user meets them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use postern_testkit::{Origin, check_config};
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+
+#[test]
+fn version_is_printed() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("postern ") && text.contains(env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
+}
+
+#[test]
+fn example_configuration_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../postern.example.toml");
+    let out = Command::new(BIN)
+        .args(["check", "-c", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unknown_key_is_located_with_a_hint() {
+    let (code, _, stderr) = check_config(
+        BIN,
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nmdoe = \"forward\"\n",
+    );
+    assert_eq!(code, 1);
+    let line = stderr.lines().next().unwrap_or_default();
+    assert!(
+        line.ends_with("postern.toml:3:1: unknown key `mdoe` (did you mean `mode`?)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_with_its_position() {
+    let (code, _, stderr) = check_config(
+        BIN,
+        "[[listener]]\nbind = \"localhost\"\nmode = \"reverse\"\n[log]\nformat = \"xml\"\n[egress]\nconnect_ports = [443, 70000]\n",
+    );
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert!(
+        lines[0].contains("postern.toml:2:8: `localhost` is not an address"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("postern.toml:3:8: listener mode `reverse` is not available"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].contains("postern.toml:5:10: unknown log format `xml`"),
+        "{stderr}"
+    );
+    assert!(
+        lines[3].contains("postern.toml:7:23: `70000` is not a TCP port"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_needs_a_file_and_a_bad_file_stops_the_server() {
+    let out = Command::new(BIN).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["-c", "/nonexistent/postern.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/postern.toml:1:1: cannot read the file"),
+        "{err}"
+    );
+}
+
+/// The README's promise: `postern` alone is a working, safe forward proxy on
+/// 127.0.0.1:3128. Loopback destinations are refused by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_default_listens_on_3128_and_refuses_loopback_destinations() {
+    let origin = Origin::start().await;
+    let mut child = Command::new(BIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    if line.contains("Address already in use") {
+        eprintln!("127.0.0.1:3128 is taken on this machine; skipping: {line}");
+        return;
+    }
+    assert_eq!(
+        line.trim(),
+        "postern: listener proxy (forward) listening on 127.0.0.1:3128"
+    );
+    let url = origin.url("/bytes/10");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-i",
+                "--max-time",
+                "10",
+                "-x",
+                "http://127.0.0.1:3128",
+                &url,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("HTTP/1.1 403 Forbidden"), "{text}");
+    assert!(
+        text.contains("Proxy-Status: postern; error=destination_ip_prohibited"),
+        "{text}"
+    );
+    assert_eq!(origin.requests(), 0);
+    // The access log goes to stdout by default.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    stdout.read_line(&mut log).unwrap();
+    assert!(
+        log.contains("TCP_DENIED/403") && log.contains("/bytes/10"),
+        "{log}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = wait(&mut child, Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
+
+fn wait(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    None
+}
