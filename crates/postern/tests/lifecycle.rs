@@ -1,0 +1,176 @@
+//! Signals and logs over a process's life: drain on SIGTERM, reopen on SIGUSR1,
+//! reload on SIGHUP, and the access log formats.
+
+use std::time::Duration;
+
+use postern_testkit::{Origin, TestProxy, raw_exchange};
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+const SIGHUP: i32 = 1;
+const SIGUSR1: i32 = 10;
+const SIGTERM: i32 = 15;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(extra: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\n[egress]\nallow_private_destinations = true\n{extra}"
+    )
+}
+
+fn get(origin: &Origin, path: &str) -> Vec<u8> {
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        origin.url(path),
+        origin.addr()
+    )
+    .into_bytes()
+}
+
+/// SIGTERM stops accepting but lets a request in flight finish, then exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_in_flight() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BIN, &config("[log]\naccess = \"off\"\n"));
+    let addr = proxy.addr();
+    let request = get(&origin, "/delay/800");
+    let slow = tokio::spawn(async move { raw_exchange(addr, &request, WAIT).await });
+    // Signal only once the request has reached the origin.
+    let deadline = std::time::Instant::now() + WAIT;
+    while origin.requests() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.signal(SIGTERM);
+    let reply = slow.await.unwrap();
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    assert_eq!(reply.body(), b"delayed");
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(WAIT).map(|s| s.code()))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(Some(0)));
+}
+
+/// After logrotate moves the file, SIGUSR1 makes new lines go to a new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_the_access_log() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BIN, &config("[log]\naccess = \"{dir}/access.log\"\n"));
+    raw_exchange(proxy.addr(), &get(&origin, "/bytes/1"), WAIT).await;
+    proxy.wait_for_file_line("access.log", |l| l.contains("/bytes/1 "), WAIT);
+    std::fs::rename(
+        proxy.dir().join("access.log"),
+        proxy.dir().join("access.log.1"),
+    )
+    .unwrap();
+    proxy.signal(SIGUSR1);
+    // The reopen is asynchronous: retry until a request lands in the new file.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        raw_exchange(proxy.addr(), &get(&origin, "/bytes/2"), WAIT).await;
+        if proxy.read_file("access.log").contains("/bytes/2 ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new access.log after SIGUSR1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(proxy.read_file("access.log.1").contains("/bytes/1 "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_combined_formats() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(
+        BIN,
+        &config("[log]\naccess = \"{dir}/access.log\"\nformat = \"json\"\n"),
+    );
+    raw_exchange(proxy.addr(), &get(&origin, "/bytes/321"), WAIT).await;
+    let line = proxy.wait_for_file_line("access.log", |l| l.contains("/bytes/321"), WAIT);
+    for part in [
+        "\"method\":\"GET\"",
+        "\"status\":200",
+        "\"result\":\"TCP_MISS\"",
+        "\"listener\":\"proxy\"",
+        "\"client\":\"127.0.0.1\"",
+    ] {
+        assert!(line.contains(part), "{part} missing in {line}");
+    }
+    assert!(
+        line.contains(&format!("\"upstream\":\"{}\"", origin.addr())),
+        "{line}"
+    );
+
+    let proxy = TestProxy::start(
+        BIN,
+        &config("[log]\naccess = \"{dir}/access.log\"\nformat = \"combined\"\n"),
+    );
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nUser-Agent: tester/1\r\nReferer: http://ref.example/\r\nConnection: close\r\n\r\n",
+        origin.url("/bytes/5")
+    );
+    raw_exchange(proxy.addr(), req.as_bytes(), WAIT).await;
+    let line = proxy.wait_for_file_line("access.log", |l| l.contains("/bytes/5"), WAIT);
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(
+        line.contains(&format!("\"GET {} HTTP/1.1\" 200 ", origin.url("/bytes/5"))),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("\"http://ref.example/\" \"tester/1\""),
+        "{line}"
+    );
+}
+
+/// SIGHUP applies a valid new file to new connections and refuses an invalid one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_rules_and_refuses_a_broken_file() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BIN, &config("[log]\naccess = \"off\"\n"));
+    let ok = raw_exchange(proxy.addr(), &get(&origin, "/bytes/1"), WAIT).await;
+    assert_eq!(ok.status(), Some(200));
+    let path = proxy.dir().join("postern.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+
+    std::fs::write(&path, format!("{original}\n[[rule]]\naction = \"deny\"\n")).unwrap();
+    proxy.signal(SIGHUP);
+    proxy.wait_for_stderr_line(|l| l.contains("configuration reloaded"), WAIT);
+    let denied = raw_exchange(proxy.addr(), &get(&origin, "/bytes/1"), WAIT).await;
+    assert_eq!(denied.status(), Some(403), "{}", denied.text());
+    assert!(
+        denied
+            .header("proxy-status")
+            .unwrap_or_default()
+            .contains("error=http_request_denied")
+    );
+
+    std::fs::write(&path, format!("{original}\n[[rule]]\nactoin = \"allow\"\n")).unwrap();
+    proxy.signal(SIGHUP);
+    let line = proxy.wait_for_stderr_line(
+        |l| l.contains("postern.toml:") && l.contains("actoin"),
+        WAIT,
+    );
+    assert!(line.contains("unknown key `actoin`"), "{line}");
+    // The last good configuration (deny) still applies.
+    let still = raw_exchange(proxy.addr(), &get(&origin, "/bytes/1"), WAIT).await;
+    assert_eq!(still.status(), Some(403));
+}
+
+/// IPv6 listeners work like IPv4 ones (skipped where the machine has no ::1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    }
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(
+        BIN,
+        "[[listener]]\nname = \"v4\"\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"v6\"\nbind = \"[::1]:0\"\n[egress]\nallow_private_destinations = true\n[log]\naccess = \"off\"\n",
+    );
+    let v6 = proxy.addr_of("v6");
+    assert!(v6.is_ipv6());
+    let reply = raw_exchange(v6, &get(&origin, "/bytes/64"), WAIT).await;
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    assert_eq!(reply.body(), postern_testkit::pattern_bytes(64));
+}
