@@ -105,6 +105,9 @@ async fn builtin_default_listens_on_3128_and_refuses_loopback_destinations() {
     stderr.read_line(&mut line).unwrap();
     if line.contains("Address already in use") {
         eprintln!("127.0.0.1:3128 is taken on this machine; skipping: {line}");
+        // The binary exits on its own after the bind error; reap it.
+        let _ = child.kill();
+        let _ = child.wait();
         return;
     }
     assert_eq!(

@@ -137,7 +137,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             p,
             &raw.egress.pool_max_idle_per_host,
             0..=100_000,
-            32,
+            256,
             "pool_max_idle_per_host",
         ),
     };

@@ -129,6 +129,20 @@ async fn connect_any(
     addrs: Vec<SocketAddr>,
     deadline: Instant,
 ) -> Result<(TcpStream, SocketAddr), EgressError> {
+    if let [addr] = addrs[..] {
+        // One candidate (an address literal, usually): nothing to race.
+        return match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok((stream, addr))
+            }
+            Ok(Err(e)) => Err(connect_error(Some(e))),
+            Err(_) => Err(ProxyError::new(
+                ErrorKind::ConnectionTimeout,
+                "no connection within the connect timeout",
+            )),
+        };
+    }
     let mut pending = addrs.into_iter();
     let mut attempts = JoinSet::new();
     let mut last_error: Option<std::io::Error> = None;

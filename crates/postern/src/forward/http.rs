@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::context::RequestCtx;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http1::body::{self, BodyError, BodyKind, OutFraming, Sink, Source};
-use crate::http1::fields::{ConnectionOptions, connection_options, response_body};
+use crate::http1::fields::{ConnectionOptions, connection_options, list, response_body};
 use crate::http1::head::{Fields, HeadLimits, RequestHead, ResponseHead, parse_response};
 use crate::ingress::Client;
 use crate::relay;
@@ -53,7 +53,6 @@ pub async fn forward(
         return Ok(done);
     }
     let upgrade = req.conn.upgrade && req.head.minor >= 1 && req.head.has("upgrade");
-    let head_bytes = upstream_head(cfg, &req, upgrade);
     let key = req.target.pool_key();
     let mut retried = false;
     loop {
@@ -78,7 +77,7 @@ pub async fn forward(
             cfg,
             client,
             &mut upstream,
-            head_bytes.clone(),
+            upstream_head(cfg, &req, upgrade),
             &req,
             upgrade,
             ctx,
@@ -202,7 +201,13 @@ async fn write_client(client: &mut Client, bytes: &[u8], ctx: &mut RequestCtx) {
 
 fn push_via(cfg: &Config, out: &mut Vec<u8>, minor: u8) {
     if let Some(name) = &cfg.http.via {
-        out.extend_from_slice(format!("Via: 1.{minor} {name}\r\n").as_bytes());
+        out.extend_from_slice(if minor == 0 {
+            b"Via: 1.0 "
+        } else {
+            b"Via: 1.1 "
+        });
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -244,8 +249,19 @@ fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool) -> Vec<u8> {
         out.extend_from_slice(head.value(f));
         out.extend_from_slice(b"\r\n");
     }
+    // RFC 9110 §10.1.4: the proxy relays trailers, so a client's wish for them
+    // is restated for the next hop, with TE named in Connection as required.
+    let wants_trailers = head.minor >= 1
+        && head
+            .values("te")
+            .any(|v| list(v).any(|t| t.eq_ignore_ascii_case(b"trailers")));
+    match (upgrade, wants_trailers) {
+        (true, true) => out.extend_from_slice(b"Connection: upgrade, TE\r\nTE: trailers\r\n"),
+        (true, false) => out.extend_from_slice(b"Connection: upgrade\r\n"),
+        (false, true) => out.extend_from_slice(b"Connection: TE\r\nTE: trailers\r\n"),
+        (false, false) => {}
+    }
     if upgrade {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
         for v in head.values("upgrade") {
             out.extend_from_slice(b"Upgrade: ");
             out.extend_from_slice(v);
@@ -278,24 +294,32 @@ async fn exchange(
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
     let (mut ur, mut uw) = upstream.split();
-    let mut ubuf = BytesMut::with_capacity(16 * 1024);
+    let mut ubuf = BytesMut::with_capacity(8 * 1024);
 
     let request_out = match req.body {
         BodyKind::Chunked => OutFraming::Chunked,
         _ => OutFraming::Raw,
     };
     let req_kind = req.body;
-    // Boxed so it can be dropped explicitly, giving the halves back for an upgrade.
-    let mut send = Box::pin(async {
-        let mut src = Source {
-            io: &mut cr,
-            buf: cbuf,
-            timeout: io_timeout,
-        };
-        let mut sink = Sink::new(&mut uw, head_bytes, io_timeout);
-        body::relay(&mut src, &mut sink, req_kind, request_out, max_trailer).await
-    });
     let mut sent: Option<Result<body::BodyStats, BodyError>> = None;
+    // Without a body the head goes out at once; otherwise the body streams
+    // concurrently with the wait for the response (Expect: 100-continue, early
+    // answers). Boxed so it can be dropped explicitly, giving the halves back.
+    let mut send = if req_kind == BodyKind::None {
+        let res = Sink::new(&mut uw, head_bytes, io_timeout).flush().await;
+        sent = Some(res.map(|_| body::BodyStats::default()));
+        None
+    } else {
+        Some(Box::pin(async {
+            let mut src = Source {
+                io: &mut cr,
+                buf: cbuf,
+                timeout: io_timeout,
+            };
+            let mut sink = Sink::new(&mut uw, head_bytes, io_timeout);
+            body::relay(&mut src, &mut sink, req_kind, request_out, max_trailer).await
+        }))
+    };
 
     // Phase 1: the final response head, forwarding interim (1xx) responses.
     let mut interim_out = 0u64;
@@ -309,12 +333,15 @@ async fn exchange(
             &mut interim_out
         ));
         loop {
+            let Some(sending) = send.as_mut().filter(|_| sent.is_none()) else {
+                break read_head.await;
+            };
             tokio::select! {
-                res = &mut send, if sent.is_none() => {
-                    if let Err(e) = &res {
-                        if e.is_read_side() {
-                            return Err(client_body_failure(e, ctx));
-                        }
+                res = sending => {
+                    if let Err(e) = &res
+                        && e.is_read_side()
+                    {
+                        return Err(client_body_failure(e, ctx));
                     }
                     sent = Some(res);
                 }
@@ -338,9 +365,10 @@ async fn exchange(
                 "101 Switching Protocols without an upgrade request",
             )));
         }
-        let request_sent = match sent.take() {
-            Some(res) => res.is_ok(),
-            None => (&mut send).await.is_ok(),
+        let request_sent = match (sent.take(), send.as_mut()) {
+            (Some(res), _) => res.is_ok(),
+            (None, Some(sending)) => sending.await.is_ok(),
+            (None, None) => false,
         };
         drop(send);
         if !request_sent {
@@ -438,10 +466,11 @@ async fn exchange(
                 max_trailer
             ));
             loop {
+                let Some(sending) = send.as_mut().filter(|_| sent.is_none()) else {
+                    break stream.await;
+                };
                 tokio::select! {
-                    res = &mut send, if sent.is_none() => {
-                        sent = Some(res);
-                    }
+                    res = sending => sent = Some(res),
                     res = &mut stream => break res,
                 }
             }

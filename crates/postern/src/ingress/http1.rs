@@ -192,7 +192,9 @@ async fn handle(
             }
         }
     };
-    shared.log.write(&ctx.entry());
+    if shared.log.enabled() {
+        shared.log.write(&ctx.entry());
+    }
     keep_alive
 }
 

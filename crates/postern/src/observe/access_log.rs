@@ -74,6 +74,10 @@ impl AccessLog {
         })
     }
 
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     pub fn write(&self, entry: &LogEntry) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Message::Line(format_entry(self.format, entry)));

@@ -1,0 +1,147 @@
+//! Failures the proxy answers itself, each with the status and RFC 9209
+//! `Proxy-Status` error type that names the cause, and the client-side
+//! guards (header timeout, connection limit).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Conn, T, config, curl_fetch_async, private_config, start};
+use postern_testkit::{Origin, RawOrigin, pattern_bytes, raw_exchange};
+
+fn proxy_status(f: &common::Fetch) -> String {
+    f.header("proxy-status").unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_refused_is_502() {
+    // A port nothing listens on: bind one, learn it, close it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let proxy = start(&private_config(""));
+    let url = format!("http://127.0.0.1:{port}/");
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), &url]).await;
+    assert_eq!((f.exit, f.status), (0, 502), "{}", f.stderr);
+    assert!(
+        proxy_status(&f).contains("error=connection_refused"),
+        "{}",
+        f.headers
+    );
+}
+
+/// An upstream that accepts and closes without a byte of response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_closing_without_response_is_502() {
+    let origin = RawOrigin::start(Vec::new()).await;
+    let proxy = start(&private_config(""));
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), &origin.url("/")]).await;
+    assert_eq!((f.exit, f.status), (0, 502), "{}", f.stderr);
+    assert!(
+        proxy_status(&f).contains("error=connection_terminated"),
+        "{}",
+        f.headers
+    );
+    assert!(origin.connections() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_first_byte_is_504() {
+    let origin = Origin::start().await;
+    let proxy = start(&private_config("[timeouts]\nfirst_byte = \"300ms\"\n"));
+    let started = Instant::now();
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), &origin.url("/delay/5000")]).await;
+    let took = started.elapsed();
+    assert_eq!((f.exit, f.status), (0, 504), "{}", f.stderr);
+    assert!(
+        proxy_status(&f).contains("error=connection_read_timeout"),
+        "{}",
+        f.headers
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+/// RFC 6761 §6.4: `.invalid` names never resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolvable_name_is_a_dns_error() {
+    let proxy = start(&private_config("[timeouts]\nconnect = \"2s\"\n"));
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), "http://does-not-exist.invalid/"]).await;
+    assert_eq!(f.exit, 0, "{}", f.stderr);
+    assert!(f.status == 502 || f.status == 504, "status {}", f.status);
+    let ps = proxy_status(&f);
+    assert!(
+        ps.contains("error=dns_error") || ps.contains("error=dns_timeout"),
+        "{}",
+        f.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_scheme_is_501() {
+    let proxy = start(&private_config(""));
+    let reply = raw_exchange(
+        proxy.addr(),
+        b"GET gopher://x/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        T,
+    )
+    .await;
+    assert_eq!(reply.status(), Some(501), "{}", reply.text());
+}
+
+/// A client that starts a head and never finishes it gets 408 and is
+/// disconnected (RFC 9110 §15.5.9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_head_times_out_with_408() {
+    let proxy = start(&private_config("[timeouts]\nclient_header = \"500ms\"\n"));
+    let started = Instant::now();
+    let reply = raw_exchange(
+        proxy.addr(),
+        b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\nX-Slow: ",
+        T,
+    )
+    .await;
+    assert_eq!(reply.status(), Some(408), "{}", reply.text());
+    assert!(reply.closed, "connection left open");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// `max_connections` bounds the connections served at once; the next
+/// client waits until a slot frees up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_queues_further_clients() {
+    let origin = Origin::start().await;
+    let proxy = start(&config(
+        "max_connections = 1",
+        "allow_private_destinations = true",
+        "",
+    ));
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        origin.url("/bytes/10"),
+        origin.addr()
+    );
+
+    // A holds the only slot: one answered request proves it was accepted,
+    // then it stays idle on a keep-alive connection.
+    let mut a = Conn::connect(proxy.addr()).await;
+    a.send(request.as_bytes()).await;
+    assert_eq!(a.read_response(false).await.status, 200);
+
+    let mut b = Conn::connect(proxy.addr()).await;
+    b.send(request.as_bytes()).await;
+    // Proving a negative needs a bounded wait.
+    assert!(
+        b.silent_for(Duration::from_millis(300)).await,
+        "B was served while A held the only slot"
+    );
+
+    drop(a);
+    let resp = b.read_response(false).await;
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    assert_eq!(resp.body, pattern_bytes(10));
+}
