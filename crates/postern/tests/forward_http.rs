@@ -627,3 +627,100 @@ async fn origin_reset_mid_body_is_not_a_clean_success() {
     let line = common::wait_log_line(&proxy, &["/reset/100000"]);
     assert!(line.contains("TCP_MISS_ABORTED"), "{line}");
 }
+
+// ------------------------------------------------------------ stale pooled connections
+
+/// An origin that answers the first request on each connection and closes the
+/// connection, without answering, when a second request arrives on it (a server
+/// closing an idle keep-alive connection just as the proxy reuses it).
+async fn origin_closing_on_reuse() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut answered = false;
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if answered {
+                            return; // second request: close without a response
+                        }
+                        answered = true;
+                        let _ = sock
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// RFC 9110 §9.2.2: an idempotent request that meets a pooled connection the
+/// server closed is retried once on a fresh connection; the client sees no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_request_is_retried_when_a_pooled_connection_was_closed() {
+    let (origin, accepted) = origin_closing_on_reuse().await;
+    let proxy = start(&private_config(""));
+    for i in 0..4 {
+        let mut conn = Conn::connect(proxy.addr()).await;
+        conn.send(
+            format!("GET http://{origin}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        let resp = conn.read_response(false).await;
+        assert_eq!(resp.status, 200, "request {i}: {resp:?}");
+        assert_eq!(resp.body, b"ok", "request {i}");
+    }
+    // Requests 2..4 each found a stale pooled connection and needed a new one.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+/// A POST is not retried: the server may have acted on it before closing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_idempotent_request_is_not_retried() {
+    let (origin, _) = origin_closing_on_reuse().await;
+    let proxy = start(&private_config(""));
+    let first = raw_exchange(
+        proxy.addr(),
+        format!("GET http://{origin}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        T,
+    )
+    .await;
+    assert_eq!(first.status(), Some(200));
+    let post = raw_exchange(
+        proxy.addr(),
+        format!("POST http://{origin}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+        T,
+    )
+    .await;
+    assert_eq!(post.status(), Some(502), "{}", post.text());
+    assert!(
+        post.header("proxy-status")
+            .unwrap_or_default()
+            .contains("error=connection_terminated")
+    );
+}

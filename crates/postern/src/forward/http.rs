@@ -93,8 +93,11 @@ pub async fn forward(
                 });
             }
             // A pooled connection the server closed meanwhile: try once more on a
-            // fresh one, which is safe because nothing of the request was consumed.
-            Err(Failure::Stale(_)) if reused && !retried && req.body == BodyKind::None => {
+            // fresh one. Only idempotent requests (RFC 9110 §9.2.2) without a body,
+            // since the server may have acted on the request before closing.
+            Err(Failure::Stale(_))
+                if reused && !retried && req.body == BodyKind::None && is_idempotent(req.head) =>
+            {
                 retried = true;
             }
             Err(Failure::Stale(e)) | Err(Failure::Upstream(e)) => return Err(e),
@@ -107,6 +110,12 @@ pub async fn forward(
             }
         }
     }
+}
+
+fn is_idempotent(head: &RequestHead) -> bool {
+    ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+        .iter()
+        .any(|m| head.is_method(m))
 }
 
 enum Failure {
