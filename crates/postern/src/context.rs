@@ -2,16 +2,19 @@
 //! adds what it learns; the access log is written from it, never re-derived.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::error::ProxyError;
 use crate::observe::LogEntry;
 
 pub struct RequestCtx {
+    /// Whether anything will read the descriptive fields (method, URL, type).
+    pub logging: bool,
     pub started: Instant,
     pub start: SystemTime,
     pub client: SocketAddr,
-    pub listener: String,
+    pub listener: Arc<str>,
     pub method: String,
     pub url: String,
     pub version: &'static str,
@@ -28,12 +31,13 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(client: SocketAddr, listener: &str) -> RequestCtx {
+    pub fn new(client: SocketAddr, listener: &Arc<str>) -> RequestCtx {
         RequestCtx {
+            logging: true,
             started: Instant::now(),
             start: SystemTime::now(),
             client,
-            listener: listener.to_string(),
+            listener: listener.clone(),
             method: String::new(),
             url: String::new(),
             version: "HTTP/1.1",
@@ -62,7 +66,7 @@ impl RequestCtx {
             duration: self.started.elapsed(),
             client: self.client.ip(),
             user: None,
-            listener: self.listener.clone(),
+            listener: self.listener.to_string(),
             method: self.method.clone(),
             url: self.url.clone(),
             version: self.version,

@@ -126,3 +126,80 @@ async fn tunnel_passes_half_close_and_returns_the_answer() {
         .unwrap();
     assert_eq!(seen, payload.len());
 }
+
+/// Bulk transfers switch the tunnel to kernel-side copying (splice on Linux)
+/// after the first 64 KiB: both directions must stay byte-exact across the
+/// switch, which TLS would also detect as a MAC failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_tunnel_both_directions_is_byte_exact() {
+    let ca = TestCa::new();
+    let origin = TlsOrigin::start(&ca).await;
+    let port = origin.addr().port();
+    let proxy = start(&tunnel_config(&[443, port]));
+    let ca_pem = ca.write_ca_pem(proxy.dir());
+    let f = curl_fetch_async(&[
+        "-p",
+        "-x",
+        &proxy.proxy_url(),
+        "--cacert",
+        &ca_pem.to_string_lossy(),
+        &origin.url("/bytes/8388608"),
+    ])
+    .await;
+    assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
+    assert!(f.body == pattern_bytes(8 << 20), "8 MiB download differs");
+
+    let upload = proxy.dir().join("upload.bin");
+    std::fs::write(&upload, pattern_bytes(3 << 20)).unwrap();
+    let f = curl_fetch_async(&[
+        "-p",
+        "-x",
+        &proxy.proxy_url(),
+        "--cacert",
+        &ca_pem.to_string_lossy(),
+        "--data-binary",
+        &format!("@{}", upload.display()),
+        &origin.url("/echo"),
+    ])
+    .await;
+    assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
+    assert!(f.body == pattern_bytes(3 << 20), "3 MiB echo differs");
+}
+
+/// A tunnel with no traffic either way for `timeouts.tunnel_idle` is closed
+/// (both ends), and the access log records why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tunnel_is_closed() {
+    // A server that accepts and then says nothing, holding the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut sink = Vec::new();
+        // Returns once the proxy closes its side.
+        let _ = s.read_to_end(&mut sink).await;
+    });
+    let cfg = tunnel_config(&[443, port]).replace(
+        "[log]",
+        "[timeouts]\ntunnel_idle = \"300ms\"\n[log]\nformat = \"json\"\n",
+    );
+    let proxy = start(&cfg);
+    let mut c = Conn::connect(proxy.addr()).await;
+    c.send(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await;
+    let head = c.read_head().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    assert!(
+        c.closes_within(std::time::Duration::from_secs(5)).await,
+        "idle tunnel still open"
+    );
+    tokio::time::timeout(T, server)
+        .await
+        .expect("server side closed too")
+        .unwrap();
+    let line = wait_log_line(&proxy, &["CONNECT"]);
+    assert!(
+        line.contains("\"error\":\"connection_read_timeout\""),
+        "{line}"
+    );
+}

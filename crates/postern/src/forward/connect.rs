@@ -29,7 +29,9 @@ pub async fn tunnel(
             ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {s}"))
         }
     })?;
-    ctx.url = format!("{host}:{port}");
+    if ctx.logging {
+        ctx.url = format!("{host}:{port}");
+    }
     if !cfg.egress.connect_ports.contains(&port) {
         return Err(ProxyError::new(
             ErrorKind::PortNotAllowed,
@@ -54,15 +56,12 @@ pub async fn tunnel(
         return Ok(());
     }
     ctx.bytes_out += established.len() as u64;
-    let (mut cr, mut cw) = client.stream.split();
-    let (mut ur, mut uw) = upstream.split();
     let early = client.buf.split();
-    let stats = relay::tunnel(
-        &mut cr,
-        &mut cw,
+    client.tunneled = true;
+    let stats = relay::tunnel_tcp(
+        &mut client.stream,
         &early,
-        &mut ur,
-        &mut uw,
+        &mut upstream,
         &[],
         cfg.timeouts.tunnel_idle,
     )

@@ -394,6 +394,7 @@ async fn exchange(
             return Err(Failure::Aborted);
         }
         ctx.bytes_out += out.len() as u64;
+        client.tunneled = true;
         let stats = relay::tunnel(
             &mut cr,
             &mut cw,
@@ -448,9 +449,11 @@ async fn exchange(
     } else {
         client_framing.closing()
     };
-    ctx.content_type = head
-        .first("content-type")
-        .map(|v| String::from_utf8_lossy(v).into_owned());
+    if ctx.logging {
+        ctx.content_type = head
+            .first("content-type")
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+    }
     let out_head = response_head_bytes(cfg, &head, &resp_conn, req.head.minor, framing);
     let out = if framing == Framing::Chunked || framing == Framing::ChunkedClose {
         OutFraming::Chunked

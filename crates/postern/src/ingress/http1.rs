@@ -42,12 +42,11 @@ pub async fn serve_connection(
     peer: SocketAddr,
 ) {
     let cfg = shared.config();
-    let local = stream.local_addr().unwrap_or(peer);
     let mut client = Client {
         stream,
         buf: BytesMut::with_capacity(IDLE_BUFFER),
         peer,
-        local,
+        tunneled: false,
     };
     let mut first = true;
     loop {
@@ -70,6 +69,10 @@ pub async fn serve_connection(
                 false
             }
         };
+        if client.tunneled {
+            // Both ends of the tunnel are already finished: just close.
+            return;
+        }
         if !keep_alive || crate::app::shutting_down() {
             linger_close(client.stream).await;
             return;
@@ -153,12 +156,16 @@ async fn handle(
     cfg: &Config,
     shared: &Shared,
     client: &mut Client,
-    listener: &str,
+    listener: &Arc<str>,
     head: RequestHead,
 ) -> bool {
     let mut ctx = RequestCtx::new(client.peer, listener);
-    ctx.method = head.method().to_string();
-    ctx.url = head.target().to_string();
+    // Only the access log reads these; skip the copies when it is off.
+    ctx.logging = shared.log.enabled();
+    if ctx.logging {
+        ctx.method = head.method().to_string();
+        ctx.url = head.target().to_string();
+    }
     ctx.version = if head.minor == 0 {
         "HTTP/1.0"
     } else {
@@ -254,7 +261,8 @@ async fn route(
     }
     if target.starts_with('/') {
         let keep = body == BodyKind::None && conn.persistent(head.minor);
-        let bytes = page::respond(head, client.local, ctx, keep)?;
+        let local = client.stream.local_addr().unwrap_or(client.peer);
+        let bytes = page::respond(head, local, ctx, keep)?;
         if client.stream.write_all(&bytes).await.is_err() {
             return Ok(false);
         }

@@ -22,7 +22,8 @@ pub struct Client {
     pub stream: TcpStream,
     pub buf: BytesMut,
     pub peer: SocketAddr,
-    pub local: SocketAddr,
+    /// The connection became a tunnel, which has ended it.
+    pub tunneled: bool,
 }
 
 /// Binds a listening socket (IPv6 sockets are IPv6-only, so `[::]` and

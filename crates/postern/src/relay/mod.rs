@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
+
+mod tcp;
+pub use tcp::tunnel_tcp;
 
 /// Large buffers keep bulk tunnels close to loopback speed (fewer system calls).
 const TUNNEL_BUFFER: usize = 64 * 1024;
@@ -21,8 +25,9 @@ pub struct TunnelStats {
     pub idle_timeout: bool,
 }
 
-/// Relays until both directions have ended (EOF passed on as a half-close), an
-/// error occurs, or nothing moved either way for `idle`.
+/// Relays between stream halves (upgraded connections) until both directions
+/// have ended (EOF passed on as a half-close), an error occurs, or nothing moved
+/// either way for `idle`.
 #[allow(clippy::too_many_arguments)]
 pub async fn tunnel<CR, CW, SR, SW>(
     client_r: &mut CR,
@@ -71,9 +76,10 @@ where
         }
         total += pending.len() as u64;
     }
-    let mut buf = vec![0u8; TUNNEL_BUFFER];
+    let mut buf = BytesMut::with_capacity(TUNNEL_BUFFER);
     loop {
-        let n = match timeout(idle, r.read(&mut buf)).await {
+        buf.clear();
+        let n = match timeout(idle, r.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => n,
             Err(_) => {

@@ -1,0 +1,221 @@
+//! CONNECT tunnels between two TCP sockets. Each direction starts by copying
+//! through a small buffer; once a direction shows bulk traffic (a full buffer
+//! after 64 KiB), it switches to splice(2), which moves the bytes socket → pipe
+//! → socket inside the kernel without copying them through the proxy. One
+//! watchdog timer per tunnel enforces the idle timeout, instead of a timer per
+//! read.
+
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::time::{Instant, sleep_until};
+
+use super::TunnelStats;
+
+const COPY_BUFFER: usize = 16 * 1024;
+const SPLICE_AFTER: u64 = 64 * 1024;
+
+/// What both directions share: the time of the last byte moved, and whether
+/// one direction has already ended.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    one_ended: AtomicBool,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+pub async fn tunnel_tcp(
+    client: &mut TcpStream,
+    client_pending: &[u8],
+    server: &mut TcpStream,
+    server_pending: &[u8],
+    idle: Duration,
+) -> TunnelStats {
+    let activity = Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        one_ended: AtomicBool::new(false),
+    };
+    let up = AtomicU64::new(0);
+    let down = AtomicU64::new(0);
+    let (cr, cw) = client.split();
+    let (sr, sw) = server.split();
+    let both = async {
+        tokio::join!(
+            pump(cr, sw, client_pending, &activity, &up),
+            pump(sr, cw, server_pending, &activity, &down)
+        )
+    };
+    let watchdog = async {
+        loop {
+            let deadline = activity.last() + idle;
+            sleep_until(deadline).await;
+            if activity.last() + idle <= Instant::now() {
+                return;
+            }
+        }
+    };
+    let idle_timeout = tokio::select! {
+        _ = both => false,
+        _ = watchdog => true,
+    };
+    TunnelStats {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+        idle_timeout,
+    }
+}
+
+/// One direction, from `src` to `dst`, counting into `moved`.
+async fn pump(
+    mut src: ReadHalf<'_>,
+    mut dst: WriteHalf<'_>,
+    pending: &[u8],
+    activity: &Activity,
+    moved: &AtomicU64,
+) {
+    let _ = async {
+        dst.write_all(pending).await?;
+        moved.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        let mut buf = BytesMut::with_capacity(COPY_BUFFER);
+        loop {
+            buf.clear();
+            // A short read clears the socket's readiness, so no extra system
+            // call is spent finding it empty.
+            let n = src.read_buf(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            activity.touch();
+            dst.write_all(&buf[..n]).await?;
+            let total = moved.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+            if n == buf.capacity() && total >= SPLICE_AFTER {
+                #[cfg(target_os = "linux")]
+                if let Ok(pipe) = splice::Pipe::new() {
+                    drop(buf);
+                    return splice::pump(src.as_ref(), dst.as_ref(), &pipe, activity, moved).await;
+                }
+            }
+        }
+    }
+    .await as std::io::Result<()>;
+    // Pass the end on as a half-close, since the other direction may still be
+    // busy. The direction that ends second skips it: both sockets close next.
+    if !activity.one_ended.swap(true, Ordering::Relaxed) {
+        let _ = socket2::SockRef::from(dst.as_ref()).shutdown(Shutdown::Write);
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod splice {
+    //! The kernel-side copy. The only unsafe code is the three system calls.
+    #![allow(unsafe_code)]
+
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tokio::io::Interest;
+    use tokio::net::TcpStream;
+
+    use super::Activity;
+
+    const PIPE_SIZE: libc::c_int = 1024 * 1024;
+
+    pub struct Pipe {
+        read: OwnedFd,
+        write: OwnedFd,
+    }
+
+    impl Pipe {
+        pub fn new() -> io::Result<Pipe> {
+            let mut fds = [0 as libc::c_int; 2];
+            // SAFETY: pipe2 writes two descriptors into the array we pass.
+            let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: both descriptors were just created and are owned by nobody else.
+            let pipe = unsafe {
+                Pipe {
+                    read: OwnedFd::from_raw_fd(fds[0]),
+                    write: OwnedFd::from_raw_fd(fds[1]),
+                }
+            };
+            // A larger pipe means fewer system calls per MiB; failure is harmless.
+            // SAFETY: F_SETPIPE_SZ takes an int and only resizes the pipe's buffer.
+            unsafe { libc::fcntl(pipe.write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+            Ok(pipe)
+        }
+    }
+
+    fn splice(from: libc::c_int, to: libc::c_int, len: usize) -> io::Result<usize> {
+        // SAFETY: null offsets mean "use the file position", valid for sockets and pipes.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub async fn pump(
+        src: &TcpStream,
+        dst: &TcpStream,
+        pipe: &Pipe,
+        activity: &Activity,
+        moved: &AtomicU64,
+    ) -> io::Result<()> {
+        let chunk = PIPE_SIZE as usize;
+        loop {
+            // The pipe is empty here, so EAGAIN can only mean "socket not readable".
+            let n = src
+                .async_io(Interest::READABLE, || {
+                    splice(src.as_raw_fd(), pipe.write.as_raw_fd(), chunk)
+                })
+                .await?;
+            if n == 0 {
+                return Ok(());
+            }
+            activity.touch();
+            let mut left = n;
+            while left > 0 {
+                let m = dst
+                    .async_io(Interest::WRITABLE, || {
+                        splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)
+                    })
+                    .await?;
+                if m == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                left -= m;
+            }
+            moved.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
