@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::error::ProxyError;
-use crate::observe::LogEntry;
 
 pub struct RequestCtx {
     /// Whether anything will read the descriptive fields (method, URL, type).
@@ -58,28 +57,5 @@ impl RequestCtx {
         self.status = err.kind.status();
         self.result = err.kind.squid_code();
         self.error = Some(err.kind.proxy_status());
-    }
-
-    pub fn entry(&self) -> LogEntry {
-        LogEntry {
-            start: self.start,
-            duration: self.started.elapsed(),
-            client: self.client.ip(),
-            user: None,
-            listener: self.listener.to_string(),
-            method: self.method.clone(),
-            url: self.url.clone(),
-            version: self.version,
-            status: self.status,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            upstream: self.upstream,
-            result: self.result,
-            aborted: self.aborted,
-            content_type: self.content_type.clone(),
-            referer: self.referer.clone(),
-            user_agent: self.user_agent.clone(),
-            error: self.error,
-        }
     }
 }

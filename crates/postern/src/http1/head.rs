@@ -186,50 +186,55 @@ fn fields_of(headers: &[httparse::Header], range: &impl Fn(&[u8]) -> Range<usize
         .collect()
 }
 
+/// Runs `f` with room for `max` parsed fields: on the stack for ordinary limits,
+/// on the heap beyond.
+fn with_field_slots<'b, R>(max: usize, f: impl FnOnce(&mut [httparse::Header<'b>]) -> R) -> R {
+    if max <= STACK_FIELDS {
+        let mut stack = [httparse::EMPTY_HEADER; STACK_FIELDS];
+        f(&mut stack[..max])
+    } else {
+        f(&mut vec![httparse::EMPTY_HEADER; max])
+    }
+}
+
 /// Parses a request head at the start of `buf`. `Ok(None)` means more bytes are
 /// needed; `Ok(Some((len, parts)))` gives the head's length and layout.
 pub fn parse_request(
     buf: &[u8],
     limits: HeadLimits,
 ) -> Result<Option<(usize, RequestParts)>, HeadError> {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_FIELDS];
-    let mut heap;
-    let headers: &mut [httparse::Header] = if limits.max_fields <= STACK_FIELDS {
-        &mut stack[..limits.max_fields]
-    } else {
-        heap = vec![httparse::EMPTY_HEADER; limits.max_fields];
-        &mut heap
-    };
-    let mut req = httparse::Request::new(headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => {
-            check_line_endings(&buf[..len])?;
-            if request_line_len(buf) > limits.max_line {
-                return Err(HeadError::LineTooLong);
+    with_field_slots(limits.max_fields, |headers| {
+        let mut req = httparse::Request::new(headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                check_line_endings(&buf[..len])?;
+                if request_line_len(buf) > limits.max_line {
+                    return Err(HeadError::LineTooLong);
+                }
+                if len > limits.max_size {
+                    return Err(HeadError::TooLarge);
+                }
+                let range = offsets(buf);
+                let parts = RequestParts {
+                    method: range(req.method.unwrap_or("").as_bytes()),
+                    target: range(req.path.unwrap_or("").as_bytes()),
+                    minor: req.version.unwrap_or(1),
+                    fields: fields_of(req.headers, &range),
+                };
+                Ok(Some((len, parts)))
             }
-            if len > limits.max_size {
-                return Err(HeadError::TooLarge);
+            Ok(httparse::Status::Partial) => {
+                if request_line_len(buf) > limits.max_line {
+                    return Err(HeadError::LineTooLong);
+                }
+                if buf.len() > limits.max_size {
+                    return Err(HeadError::TooLarge);
+                }
+                Ok(None)
             }
-            let range = offsets(buf);
-            let parts = RequestParts {
-                method: range(req.method.unwrap_or("").as_bytes()),
-                target: range(req.path.unwrap_or("").as_bytes()),
-                minor: req.version.unwrap_or(1),
-                fields: fields_of(req.headers, &range),
-            };
-            Ok(Some((len, parts)))
+            Err(e) => Err(map_httparse(e)),
         }
-        Ok(httparse::Status::Partial) => {
-            if request_line_len(buf) > limits.max_line {
-                return Err(HeadError::LineTooLong);
-            }
-            if buf.len() > limits.max_size {
-                return Err(HeadError::TooLarge);
-            }
-            Ok(None)
-        }
-        Err(e) => Err(map_httparse(e)),
-    }
+    })
 }
 
 /// Parses a response head at the start of `buf`, like `parse_request`.
@@ -237,38 +242,34 @@ pub fn parse_response(
     buf: &[u8],
     limits: HeadLimits,
 ) -> Result<Option<(usize, ResponseParts)>, HeadError> {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_FIELDS];
-    let mut heap;
-    let headers: &mut [httparse::Header] = if limits.max_fields <= STACK_FIELDS {
-        &mut stack[..limits.max_fields]
-    } else {
-        heap = vec![httparse::EMPTY_HEADER; limits.max_fields];
-        &mut heap
-    };
-    let mut resp = httparse::Response::new(headers);
-    match resp.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => {
-            check_line_endings(&buf[..len])?;
-            if len > limits.max_size {
-                return Err(HeadError::TooLarge);
+    with_field_slots(limits.max_fields, |headers| {
+        let mut resp = httparse::Response::new(headers);
+        match resp.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                check_line_endings(&buf[..len])?;
+                if len > limits.max_size {
+                    return Err(HeadError::TooLarge);
+                }
+                let status = resp.code.unwrap_or(0);
+                if !(100..=999).contains(&status) {
+                    return Err(HeadError::Malformed("invalid status code"));
+                }
+                let range = offsets(buf);
+                let parts = ResponseParts {
+                    status,
+                    reason: range(resp.reason.unwrap_or("").as_bytes()),
+                    minor: resp.version.unwrap_or(1),
+                    fields: fields_of(resp.headers, &range),
+                };
+                Ok(Some((len, parts)))
             }
-            let status = resp.code.unwrap_or(0);
-            if !(100..=999).contains(&status) {
-                return Err(HeadError::Malformed("invalid status code"));
+            Ok(httparse::Status::Partial) if buf.len() > limits.max_size => {
+                Err(HeadError::TooLarge)
             }
-            let range = offsets(buf);
-            let parts = ResponseParts {
-                status,
-                reason: range(resp.reason.unwrap_or("").as_bytes()),
-                minor: resp.version.unwrap_or(1),
-                fields: fields_of(resp.headers, &range),
-            };
-            Ok(Some((len, parts)))
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(e) => Err(map_httparse(e)),
         }
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_size => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(map_httparse(e)),
-    }
+    })
 }
 
 fn map_httparse(e: httparse::Error) -> HeadError {

@@ -65,7 +65,7 @@ pub async fn serve_connection(
                 if client.stream.write_all(&page).await.is_ok() {
                     ctx.bytes_out = page.len() as u64;
                 }
-                shared.log.write(&ctx.entry());
+                shared.log.write(&ctx);
                 false
             }
         };
@@ -200,7 +200,7 @@ async fn handle(
         }
     };
     if shared.log.enabled() {
-        shared.log.write(&ctx.entry());
+        shared.log.write(&ctx);
     }
     keep_alive
 }

@@ -8,40 +8,14 @@
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{AccessLogTarget, LogConfig, LogFormat};
+use crate::context::RequestCtx;
 
 use super::time;
-
-/// Everything the log says about one request or tunnel.
-#[derive(Debug, Clone)]
-pub struct LogEntry {
-    pub start: SystemTime,
-    pub duration: Duration,
-    pub client: IpAddr,
-    pub user: Option<String>,
-    pub listener: String,
-    pub method: String,
-    pub url: String,
-    pub version: &'static str,
-    pub status: u16,
-    /// Bytes received from the client (head and body).
-    pub bytes_in: u64,
-    /// Bytes sent to the client (head and body).
-    pub bytes_out: u64,
-    pub upstream: Option<SocketAddr>,
-    /// Squid result code: TCP_MISS, TCP_TUNNEL, TCP_DENIED, NONE_NONE, ...
-    pub result: &'static str,
-    pub aborted: bool,
-    pub content_type: Option<String>,
-    pub referer: Option<String>,
-    pub user_agent: Option<String>,
-    pub error: Option<&'static str>,
-}
 
 enum Message {
     Line(String),
@@ -78,9 +52,11 @@ impl AccessLog {
         self.tx.is_some()
     }
 
-    pub fn write(&self, entry: &LogEntry) {
+    /// Writes the line for a finished request or tunnel, from its context.
+    pub fn write(&self, ctx: &RequestCtx) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Message::Line(format_entry(self.format, entry)));
+            let line = format_entry(self.format, ctx, ctx.started.elapsed());
+            let _ = tx.send(Message::Line(line));
         }
     }
 
@@ -162,7 +138,7 @@ fn write_out(out: &mut Output, batch: &mut Vec<u8>) {
     batch.clear();
 }
 
-fn format_entry(format: LogFormat, e: &LogEntry) -> String {
+fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String {
     let mut s = String::with_capacity(200);
     match format {
         LogFormat::Squid => {
@@ -185,14 +161,14 @@ fn format_entry(format: LogFormat, e: &LogEntry) -> String {
                 "{}.{:03} {:>6} {} {}/{:03} {} {} {} {} {} {}",
                 t.as_secs(),
                 t.subsec_millis(),
-                e.duration.as_millis(),
-                e.client,
+                duration.as_millis(),
+                e.client.ip(),
                 result,
                 e.status,
                 e.bytes_out,
                 field(&e.method),
                 field(&e.url),
-                e.user.as_deref().map(field).unwrap_or_else(|| "-".into()),
+                None::<&str>.map(field).unwrap_or_else(|| "-".into()),
                 hier,
                 e.content_type
                     .as_deref()
@@ -204,8 +180,8 @@ fn format_entry(format: LogFormat, e: &LogEntry) -> String {
             let _ = writeln!(
                 s,
                 "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
-                e.client,
-                e.user.as_deref().map(field).unwrap_or_else(|| "-".into()),
+                e.client.ip(),
+                None::<&str>.map(field).unwrap_or_else(|| "-".into()),
                 time::clf_date(e.start),
                 field(&e.method),
                 field(&e.url),
@@ -221,9 +197,9 @@ fn format_entry(format: LogFormat, e: &LogEntry) -> String {
                 s,
                 "{{\"time\":\"{}\",\"duration_ms\":{},\"client\":\"{}\",\"user\":{},\"listener\":{},\"method\":{},\"url\":{},\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"upstream\":{},\"result\":\"{}\",\"aborted\":{},\"content_type\":{},\"error\":{}}}",
                 time::rfc3339(e.start),
-                e.duration.as_millis(),
-                e.client,
-                json_opt(e.user.as_deref()),
+                duration.as_millis(),
+                e.client.ip(),
+                json_opt(None),
                 json_str(&e.listener),
                 json_str(&e.method),
                 json_str(&e.url),
@@ -289,32 +265,23 @@ fn json_opt(s: Option<&str>) -> String {
 mod tests {
     use super::*;
 
-    fn entry() -> LogEntry {
-        LogEntry {
-            start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            duration: Duration::from_millis(45),
-            client: "127.0.0.1".parse().unwrap(),
-            user: None,
-            listener: "proxy".into(),
-            method: "GET".into(),
-            url: "http://a.example/x y".into(),
-            version: "HTTP/1.1",
-            status: 200,
-            bytes_in: 80,
-            bytes_out: 1234,
-            upstream: Some("10.0.0.1:80".parse().unwrap()),
-            result: "TCP_MISS",
-            aborted: false,
-            content_type: Some("text/html".into()),
-            referer: None,
-            user_agent: Some("curl/8".into()),
-            error: None,
-        }
+    fn entry() -> RequestCtx {
+        let mut ctx = RequestCtx::new("127.0.0.1:40000".parse().unwrap(), &"proxy".into());
+        ctx.start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        ctx.method = "GET".into();
+        ctx.url = "http://a.example/x y".into();
+        ctx.status = 200;
+        ctx.bytes_in = 80;
+        ctx.bytes_out = 1234;
+        ctx.upstream = Some("10.0.0.1:80".parse().unwrap());
+        ctx.content_type = Some("text/html".into());
+        ctx.user_agent = Some("curl/8".into());
+        ctx
     }
 
     #[test]
     fn squid_native_format() {
-        let line = format_entry(LogFormat::Squid, &entry());
+        let line = format_entry(LogFormat::Squid, &entry(), Duration::from_millis(45));
         assert_eq!(
             line,
             "1700000000.123     45 127.0.0.1 TCP_MISS/200 1234 GET http://a.example/x%20y - HIER_DIRECT/10.0.0.1 text/html\n"
@@ -323,9 +290,9 @@ mod tests {
 
     #[test]
     fn combined_and_json() {
-        let line = format_entry(LogFormat::Combined, &entry());
+        let line = format_entry(LogFormat::Combined, &entry(), Duration::from_millis(45));
         assert!(line.starts_with("127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] \"GET http://a.example/x%20y HTTP/1.1\" 200 1234 \"-\" \"curl/8\""), "{line}");
-        let json = format_entry(LogFormat::Json, &entry());
+        let json = format_entry(LogFormat::Json, &entry(), Duration::from_millis(45));
         assert!(
             json.contains("\"status\":200") && json.contains("\"upstream\":\"10.0.0.1:80\""),
             "{json}"

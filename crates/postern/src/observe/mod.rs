@@ -4,4 +4,4 @@
 pub mod access_log;
 pub mod time;
 
-pub use access_log::{AccessLog, LogEntry};
+pub use access_log::AccessLog;
