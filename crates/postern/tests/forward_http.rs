@@ -298,6 +298,26 @@ async fn keep_alive_client_and_pooled_upstream() {
     assert_eq!(origin.connections(), 1, "upstream connection not reused");
 }
 
+/// An idle upstream connection is not reused after `timeouts.pool_idle`
+/// (servers close idle connections too; reusing an old one invites a race).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_upstream_connection_expires_after_pool_idle() {
+    let origin = Origin::start().await;
+    let proxy = start(&private_config("[timeouts]\npool_idle = \"200ms\"\n"));
+    let get = || format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/bytes/5"));
+    let mut c = Conn::connect(proxy.addr()).await;
+    c.send(get().as_bytes()).await;
+    assert_eq!(c.read_response(false).await.status, 200);
+    c.send(get().as_bytes()).await;
+    assert_eq!(c.read_response(false).await.status, 200);
+    assert_eq!(origin.connections(), 1, "reused while fresh");
+    // Let the pooled connection age past pool_idle (the point of this test).
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    c.send(get().as_bytes()).await;
+    assert_eq!(c.read_response(false).await.status, 200);
+    assert_eq!(origin.connections(), 2, "an expired connection was reused");
+}
+
 /// RFC 9112 §9.3: an HTTP/1.0 request without keep-alive ends its
 /// connection after the response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
