@@ -91,8 +91,13 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     } else if seg[0] & 0xfe00 == 0xfc00 || seg[0] & 0xffc0 == 0xfec0 {
         // RFC 4193 unique local, and the deprecated site-local range.
         AddressClass::Private
-    } else if seg[0] == 0x2001 && seg[1] == 0x0db8 || seg[0] == 0x0100 && seg[1..4] == [0, 0, 0] {
-        // RFC 3849 documentation, RFC 6666 discard-only.
+    } else if seg[0] == 0x2001 && seg[1] == 0x0db8
+        || seg[0] & 0xfff0 == 0x3ff0
+        || seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]
+        || seg[0] == 0x2001 && seg[1] == 0
+    {
+        // RFC 3849 and RFC 9637 documentation, RFC 6666 discard-only, and
+        // Teredo (RFC 4380), which embeds IPv4 addresses that may be private.
         AddressClass::Reserved
     } else {
         AddressClass::Public
@@ -100,7 +105,8 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
 }
 
 /// The IPv4 address carried by an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
-/// (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) address.
+/// (`::a.b.c.d`), SIIT (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::/96` and the
+/// local-use `64:ff9b:1::/48`) or 6to4 (`2002::/16`) address.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let seg = ip.segments();
     let tail = Ipv4Addr::new(
@@ -112,7 +118,11 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if seg[..5] == [0; 5] && (seg[5] == 0xffff || (seg[5] == 0 && seg[6] != 0)) {
         return Some(tail);
     }
-    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    // RFC 6052 and RFC 8215: NAT64 prefixes; SIIT (RFC 6145) `::ffff:0:0/96`.
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || seg[..3] == [0x64, 0xff9b, 1]
+        || seg[..6] == [0, 0, 0, 0, 0xffff, 0]
+    {
         return Some(tail);
     }
     if seg[0] == 0x2002 {
@@ -147,6 +157,8 @@ mod tests {
         }
         assert_eq!(class("64:ff9b::7f00:1"), AddressClass::Loopback);
         assert_eq!(class("2002:7f00:1::"), AddressClass::Loopback);
+        assert_eq!(class("::ffff:0:127.0.0.1"), AddressClass::Loopback);
+        assert_eq!(class("64:ff9b:1::a00:1"), AddressClass::Private);
     }
 
     #[test]
@@ -175,6 +187,8 @@ mod tests {
             "192.0.2.1",
             "2001:db8::1",
             "240.0.0.1",
+            "3fff::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert_eq!(class(s), AddressClass::Reserved, "{s}");
         }

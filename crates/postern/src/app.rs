@@ -105,6 +105,7 @@ async fn serve(config: Config) -> Result<()> {
         },
         pool: UpstreamPool::new(
             config.egress.pool_max_idle_per_host,
+            config.egress.pool_max_idle,
             config.timeouts.pool_idle,
         ),
         log,
@@ -180,6 +181,8 @@ fn reload(shared: &Shared) {
                 eprintln!("postern: access log changes take effect after a restart");
             }
             shared.config.store(Arc::new(new));
+            // Idle upstream connections were opened under the old egress rules.
+            shared.pool.clear();
             eprintln!("postern: configuration reloaded from {}", path.display());
         }
         Err(e) => {

@@ -152,9 +152,21 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// How an error page is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct PageStyle {
+    /// HTML, or plain text for clients whose Accept excludes HTML.
+    pub html: bool,
+    /// The request was HEAD: the head only (RFC 9110 §9.3.2).
+    pub head_only: bool,
+    /// Value of a `Connection` field to add (`close`, or `keep-alive` for
+    /// HTTP/1.0 clients whose connection persists).
+    pub connection: Option<&'static str>,
+}
+
 /// The complete response for an error: head and body, ready to write.
-/// `html` chooses the page format; `close` adds `Connection: close`.
-pub fn error_response(err: &ProxyError, html: bool, close: bool, proxy_name: &str) -> Vec<u8> {
+pub fn error_response(err: &ProxyError, style: PageStyle, proxy_name: &str) -> Vec<u8> {
+    let html = style.html;
     let status = err.kind.status();
     let reason = reason_phrase(status);
     let title = err.kind.title();
@@ -166,7 +178,7 @@ pub fn error_response(err: &ProxyError, html: bool, close: bool, proxy_name: &st
             escape(proxy_name)
         )
     } else {
-        format!("{status} {reason}\n{title}.\n{}\n", err.detail)
+        format!("{status} {reason}\n{title}.\n{}\n", sf_string(&err.detail))
     };
     let mut out = String::with_capacity(body.len() + 256);
     let _ = write!(
@@ -183,12 +195,16 @@ pub fn error_response(err: &ProxyError, html: bool, close: bool, proxy_name: &st
         err.kind.proxy_status(),
         sf_string(&err.detail),
     );
-    if close {
-        out.push_str("Connection: close\r\n");
+    if let Some(connection) = style.connection {
+        out.push_str("Connection: ");
+        out.push_str(connection);
+        out.push_str("\r\n");
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body.as_bytes());
+    if !style.head_only {
+        bytes.extend_from_slice(body.as_bytes());
+    }
     bytes
 }
 
@@ -246,7 +262,12 @@ mod tests {
             ErrorKind::DestinationProhibited,
             "127.0.0.1 is a loopback address <x>",
         );
-        let bytes = error_response(&e, true, true, "postern");
+        let style = PageStyle {
+            html: true,
+            head_only: false,
+            connection: Some("close"),
+        };
+        let bytes = error_response(&e, style, "postern");
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
         assert!(text.contains("Proxy-Status: postern; error=destination_ip_prohibited; details=\"127.0.0.1 is a loopback address <x>\"\r\n"));
@@ -254,8 +275,22 @@ mod tests {
         assert!(text.contains("Connection: close\r\n"));
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
-        let plain = String::from_utf8(error_response(&e, false, false, "postern")).unwrap();
+        let plain = PageStyle {
+            html: false,
+            head_only: false,
+            connection: None,
+        };
+        let plain = String::from_utf8(error_response(&e, plain, "postern")).unwrap();
         assert!(plain.contains("Content-Type: text/plain"));
         assert!(!plain.contains("Connection: close"));
+        // RFC 9110 §9.3.2: a response to HEAD has the same head and no body.
+        let head = PageStyle {
+            head_only: true,
+            ..style
+        };
+        let head = String::from_utf8(error_response(&e, head, "postern")).unwrap();
+        assert!(
+            head.ends_with("\r\n\r\n") && head.contains(&format!("Content-Length: {}", body.len()))
+        );
     }
 }

@@ -203,3 +203,25 @@ async fn idle_tunnel_is_closed() {
         "{line}"
     );
 }
+
+/// Bytes a client sends right after CONNECT (optimistically, before the 200)
+/// must never be read as a new request when the CONNECT is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connect_closes_the_connection() {
+    let origin = postern_testkit::Origin::start().await;
+    let proxy = start(&tunnel_config(&[443]));
+    let request = format!(
+        "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: x\r\n\r\nGET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        origin.url("/bytes/3")
+    );
+    let reply = raw_exchange(proxy.addr(), request.as_bytes(), T).await;
+    assert_eq!(reply.status(), Some(403), "{}", reply.text());
+    assert!(reply.closed, "connection kept open after a refused CONNECT");
+    assert_eq!(
+        reply.text().matches("HTTP/1.1 ").count(),
+        1,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(origin.requests(), 0);
+}

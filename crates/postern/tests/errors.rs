@@ -145,3 +145,22 @@ async fn max_connections_queues_further_clients() {
     assert_eq!(resp.status, 200, "{}", resp.head);
     assert_eq!(resp.body, pattern_bytes(10));
 }
+
+/// RFC 9110 §9.3.2: the proxy's own error response to HEAD has no body, so a
+/// kept-alive connection stays in step: the next response is read correctly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_response_to_head_has_no_body() {
+    let origin = Origin::start().await;
+    // Default egress: the loopback origin is refused with 403.
+    let proxy = start(&config("", "", ""));
+    let mut c = Conn::connect(proxy.addr()).await;
+    c.send(format!("HEAD {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/")).as_bytes())
+        .await;
+    let first = c.read_response(true).await;
+    assert_eq!(first.status, 403, "{}", first.head);
+    assert!(first.header("content-length").is_some(), "{}", first.head);
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let second = c.read_response(false).await;
+    assert_eq!(second.status, 200, "out of step: {}", second.head);
+    assert!(String::from_utf8_lossy(&second.body).contains("Postern"));
+}

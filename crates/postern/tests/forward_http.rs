@@ -744,3 +744,87 @@ async fn non_idempotent_request_is_not_retried() {
             .contains("error=connection_terminated")
     );
 }
+
+// ------------------------------------------------------------ framing is the proxy's own
+
+/// A server listing `Content-Length` in Connection must not make the proxy
+/// drop the response's length: framing fields are never hop-by-hop here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_survives_being_listed_in_connection() {
+    let origin = postern_testkit::RawOrigin::start(
+        &b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello"[..],
+    )
+    .await;
+    let proxy = start(&private_config(""));
+    let mut c = Conn::connect(proxy.addr()).await;
+    c.send(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/")).as_bytes())
+        .await;
+    let resp = c.read_response(false).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-length").as_deref(),
+        Some("5"),
+        "{}",
+        resp.head
+    );
+    assert_eq!(resp.body, b"hello");
+}
+
+/// The first-byte timeout starts once the request is sent: an upload that
+/// takes longer than it is not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upload_is_not_cut_by_the_first_byte_timeout() {
+    let origin = Origin::start().await;
+    let proxy = start(&private_config("[timeouts]\nfirst_byte = \"300ms\"\n"));
+    let mut c = Conn::connect(proxy.addr()).await;
+    c.send(
+        format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n",
+            // Answers only once the whole body has arrived.
+            origin.url("/expect")
+        )
+        .as_bytes(),
+    )
+    .await;
+    // Four pieces 150 ms apart: 600 ms of upload, twice the first-byte timeout.
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        c.send(b"0123456789").await;
+    }
+    let resp = c.read_response(false).await;
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    assert_eq!(resp.body, b"got 40 bytes");
+}
+
+/// RFC 9112 §3.2.4: OPTIONS for a URI without a path asks about the server as
+/// a whole and goes out as `OPTIONS *`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_without_path_becomes_asterisk_form() {
+    let origin =
+        postern_testkit::RawOrigin::start(&b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..])
+            .await;
+    let proxy = start(&private_config(""));
+    let request = format!(
+        "OPTIONS http://{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        origin.addr()
+    );
+    let reply = raw_exchange(proxy.addr(), request.as_bytes(), T).await;
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    let seen = String::from_utf8_lossy(&origin.requests()[0]).to_string();
+    assert!(seen.starts_with("OPTIONS * HTTP/1.1\r\n"), "{seen}");
+}
+
+/// `Max-Forwards: 00` is the number zero (RFC 9110 §7.6.2: 1*DIGIT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_forwards_zero_with_leading_zero_is_answered_here() {
+    let origin = Origin::start().await;
+    let proxy = start(&private_config(""));
+    let request = format!(
+        "OPTIONS {} HTTP/1.1\r\nHost: x\r\nMax-Forwards: 00\r\nConnection: close\r\n\r\n",
+        origin.url("/")
+    );
+    let reply = raw_exchange(proxy.addr(), request.as_bytes(), T).await;
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    assert!(reply.header("allow").is_some(), "{}", reply.text());
+    assert_eq!(origin.requests(), 0);
+}

@@ -56,6 +56,7 @@ pub struct EgressConfig {
     pub allow_private_destinations: bool,
     pub connect_ports: Vec<u16>,
     pub pool_max_idle_per_host: usize,
+    pub pool_max_idle: usize,
 }
 
 #[derive(Debug, Clone)]

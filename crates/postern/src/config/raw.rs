@@ -41,6 +41,7 @@ pub struct RawEgress {
     pub allow_private_destinations: Option<bool>,
     pub connect_ports: Option<Vec<Spanned<i64>>>,
     pub pool_max_idle_per_host: Option<Spanned<i64>>,
+    pub pool_max_idle: Option<Spanned<i64>>,
 }
 
 /// `via = "name"` sets the pseudonym; `via = false` leaves Via out.

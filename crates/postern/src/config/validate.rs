@@ -140,6 +140,13 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             256,
             "pool_max_idle_per_host",
         ),
+        pool_max_idle: int_in(
+            p,
+            &raw.egress.pool_max_idle,
+            0..=1_000_000,
+            4096,
+            "pool_max_idle",
+        ),
     };
 
     let via = match raw.http.via.as_ref().map(|v| (v.get_ref(), v.span())) {

@@ -1,8 +1,6 @@
 //! CONNECT tunnels (RFC 9110 §9.3.6): check the port, connect with the same
 //! egress rules as plain HTTP, answer 200, then relay bytes both ways.
 
-use tokio::io::AsyncWriteExt;
-
 use crate::app::Shared;
 use crate::config::Config;
 use crate::context::RequestCtx;
@@ -51,7 +49,7 @@ pub async fn tunnel(
     let established: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
     ctx.status = 200;
     ctx.result = "TCP_TUNNEL";
-    if client.stream.write_all(established).await.is_err() {
+    if !client.send(established, cfg.timeouts.io).await {
         ctx.aborted = true;
         return Ok(());
     }

@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::app::Shared;
 use crate::config::Config;
@@ -56,7 +57,14 @@ pub async fn forward(
     let key = req.target.pool_key();
     let mut retried = false;
     loop {
-        let (stream, addr, reused) = match shared.pool.checkout(&key) {
+        // A retry skips the pool: its connections may all be stale (a server
+        // restart). Requests that cannot be retried probe the socket first.
+        let pooled = if retried {
+            None
+        } else {
+            shared.pool.checkout(&key, !is_idempotent(req.head))
+        };
+        let (stream, addr, reused) = match pooled {
             Some((s, a)) => (s, a, true),
             None => {
                 let (s, a) = shared
@@ -145,10 +153,7 @@ async fn answer_max_forwards(
     if !(is_trace || req.head.is_method("OPTIONS")) {
         return Ok(None);
     }
-    let Some(value) = req.head.first("max-forwards") else {
-        return Ok(None);
-    };
-    if value != b"0" {
+    if max_forwards(req.head) != Some(0) {
         return Ok(None);
     }
     let keep = req.body == BodyKind::None && req.conn.persistent(req.head.minor);
@@ -194,18 +199,27 @@ async fn answer_max_forwards(
     }
     ctx.status = 200;
     ctx.result = "TCP_MISS";
-    write_client(client, &out, ctx).await;
+    write_client(cfg, client, &out, ctx).await;
     Ok(Some(Forwarded {
         client_keep_alive: keep,
     }))
 }
 
-async fn write_client(client: &mut Client, bytes: &[u8], ctx: &mut RequestCtx) {
-    if client.stream.write_all(bytes).await.is_ok() {
+async fn write_client(cfg: &Config, client: &mut Client, bytes: &[u8], ctx: &mut RequestCtx) {
+    if client.send(bytes, cfg.timeouts.io).await {
         ctx.bytes_out += bytes.len() as u64;
     } else {
         ctx.aborted = true;
     }
+}
+
+/// The first Max-Forwards value, if it is a valid number (`1*DIGIT`).
+fn max_forwards(head: &RequestHead) -> Option<u64> {
+    let value = head.first("max-forwards")?;
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 fn push_via(cfg: &Config, out: &mut Vec<u8>, minor: u8) {
@@ -228,25 +242,32 @@ fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.raw.len() + 64);
     out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(req.target.path.as_bytes());
+    // RFC 9112 §3.2.4: OPTIONS for an authority with no path becomes `OPTIONS *`.
+    if req.target.no_path && head.is_method("OPTIONS") {
+        out.push(b'*');
+    } else {
+        out.extend_from_slice(req.target.path.as_bytes());
+    }
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(req.target.host_field().as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut had_length = false;
+    let hop_limited = head.is_method("OPTIONS") || head.is_method("TRACE");
+    let mut max_forwards = max_forwards(head);
     for f in &head.fields {
         let name = head.name(f);
-        if name.eq_ignore_ascii_case(b"host") || req.conn.is_hop_by_hop(name) {
-            continue;
-        }
+        // Content-Length is restated below from the framing, whatever
+        // Connection lists.
         if name.eq_ignore_ascii_case(b"content-length") {
             had_length = true;
             continue;
         }
-        if name.eq_ignore_ascii_case(b"max-forwards") {
-            if let Some(n) = std::str::from_utf8(head.value(f))
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            {
+        if name.eq_ignore_ascii_case(b"host") || req.conn.is_hop_by_hop(name) {
+            continue;
+        }
+        // RFC 9110 §7.6.2: for OPTIONS and TRACE, one decremented Max-Forwards.
+        if hop_limited && name.eq_ignore_ascii_case(b"max-forwards") {
+            if let Some(n) = max_forwards.take() {
                 out.extend_from_slice(
                     format!("Max-Forwards: {}\r\n", n.saturating_sub(1)).as_bytes(),
                 );
@@ -343,7 +364,15 @@ async fn exchange(
         ));
         loop {
             let Some(sending) = send.as_mut().filter(|_| sent.is_none()) else {
-                break read_head.await;
+                // The request is out: the server now has `first_byte` to answer.
+                let deadline = Instant::now() + cfg.timeouts.first_byte;
+                break match timeout_at(deadline, &mut read_head).await {
+                    Ok(head) => head,
+                    Err(_) => Err(HeadFailure::Partial(ProxyError::new(
+                        ErrorKind::UpstreamTimeout,
+                        "no response within the first-byte timeout",
+                    ))),
+                };
             };
             tokio::select! {
                 res = sending => {
@@ -390,17 +419,16 @@ async fn exchange(
             req.head.minor,
             Framing::Upgrade,
         );
-        if cw.write_all(&out).await.is_err() {
+        if !matches!(timeout(io_timeout, cw.write_all(&out)).await, Ok(Ok(()))) {
             return Err(Failure::Aborted);
         }
         ctx.bytes_out += out.len() as u64;
         client.tunneled = true;
-        let stats = relay::tunnel(
-            &mut cr,
-            &mut cw,
-            &client.buf,
-            &mut ur,
-            &mut uw,
+        let early = client.buf.split();
+        let stats = relay::tunnel_tcp(
+            &mut client.stream,
+            &early,
+            upstream,
             &ubuf,
             cfg.timeouts.tunnel_idle,
         )
@@ -504,6 +532,8 @@ async fn exchange(
         upstream_reusable: request_complete
             && resp_kind != BodyKind::UntilClose
             && resp_conn.persistent(head.minor)
+            // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+            && !(head.minor == 0 && head.has("transfer-encoding"))
             && ubuf.is_empty(),
     })
 }
@@ -543,7 +573,6 @@ async fn read_final_head(
         max_size: cfg.limits.max_header_size,
         max_fields: cfg.limits.max_headers.max(200),
     };
-    let deadline = tokio::time::Instant::now() + cfg.timeouts.first_byte;
     let mut any = false;
     loop {
         if !ubuf.is_empty() {
@@ -561,7 +590,10 @@ async fn read_final_head(
                             client_minor,
                             Framing::Interim,
                         );
-                        if cw.write_all(&out).await.is_err() {
+                        if !matches!(
+                            timeout(cfg.timeouts.io, cw.write_all(&out)).await,
+                            Ok(Ok(()))
+                        ) {
                             return Err(HeadFailure::Partial(ProxyError::new(
                                 ErrorKind::UpstreamTerminated,
                                 "client went away",
@@ -591,26 +623,22 @@ async fn read_final_head(
             }
         }
         ubuf.reserve(8 * 1024);
-        match tokio::time::timeout_at(deadline, ur.read_buf(ubuf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) if !any => {
+        // The first-byte deadline is applied by the caller, from the moment
+        // the request has been sent.
+        match ur.read_buf(ubuf).await {
+            Ok(0) | Err(_) if !any => {
                 return Err(HeadFailure::Nothing(ProxyError::new(
                     ErrorKind::UpstreamTerminated,
                     "the server closed the connection without a response",
                 )));
             }
-            Ok(Ok(0)) | Ok(Err(_)) => {
+            Ok(0) | Err(_) => {
                 return Err(HeadFailure::Partial(ProxyError::new(
                     ErrorKind::UpstreamTerminated,
                     "the server closed the connection in the middle of the response head",
                 )));
             }
-            Ok(Ok(_)) => any = true,
-            Err(_) => {
-                return Err(HeadFailure::Partial(ProxyError::new(
-                    ErrorKind::UpstreamTimeout,
-                    "no response within the first-byte timeout",
-                )));
-            }
+            Ok(_) => any = true,
         }
     }
 }
@@ -652,15 +680,14 @@ fn response_head_bytes(
     out.extend_from_slice(b"\r\n");
     for f in &head.fields {
         let name = head.name(f);
-        if conn.is_hop_by_hop(name) {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"content-length")
-            && matches!(
-                framing,
-                Framing::Chunked | Framing::ChunkedClose | Framing::Close
-            )
-        {
+        // Framing is decided here, never by what Connection lists: the length
+        // (validated when the head was read) stays exactly when the body is
+        // passed on as received.
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if !matches!(framing, Framing::AsIs | Framing::AsIsClose) {
+                continue;
+            }
+        } else if conn.is_hop_by_hop(name) {
             continue;
         }
         out.extend_from_slice(name);

@@ -12,6 +12,9 @@ pub struct HttpTarget {
     pub port: u16,
     /// Origin-form for the next hop: path and query, at least `/`.
     pub path: String,
+    /// The URI had neither path nor query (`http://host`), which for OPTIONS
+    /// means the server as a whole.
+    pub no_path: bool,
 }
 
 impl HttpTarget {
@@ -58,7 +61,8 @@ pub fn parse_absolute(target: &str) -> Result<HttpTarget, TargetError> {
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     let (host, dest, port) = parse_authority(authority, Some(80))?;
-    let path = if path.is_empty() {
+    let no_path = path.is_empty();
+    let path = if no_path {
         "/".to_string()
     } else if path.starts_with('?') {
         format!("/{path}")
@@ -69,6 +73,7 @@ pub fn parse_absolute(target: &str) -> Result<HttpTarget, TargetError> {
         host,
         dest,
         port,
+        no_path,
         path,
     })
 }
@@ -143,7 +148,9 @@ mod tests {
             (80, "/", "example.com")
         );
         let t = parse_absolute("http://example.com?q").unwrap();
-        assert_eq!(t.path, "/?q");
+        assert_eq!((t.path.as_str(), t.no_path), ("/?q", false));
+        assert!(parse_absolute("http://example.com").unwrap().no_path);
+        assert!(!parse_absolute("http://example.com/").unwrap().no_path);
         let t = parse_absolute("http://[::1]:81/").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("[::1]", 81));
         assert_eq!(parse_absolute("http://example.com:/").unwrap().port, 80);

@@ -15,7 +15,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::app::Shared;
 use crate::config::Config;
 use crate::context::RequestCtx;
-use crate::error::{ErrorKind, ProxyError, error_response};
+use crate::error::{ErrorKind, PageStyle, ProxyError, error_response};
 use crate::forward::http::{Outbound, forward};
 use crate::forward::target::{TargetError, parse_absolute};
 use crate::forward::{connect, page};
@@ -61,8 +61,13 @@ pub async fn serve_connection(
                 ctx.url = "-".into();
                 ctx.record_error(&err);
                 ctx.bytes_in = client.buf.len() as u64;
-                let page = error_response(&err, true, true, proxy_name(&cfg));
-                if client.stream.write_all(&page).await.is_ok() {
+                let style = PageStyle {
+                    html: true,
+                    head_only: false,
+                    connection: Some("close"),
+                };
+                let page = error_response(&err, style, proxy_name(&cfg));
+                if client.send(&page, cfg.timeouts.io).await {
                     ctx.bytes_out = page.len() as u64;
                 }
                 shared.log.write(&ctx);
@@ -187,11 +192,23 @@ async fn handle(
         Err(err) => {
             ctx.record_error(&err);
             // Without a body, the next request starts right after this head.
+            // A refused CONNECT closes: what follows may be tunnel bytes sent
+            // optimistically, never to be read as a request.
             let keep = body == Some(BodyKind::None)
+                && !head.is_method("CONNECT")
                 && connection_options(&head).persistent(head.minor)
                 && !matches!(err.kind, ErrorKind::BadRequest | ErrorKind::NotImplemented);
-            let page = error_response(&err, wants_html(&head), !keep, proxy_name(cfg));
-            if client.stream.write_all(&page).await.is_ok() {
+            let style = PageStyle {
+                html: wants_html(&head),
+                head_only: head.is_method("HEAD"),
+                connection: match (keep, head.minor) {
+                    (false, _) => Some("close"),
+                    (true, 0) => Some("keep-alive"),
+                    (true, _) => None,
+                },
+            };
+            let page = error_response(&err, style, proxy_name(cfg));
+            if client.send(&page, cfg.timeouts.io).await {
                 ctx.bytes_out += page.len() as u64;
                 keep
             } else {
@@ -263,7 +280,7 @@ async fn route(
         let keep = body == BodyKind::None && conn.persistent(head.minor);
         let local = client.stream.local_addr().unwrap_or(client.peer);
         let bytes = page::respond(head, local, ctx, keep)?;
-        if client.stream.write_all(&bytes).await.is_err() {
+        if !client.send(&bytes, cfg.timeouts.io).await {
             return Ok(false);
         }
         ctx.bytes_out += bytes.len() as u64;
@@ -278,7 +295,7 @@ async fn route(
                 if keep { "" } else { "Connection: close\r\n" }
             );
             ctx.status = 200;
-            if client.stream.write_all(bytes.as_bytes()).await.is_err() {
+            if !client.send(bytes.as_bytes(), cfg.timeouts.io).await {
                 return Ok(false);
             }
             ctx.bytes_out += bytes.len() as u64;

@@ -26,6 +26,18 @@ pub struct Client {
     pub tunneled: bool,
 }
 
+impl Client {
+    /// Writes bytes the proxy produced itself; false when the client is gone or
+    /// does not take them within `limit`.
+    pub async fn send(&mut self, bytes: &[u8], limit: Duration) -> bool {
+        use tokio::io::AsyncWriteExt;
+        matches!(
+            tokio::time::timeout(limit, self.stream.write_all(bytes)).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
 /// Binds a listening socket (IPv6 sockets are IPv6-only, so `[::]` and
 /// `0.0.0.0` can both be configured).
 pub fn bind(cfg: &ListenerConfig) -> io::Result<std::net::TcpListener> {

@@ -2,19 +2,9 @@
 //! both ways with back-pressure, half-close passed on, and one idle timeout that
 //! counts activity in either direction.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout};
-
 mod tcp;
-pub use tcp::tunnel_tcp;
 
-/// Large buffers keep bulk tunnels close to loopback speed (fewer system calls).
-const TUNNEL_BUFFER: usize = 64 * 1024;
+pub use tcp::tunnel_tcp;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TunnelStats {
@@ -22,104 +12,38 @@ pub struct TunnelStats {
     pub up: u64,
     /// Bytes from the server side to the client side.
     pub down: u64,
+    /// The tunnel ended because nothing moved either way for the idle timeout.
     pub idle_timeout: bool,
-}
-
-/// Relays between stream halves (upgraded connections) until both directions
-/// have ended (EOF passed on as a half-close), an error occurs, or nothing moved
-/// either way for `idle`.
-#[allow(clippy::too_many_arguments)]
-pub async fn tunnel<CR, CW, SR, SW>(
-    client_r: &mut CR,
-    client_w: &mut CW,
-    client_pending: &[u8],
-    server_r: &mut SR,
-    server_w: &mut SW,
-    server_pending: &[u8],
-    idle: Duration,
-) -> TunnelStats
-where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
-    SW: AsyncWrite + Unpin,
-{
-    let start = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let up = copy_half(client_r, server_w, client_pending, idle, start, &last);
-    let down = copy_half(server_r, client_w, server_pending, idle, start, &last);
-    let (up, down) = tokio::join!(up, down);
-    TunnelStats {
-        up: up.0,
-        down: down.0,
-        idle_timeout: up.1 || down.1,
-    }
-}
-
-/// One direction; returns the bytes copied and whether it ended by idling out.
-async fn copy_half<R, W>(
-    r: &mut R,
-    w: &mut W,
-    pending: &[u8],
-    idle: Duration,
-    start: Instant,
-    last: &AtomicU64,
-) -> (u64, bool)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut total = 0u64;
-    if !pending.is_empty() {
-        if w.write_all(pending).await.is_err() {
-            return (0, false);
-        }
-        total += pending.len() as u64;
-    }
-    let mut buf = BytesMut::with_capacity(TUNNEL_BUFFER);
-    loop {
-        buf.clear();
-        let n = match timeout(idle, r.read_buf(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => n,
-            Err(_) => {
-                let quiet_ms = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
-                if quiet_ms >= idle.as_millis() as u64 {
-                    let _ = w.shutdown().await;
-                    return (total, true);
-                }
-                continue;
-            }
-        };
-        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if w.write_all(&buf[..n]).await.is_err() {
-            return (total, false);
-        }
-        total += n as u64;
-    }
-    // Pass the half-close on: the other side may still be sending.
-    let _ = w.shutdown().await;
-    (total, false)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
     use super::*;
-    use tokio::io::duplex;
+
+    /// Two connected sockets: (the far end, the proxy's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let far = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (near, _) = listener.accept().await.unwrap();
+        (far, near)
+    }
 
     #[tokio::test]
     async fn relays_both_ways_and_half_closes() {
-        let (mut client_app, client_proxy) = duplex(1024);
-        let (server_proxy, mut server_app) = duplex(1024);
-        let (mut cr, mut cw) = tokio::io::split(client_proxy);
-        let (mut sr, mut sw) = tokio::io::split(server_proxy);
+        let (mut client_app, mut client_proxy) = pair().await;
+        let (mut server_app, mut server_proxy) = pair().await;
         let relay = tokio::spawn(async move {
-            tunnel(
-                &mut cr,
-                &mut cw,
+            tunnel_tcp(
+                &mut client_proxy,
                 b"early",
-                &mut sr,
-                &mut sw,
+                &mut server_proxy,
                 b"",
                 Duration::from_secs(5),
             )
@@ -137,23 +61,55 @@ mod tests {
         client_app.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"reply");
         let stats = relay.await.unwrap();
-        assert_eq!((stats.up, stats.down), (11, 5));
+        assert_eq!((stats.up, stats.down, stats.idle_timeout), (11, 5, false));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
+    async fn bulk_switches_to_kernel_copy_and_stays_exact() {
+        let (mut client_app, mut client_proxy) = pair().await;
+        let (mut server_app, mut server_proxy) = pair().await;
+        let relay = tokio::spawn(async move {
+            tunnel_tcp(
+                &mut client_proxy,
+                b"",
+                &mut server_proxy,
+                b"",
+                Duration::from_secs(5),
+            )
+            .await
+        });
+        let data: Vec<u8> = (0..4_000_000u32)
+            .map(|i| (i * 7 + i / 4093) as u8)
+            .collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            server_app.write_all(&sent).await.unwrap();
+            server_app.shutdown().await.unwrap();
+            server_app
+        });
+        let mut got = Vec::new();
+        client_app.read_to_end(&mut got).await.unwrap();
+        assert!(
+            got == data,
+            "bytes differ after {} of {}",
+            got.len(),
+            data.len()
+        );
+        drop(client_app);
+        drop(writer.await.unwrap());
+        assert_eq!(relay.await.unwrap().down, data.len() as u64);
+    }
+
+    #[tokio::test]
     async fn idle_tunnels_end() {
-        let (_client_app, client_proxy) = duplex(1024);
-        let (server_proxy, _server_app) = duplex(1024);
-        let (mut cr, mut cw) = tokio::io::split(client_proxy);
-        let (mut sr, mut sw) = tokio::io::split(server_proxy);
-        let stats = tunnel(
-            &mut cr,
-            &mut cw,
+        let (_client_app, mut client_proxy) = pair().await;
+        let (_server_app, mut server_proxy) = pair().await;
+        let stats = tunnel_tcp(
+            &mut client_proxy,
             b"",
-            &mut sr,
-            &mut sw,
+            &mut server_proxy,
             b"",
-            Duration::from_secs(30),
+            Duration::from_millis(200),
         )
         .await;
         assert!(stats.idle_timeout);
