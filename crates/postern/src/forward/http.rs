@@ -62,7 +62,7 @@ pub async fn forward(
         let pooled = if retried {
             None
         } else {
-            shared.pool.checkout(&key, !is_idempotent(req.head))
+            shared.pool.checkout(key, !is_idempotent(req.head))
         };
         let (stream, addr, reused) = match pooled {
             Some((s, a)) => (s, a, true),
@@ -94,7 +94,7 @@ pub async fn forward(
         {
             Ok(end) => {
                 if end.upstream_reusable {
-                    shared.pool.checkin(&key, upstream, addr);
+                    shared.pool.checkin(key, upstream, addr);
                 }
                 return Ok(Forwarded {
                     client_keep_alive: end.client_keep_alive,
@@ -299,7 +299,11 @@ fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool) -> Vec<u8> {
         }
     }
     match req.body {
-        BodyKind::Length(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            crate::http1::push_decimal(&mut out, n);
+            out.extend_from_slice(b"\r\n");
+        }
         BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyKind::None if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
         _ => {}
@@ -675,7 +679,13 @@ fn response_head_bytes(
     framing: Framing,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.raw.len() + 64);
-    out.extend_from_slice(format!("HTTP/1.{} {} ", client_minor.min(1), head.status).as_bytes());
+    out.extend_from_slice(if client_minor == 0 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    crate::http1::push_decimal(&mut out, u64::from(head.status));
+    out.push(b' ');
     out.extend_from_slice(head.reason());
     out.extend_from_slice(b"\r\n");
     for f in &head.fields {

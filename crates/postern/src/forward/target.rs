@@ -6,8 +6,10 @@ use crate::egress::Destination;
 /// A parsed `http://host[:port]/path?query`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTarget {
-    /// Host as it goes into `Host` (lowercase; IPv6 in brackets).
-    pub host: String,
+    /// `host:port`, the host lowercase and IPv6 in brackets; built once, it
+    /// serves as Host field and pool key without further copies.
+    authority: String,
+    host_len: usize,
     pub dest: Destination,
     pub port: u16,
     /// Origin-form for the next hop: path and query, at least `/`.
@@ -18,17 +20,21 @@ pub struct HttpTarget {
 }
 
 impl HttpTarget {
+    pub fn host(&self) -> &str {
+        &self.authority[..self.host_len]
+    }
+
     /// RFC 9110 §7.2: the port is left out of Host when it is the default.
-    pub fn host_field(&self) -> String {
+    pub fn host_field(&self) -> &str {
         if self.port == 80 {
-            self.host.clone()
+            self.host()
         } else {
-            format!("{}:{}", self.host, self.port)
+            &self.authority
         }
     }
 
-    pub fn pool_key(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+    pub fn pool_key(&self) -> &str {
+        &self.authority
     }
 }
 
@@ -69,8 +75,13 @@ pub fn parse_absolute(target: &str) -> Result<HttpTarget, TargetError> {
     } else {
         path.to_string()
     };
+    let host_len = host.len();
+    let mut authority = host;
+    authority.push(':');
+    authority.push_str(crate::http1::decimal(u64::from(port), &mut [0; 20]));
     Ok(HttpTarget {
-        host,
+        authority,
+        host_len,
         dest,
         port,
         no_path,
@@ -138,13 +149,13 @@ mod tests {
     fn absolute_form() {
         let t = parse_absolute("http://Example.com:8080/a/b?c=d").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
+            (t.host(), t.port, t.path.as_str()),
             ("example.com", 8080, "/a/b?c=d")
         );
         assert_eq!(t.host_field(), "example.com:8080");
         let t = parse_absolute("HTTP://example.com").unwrap();
         assert_eq!(
-            (t.port, t.path.as_str(), t.host_field().as_str()),
+            (t.port, t.path.as_str(), t.host_field()),
             (80, "/", "example.com")
         );
         let t = parse_absolute("http://example.com?q").unwrap();
@@ -152,7 +163,7 @@ mod tests {
         assert!(parse_absolute("http://example.com").unwrap().no_path);
         assert!(!parse_absolute("http://example.com/").unwrap().no_path);
         let t = parse_absolute("http://[::1]:81/").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("[::1]", 81));
+        assert_eq!((t.host(), t.port), ("[::1]", 81));
         assert_eq!(parse_absolute("http://example.com:/").unwrap().port, 80);
     }
 

@@ -273,7 +273,9 @@ async fn route(
                 "CONNECT with a request body",
             ));
         }
-        connect::tunnel(cfg, shared, client, head, ctx).await?;
+        // Boxed: the tunnel's state is large, and a connection waiting for
+        // its next request should not carry it (nor copy it on every move).
+        Box::pin(connect::tunnel(cfg, shared, client, head, ctx)).await?;
         return Ok(false);
     }
     if target.starts_with('/') {
@@ -313,7 +315,7 @@ async fn route(
             format!("{s}:// requests are not supported by this proxy"),
         ),
     })?;
-    let done = forward(
+    let done = Box::pin(forward(
         cfg,
         shared,
         client,
@@ -324,7 +326,7 @@ async fn route(
             conn: &conn,
         },
         ctx,
-    )
+    ))
     .await?;
     Ok(done.client_keep_alive)
 }

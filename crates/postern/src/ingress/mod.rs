@@ -85,7 +85,9 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
         let name = name.clone();
         let guard = shared.track_connection();
         tokio::spawn(async move {
-            http1::serve_connection(shared, name, stream, peer).await;
+            // Boxed: the connection's state machine is large; moving a pointer
+            // into the task is cheaper than copying the state.
+            Box::pin(http1::serve_connection(shared, name, stream, peer)).await;
             drop(permit);
             drop(guard);
         });
