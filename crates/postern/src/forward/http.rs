@@ -64,7 +64,7 @@ pub async fn forward(
         } else {
             shared.pool.checkout(key, !is_idempotent(req.head))
         };
-        let (stream, addr, reused) = match pooled {
+        let (mut upstream, addr, reused) = match pooled {
             Some((s, a)) => (s, a, true),
             None => {
                 let (s, a) = shared
@@ -80,7 +80,6 @@ pub async fn forward(
             }
         };
         ctx.upstream = Some(addr);
-        let mut upstream = stream;
         match exchange(
             cfg,
             client,
@@ -108,8 +107,7 @@ pub async fn forward(
             {
                 retried = true;
             }
-            Err(Failure::Stale(e)) | Err(Failure::Upstream(e)) => return Err(e),
-            Err(Failure::Client(e)) => return Err(e),
+            Err(Failure::Stale(e) | Failure::Upstream(e) | Failure::Client(e)) => return Err(e),
             Err(Failure::Aborted) => {
                 ctx.aborted = true;
                 return Ok(Forwarded {
