@@ -303,7 +303,7 @@ async fn keep_alive_client_and_pooled_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_upstream_connection_expires_after_pool_idle() {
     let origin = Origin::start().await;
-    let proxy = start(&private_config("[timeouts]\npool_idle = \"200ms\"\n"));
+    let proxy = start(&private_config("[timeouts]\npool_idle = \"600ms\"\n"));
     let get = || format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/bytes/5"));
     let mut c = Conn::connect(proxy.addr()).await;
     c.send(get().as_bytes()).await;
@@ -312,7 +312,7 @@ async fn pooled_upstream_connection_expires_after_pool_idle() {
     assert_eq!(c.read_response(false).await.status, 200);
     assert_eq!(origin.connections(), 1, "reused while fresh");
     // Let the pooled connection age past pool_idle (the point of this test).
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     c.send(get().as_bytes()).await;
     assert_eq!(c.read_response(false).await.status, 200);
     assert_eq!(origin.connections(), 2, "an expired connection was reused");
