@@ -119,25 +119,36 @@ async fn trailer_reaches_raw_client_with_te_trailers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn content_length_upload_is_streamed_back_identical() {
+/// Uploads `size` pattern bytes to the origin's echo through the proxy with
+/// curl, adding `headers`; returns the fetch and the bytes sent.
+async fn echo_upload(headers: &[&str], size: usize) -> (common::Fetch, Vec<u8>) {
     let origin = Origin::start().await;
     let proxy = start(&private_config(""));
     let dir = common::scratch_dir();
     let file = dir.join("upload");
-    let data = pattern_bytes(5_000_000);
+    let data = pattern_bytes(size);
     std::fs::write(&file, &data).unwrap();
-    let f = curl_fetch_async(&[
+    let body = format!("@{}", file.display());
+    let proxy_url = proxy.proxy_url();
+    let url = origin.url("/echo");
+    let mut args = vec![
         "-x",
-        &proxy.proxy_url(),
+        &proxy_url,
         "-H",
         "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", file.display()),
-        &origin.url("/echo"),
-    ])
-    .await;
+    ];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.extend(["--data-binary", &body, &url]);
+    let f = curl_fetch_async(&args).await;
     std::fs::remove_dir_all(&dir).ok();
+    (f, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_upload_is_streamed_back_identical() {
+    let (f, data) = echo_upload(&[], 5_000_000).await;
     assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
     assert_eq!(
         f.header("x-received-content-length").as_deref(),
@@ -148,25 +159,7 @@ async fn content_length_upload_is_streamed_back_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_upload_is_streamed_back_identical() {
-    let origin = Origin::start().await;
-    let proxy = start(&private_config(""));
-    let dir = common::scratch_dir();
-    let file = dir.join("upload");
-    let data = pattern_bytes(1_500_000);
-    std::fs::write(&file, &data).unwrap();
-    let f = curl_fetch_async(&[
-        "-x",
-        &proxy.proxy_url(),
-        "-H",
-        "Transfer-Encoding: chunked",
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", file.display()),
-        &origin.url("/echo"),
-    ])
-    .await;
-    std::fs::remove_dir_all(&dir).ok();
+    let (f, data) = echo_upload(&["Transfer-Encoding: chunked"], 1_500_000).await;
     assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
     assert_eq!(f.header("x-method").as_deref(), Some("POST"));
     assert_same_bytes("echoed chunked upload", &f.body, &data);
