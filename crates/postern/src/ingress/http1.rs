@@ -216,7 +216,7 @@ async fn handle(
             }
         }
     };
-    if shared.log.enabled() {
+    if ctx.logging {
         shared.log.write(&ctx);
     }
     keep_alive
