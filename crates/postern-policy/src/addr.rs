@@ -18,6 +18,9 @@ pub enum AddressClass {
     Multicast,
     /// Reserved, documentation, benchmarking, shared (CGNAT) and broadcast ranges.
     Reserved,
+    /// Cloud instance metadata services (credentials live there): refused even
+    /// when private destinations are allowed, unless named explicitly.
+    Metadata,
 }
 
 impl AddressClass {
@@ -34,12 +37,16 @@ impl AddressClass {
             AddressClass::Unspecified => "unspecified",
             AddressClass::Multicast => "multicast",
             AddressClass::Reserved => "reserved",
+            AddressClass::Metadata => "cloud metadata",
         }
     }
 }
 
 /// Classifies an address, looking through IPv6 forms that embed an IPv4 address.
 pub fn classify(ip: IpAddr) -> AddressClass {
+    if is_metadata(ip) {
+        return AddressClass::Metadata;
+    }
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => match embedded_v4(v6) {
@@ -47,6 +54,23 @@ pub fn classify(ip: IpAddr) -> AddressClass {
             None => classify_v6(v6),
         },
     }
+}
+
+/// AWS, GCP, Azure, OpenStack, DigitalOcean (169.254.169.254), ECS task
+/// metadata (169.254.170.2), Alibaba (100.100.100.200) and AWS over IPv6
+/// (fd00:ec2::254), in any of their IPv6 spellings.
+fn is_metadata(ip: IpAddr) -> bool {
+    let v4 = match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => embedded_v4(v6),
+    };
+    if let Some(v4) = v4 {
+        return matches!(
+            v4.octets(),
+            [169, 254, 169, 254] | [169, 254, 170, 2] | [100, 100, 100, 200]
+        );
+    }
+    ip == IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254))
 }
 
 fn classify_v4(ip: Ipv4Addr) -> AddressClass {
@@ -172,8 +196,16 @@ mod tests {
         ] {
             assert_eq!(class(s), AddressClass::Private, "{s}");
         }
-        for s in ["169.254.169.254", "fe80::1"] {
+        for s in ["169.254.1.1", "fe80::1"] {
             assert_eq!(class(s), AddressClass::LinkLocal, "{s}");
+        }
+        for s in [
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "fd00:ec2::254",
+            "169.254.170.2",
+        ] {
+            assert_eq!(class(s), AddressClass::Metadata, "{s}");
         }
         for s in ["0.0.0.0", "0.1.2.3", "::"] {
             assert_eq!(class(s), AddressClass::Unspecified, "{s}");

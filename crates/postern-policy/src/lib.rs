@@ -4,9 +4,14 @@
 //! branch can be tested exhaustively and fuzzed.
 
 pub mod addr;
+pub mod blocklist;
 pub mod cidr;
+pub mod headers;
+pub mod host;
+pub mod htpasswd;
+pub mod matchers;
 pub mod rules;
 
 pub use addr::{AddressClass, classify};
 pub use cidr::{Cidr, CidrError};
-pub use rules::{Action, Decision, Request, Rule, RuleSet};
+pub use rules::{Action, Decision, Request, Rule, RuleSet, Verdict};

@@ -36,6 +36,7 @@ pub struct Shared {
     pub connector: Connector,
     pub pool: UpstreamPool,
     pub log: AccessLog,
+    pub guard: crate::guard::Guard,
     shutdown: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
 }
@@ -109,6 +110,7 @@ async fn serve(config: Config) -> Result<()> {
             config.timeouts.pool_idle,
         ),
         log,
+        guard: crate::guard::Guard::default(),
         shutdown: shutdown_rx,
         active: Arc::new(AtomicUsize::new(0)),
         config: ArcSwap::from_pointee(config),
@@ -168,6 +170,9 @@ fn reload(shared: &Shared) {
     };
     match Config::load(&path) {
         Ok(new) => {
+            for w in &new.warnings {
+                eprintln!("{w}");
+            }
             let same_listeners = new.listeners.len() == current.listeners.len()
                 && new
                     .listeners

@@ -27,6 +27,10 @@ pub struct RequestCtx {
     pub referer: Option<String>,
     pub user_agent: Option<String>,
     pub error: Option<&'static str>,
+    /// The authenticated user, for the log's user column.
+    pub user: Option<Arc<str>>,
+    /// The rule or limit that refused the request, for the JSON log.
+    pub rule: Option<String>,
 }
 
 impl RequestCtx {
@@ -50,11 +54,13 @@ impl RequestCtx {
             referer: None,
             user_agent: None,
             error: None,
+            user: None,
+            rule: None,
         }
     }
 
     pub fn record_error(&mut self, err: &ProxyError) {
-        self.status = err.kind.status();
+        self.status = err.status();
         self.result = err.kind.squid_code();
         self.error = Some(err.kind.proxy_status());
     }

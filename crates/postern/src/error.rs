@@ -29,6 +29,16 @@ pub enum ErrorKind {
     UpstreamTimeout,
     BadResponse,
     ResponseHeaderTooLarge,
+    /// Proxy authentication required (407).
+    AuthRequired,
+    /// A request or connection rate limit (429).
+    RateLimited,
+    ConnectionLimit,
+    /// The request's destination is on a blocklist.
+    Blocked,
+    /// The response's type or size is refused by the content rules.
+    ContentDenied,
+    ResponseTooLarge,
 }
 
 impl ErrorKind {
@@ -42,13 +52,16 @@ impl ErrorKind {
             VersionNotSupported => 505,
             NotImplemented => 501,
             MethodNotAllowed => 405,
-            Denied | PortNotAllowed | DestinationProhibited => 403,
+            Denied | PortNotAllowed | DestinationProhibited | Blocked | ContentDenied => 403,
+            AuthRequired => 407,
+            RateLimited | ConnectionLimit => 429,
             DnsError
             | ConnectionRefused
             | DestinationUnavailable
             | UpstreamTerminated
             | BadResponse
-            | ResponseHeaderTooLarge => 502,
+            | ResponseHeaderTooLarge
+            | ResponseTooLarge => 502,
             DnsTimeout | ConnectionTimeout | UpstreamTimeout => 504,
         }
     }
@@ -59,7 +72,11 @@ impl ErrorKind {
         match self {
             BadRequest | UriTooLong | HeaderTooLarge | RequestTimeout | VersionNotSupported
             | NotImplemented | MethodNotAllowed => "http_request_error",
-            Denied | PortNotAllowed => "http_request_denied",
+            Denied | PortNotAllowed | AuthRequired | RateLimited | Blocked | ContentDenied => {
+                "http_request_denied"
+            }
+            ConnectionLimit => "connection_limit_reached",
+            ResponseTooLarge => "http_response_body_size",
             DestinationProhibited => "destination_ip_prohibited",
             DnsError => "dns_error",
             DnsTimeout => "dns_timeout",
@@ -77,7 +94,14 @@ impl ErrorKind {
     pub fn squid_code(self) -> &'static str {
         use ErrorKind::*;
         match self {
-            Denied | PortNotAllowed | DestinationProhibited => "TCP_DENIED",
+            Denied
+            | PortNotAllowed
+            | DestinationProhibited
+            | AuthRequired
+            | RateLimited
+            | ConnectionLimit
+            | Blocked
+            | ContentDenied => "TCP_DENIED",
             BadRequest | UriTooLong | HeaderTooLarge | RequestTimeout | VersionNotSupported
             | NotImplemented | MethodNotAllowed => "NONE_NONE",
             _ => "TCP_MISS",
@@ -106,6 +130,12 @@ impl ErrorKind {
             UpstreamTimeout => "The destination did not answer in time",
             BadResponse => "The destination sent an invalid response",
             ResponseHeaderTooLarge => "The destination's response header is too large",
+            AuthRequired => "Proxy authentication required",
+            RateLimited => "Too many requests",
+            ConnectionLimit => "Too many connections from this address",
+            Blocked => "Blocked destination",
+            ContentDenied => "This content is not allowed",
+            ResponseTooLarge => "The response is larger than this proxy allows",
         }
     }
 }
@@ -115,6 +145,19 @@ impl ErrorKind {
 pub struct ProxyError {
     pub kind: ErrorKind,
     pub detail: String,
+    /// What a rule or limit adds to the standard page (rare, so boxed).
+    pub answer: Option<Box<Answer>>,
+}
+
+/// Changes to the standard error response.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// A configured status instead of the kind's.
+    pub status: Option<u16>,
+    /// A configured message shown instead of the kind's title.
+    pub message: Option<String>,
+    /// Extra fields (`Proxy-Authenticate`, `Retry-After`, `Location`).
+    pub fields: Vec<(&'static str, String)>,
 }
 
 impl ProxyError {
@@ -122,7 +165,21 @@ impl ProxyError {
         ProxyError {
             kind,
             detail: detail.into(),
+            answer: None,
         }
+    }
+
+    pub fn with_answer(mut self, answer: Answer) -> ProxyError {
+        self.answer = Some(Box::new(answer));
+        self
+    }
+
+    /// The status actually sent.
+    pub fn status(&self) -> u16 {
+        self.answer
+            .as_ref()
+            .and_then(|a| a.status)
+            .unwrap_or(self.kind.status())
     }
 }
 
@@ -136,11 +193,18 @@ pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        302 => "Found",
+        401 => "Unauthorized",
+        402 => "Payment Required",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        407 => "Proxy Authentication Required",
+        410 => "Gone",
         414 => "URI Too Long",
+        429 => "Too Many Requests",
+        451 => "Unavailable For Legal Reasons",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         502 => "Bad Gateway",
@@ -167,9 +231,13 @@ pub struct PageStyle {
 /// The complete response for an error: head and body, ready to write.
 pub fn error_response(err: &ProxyError, style: PageStyle, proxy_name: &str) -> Vec<u8> {
     let html = style.html;
-    let status = err.kind.status();
+    let status = err.status();
     let reason = reason_phrase(status);
-    let title = err.kind.title();
+    let title = err
+        .answer
+        .as_ref()
+        .and_then(|a| a.message.as_deref())
+        .unwrap_or(err.kind.title());
     let body = if html {
         format!(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1>\n<p>{}.</p>\n<p>{}</p>\n<hr><address>{}</address></body></html>\n",
@@ -195,6 +263,9 @@ pub fn error_response(err: &ProxyError, style: PageStyle, proxy_name: &str) -> V
         err.kind.proxy_status(),
         sf_string(&err.detail),
     );
+    for (name, value) in err.answer.iter().flat_map(|a| &a.fields) {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
     if let Some(connection) = style.connection {
         out.push_str("Connection: ");
         out.push_str(connection);

@@ -7,6 +7,7 @@ mod context;
 mod egress;
 mod error;
 mod forward;
+mod guard;
 mod http1;
 mod ingress;
 mod observe;
@@ -33,7 +34,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             match Config::load(&path) {
-                Ok(_) => {
+                Ok(c) => {
+                    for w in &c.warnings {
+                        eprintln!("{w}");
+                    }
                     println!("{}: configuration is valid", path.display());
                     ExitCode::SUCCESS
                 }
@@ -46,7 +50,12 @@ fn main() -> ExitCode {
         None => {
             let config = match &cli.config {
                 Some(path) => match Config::load(path) {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        for w in &c.warnings {
+                            eprintln!("{w}");
+                        }
+                        c
+                    }
                     Err(e) => {
                         eprintln!("{e}");
                         return ExitCode::from(1);

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 pub struct Problem {
     pub span: Range<usize>,
     pub message: String,
+    /// A problem in another file (htpasswd, blocklist), already located there
+    /// as `FILE:LINE: message`; `span` is the key that names the file.
+    pub elsewhere: Option<String>,
 }
 
 impl Problem {
@@ -16,10 +19,22 @@ impl Problem {
         Problem {
             span,
             message: message.into(),
+            elsewhere: None,
+        }
+    }
+
+    pub fn in_file(span: Range<usize>, located: String) -> Problem {
+        Problem {
+            span,
+            message: String::new(),
+            elsewhere: Some(located),
         }
     }
 
     pub fn located(&self, file: &str, text: &str) -> String {
+        if let Some(line) = &self.elsewhere {
+            return line.clone();
+        }
         let (line, col) = line_col(text, self.span.start);
         format!("{file}:{line}:{col}: {}", self.message)
     }

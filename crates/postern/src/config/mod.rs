@@ -2,6 +2,7 @@
 //! typed `Config`. Every problem found is reported as `FILE:LINE:COL: message`.
 
 mod diag;
+mod policy;
 mod raw;
 mod units;
 mod validate;
@@ -10,7 +11,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use postern_policy::Cidr;
 use postern_policy::RuleSet;
+use postern_policy::headers::{Anonymity, HeaderRules, Scrubber};
+use postern_policy::htpasswd::{Groups, Htpasswd};
+use postern_policy::matchers::PortSet;
+use postern_policy::rules::NamedList;
 
 pub use diag::ConfigError;
 
@@ -27,6 +35,77 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub log: LogConfig,
     pub rules: RuleSet,
+    pub blocklists: Vec<Arc<NamedList>>,
+    pub auth: Option<AuthConfig>,
+    pub headers: HeaderRules,
+    pub content: ContentRules,
+    /// Minutes east of UTC for `time` conditions.
+    pub utc_offset_minutes: i32,
+    /// Problems that do not stop the configuration from loading (bad blocklist
+    /// lines), as `FILE:LINE: message`.
+    pub warnings: Vec<String>,
+    /// Header handling per listener name (anonymity level plus `[headers]`).
+    pub scrubbers: Vec<(String, Arc<Scrubber>)>,
+}
+
+impl Config {
+    /// The header plan for a listener (the default level if the name is unknown).
+    pub fn scrubber(&self, listener: &str) -> Arc<Scrubber> {
+        self.scrubbers
+            .iter()
+            .find(|(name, _)| name == listener)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn address_permit(&self) -> crate::egress::AddressPermit<'_> {
+        crate::egress::AddressPermit {
+            private: self.egress.allow_private_destinations,
+            ips: &self.egress.allow_ips,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub users: Arc<Htpasswd>,
+    pub groups: Arc<Groups>,
+    pub realm: String,
+    pub cache_ttl: Duration,
+    pub max_failures: u32,
+    pub failure_window: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ContentRules {
+    /// Lowercase media types; `type/*` entries match the whole type.
+    pub deny_types: Vec<String>,
+    pub max_response_size: Option<u64>,
+}
+
+impl ContentRules {
+    pub fn denies_type(&self, content_type: &str) -> Option<&str> {
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        self.deny_types
+            .iter()
+            .find(|d| match d.strip_suffix("/*") {
+                Some(main) => media.split('/').next() == Some(main),
+                None => **d == media,
+            })
+            .map(String::as_str)
+    }
+}
+
+/// `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +128,7 @@ pub struct ListenerConfig {
     pub mode: Mode,
     /// Connections served at once; further clients wait in the kernel's backlog.
     pub max_connections: usize,
+    pub anonymity: Anonymity,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +137,9 @@ pub struct EgressConfig {
     pub connect_ports: Vec<u16>,
     pub pool_max_idle_per_host: usize,
     pub pool_max_idle: usize,
+    pub http_ports: PortSet,
+    /// Non-public destinations allowed anyway (cloud metadata only this way).
+    pub allow_ips: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +153,11 @@ pub struct Limits {
     pub max_request_line: usize,
     pub max_header_size: usize,
     pub max_headers: usize,
+    pub client_requests: Option<Rate>,
+    pub user_requests: Option<Rate>,
+    pub client_connections: Option<usize>,
+    pub client_bandwidth: Option<u64>,
+    pub user_bandwidth: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

@@ -3,6 +3,8 @@
 //! Unknown keys are rejected here (`deny_unknown_fields`); values that need checking
 //! keep their position (`Spanned`) so `validate` can name file, line and column.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -24,6 +26,18 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub rule: Vec<RawRule>,
+    /// Named, reusable sets of conditions (`[matcher.office]`).
+    #[serde(default)]
+    pub matcher: BTreeMap<String, RawMatcher>,
+    #[serde(default)]
+    pub blocklist: Vec<RawBlocklist>,
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub headers: RawHeaders,
+    #[serde(default)]
+    pub content: RawContent,
+    #[serde(default)]
+    pub policy: RawPolicy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +47,7 @@ pub struct RawListener {
     pub bind: Spanned<String>,
     pub mode: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub anonymity: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +57,10 @@ pub struct RawEgress {
     pub connect_ports: Option<Vec<Spanned<i64>>>,
     pub pool_max_idle_per_host: Option<Spanned<i64>>,
     pub pool_max_idle: Option<Spanned<i64>>,
+    /// Ports plain HTTP requests may reach (default: Squid's Safe_ports).
+    pub http_ports: Option<Vec<Spanned<RawPort>>>,
+    /// Non-public addresses allowed anyway, cloud metadata included.
+    pub allow_ips: Option<Vec<Spanned<String>>>,
 }
 
 /// `via = "name"` sets the pseudonym; `via = false` leaves Via out.
@@ -64,6 +83,16 @@ pub struct RawLimits {
     pub max_request_line: Option<Spanned<RawSize>>,
     pub max_header_size: Option<Spanned<RawSize>>,
     pub max_headers: Option<Spanned<i64>>,
+    /// Requests per client address, e.g. `"100/s"`, `"6000/min"`.
+    pub client_requests: Option<Spanned<String>>,
+    /// Requests per authenticated user.
+    pub user_requests: Option<Spanned<String>>,
+    /// Connections open at once per client address.
+    pub client_connections: Option<Spanned<i64>>,
+    /// Bytes per second per client address (`"1MiB"` or `"1MiB/s"`).
+    pub client_bandwidth: Option<Spanned<RawSize>>,
+    /// Bytes per second per authenticated user.
+    pub user_bandwidth: Option<Spanned<RawSize>>,
 }
 
 /// Sizes are written as a number of bytes or a string such as `"64KiB"`.
@@ -102,10 +131,136 @@ pub struct RawLog {
     pub format: Option<Spanned<String>>,
 }
 
+/// A port (`443`) or a range (`"8000-8999"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPort {
+    Number(i64),
+    Text(String),
+}
+
+/// Declares a struct with the given fields plus every rule condition, and
+/// `conditions()` to read the conditions whichever struct holds them (serde's
+/// `flatten` cannot be combined with refusing unknown keys).
+macro_rules! with_conditions {
+    ($name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty,)* }) => {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fm])* pub $field: $ty,)*
+            #[serde(default)] pub src: Vec<Spanned<String>>,
+            #[serde(default)] pub user: Vec<Spanned<String>>,
+            #[serde(default)] pub group: Vec<Spanned<String>>,
+            #[serde(default)] pub dst_domain: Vec<Spanned<String>>,
+            #[serde(default)] pub dst_regex: Vec<Spanned<String>>,
+            #[serde(default)] pub url_regex: Vec<Spanned<String>>,
+            #[serde(default)] pub url_ext: Vec<Spanned<String>>,
+            #[serde(default)] pub dst_ip: Vec<Spanned<String>>,
+            #[serde(default)] pub dst_port: Vec<Spanned<RawPort>>,
+            #[serde(default)] pub method: Vec<Spanned<String>>,
+            #[serde(default)] pub scheme: Vec<Spanned<String>>,
+            #[serde(default)] pub listener: Vec<Spanned<String>>,
+            #[serde(default)] pub time: Vec<Spanned<String>>,
+            #[serde(default)] pub blocklist: Vec<Spanned<String>>,
+        }
+
+        impl $name {
+            pub fn conditions(&self) -> RawConditions<'_> {
+                RawConditions {
+                    src: &self.src,
+                    user: &self.user,
+                    group: &self.group,
+                    dst_domain: &self.dst_domain,
+                    dst_regex: &self.dst_regex,
+                    url_regex: &self.url_regex,
+                    url_ext: &self.url_ext,
+                    dst_ip: &self.dst_ip,
+                    dst_port: &self.dst_port,
+                    method: &self.method,
+                    scheme: &self.scheme,
+                    listener: &self.listener,
+                    time: &self.time,
+                    blocklist: &self.blocklist,
+                }
+            }
+        }
+    };
+}
+
+pub struct RawConditions<'a> {
+    pub src: &'a [Spanned<String>],
+    pub user: &'a [Spanned<String>],
+    pub group: &'a [Spanned<String>],
+    pub dst_domain: &'a [Spanned<String>],
+    pub dst_regex: &'a [Spanned<String>],
+    pub url_regex: &'a [Spanned<String>],
+    pub url_ext: &'a [Spanned<String>],
+    pub dst_ip: &'a [Spanned<String>],
+    pub dst_port: &'a [Spanned<RawPort>],
+    pub method: &'a [Spanned<String>],
+    pub scheme: &'a [Spanned<String>],
+    pub listener: &'a [Spanned<String>],
+    pub time: &'a [Spanned<String>],
+    pub blocklist: &'a [Spanned<String>],
+}
+
+with_conditions!(RawRule {
+    action: Spanned<String>,
+    /// Named matchers, `"!name"` negated.
+    #[serde(default, rename = "match")]
+    matchers: Vec<Spanned<String>>,
+    status: Option<Spanned<i64>>,
+    message: Option<Spanned<String>>,
+    redirect: Option<Spanned<String>>,
+});
+
+with_conditions!(RawMatcher {});
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRule {
-    pub action: Spanned<String>,
+pub struct RawBlocklist {
+    pub name: Spanned<String>,
+    pub file: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub htpasswd: Spanned<String>,
+    pub groups: Option<Spanned<String>>,
+    pub realm: Option<Spanned<String>>,
+    /// How long verified credentials are remembered.
+    pub cache_ttl: Option<Spanned<RawDuration>>,
+    /// Failed attempts per client address within `failure_window` before 429.
+    pub max_failures: Option<Spanned<i64>>,
+    pub failure_window: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
     #[serde(default)]
-    pub src: Vec<Spanned<String>>,
+    pub request_remove: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub request_set: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub request_replace: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub response_remove: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContent {
+    /// Response media types refused (`"video/*"`, `"application/x-msdownload"`).
+    #[serde(default)]
+    pub deny_types: Vec<Spanned<String>>,
+    pub max_response_size: Option<Spanned<RawSize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// The time zone `time` conditions are written in, as an offset from UTC.
+    pub utc_offset: Option<Spanned<String>>,
 }

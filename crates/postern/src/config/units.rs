@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::Rate;
 use super::raw::{RawDuration, RawSize};
 
 pub fn size(raw: &RawSize) -> Result<usize, String> {
@@ -32,6 +33,39 @@ fn parse_size(text: &str) -> Result<usize, String> {
     n.checked_mul(mult)
         .and_then(|v| usize::try_from(v).ok())
         .ok_or_else(|| format!("size `{text}` is too large"))
+}
+
+/// A request rate: `"100/s"`, `"600/min"`, `"5000/h"`.
+pub fn rate(text: &str) -> Result<Rate, String> {
+    let bad =
+        || format!("`{text}` is not a rate (write e.g. \"100/s\", \"600/min\" or \"5000/h\")");
+    let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = n.trim().parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "s" | "sec" | "second" => 1,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 3600,
+        _ => return Err(bad()),
+    };
+    if count == 0 {
+        return Err(format!("rate `{text}` must allow at least one request"));
+    }
+    Ok(Rate {
+        count,
+        per: Duration::from_secs(secs),
+    })
+}
+
+/// Bytes per second: a size, optionally written with `/s` (`"1MiB/s"`).
+pub fn bandwidth(raw: &RawSize) -> Result<u64, String> {
+    let n = match raw {
+        RawSize::Text(t) => parse_size(t.trim().strip_suffix("/s").unwrap_or(t))?,
+        other => size(other)?,
+    };
+    if n < 1024 {
+        return Err("a bandwidth limit must be at least 1KiB/s".into());
+    }
+    Ok(n as u64)
 }
 
 pub fn duration(raw: &RawDuration) -> Result<Duration, String> {

@@ -6,11 +6,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use postern_policy::{Action, Cidr, Rule, RuleSet};
+use postern_policy::Cidr;
+use std::sync::Arc;
+
+use postern_policy::headers::{Anonymity, Scrubber};
+use postern_policy::matchers::PortSet;
 use toml::Spanned;
 
-use super::diag::{Problem, did_you_mean, line_col};
-use super::raw::{RawConfig, RawDuration, RawSize, RawVia};
+use super::diag::{Problem, did_you_mean};
+use super::raw::{RawConfig, RawDuration, RawPort, RawSize, RawVia};
 use super::units;
 use super::*;
 
@@ -95,6 +99,19 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             10_000,
             "max_connections",
         );
+        let anonymity = match &l.anonymity {
+            None => Anonymity::default(),
+            Some(a) => Anonymity::parse(a.get_ref()).unwrap_or_else(|| {
+                p.push(Problem::new(
+                    a.span(),
+                    format!(
+                        "unknown anonymity level `{}`; levels are: transparent, anonymous, elite",
+                        a.get_ref()
+                    ),
+                ));
+                Anonymity::default()
+            }),
+        };
         let (Some(bind), Some(mode)) = (bind, mode) else {
             continue;
         };
@@ -103,6 +120,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             bind,
             mode,
             max_connections,
+            anonymity,
         });
     }
     if raw.listener.is_empty() {
@@ -111,6 +129,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             bind: DEFAULT_BIND.parse().expect("valid default address"),
             mode: Mode::Forward,
             max_connections: 10_000,
+            anonymity: Anonymity::default(),
         });
     }
 
@@ -130,7 +149,38 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             })
             .collect(),
     };
+    let http_ports = match &raw.egress.http_ports {
+        None => PortSet::squid_safe_ports(),
+        Some(ports) => PortSet::new(
+            ports
+                .iter()
+                .filter_map(|port| {
+                    let parsed = match port.get_ref() {
+                        RawPort::Number(n) => PortSet::parse_entry(&n.to_string()),
+                        RawPort::Text(t) => PortSet::parse_entry(t),
+                    };
+                    parsed
+                        .map_err(|e| p.push(Problem::new(port.span(), e)))
+                        .ok()
+                })
+                .collect(),
+        ),
+    };
+    let allow_ips = raw
+        .egress
+        .allow_ips
+        .iter()
+        .flatten()
+        .filter_map(|s| {
+            s.get_ref()
+                .parse::<Cidr>()
+                .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
+                .ok()
+        })
+        .collect();
     let egress = EgressConfig {
+        http_ports,
+        allow_ips,
         allow_private_destinations: raw.egress.allow_private_destinations.unwrap_or(false),
         connect_ports,
         pool_max_idle_per_host: int_in(
@@ -185,6 +235,19 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             "max_header_size",
         ),
         max_headers: int_in(p, &raw.limits.max_headers, 1..=10_000, 100, "max_headers"),
+        client_requests: rate(p, &raw.limits.client_requests, "client_requests"),
+        user_requests: rate(p, &raw.limits.user_requests, "user_requests"),
+        client_connections: raw.limits.client_connections.as_ref().map(|_| {
+            int_in(
+                p,
+                &raw.limits.client_connections,
+                1..=10_000_000,
+                0,
+                "client_connections",
+            )
+        }),
+        client_bandwidth: bandwidth(p, &raw.limits.client_bandwidth, "client_bandwidth"),
+        user_bandwidth: bandwidth(p, &raw.limits.user_bandwidth, "user_bandwidth"),
     };
 
     let t = &raw.timeouts;
@@ -231,39 +294,23 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         }
     };
 
-    let mut rules = Vec::new();
-    for (i, r) in raw.rule.iter().enumerate() {
-        let action = match r.action.get_ref().as_str() {
-            "allow" => Action::Allow,
-            "deny" => Action::Deny,
-            other => {
-                let hint = did_you_mean(other, &["allow", "deny"])
-                    .map(|m| format!(" (did you mean `{m}`?)"))
-                    .unwrap_or_default();
-                p.push(Problem::new(
-                    r.action.span(),
-                    format!("unknown rule action `{other}`{hint}; actions are: allow, deny"),
-                ));
-                continue;
-            }
-        };
-        let src: Vec<Cidr> = r
-            .src
-            .iter()
-            .filter_map(|s| match s.get_ref().parse::<Cidr>() {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    p.push(Problem::new(s.span(), e.to_string()));
-                    None
-                }
-            })
-            .collect();
-        let (line, _) = line_col(text, r.action.span().start);
-        rules.push(Rule {
-            label: format!("rule #{} (line {line})", i + 1),
-            action,
-            src,
-        });
+    let listener_names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
+    let policy = super::policy::validate_policy(&raw, base, text, &listener_names, p);
+    if (limits.user_requests.is_some() || limits.user_bandwidth.is_some())
+        && policy.auth.is_none()
+        && raw.auth.is_none()
+    {
+        let span = raw
+            .limits
+            .user_requests
+            .as_ref()
+            .map(|s| s.span())
+            .or(raw.limits.user_bandwidth.as_ref().map(|s| s.span()))
+            .unwrap_or(0..0);
+        p.push(Problem::new(
+            span,
+            "per-user limits need an [auth] section with an htpasswd file",
+        ));
     }
 
     if !problems.is_empty() {
@@ -273,14 +320,41 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
     Ok(Config {
         source: path.map(Path::to_path_buf),
         workers,
-        listeners,
         egress,
         http: HttpConfig { via },
         limits,
         timeouts,
         log: LogConfig { access, format },
-        rules: RuleSet::new(rules),
+        rules: policy.rules,
+        blocklists: policy.blocklists,
+        auth: policy.auth,
+        headers: policy.headers.clone(),
+        content: policy.content,
+        utc_offset_minutes: policy.utc_offset_minutes,
+        warnings: policy.warnings,
+        scrubbers: listeners
+            .iter()
+            .map(|l| {
+                let s = Scrubber::new(l.anonymity, policy.headers.clone());
+                (l.name.clone(), Arc::new(s))
+            })
+            .collect(),
+        listeners,
     })
+}
+
+fn rate(p: &mut Vec<Problem>, v: &Option<Spanned<String>>, key: &str) -> Option<Rate> {
+    let v = v.as_ref()?;
+    units::rate(v.get_ref())
+        .map_err(|e| p.push(Problem::new(v.span(), format!("`{key}`: {e}"))))
+        .ok()
+}
+
+fn bandwidth(p: &mut Vec<Problem>, v: &Option<Spanned<RawSize>>, key: &str) -> Option<u64> {
+    let v = v.as_ref()?;
+    units::bandwidth(v.get_ref())
+        .map_err(|e| p.push(Problem::new(v.span(), format!("`{key}`: {e}"))))
+        .ok()
 }
 
 fn parse_bind(text: &str) -> Result<SocketAddr, String> {

@@ -7,7 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_policy::classify;
+use postern_policy::host::{Host, normalize_host};
+use postern_policy::{AddressClass, Cidr, classify};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -18,7 +19,8 @@ use crate::error::{ErrorKind, ProxyError};
 /// RFC 8305 §5: the recommended delay before trying the next address.
 const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
-/// A host as written in a request: a name or an address literal.
+/// A host as written in a request: a name or an address literal, normalised
+/// (`postern_policy::host`) so that no spelling of an address passes as a name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
     Name(String),
@@ -26,25 +28,94 @@ pub enum Destination {
 }
 
 impl Destination {
-    /// Parses the host part of an authority (`example.com`, `10.0.0.1`, `[::1]`).
-    pub fn parse(host: &str) -> Option<Destination> {
-        if let Some(inner) = host.strip_prefix('[') {
-            let inner = inner.strip_suffix(']')?;
-            return inner
-                .parse::<std::net::Ipv6Addr>()
-                .ok()
-                .map(|ip| Destination::Ip(ip.into()));
+    /// Parses the host part of an authority (`example.com`, `10.0.0.1`, `[::1]`,
+    /// `0x7f.1`, `bücher.de`).
+    pub fn parse(host: &str) -> Result<Destination, &'static str> {
+        Ok(match normalize_host(host)? {
+            Host::Name(n) => Destination::Name(n),
+            Host::Ip(ip) => Destination::Ip(ip),
+        })
+    }
+
+    /// The host as rules see it: the name, or the address without brackets.
+    pub fn rule_host(&self) -> String {
+        match self {
+            Destination::Name(n) => n.clone(),
+            Destination::Ip(ip) => ip.to_string(),
         }
-        if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
-            return Some(Destination::Ip(ip.into()));
+    }
+
+    pub fn literal_ip(&self) -> Option<IpAddr> {
+        match self {
+            Destination::Ip(ip) => Some(*ip),
+            Destination::Name(_) => None,
         }
-        // RFC 3986 §3.2.2 reg-name, restricted to what DNS names can be.
-        let valid = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-        valid.then(|| Destination::Name(host.to_ascii_lowercase()))
+    }
+}
+
+/// Which non-public addresses egress may reach.
+#[derive(Debug, Clone, Copy)]
+pub struct AddressPermit<'a> {
+    /// `egress.allow_private_destinations`: every non-public class but cloud metadata.
+    pub private: bool,
+    /// `egress.allow_ips`: named explicitly, so allowed whatever their class.
+    pub ips: &'a [Cidr],
+}
+
+impl AddressPermit<'_> {
+    pub fn allows(&self, ip: IpAddr) -> Result<(), AddressClass> {
+        let class = classify(ip);
+        if class.is_public()
+            || self.ips.iter().any(|c| c.contains(ip))
+            || (self.private && class != AddressClass::Metadata)
+        {
+            Ok(())
+        } else {
+            Err(class)
+        }
+    }
+
+    /// The addresses that may be reached, or the refusal for the first one.
+    pub fn filter(&self, name: &str, ips: &[IpAddr]) -> Result<Vec<IpAddr>, ProxyError> {
+        let allowed: Vec<IpAddr> = ips
+            .iter()
+            .copied()
+            .filter(|ip| self.allows(*ip).is_ok())
+            .collect();
+        if allowed.is_empty() {
+            let ip = ips.first().copied().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let class = classify(ip);
+            let hint = if class == AddressClass::Metadata {
+                " (allowed only when named in egress.allow_ips)"
+            } else {
+                ""
+            };
+            let what = if name == ip.to_string() {
+                format!("{ip} is")
+            } else {
+                format!("{name} resolves to {ip},")
+            };
+            return Err(ProxyError::new(
+                ErrorKind::DestinationProhibited,
+                format!(
+                    "{what} a {} address; the proxy does not connect to such destinations{hint}",
+                    class.as_str()
+                ),
+            ));
+        }
+        Ok(allowed)
+    }
+}
+
+/// The error for a failed lookup of `name`.
+pub fn resolve_error(name: &str, e: ResolveError) -> ProxyError {
+    match e {
+        ResolveError::Timeout => {
+            ProxyError::new(ErrorKind::DnsTimeout, format!("resolving {name} timed out"))
+        }
+        ResolveError::NotFound(m) | ResolveError::Failed(m) => {
+            ProxyError::new(ErrorKind::DnsError, m)
+        }
     }
 }
 
@@ -56,50 +127,29 @@ pub struct Connector {
 
 impl Connector {
     /// Connects to `dest:port`, returning the stream and the address reached.
+    /// `pinned` limits the candidates to addresses the rules already approved.
     pub async fn connect(
         &self,
         dest: &Destination,
         port: u16,
-        allow_private: bool,
+        permit: AddressPermit<'_>,
+        pinned: Option<&[IpAddr]>,
         connect_timeout: Duration,
     ) -> Result<(TcpStream, SocketAddr), EgressError> {
         let deadline = Instant::now() + connect_timeout;
-        let (ips, name) = match dest {
-            Destination::Ip(ip) => (vec![*ip], ip.to_string()),
-            Destination::Name(name) => {
+        let (ips, name) = match (dest, pinned) {
+            (_, Some(ips)) => (ips.to_vec(), dest.rule_host()),
+            (Destination::Ip(ip), None) => (vec![*ip], ip.to_string()),
+            (Destination::Name(name), None) => {
                 let ips = match timeout(connect_timeout, self.resolver.resolve(name)).await {
-                    Err(_) | Ok(Err(ResolveError::Timeout)) => {
-                        return Err(ProxyError::new(
-                            ErrorKind::DnsTimeout,
-                            format!("resolving {name} timed out"),
-                        ));
-                    }
-                    Ok(Err(ResolveError::NotFound(m))) | Ok(Err(ResolveError::Failed(m))) => {
-                        return Err(ProxyError::new(ErrorKind::DnsError, m));
-                    }
+                    Err(_) => return Err(resolve_error(name, ResolveError::Timeout)),
+                    Ok(Err(e)) => return Err(resolve_error(name, e)),
                     Ok(Ok(ips)) => ips,
                 };
                 (ips, name.clone())
             }
         };
-        let allowed: Vec<IpAddr> = if allow_private {
-            ips.clone()
-        } else {
-            ips.iter()
-                .copied()
-                .filter(|ip| classify(*ip).is_public())
-                .collect()
-        };
-        if allowed.is_empty() {
-            let ip = ips[0];
-            return Err(ProxyError::new(
-                ErrorKind::DestinationProhibited,
-                format!(
-                    "{name} resolves to {ip}, a {} address; the proxy does not connect to such destinations",
-                    classify(ip).as_str()
-                ),
-            ));
-        }
+        let allowed = permit.filter(&name, &ips)?;
         let addrs = happy_eyeballs_order(&allowed, port);
         connect_any(addrs, deadline).await
     }
@@ -213,18 +263,22 @@ mod tests {
     fn parses_hosts() {
         assert_eq!(
             Destination::parse("Example.COM"),
-            Some(Destination::Name("example.com".into()))
+            Ok(Destination::Name("example.com".into()))
         );
         assert_eq!(
             Destination::parse("[::1]"),
-            Some(Destination::Ip("::1".parse().unwrap()))
+            Ok(Destination::Ip("::1".parse().unwrap()))
         );
         assert_eq!(
             Destination::parse("10.0.0.1"),
-            Some(Destination::Ip("10.0.0.1".parse().unwrap()))
+            Ok(Destination::Ip("10.0.0.1".parse().unwrap()))
         );
-        for bad in ["", "a b", "a\r\nb", "[::1", "ex%41mple", "a/b", "[zz]"] {
-            assert_eq!(Destination::parse(bad), None, "{bad:?}");
+        assert_eq!(
+            Destination::parse("0x7f.1"),
+            Ok(Destination::Ip("127.0.0.1".parse().unwrap()))
+        );
+        for bad in ["", "a b", "a\r\nb", "[::1", "ex%0ample", "a/b", "[zz]"] {
+            assert!(Destination::parse(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -250,7 +304,11 @@ mod tests {
             .connect(
                 &Destination::Ip("127.0.0.1".parse().unwrap()),
                 9,
-                false,
+                AddressPermit {
+                    private: false,
+                    ips: &[],
+                },
+                None,
                 Duration::from_secs(1),
             )
             .await
@@ -264,11 +322,36 @@ mod tests {
             .connect(
                 &Destination::Ip("127.0.0.1".parse().unwrap()),
                 port,
-                true,
+                AddressPermit {
+                    private: true,
+                    ips: &[],
+                },
+                None,
                 Duration::from_secs(2),
             )
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn metadata_needs_naming() {
+        let metadata: IpAddr = "169.254.169.254".parse().unwrap();
+        let private = AddressPermit {
+            private: true,
+            ips: &[],
+        };
+        assert_eq!(private.allows(metadata), Err(AddressClass::Metadata));
+        assert!(private.allows("10.0.0.1".parse().unwrap()).is_ok());
+        let named = ["169.254.169.254".parse().unwrap()];
+        let explicit = AddressPermit {
+            private: false,
+            ips: &named,
+        };
+        assert!(explicit.allows(metadata).is_ok());
+        assert!(explicit.allows("10.0.0.1".parse().unwrap()).is_err());
+        let err = private.filter("meta.test", &[metadata]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::DestinationProhibited);
+        assert!(err.detail.contains("egress.allow_ips"), "{}", err.detail);
     }
 }

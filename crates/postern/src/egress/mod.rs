@@ -5,6 +5,6 @@ pub mod connect;
 pub mod pool;
 pub mod resolve;
 
-pub use connect::{Connector, Destination};
+pub use connect::{AddressPermit, Connector, Destination};
 pub use pool::UpstreamPool;
 pub use resolve::Resolver;

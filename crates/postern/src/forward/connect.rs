@@ -4,44 +4,30 @@
 use crate::app::Shared;
 use crate::config::Config;
 use crate::context::RequestCtx;
-use crate::error::{ErrorKind, ProxyError};
-use crate::http1::RequestHead;
+use crate::egress::Destination;
+use crate::error::ProxyError;
+use crate::guard::Admission;
 use crate::ingress::Client;
 use crate::relay;
 
-use super::target::{TargetError, parse_authority};
-
-/// Runs the tunnel to completion. `Err` means no 200 was sent yet.
+/// Runs the tunnel to completion, once the target is parsed and admitted.
+/// `Err` means no 200 was sent yet.
 pub async fn tunnel(
     cfg: &Config,
     shared: &Shared,
     client: &mut Client,
-    head: &RequestHead,
+    dest: &Destination,
+    port: u16,
+    admission: &Admission,
     ctx: &mut RequestCtx,
 ) -> Result<(), ProxyError> {
-    let (host, dest, port) = parse_authority(head.target(), None).map_err(|e| match e {
-        TargetError::Malformed(m) => {
-            ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {m}"))
-        }
-        TargetError::UnsupportedScheme(s) => {
-            ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {s}"))
-        }
-    })?;
-    if ctx.logging {
-        ctx.url = format!("{host}:{port}");
-    }
-    if !cfg.egress.connect_ports.contains(&port) {
-        return Err(ProxyError::new(
-            ErrorKind::PortNotAllowed,
-            format!("CONNECT to port {port} is not allowed (egress.connect_ports)"),
-        ));
-    }
     let (mut upstream, addr) = shared
         .connector
         .connect(
-            &dest,
+            dest,
             port,
-            cfg.egress.allow_private_destinations,
+            cfg.address_permit(),
+            admission.pinned.as_deref(),
             cfg.timeouts.connect,
         )
         .await?;
@@ -62,6 +48,7 @@ pub async fn tunnel(
         &mut upstream,
         &[],
         cfg.timeouts.tunnel_idle,
+        &admission.buckets,
     )
     .await;
     ctx.bytes_in += stats.up;

@@ -20,11 +20,14 @@ use crate::app::Shared;
 use crate::config::Config;
 use crate::context::RequestCtx;
 use crate::error::{ErrorKind, ProxyError};
+use crate::guard::Admission;
 use crate::http1::body::{self, BodyError, BodyKind, OutFraming, Sink, Source};
 use crate::http1::fields::{ConnectionOptions, connection_options, list, response_body};
 use crate::http1::head::{Fields, HeadLimits, RequestHead, ResponseHead, parse_response};
 use crate::ingress::Client;
 use crate::relay;
+use postern_policy::headers::{FieldFate, Scrubber};
+use std::net::IpAddr;
 
 use super::target::HttpTarget;
 
@@ -39,6 +42,19 @@ pub struct Outbound<'a> {
     pub target: &'a HttpTarget,
     pub body: BodyKind,
     pub conn: &'a ConnectionOptions<'a>,
+    pub admission: &'a Admission,
+    pub scrubber: &'a Scrubber,
+}
+
+impl Outbound<'_> {
+    /// The Via pseudonym, unless the listener's anonymity level hides the proxy.
+    fn via<'c>(&self, cfg: &'c Config) -> Option<&'c str> {
+        if self.scrubber.level.sends_via() {
+            cfg.http.via.as_deref()
+        } else {
+            None
+        }
+    }
 }
 
 /// Forwards one request. `Err` means nothing final was sent to the client yet,
@@ -59,10 +75,15 @@ pub async fn forward(
     loop {
         // A retry skips the pool: its connections may all be stale (a server
         // restart). Requests that cannot be retried probe the socket first.
+        let pinned = req.admission.pinned.as_deref();
         let pooled = if retried {
             None
         } else {
-            shared.pool.checkout(key, !is_idempotent(req.head))
+            shared
+                .pool
+                .checkout(key, !is_idempotent(req.head))
+                // Rules that looked at addresses approved only these.
+                .filter(|(_, a)| pinned.is_none_or(|p| p.contains(&a.ip())))
         };
         let (mut upstream, addr, reused) = match pooled {
             Some((s, a)) => (s, a, true),
@@ -72,7 +93,8 @@ pub async fn forward(
                     .connect(
                         &req.target.dest,
                         req.target.port,
-                        cfg.egress.allow_private_destinations,
+                        cfg.address_permit(),
+                        pinned,
                         cfg.timeouts.connect,
                     )
                     .await?;
@@ -84,7 +106,7 @@ pub async fn forward(
             cfg,
             client,
             &mut upstream,
-            upstream_head(cfg, &req, upgrade),
+            upstream_head(cfg, &req, upgrade, client.peer.ip()),
             &req,
             upgrade,
             ctx,
@@ -184,7 +206,7 @@ async fn answer_max_forwards(
             .as_bytes(),
         );
         out.extend_from_slice(close);
-        push_via(cfg, &mut out, req.head.minor);
+        push_via(req.via(cfg), &mut out, req.head.minor);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&echo);
     } else {
@@ -192,7 +214,7 @@ async fn answer_max_forwards(
             b"HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH\r\nContent-Length: 0\r\n",
         );
         out.extend_from_slice(close);
-        push_via(cfg, &mut out, req.head.minor);
+        push_via(req.via(cfg), &mut out, req.head.minor);
         out.extend_from_slice(b"\r\n");
     }
     ctx.status = 200;
@@ -220,8 +242,8 @@ fn max_forwards(head: &RequestHead) -> Option<u64> {
     Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-fn push_via(cfg: &Config, out: &mut Vec<u8>, minor: u8) {
-    if let Some(name) = &cfg.http.via {
+fn push_via(via: Option<&str>, out: &mut Vec<u8>, minor: u8) {
+    if let Some(name) = via {
         out.extend_from_slice(if minor == 0 {
             b"Via: 1.0 "
         } else {
@@ -234,8 +256,9 @@ fn push_via(cfg: &Config, out: &mut Vec<u8>, minor: u8) {
 
 /// The request head for the next hop: origin-form target, Host from the URI
 /// (RFC 9112 §3.2.2: the URI's authority wins), hop-by-hop fields removed,
-/// framing restated, Max-Forwards decremented, Via appended.
-fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool) -> Vec<u8> {
+/// framing restated, Max-Forwards decremented, fields hidden or rewritten for
+/// the listener's anonymity level and header rules, Via appended.
+pub fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool, client: IpAddr) -> Vec<u8> {
     let head = req.head;
     let mut out = Vec::with_capacity(head.raw.len() + 64);
     out.extend_from_slice(head.method().as_bytes());
@@ -272,9 +295,29 @@ fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool) -> Vec<u8> {
             }
             continue;
         }
+        let value = match req.scrubber.request_field(name) {
+            FieldFate::Keep => head.value(f),
+            FieldFate::Drop => continue,
+            FieldFate::Replace(v) => v.as_bytes(),
+        };
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(head.value(f));
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in req.scrubber.added_fields(|n| head.has(n)) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let xff_sent: Vec<&[u8]> = head.values("x-forwarded-for").collect();
+    let fwd_sent: Vec<&[u8]> = head.values("forwarded").collect();
+    if let Some((xff, fwd)) = req.scrubber.forwarding_fields(client, &xff_sent, &fwd_sent) {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        out.extend_from_slice(xff.as_bytes());
+        out.extend_from_slice(b"\r\nForwarded: ");
+        out.extend_from_slice(fwd.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     // RFC 9110 §10.1.4: the proxy relays trailers, so a client's wish for them
@@ -306,7 +349,7 @@ fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool) -> Vec<u8> {
         BodyKind::None if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
         _ => {}
     }
-    push_via(cfg, &mut out, head.minor);
+    push_via(req.via(cfg), &mut out, head.minor);
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -323,6 +366,10 @@ async fn exchange(
 ) -> Result<ExchangeEnd, Failure> {
     let io_timeout = cfg.timeouts.io;
     let max_trailer = cfg.limits.max_header_size;
+    let fields = ResponseFields {
+        via: req.via(cfg),
+        scrubber: req.scrubber,
+    };
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
     let (mut ur, mut uw) = upstream.split();
@@ -361,6 +408,7 @@ async fn exchange(
             &mut ubuf,
             &mut cw,
             cfg,
+            fields,
             req.head.minor,
             &mut interim_out
         ));
@@ -415,7 +463,7 @@ async fn exchange(
             return Err(Failure::Aborted);
         }
         let out = response_head_bytes(
-            cfg,
+            fields,
             &head,
             &connection_options(&head),
             req.head.minor,
@@ -433,6 +481,7 @@ async fn exchange(
             upstream,
             &ubuf,
             cfg.timeouts.tunnel_idle,
+            &req.admission.buckets,
         )
         .await;
         ctx.bytes_in += stats.up;
@@ -484,7 +533,12 @@ async fn exchange(
             .first("content-type")
             .map(|v| String::from_utf8_lossy(v).into_owned());
     }
-    let out_head = response_head_bytes(cfg, &head, &resp_conn, req.head.minor, framing);
+    check_content(cfg, &head, resp_kind).map_err(Failure::Upstream)?;
+    let out_head = response_head_bytes(fields, &head, &resp_conn, req.head.minor, framing);
+    let budget = cfg
+        .content
+        .max_response_size
+        .map(|max| max + out_head.len() as u64 + chunk_overhead(max, framing));
     let out = if framing == Framing::Chunked || framing == Framing::ChunkedClose {
         OutFraming::Chunked
     } else {
@@ -499,6 +553,8 @@ async fn exchange(
             timeout: io_timeout,
         };
         let mut sink = Sink::new(&mut cw, out_head, io_timeout);
+        sink.budget = budget;
+        sink.throttle = &req.admission.buckets;
         let res = {
             let mut stream = pin!(body::relay(
                 &mut src,
@@ -540,6 +596,41 @@ async fn exchange(
     })
 }
 
+/// The content rules on a response head, before anything reaches the client:
+/// refused media types, and a Content-Length above the size limit.
+fn check_content(cfg: &Config, head: &ResponseHead, kind: BodyKind) -> Result<(), ProxyError> {
+    let rules = &cfg.content;
+    if let Some(ct) = head.first("content-type")
+        && !rules.deny_types.is_empty()
+    {
+        let ct = String::from_utf8_lossy(ct);
+        if let Some(denied) = rules.denies_type(&ct) {
+            return Err(ProxyError::new(
+                ErrorKind::ContentDenied,
+                format!("responses of type {denied} are refused (content.deny_types)"),
+            ));
+        }
+    }
+    if let (Some(max), BodyKind::Length(n)) = (rules.max_response_size, kind)
+        && n > max
+    {
+        return Err(ProxyError::new(
+            ErrorKind::ResponseTooLarge,
+            format!("the response has {n} bytes; content.max_response_size allows {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Room for chunk framing on top of the payload budget (a size line and CRLF
+/// per chunk of at least 1 KiB, and the last chunk).
+fn chunk_overhead(max: u64, framing: Framing) -> u64 {
+    match framing {
+        Framing::Chunked | Framing::ChunkedClose => (max / 1024 + 2) * 12 + 5,
+        _ => 0,
+    }
+}
+
 fn client_body_failure(e: &BodyError, ctx: &mut RequestCtx) -> Failure {
     match e {
         BodyError::Malformed(m) => Failure::Client(ProxyError::new(
@@ -566,6 +657,7 @@ async fn read_final_head(
     ubuf: &mut BytesMut,
     cw: &mut WriteHalf<'_>,
     cfg: &Config,
+    fields: ResponseFields<'_>,
     client_minor: u8,
     interim_out: &mut u64,
 ) -> Result<ResponseHead, HeadFailure> {
@@ -586,7 +678,7 @@ async fn read_final_head(
                     }
                     if client_minor >= 1 {
                         let out = response_head_bytes(
-                            cfg,
+                            fields,
                             &head,
                             &connection_options(&head),
                             client_minor,
@@ -669,8 +761,15 @@ impl Framing {
     }
 }
 
+/// What the response head toward the client gets and loses besides framing.
+#[derive(Clone, Copy)]
+struct ResponseFields<'a> {
+    via: Option<&'a str>,
+    scrubber: &'a Scrubber,
+}
+
 fn response_head_bytes(
-    cfg: &Config,
+    fields: ResponseFields<'_>,
     head: &ResponseHead,
     conn: &ConnectionOptions,
     client_minor: u8,
@@ -695,7 +794,7 @@ fn response_head_bytes(
             if !matches!(framing, Framing::AsIs | Framing::AsIsClose) {
                 continue;
             }
-        } else if conn.is_hop_by_hop(name) {
+        } else if conn.is_hop_by_hop(name) || fields.scrubber.drops_response_field(name) {
             continue;
         }
         out.extend_from_slice(name);
@@ -703,7 +802,7 @@ fn response_head_bytes(
         out.extend_from_slice(head.value(f));
         out.extend_from_slice(b"\r\n");
     }
-    push_via(cfg, &mut out, head.minor);
+    push_via(fields.via, &mut out, head.minor);
     match framing {
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::ChunkedClose => {

@@ -126,9 +126,14 @@ pub fn parse_authority(
         (Some(_), Some(d)) | (None, Some(d)) => d,
         (_, None) => return Err(TargetError::Malformed("port missing in authority")),
     };
-    let dest =
-        Destination::parse(host).ok_or(TargetError::Malformed("invalid host in request target"))?;
-    Ok((host.to_ascii_lowercase(), dest, port))
+    let dest = Destination::parse(host).map_err(TargetError::Malformed)?;
+    // The canonical spelling: what rules, Host and the pool see.
+    let host = match &dest {
+        Destination::Name(n) => n.clone(),
+        Destination::Ip(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        Destination::Ip(ip) => ip.to_string(),
+    };
+    Ok((host, dest, port))
 }
 
 fn parse_port(p: &str) -> Result<u16, TargetError> {

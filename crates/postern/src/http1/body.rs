@@ -5,11 +5,14 @@
 //! re-encoded, so chunk extensions and malformed framing never reach the next hop.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
+
+use crate::guard::limits::Bucket;
 
 /// How a received body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub enum BodyError {
     /// Writing to the receiver failed.
     Write(io::Error),
     WriteTimeout,
+    /// More than the configured response size: the stream is cut.
+    TooLarge,
 }
 
 impl BodyError {
@@ -58,6 +63,7 @@ impl std::fmt::Display for BodyError {
             BodyError::Malformed(m) => write!(f, "malformed body: {m}"),
             BodyError::Write(e) => write!(f, "write failed: {e}"),
             BodyError::WriteTimeout => write!(f, "write timed out"),
+            BodyError::TooLarge => write!(f, "larger than allowed"),
         }
     }
 }
@@ -124,6 +130,10 @@ pub struct Sink<'a, W> {
     pub timeout: Duration,
     /// Bytes written to the stream so far.
     pub written: u64,
+    /// At most this many bytes may be written in all (head included).
+    pub budget: Option<u64>,
+    /// Bandwidth buckets each write waits on.
+    pub throttle: &'a [Arc<Bucket>],
 }
 
 impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
@@ -133,13 +143,30 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             pending,
             timeout,
             written: 0,
+            budget: None,
+            throttle: &[],
         }
+    }
+
+    /// Enforces the budget and the bandwidth limits before `n` bytes go out.
+    async fn admit(&self, n: usize) -> Result<(), BodyError> {
+        if self.budget.is_some_and(|b| self.written + n as u64 > b) {
+            return Err(BodyError::TooLarge);
+        }
+        for bucket in self.throttle {
+            let wait = bucket.take(n);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(())
     }
 
     pub async fn flush(&mut self) -> Result<(), BodyError> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        self.admit(self.pending.len()).await?;
         let res = timeout(self.timeout, self.io.write_all(&self.pending)).await;
         self.written += self.pending.len() as u64;
         self.pending.clear();
@@ -160,6 +187,7 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             self.pending.extend_from_slice(data);
             return Ok(());
         }
+        self.admit(data.len()).await?;
         let res = timeout(self.timeout, self.io.write_all(data)).await;
         self.written += data.len() as u64;
         match res {

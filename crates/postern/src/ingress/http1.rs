@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use postern_policy::{Action, Request};
+use postern_policy::host::has_encoded_control;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -17,9 +17,10 @@ use crate::config::Config;
 use crate::context::RequestCtx;
 use crate::error::{ErrorKind, PageStyle, ProxyError, error_response};
 use crate::forward::http::{Outbound, forward};
-use crate::forward::target::{TargetError, parse_absolute};
+use crate::forward::target::{TargetError, parse_absolute, parse_authority};
 use crate::forward::{connect, page};
-use crate::http1::fields::{connection_options, request_body};
+use crate::guard::Subject;
+use crate::http1::fields::{ConnectionOptions, connection_options, request_body};
 use crate::http1::head::{Fields, HeadLimits, parse_request};
 use crate::http1::{BodyKind, HeadError, RequestHead};
 
@@ -254,18 +255,35 @@ async fn route(
     })?;
     *body_out = Some(body);
 
-    let decision = cfg.rules.decide(&Request {
-        client: client.peer.ip(),
-    });
-    if decision.action == Action::Deny {
-        return Err(ProxyError::new(
-            ErrorKind::Denied,
-            format!("denied by {}", decision.by),
-        ));
-    }
-
     let conn = connection_options(head);
     let target = head.target();
+    let proxy_authorization = head.first("proxy-authorization");
+    if target.starts_with('/') || target == "*" {
+        // Requests to the proxy itself pass the rules like any other, with
+        // the listener's own address as destination.
+        let local = client.stream.local_addr().unwrap_or(client.peer);
+        let host = local.ip().to_string();
+        let admission = shared
+            .guard
+            .admit(
+                cfg,
+                &shared.connector.resolver,
+                &Subject {
+                    client: client.peer.ip(),
+                    listener: &ctx.listener,
+                    method: head.method(),
+                    scheme: "http",
+                    host: &host,
+                    literal_ip: Some(local.ip()),
+                    port: local.port(),
+                    url: target,
+                    proxy_authorization,
+                },
+            )
+            .await?;
+        ctx.user = admission.user;
+        return local_request(cfg, client, head, body, &conn, local, ctx).await;
+    }
     if head.is_method("CONNECT") {
         if body != BodyKind::None {
             return Err(ProxyError::new(
@@ -273,39 +291,55 @@ async fn route(
                 "CONNECT with a request body",
             ));
         }
+        let (host, dest, port) = parse_authority(target, None).map_err(|e| {
+            let why = match e {
+                TargetError::Malformed(m) => m.to_string(),
+                TargetError::UnsupportedScheme(s) => s,
+            };
+            ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {why}"))
+        })?;
+        if ctx.logging {
+            ctx.url = format!("{host}:{port}");
+        }
+        if !cfg.egress.connect_ports.contains(&port) {
+            return Err(ProxyError::new(
+                ErrorKind::PortNotAllowed,
+                format!("CONNECT to port {port} is not allowed (egress.connect_ports)"),
+            ));
+        }
+        let rule_host = dest.rule_host();
+        let url = format!("{rule_host}:{port}");
+        let admission = shared
+            .guard
+            .admit(
+                cfg,
+                &shared.connector.resolver,
+                &Subject {
+                    client: client.peer.ip(),
+                    listener: &ctx.listener,
+                    method: "CONNECT",
+                    scheme: "tunnel",
+                    host: &rule_host,
+                    literal_ip: dest.literal_ip(),
+                    port,
+                    url: &url,
+                    proxy_authorization,
+                },
+            )
+            .await?;
+        ctx.user = admission.user.clone();
         // Boxed: the tunnel's state is large, and a connection waiting for
         // its next request should not carry it (nor copy it on every move).
-        Box::pin(connect::tunnel(cfg, shared, client, head, ctx)).await?;
+        Box::pin(connect::tunnel(
+            cfg, shared, client, &dest, port, &admission, ctx,
+        ))
+        .await?;
         return Ok(false);
     }
-    if target.starts_with('/') {
-        let keep = body == BodyKind::None && conn.persistent(head.minor);
-        let local = client.stream.local_addr().unwrap_or(client.peer);
-        let bytes = page::respond(head, local, ctx, keep)?;
-        if !client.send(&bytes, cfg.timeouts.io).await {
-            return Ok(false);
-        }
-        ctx.bytes_out += bytes.len() as u64;
-        return Ok(keep);
-    }
-    if target == "*" {
-        // RFC 9112 §3.2.4: asterisk-form is only for a server-wide OPTIONS.
-        if head.is_method("OPTIONS") {
-            let keep = body == BodyKind::None && conn.persistent(head.minor);
-            let bytes = format!(
-                "HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH\r\nContent-Length: 0\r\n{}\r\n",
-                if keep { "" } else { "Connection: close\r\n" }
-            );
-            ctx.status = 200;
-            if !client.send(bytes.as_bytes(), cfg.timeouts.io).await {
-                return Ok(false);
-            }
-            ctx.bytes_out += bytes.len() as u64;
-            return Ok(keep);
-        }
+    if has_encoded_control(target) {
         return Err(ProxyError::new(
             ErrorKind::BadRequest,
-            "asterisk-form request target is only allowed with OPTIONS",
+            "percent-encoded control characters in the request target",
         ));
     }
     let http_target = parse_absolute(target).map_err(|e| match e {
@@ -315,6 +349,36 @@ async fn route(
             format!("{s}:// requests are not supported by this proxy"),
         ),
     })?;
+    if !cfg.egress.http_ports.contains(http_target.port) {
+        return Err(ProxyError::new(
+            ErrorKind::PortNotAllowed,
+            format!(
+                "port {} is not among the ports plain HTTP may reach (egress.http_ports)",
+                http_target.port
+            ),
+        ));
+    }
+    let rule_host = http_target.dest.rule_host();
+    let admission = shared
+        .guard
+        .admit(
+            cfg,
+            &shared.connector.resolver,
+            &Subject {
+                client: client.peer.ip(),
+                listener: &ctx.listener,
+                method: head.method(),
+                scheme: "http",
+                host: &rule_host,
+                literal_ip: http_target.dest.literal_ip(),
+                port: http_target.port,
+                url: target,
+                proxy_authorization,
+            },
+        )
+        .await?;
+    ctx.user = admission.user.clone();
+    let scrubber = cfg.scrubber(&ctx.listener);
     let done = Box::pin(forward(
         cfg,
         shared,
@@ -324,11 +388,51 @@ async fn route(
             target: &http_target,
             body,
             conn: &conn,
+            admission: &admission,
+            scrubber: &scrubber,
         },
         ctx,
     ))
     .await?;
     Ok(done.client_keep_alive)
+}
+
+/// Origin-form requests to the proxy port itself, and `OPTIONS *`.
+async fn local_request(
+    cfg: &Config,
+    client: &mut Client,
+    head: &RequestHead,
+    body: BodyKind,
+    conn: &ConnectionOptions<'_>,
+    local: SocketAddr,
+    ctx: &mut RequestCtx,
+) -> Result<bool, ProxyError> {
+    let keep = body == BodyKind::None && conn.persistent(head.minor);
+    if head.target() == "*" {
+        // RFC 9112 §3.2.4: asterisk-form is only for a server-wide OPTIONS.
+        if !head.is_method("OPTIONS") {
+            return Err(ProxyError::new(
+                ErrorKind::BadRequest,
+                "asterisk-form request target is only allowed with OPTIONS",
+            ));
+        }
+        let bytes = format!(
+            "HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH\r\nContent-Length: 0\r\n{}\r\n",
+            if keep { "" } else { "Connection: close\r\n" }
+        );
+        ctx.status = 200;
+        if !client.send(bytes.as_bytes(), cfg.timeouts.io).await {
+            return Ok(false);
+        }
+        ctx.bytes_out += bytes.len() as u64;
+        return Ok(keep);
+    }
+    let bytes = page::respond(head, local, ctx, keep)?;
+    if !client.send(&bytes, cfg.timeouts.io).await {
+        return Ok(false);
+    }
+    ctx.bytes_out += bytes.len() as u64;
+    Ok(keep)
 }
 
 /// Plain text is sent to clients whose Accept excludes HTML.

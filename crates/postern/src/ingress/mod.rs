@@ -15,6 +15,9 @@ use tokio::sync::Semaphore;
 
 use crate::app::Shared;
 use crate::config::ListenerConfig;
+use crate::context::RequestCtx;
+use crate::error::{ErrorKind, PageStyle, ProxyError, error_response};
+use crate::guard::limits::ConnectionSlot;
 use crate::http1::HeadError;
 
 /// A client connection and the bytes read from it but not yet consumed.
@@ -85,13 +88,62 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
         let name = name.clone();
         let guard = shared.track_connection();
         tokio::spawn(async move {
+            let Some((slot, stream)) = client_slot(&shared, &name, stream, peer).await else {
+                return;
+            };
             // Boxed: the connection's state machine is large; moving a pointer
             // into the task is cheaper than copying the state.
             Box::pin(http1::serve_connection(shared, name, stream, peer)).await;
+            drop(slot);
             drop(permit);
             drop(guard);
         });
     }
+}
+
+/// Applies `limits.client_connections`: a client over its share is answered
+/// 429 and closed; otherwise the connection holds a slot until it ends.
+async fn client_slot(
+    shared: &Shared,
+    listener: &Arc<str>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Option<ConnectionSlot>, TcpStream)> {
+    let cfg = shared.config();
+    let Some(max) = cfg.limits.client_connections else {
+        return Some((None, stream));
+    };
+    if let Some(slot) = shared.guard.limits.connections.enter(peer.ip(), max) {
+        return Some((Some(slot), stream));
+    }
+    let err = ProxyError::new(
+        ErrorKind::ConnectionLimit,
+        format!(
+            "{} already has {max} connections open (limits.client_connections)",
+            peer.ip()
+        ),
+    );
+    let mut ctx = RequestCtx::new(peer, listener);
+    ctx.method = "-".into();
+    ctx.url = "-".into();
+    ctx.record_error(&err);
+    let style = PageStyle {
+        html: false,
+        head_only: false,
+        connection: Some("close"),
+    };
+    let page = error_response(&err, style, cfg.http.via.as_deref().unwrap_or("postern"));
+    let mut client = Client {
+        stream,
+        buf: BytesMut::new(),
+        peer,
+        tunneled: false,
+    };
+    if client.send(&page, cfg.timeouts.io).await {
+        ctx.bytes_out = page.len() as u64;
+    }
+    shared.log.write(&ctx);
+    None
 }
 
 pub fn head_error_text(e: &HeadError) -> String {

@@ -168,7 +168,7 @@ fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String
                 e.bytes_out,
                 field(&e.method),
                 field(&e.url),
-                None::<&str>.map(field).unwrap_or_else(|| "-".into()),
+                e.user.as_deref().map(field).unwrap_or_else(|| "-".into()),
                 hier,
                 e.content_type
                     .as_deref()
@@ -181,7 +181,7 @@ fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String
                 s,
                 "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
                 e.client.ip(),
-                None::<&str>.map(field).unwrap_or_else(|| "-".into()),
+                e.user.as_deref().map(field).unwrap_or_else(|| "-".into()),
                 time::clf_date(e.start),
                 field(&e.method),
                 field(&e.url),
@@ -195,11 +195,11 @@ fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String
         LogFormat::Json => {
             let _ = write!(
                 s,
-                "{{\"time\":\"{}\",\"duration_ms\":{},\"client\":\"{}\",\"user\":{},\"listener\":{},\"method\":{},\"url\":{},\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"upstream\":{},\"result\":\"{}\",\"aborted\":{},\"content_type\":{},\"error\":{}}}",
+                "{{\"time\":\"{}\",\"duration_ms\":{},\"client\":\"{}\",\"user\":{},\"listener\":{},\"method\":{},\"url\":{},\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"upstream\":{},\"result\":\"{}\",\"aborted\":{},\"content_type\":{},\"error\":{},\"rule\":{}}}",
                 time::rfc3339(e.start),
                 duration.as_millis(),
                 e.client.ip(),
-                json_opt(None),
+                json_opt(e.user.as_deref()),
                 json_str(&e.listener),
                 json_str(&e.method),
                 json_str(&e.url),
@@ -211,6 +211,7 @@ fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String
                 e.aborted,
                 json_opt(e.content_type.as_deref()),
                 json_opt(e.error),
+                json_opt(e.rule.as_deref()),
             );
             s.push('\n');
         }

@@ -46,6 +46,7 @@ mod tests {
                 &mut server_proxy,
                 b"",
                 Duration::from_secs(5),
+                &[],
             )
             .await
         });
@@ -75,6 +76,7 @@ mod tests {
                 &mut server_proxy,
                 b"",
                 Duration::from_secs(5),
+                &[],
             )
             .await
         });
@@ -110,6 +112,7 @@ mod tests {
             &mut server_proxy,
             b"",
             Duration::from_millis(200),
+            &[],
         )
         .await;
         assert!(stats.idle_timeout);

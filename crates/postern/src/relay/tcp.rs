@@ -6,6 +6,7 @@
 //! read.
 
 use std::net::Shutdown;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::{Instant, sleep_until};
 
 use super::TunnelStats;
+use crate::guard::limits::Bucket;
 
 const COPY_BUFFER: usize = 16 * 1024;
 const SPLICE_AFTER: u64 = 64 * 1024;
@@ -45,6 +47,7 @@ pub async fn tunnel_tcp(
     server: &mut TcpStream,
     server_pending: &[u8],
     idle: Duration,
+    downstream_limits: &[Arc<Bucket>],
 ) -> TunnelStats {
     let activity = Activity {
         start: Instant::now(),
@@ -57,8 +60,8 @@ pub async fn tunnel_tcp(
     let (sr, sw) = server.split();
     let both = async {
         tokio::join!(
-            pump(cr, sw, client_pending, &activity, &up),
-            pump(sr, cw, server_pending, &activity, &down)
+            pump(cr, sw, client_pending, &activity, &up, &[]),
+            pump(sr, cw, server_pending, &activity, &down, downstream_limits)
         )
     };
     let watchdog = async {
@@ -88,11 +91,15 @@ async fn pump(
     pending: &[u8],
     activity: &Activity,
     moved: &AtomicU64,
+    limits: &[Arc<Bucket>],
 ) {
     let _ = async {
         dst.write_all(pending).await?;
         moved.fetch_add(pending.len() as u64, Ordering::Relaxed);
-        let mut buf = BytesMut::with_capacity(COPY_BUFFER);
+        // A limited direction moves in small steps, each paid for in its
+        // buckets, and never switches to splice (which would bypass them).
+        let step = limits.iter().map(|b| b.step()).min().unwrap_or(COPY_BUFFER);
+        let mut buf = BytesMut::with_capacity(step);
         loop {
             buf.clear();
             // A short read clears the socket's readiness, so no extra system
@@ -102,9 +109,16 @@ async fn pump(
                 return Ok(());
             }
             activity.touch();
+            for bucket in limits {
+                let wait = bucket.take(n);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    activity.touch();
+                }
+            }
             dst.write_all(&buf[..n]).await?;
             let total = moved.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-            if n == buf.capacity() && total >= SPLICE_AFTER {
+            if limits.is_empty() && n == buf.capacity() && total >= SPLICE_AFTER {
                 #[cfg(target_os = "linux")]
                 if let Ok(pipe) = splice::Pipe::new() {
                     drop(buf);
