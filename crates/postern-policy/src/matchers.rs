@@ -262,9 +262,19 @@ pub struct Patterns(RegexSet);
 
 impl Patterns {
     pub fn parse(patterns: &[String]) -> Result<Patterns, String> {
-        RegexSet::new(patterns)
-            .map(Patterns)
-            .map_err(|e| format!("invalid regular expression: {e}"))
+        RegexSet::new(patterns).map(Patterns).map_err(|e| {
+            // The crate's message draws a caret diagram over several lines;
+            // a configuration message keeps to one.
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("error: ");
+            format!("invalid regular expression: {why}")
+        })
     }
 
     pub fn is_match(&self, text: &str) -> bool {

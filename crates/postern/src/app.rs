@@ -98,6 +98,15 @@ async fn serve(config: Config) -> Result<()> {
         );
         bound.push((listener, l.clone()));
     }
+    for b in &config.blocklists {
+        eprintln!(
+            "postern: blocklist {}: {} domains, {} URL patterns ({:.1} MiB)",
+            b.name,
+            b.list.domain_count(),
+            b.list.glob_count(),
+            b.list.memory_bytes() as f64 / (1024.0 * 1024.0)
+        );
+    }
     let log = AccessLog::start(&config.log).context("cannot open the access log")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use postern_policy::Cidr;
 use postern_policy::RuleSet;
-use postern_policy::headers::{Anonymity, HeaderRules, Scrubber};
+use postern_policy::headers::{Anonymity, Scrubber};
 use postern_policy::htpasswd::{Groups, Htpasswd};
 use postern_policy::matchers::PortSet;
 use postern_policy::rules::NamedList;
@@ -37,7 +37,6 @@ pub struct Config {
     pub rules: RuleSet,
     pub blocklists: Vec<Arc<NamedList>>,
     pub auth: Option<AuthConfig>,
-    pub headers: HeaderRules,
     pub content: ContentRules,
     /// Minutes east of UTC for `time` conditions.
     pub utc_offset_minutes: i32,

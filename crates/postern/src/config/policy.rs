@@ -243,9 +243,7 @@ pub fn validate_policy(
                 deny.redirect = Some(u.clone());
             }
         }
-        let Some(inline) = ctx.matcher(&r.conditions()) else {
-            continue;
-        };
+        let inline = ctx.matcher(&r.conditions());
         let mut uses = Vec::new();
         for m in &r.matchers {
             let (negate, name) = match m.get_ref().strip_prefix('!') {
@@ -266,6 +264,9 @@ pub fn validate_policy(
                 }
             }
         }
+        let Some(inline) = inline else {
+            continue;
+        };
         let (line, _) = line_col(text, r.action.span().start);
         rules.push(Rule {
             label: format!("rule #{} (line {line})", i + 1),

@@ -328,7 +328,6 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         rules: policy.rules,
         blocklists: policy.blocklists,
         auth: policy.auth,
-        headers: policy.headers.clone(),
         content: policy.content,
         utc_offset_minutes: policy.utc_offset_minutes,
         warnings: policy.warnings,

@@ -4,4 +4,5 @@
 pub mod connect;
 pub mod http;
 pub mod page;
+pub mod plan;
 pub mod target;

@@ -41,6 +41,9 @@ pub struct Subject<'a> {
     pub port: u16,
     pub url: &'a str,
     pub proxy_authorization: Option<&'a [u8]>,
+    /// Treat the request as coming from this user without credentials
+    /// (`postern explain --user`).
+    pub assume_user: Option<&'a str>,
 }
 
 /// A request that may pass, and what the later stages must respect.
@@ -78,9 +81,10 @@ impl Guard {
             }
         }
         let mut bad_credentials = false;
-        let user = match &cfg.auth {
-            None => None,
-            Some(auth_cfg) => {
+        let user = match (&cfg.auth, s.assume_user) {
+            (_, Some(u)) => Some(Arc::from(u)),
+            (None, None) => None,
+            (Some(auth_cfg), None) => {
                 match self
                     .auth
                     .check(auth_cfg, s.client, s.proxy_authorization)

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use postern_policy::host::has_encoded_control;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -17,9 +16,8 @@ use crate::config::Config;
 use crate::context::RequestCtx;
 use crate::error::{ErrorKind, PageStyle, ProxyError, error_response};
 use crate::forward::http::{Outbound, forward};
-use crate::forward::target::{TargetError, parse_absolute, parse_authority};
+use crate::forward::plan::Plan;
 use crate::forward::{connect, page};
-use crate::guard::Subject;
 use crate::http1::fields::{ConnectionOptions, connection_options, request_body};
 use crate::http1::head::{Fields, HeadLimits, parse_request};
 use crate::http1::{BodyKind, HeadError, RequestHead};
@@ -256,145 +254,62 @@ async fn route(
     *body_out = Some(body);
 
     let conn = connection_options(head);
-    let target = head.target();
-    let proxy_authorization = head.first("proxy-authorization");
-    if target.starts_with('/') || target == "*" {
-        // Requests to the proxy itself pass the rules like any other, with
-        // the listener's own address as destination.
-        let local = client.stream.local_addr().unwrap_or(client.peer);
-        let host = local.ip().to_string();
-        let admission = shared
-            .guard
-            .admit(
-                cfg,
-                &shared.connector.resolver,
-                &Subject {
-                    client: client.peer.ip(),
-                    listener: &ctx.listener,
-                    method: head.method(),
-                    scheme: "http",
-                    host: &host,
-                    literal_ip: Some(local.ip()),
-                    port: local.port(),
-                    url: target,
-                    proxy_authorization,
-                },
-            )
-            .await?;
-        ctx.user = admission.user;
-        return local_request(cfg, client, head, body, &conn, local, ctx).await;
-    }
-    if head.is_method("CONNECT") {
-        if body != BodyKind::None {
-            return Err(ProxyError::new(
-                ErrorKind::BadRequest,
-                "CONNECT with a request body",
-            ));
-        }
-        let (host, dest, port) = parse_authority(target, None).map_err(|e| {
-            let why = match e {
-                TargetError::Malformed(m) => m.to_string(),
-                TargetError::UnsupportedScheme(s) => s,
-            };
-            ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {why}"))
-        })?;
-        if ctx.logging {
-            ctx.url = format!("{host}:{port}");
-        }
-        if !cfg.egress.connect_ports.contains(&port) {
-            return Err(ProxyError::new(
-                ErrorKind::PortNotAllowed,
-                format!("CONNECT to port {port} is not allowed (egress.connect_ports)"),
-            ));
-        }
-        let rule_host = dest.rule_host();
-        let url = format!("{rule_host}:{port}");
-        let admission = shared
-            .guard
-            .admit(
-                cfg,
-                &shared.connector.resolver,
-                &Subject {
-                    client: client.peer.ip(),
-                    listener: &ctx.listener,
-                    method: "CONNECT",
-                    scheme: "tunnel",
-                    host: &rule_host,
-                    literal_ip: dest.literal_ip(),
-                    port,
-                    url: &url,
-                    proxy_authorization,
-                },
-            )
-            .await?;
-        ctx.user = admission.user.clone();
-        // Boxed: the tunnel's state is large, and a connection waiting for
-        // its next request should not carry it (nor copy it on every move).
-        Box::pin(connect::tunnel(
-            cfg, shared, client, &dest, port, &admission, ctx,
-        ))
-        .await?;
-        return Ok(false);
-    }
-    if has_encoded_control(target) {
+    if head.is_method("CONNECT") && body != BodyKind::None {
         return Err(ProxyError::new(
             ErrorKind::BadRequest,
-            "percent-encoded control characters in the request target",
+            "CONNECT with a request body",
         ));
     }
-    let http_target = parse_absolute(target).map_err(|e| match e {
-        TargetError::Malformed(m) => ProxyError::new(ErrorKind::BadRequest, m),
-        TargetError::UnsupportedScheme(s) => ProxyError::new(
-            ErrorKind::NotImplemented,
-            format!("{s}:// requests are not supported by this proxy"),
-        ),
-    })?;
-    if !cfg.egress.http_ports.contains(http_target.port) {
-        return Err(ProxyError::new(
-            ErrorKind::PortNotAllowed,
-            format!(
-                "port {} is not among the ports plain HTTP may reach (egress.http_ports)",
-                http_target.port
-            ),
-        ));
+    let local = if head.target().starts_with('/') || head.target() == "*" {
+        client.stream.local_addr().unwrap_or(client.peer)
+    } else {
+        client.peer
+    };
+    let plan = Plan::new(cfg, head, local)?;
+    let host = plan.rule_host();
+    let url = plan.rule_url(head);
+    if ctx.logging && matches!(plan, Plan::Tunnel { .. }) {
+        ctx.url = url.clone();
     }
-    let rule_host = http_target.dest.rule_host();
+    let subject = plan.subject(head, client.peer, &ctx.listener, &host, &url);
     let admission = shared
         .guard
-        .admit(
-            cfg,
-            &shared.connector.resolver,
-            &Subject {
-                client: client.peer.ip(),
-                listener: &ctx.listener,
-                method: head.method(),
-                scheme: "http",
-                host: &rule_host,
-                literal_ip: http_target.dest.literal_ip(),
-                port: http_target.port,
-                url: target,
-                proxy_authorization,
-            },
-        )
+        .admit(cfg, &shared.connector.resolver, &subject)
         .await?;
     ctx.user = admission.user.clone();
-    let scrubber = cfg.scrubber(&ctx.listener);
-    let done = Box::pin(forward(
-        cfg,
-        shared,
-        client,
-        Outbound {
-            head,
-            target: &http_target,
-            body,
-            conn: &conn,
-            admission: &admission,
-            scrubber: &scrubber,
-        },
-        ctx,
-    ))
-    .await?;
-    Ok(done.client_keep_alive)
+    match plan {
+        // Requests to the proxy itself pass the rules like any other, with
+        // the listener's own address as destination.
+        Plan::Local(local) => local_request(cfg, client, head, body, &conn, local, ctx).await,
+        Plan::Tunnel { dest, port } => {
+            // Boxed: the tunnel's state is large, and a connection waiting for
+            // its next request should not carry it (nor copy it on every move).
+            Box::pin(connect::tunnel(
+                cfg, shared, client, &dest, port, &admission, ctx,
+            ))
+            .await?;
+            Ok(false)
+        }
+        Plan::Http(http_target) => {
+            let scrubber = cfg.scrubber(&ctx.listener);
+            let done = Box::pin(forward(
+                cfg,
+                shared,
+                client,
+                Outbound {
+                    head,
+                    target: &http_target,
+                    body,
+                    conn: &conn,
+                    admission: &admission,
+                    scrubber: &scrubber,
+                },
+                ctx,
+            ))
+            .await?;
+            Ok(done.client_keep_alive)
+        }
+    }
 }
 
 /// Origin-form requests to the proxy port itself, and `OPTIONS *`.

@@ -1,0 +1,124 @@
+//! From a request head to what the guard is asked and where the request goes:
+//! the target parsed into canonical form and the safe-default port checks.
+//! The proxy and `postern explain` both start here.
+
+use std::net::SocketAddr;
+
+use crate::config::Config;
+use crate::egress::Destination;
+use crate::error::{ErrorKind, ProxyError};
+use crate::guard::Subject;
+use crate::http1::RequestHead;
+use crate::http1::head::Fields;
+
+use super::target::{HttpTarget, TargetError, parse_absolute, parse_authority};
+
+/// Where a request goes.
+pub enum Plan {
+    /// Origin-form or `*`: a request to the proxy itself.
+    Local(SocketAddr),
+    /// CONNECT to `dest:port`.
+    Tunnel { dest: Destination, port: u16 },
+    /// An absolute-form `http://` request.
+    Http(HttpTarget),
+}
+
+impl Plan {
+    /// Parses the target and applies the safe defaults that come before any
+    /// rule: CONNECT only to `egress.connect_ports`, plain HTTP only to
+    /// `egress.http_ports`, no encoded control characters.
+    pub fn new(cfg: &Config, head: &RequestHead, local: SocketAddr) -> Result<Plan, ProxyError> {
+        let target = head.target();
+        if target.starts_with('/') || target == "*" {
+            return Ok(Plan::Local(local));
+        }
+        if head.is_method("CONNECT") {
+            let (_, dest, port) = parse_authority(target, None).map_err(|e| {
+                let why = match e {
+                    TargetError::Malformed(m) => m.to_string(),
+                    TargetError::UnsupportedScheme(s) => s,
+                };
+                ProxyError::new(ErrorKind::BadRequest, format!("CONNECT target: {why}"))
+            })?;
+            if !cfg.egress.connect_ports.contains(&port) {
+                return Err(ProxyError::new(
+                    ErrorKind::PortNotAllowed,
+                    format!("CONNECT to port {port} is not allowed (egress.connect_ports)"),
+                ));
+            }
+            return Ok(Plan::Tunnel { dest, port });
+        }
+        if postern_policy::host::has_encoded_control(target) {
+            return Err(ProxyError::new(
+                ErrorKind::BadRequest,
+                "percent-encoded control characters in the request target",
+            ));
+        }
+        let http = parse_absolute(target).map_err(|e| match e {
+            TargetError::Malformed(m) => ProxyError::new(ErrorKind::BadRequest, m),
+            TargetError::UnsupportedScheme(s) => ProxyError::new(
+                ErrorKind::NotImplemented,
+                format!("{s}:// requests are not supported by this proxy"),
+            ),
+        })?;
+        if !cfg.egress.http_ports.contains(http.port) {
+            return Err(ProxyError::new(
+                ErrorKind::PortNotAllowed,
+                format!(
+                    "port {} is not among the ports plain HTTP may reach (egress.http_ports)",
+                    http.port
+                ),
+            ));
+        }
+        Ok(Plan::Http(http))
+    }
+
+    /// The host as rules see it.
+    pub fn rule_host(&self) -> String {
+        match self {
+            Plan::Local(a) => a.ip().to_string(),
+            Plan::Tunnel { dest, .. } => dest.rule_host(),
+            Plan::Http(t) => t.dest.rule_host(),
+        }
+    }
+
+    /// What the guard is asked; `host` and `url` come from `rule_host` and
+    /// `rule_url` (owned by the caller).
+    pub fn subject<'a>(
+        &'a self,
+        head: &'a RequestHead,
+        client: SocketAddr,
+        listener: &'a str,
+        host: &'a str,
+        url: &'a str,
+    ) -> Subject<'a> {
+        let (scheme, literal_ip, port) = match self {
+            Plan::Local(a) => ("http", Some(a.ip()), a.port()),
+            Plan::Tunnel { dest, port } => ("tunnel", dest.literal_ip(), *port),
+            Plan::Http(t) => ("http", t.dest.literal_ip(), t.port),
+        };
+        Subject {
+            client: client.ip(),
+            listener,
+            method: head.method(),
+            scheme,
+            host,
+            literal_ip,
+            port,
+            url,
+            proxy_authorization: head.first("proxy-authorization"),
+            assume_user: None,
+        }
+    }
+
+    /// The URL rules see: the target as received, or `host:port` for tunnels.
+    pub fn rule_url(&self, head: &RequestHead) -> String {
+        match self {
+            Plan::Tunnel { dest, port } => match dest {
+                Destination::Ip(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+                _ => format!("{}:{port}", dest.rule_host()),
+            },
+            _ => head.target().to_string(),
+        }
+    }
+}
