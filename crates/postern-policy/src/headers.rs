@@ -143,15 +143,13 @@ impl Scrubber {
     /// The fate of a client-sent field (hop-by-hop fields are removed before this).
     pub fn request_field(&self, name: &[u8]) -> FieldFate<'_> {
         let r = &self.rules;
-        if !r.request_set.is_empty() || !r.request_replace.is_empty() {
-            if let Some((_, v)) = r
-                .request_set
-                .iter()
-                .chain(&r.request_replace)
-                .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
-            {
-                return FieldFate::Replace(v);
-            }
+        if let Some((_, v)) = r
+            .request_set
+            .iter()
+            .chain(&r.request_replace)
+            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        {
+            return FieldFate::Replace(v);
         }
         if r.request_remove
             .iter()

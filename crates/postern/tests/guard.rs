@@ -477,7 +477,7 @@ src = ["127.0.0.0/8"]
         ("GET", origin.url("/status/200")),
         ("DELETE", origin.url("/status/200")),
         ("GET", "http://www.ads.example/".into()),
-        ("GET", format!("http://127.0.0.1:22/")),
+        ("GET", "http://127.0.0.1:22/".to_string()),
         ("GET", format!("http://169.254.169.254:{port}/")),
         ("GET", format!("http://0x7f.1:{port}/status/200")),
     ];

@@ -97,10 +97,10 @@ impl Authenticator {
         let key = self.key(&user, &password);
         self.forget_if_users_changed(cfg);
         let now = Instant::now();
-        if let Some(hit) = self.verified.lock().expect("auth cache").get(&key) {
-            if hit.expires > now {
-                return Credentials::Valid(hit.user.clone());
-            }
+        if let Some(hit) = self.verified.lock().expect("auth cache").get(&key)
+            && hit.expires > now
+        {
+            return Credentials::Valid(hit.user.clone());
         }
         // bcrypt takes tens of milliseconds by design: keep it off the I/O threads.
         let users = cfg.users.clone();

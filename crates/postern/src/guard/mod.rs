@@ -66,19 +66,19 @@ impl Guard {
         resolver: &Resolver,
         s: &Subject<'_>,
     ) -> Result<Admission, ProxyError> {
-        if let Some(rate) = cfg.limits.client_requests {
-            if let Err(wait) = self.limits.client_requests.check(&s.client, rate) {
-                return Err(too_many(
-                    format!(
-                        "more than {} requests per {}s from {}",
-                        rate.count,
-                        rate.per.as_secs(),
-                        s.client
-                    ),
-                    wait,
-                    "limits.client_requests",
-                ));
-            }
+        if let Some(rate) = cfg.limits.client_requests
+            && let Err(wait) = self.limits.client_requests.check(&s.client, rate)
+        {
+            return Err(too_many(
+                format!(
+                    "more than {} requests per {}s from {}",
+                    rate.count,
+                    rate.per.as_secs(),
+                    s.client
+                ),
+                wait,
+                "limits.client_requests",
+            ));
         }
         let mut bad_credentials = false;
         let user = match (&cfg.auth, s.assume_user) {
@@ -106,18 +106,18 @@ impl Guard {
                 }
             }
         };
-        if let (Some(user), Some(rate)) = (&user, cfg.limits.user_requests) {
-            if let Err(wait) = self.limits.user_requests.check(user, rate) {
-                return Err(too_many(
-                    format!(
-                        "more than {} requests per {}s for user {user}",
-                        rate.count,
-                        rate.per.as_secs()
-                    ),
-                    wait,
-                    "limits.user_requests",
-                ));
-            }
+        if let (Some(user), Some(rate)) = (&user, cfg.limits.user_requests)
+            && let Err(wait) = self.limits.user_requests.check(user, rate)
+        {
+            return Err(too_many(
+                format!(
+                    "more than {} requests per {}s for user {user}",
+                    rate.count,
+                    rate.per.as_secs()
+                ),
+                wait,
+                "limits.user_requests",
+            ));
         }
         let groups: &[String] = match (&cfg.auth, &user) {
             (Some(a), Some(u)) => a.groups.of(u),
