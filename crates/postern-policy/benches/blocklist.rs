@@ -30,7 +30,7 @@ const TLDS: &[&str] = &["com", "net", "org", "io", "co.uk", "info", "xyz", "de"]
 fn domain(i: usize) -> String {
     let word = WORDS[i % WORDS.len()];
     let tld = TLDS[(i / WORDS.len()) % TLDS.len()];
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         format!("srv.{word}{i}.{tld}")
     } else {
         format!("{word}{i}.{tld}")
@@ -41,7 +41,7 @@ fn domain(i: usize) -> String {
 fn list_text() -> String {
     let mut text = String::with_capacity(DOMAINS * 24);
     for i in 0..DOMAINS {
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             text.push_str("# section\n");
         }
         text.push_str(&domain(i));

@@ -370,13 +370,17 @@ impl Glob {
         if glob_match(pattern, target) {
             return true;
         }
-        if !self.subdomains {
+        // A leading `*` already covers every later start. Otherwise only starts within a
+        // real host name (at most 253 bytes) are tried, which bounds the work on a huge
+        // hostile URL.
+        if !self.subdomains || pattern.first() == Some(&b'*') {
             return false;
         }
         let host_end = target
             .iter()
             .position(|&b| matches!(b, b'/' | b':' | b'?' | b'#'))
-            .unwrap_or(target.len());
+            .unwrap_or(target.len())
+            .min(MAX_NAME);
         target[..host_end]
             .iter()
             .enumerate()
@@ -1090,6 +1094,16 @@ mod tests {
             b"*a*a*a*a*a*b",
             format!("{}b", "a".repeat(100_000)).as_bytes()
         ));
+    }
+
+    #[test]
+    fn subdomain_globs_on_hostile_urls_are_fast() {
+        let l = list("||a.*/x\n");
+        let url = format!("http://{}/y", "a.".repeat(50_000));
+        let started = std::time::Instant::now();
+        assert_eq!(l.match_request("x", &url), None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(l.match_request("x", "http://b.a.c/x"), Some("||a.*/x*"));
     }
 
     #[test]
