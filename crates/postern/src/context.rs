@@ -63,5 +63,13 @@ impl RequestCtx {
         self.status = err.status();
         self.result = err.kind.squid_code();
         self.error = Some(err.kind.proxy_status());
+        use crate::error::ErrorKind::*;
+        if matches!(
+            err.kind,
+            Denied | Blocked | AuthRequired | RateLimited | ConnectionLimit | PortNotAllowed
+        ) {
+            // Why it was refused (rule, list or limit), for the JSON log.
+            self.rule = Some(err.detail.clone());
+        }
     }
 }

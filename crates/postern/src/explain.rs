@@ -143,14 +143,14 @@ pub async fn explain(cfg: &Config, q: &Question) -> Result<(String, bool), Strin
 }
 
 /// The proxy's own sequence: plan, admit, then the egress address check.
-async fn decide(
-    cfg: &Config,
+async fn decide<'c>(
+    cfg: &'c Config,
     resolver: &Resolver,
     head: &RequestHead,
     q: &Question,
     listener: &str,
     local: SocketAddr,
-) -> Result<(Plan, Admission, Option<String>), ProxyError> {
+) -> Result<(Plan, Admission<'c>, Option<String>), ProxyError> {
     let plan = Plan::new(cfg, head, local)?;
     let host = plan.rule_host();
     let url = plan.rule_url(head);

@@ -3,6 +3,7 @@
 //! address, so DNS rebinding cannot slip past), then race the candidates with
 //! Happy Eyeballs (RFC 8305).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,10 +39,10 @@ impl Destination {
     }
 
     /// The host as rules see it: the name, or the address without brackets.
-    pub fn rule_host(&self) -> String {
+    pub fn rule_host(&self) -> Cow<'_, str> {
         match self {
-            Destination::Name(n) => n.clone(),
-            Destination::Ip(ip) => ip.to_string(),
+            Destination::Name(n) => Cow::Borrowed(n),
+            Destination::Ip(ip) => Cow::Owned(ip.to_string()),
         }
     }
 
@@ -138,7 +139,7 @@ impl Connector {
     ) -> Result<(TcpStream, SocketAddr), EgressError> {
         let deadline = Instant::now() + connect_timeout;
         let (ips, name) = match (dest, pinned) {
-            (_, Some(ips)) => (ips.to_vec(), dest.rule_host()),
+            (_, Some(ips)) => (ips.to_vec(), dest.rule_host().into_owned()),
             (Destination::Ip(ip), None) => (vec![*ip], ip.to_string()),
             (Destination::Name(name), None) => {
                 let ips = match timeout(connect_timeout, self.resolver.resolve(name)).await {

@@ -18,7 +18,7 @@ pub async fn tunnel(
     client: &mut Client,
     dest: &Destination,
     port: u16,
-    admission: &Admission,
+    admission: &Admission<'_>,
     ctx: &mut RequestCtx,
 ) -> Result<(), ProxyError> {
     let (mut upstream, addr) = shared

@@ -42,7 +42,7 @@ pub struct Outbound<'a> {
     pub target: &'a HttpTarget,
     pub body: BodyKind,
     pub conn: &'a ConnectionOptions<'a>,
-    pub admission: &'a Admission,
+    pub admission: &'a Admission<'a>,
     pub scrubber: &'a Scrubber,
 }
 

@@ -2,6 +2,7 @@
 //! the target parsed into canonical form and the safe-default port checks.
 //! The proxy and `postern explain` both start here.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use crate::config::Config;
@@ -74,9 +75,9 @@ impl Plan {
     }
 
     /// The host as rules see it.
-    pub fn rule_host(&self) -> String {
+    pub fn rule_host(&self) -> Cow<'_, str> {
         match self {
-            Plan::Local(a) => a.ip().to_string(),
+            Plan::Local(a) => Cow::Owned(a.ip().to_string()),
             Plan::Tunnel { dest, .. } => dest.rule_host(),
             Plan::Http(t) => t.dest.rule_host(),
         }
@@ -112,13 +113,13 @@ impl Plan {
     }
 
     /// The URL rules see: the target as received, or `host:port` for tunnels.
-    pub fn rule_url(&self, head: &RequestHead) -> String {
+    pub fn rule_url<'h>(&self, head: &'h RequestHead) -> Cow<'h, str> {
         match self {
-            Plan::Tunnel { dest, port } => match dest {
+            Plan::Tunnel { dest, port } => Cow::Owned(match dest {
                 Destination::Ip(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
                 _ => format!("{}:{port}", dest.rule_host()),
-            },
-            _ => head.target().to_string(),
+            }),
+            _ => Cow::Borrowed(head.target()),
         }
     }
 }

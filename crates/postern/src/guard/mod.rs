@@ -48,24 +48,24 @@ pub struct Subject<'a> {
 
 /// A request that may pass, and what the later stages must respect.
 #[derive(Debug, Default)]
-pub struct Admission {
+pub struct Admission<'c> {
     pub user: Option<Arc<str>>,
     /// Set when the rules looked at the resolved addresses: only these may be
     /// connected to.
     pub pinned: Option<Vec<IpAddr>>,
     /// The rule (or default) that allowed it.
-    pub by: String,
+    pub by: &'c str,
     /// Bandwidth buckets the transfer toward the client waits on.
     pub buckets: Vec<Arc<Bucket>>,
 }
 
 impl Guard {
-    pub async fn admit(
+    pub async fn admit<'c>(
         &self,
-        cfg: &Config,
+        cfg: &'c Config,
         resolver: &Resolver,
         s: &Subject<'_>,
-    ) -> Result<Admission, ProxyError> {
+    ) -> Result<Admission<'c>, ProxyError> {
         if let Some(rate) = cfg.limits.client_requests
             && let Err(wait) = self.limits.client_requests.check(&s.client, rate)
         {
@@ -192,7 +192,7 @@ impl Guard {
                 Ok(Admission {
                     user,
                     pinned,
-                    by: decision.by.to_string(),
+                    by: decision.by,
                     buckets,
                 })
             }

@@ -269,7 +269,7 @@ async fn route(
     let host = plan.rule_host();
     let url = plan.rule_url(head);
     if ctx.logging && matches!(plan, Plan::Tunnel { .. }) {
-        ctx.url = url.clone();
+        ctx.url = url.to_string();
     }
     let subject = plan.subject(head, client.peer, &ctx.listener, &host, &url);
     let admission = shared
