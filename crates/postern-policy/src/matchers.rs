@@ -191,7 +191,9 @@ impl TimeWindow {
                     let day = |s: &str| {
                         let s = s.to_ascii_lowercase();
                         DAYS.iter()
-                            .position(|d| s.len() >= 3 && d.starts_with(&s[..3]) && is_day_name(&s))
+                            .position(|d| {
+                                s.get(..3).is_some_and(|p| d.starts_with(p)) && is_day_name(&s)
+                            })
                             .ok_or_else(|| bad(&format!("`{item}` is not a day")))
                     };
                     match item.split_once('-') {

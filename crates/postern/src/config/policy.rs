@@ -290,6 +290,19 @@ pub fn validate_policy(
         }),
     };
 
+    let asks_credentials = rules.iter().any(|r: &Rule| {
+        r.action == Action::Auth
+            || !r.inline.user.is_empty()
+            || !r.inline.group.is_empty()
+            || r.named
+                .iter()
+                .any(|(_, _, m)| !m.user.is_empty() || !m.group.is_empty())
+    });
+    if auth.is_some() && !asks_credentials {
+        warnings.push(
+            "warning: [auth] is configured but no rule asks for credentials (add a rule with action = \"auth\", or `user`/`group` conditions)".into(),
+        );
+    }
     for b in &blocklists {
         let used = raw
             .rule
