@@ -95,20 +95,9 @@ fn main() -> ExitCode {
             }
         }
         None => {
-            let config = match &cli.config {
-                Some(path) => match Config::load(path) {
-                    Ok(c) => {
-                        for w in &c.warnings {
-                            eprintln!("{w}");
-                        }
-                        c
-                    }
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::from(1);
-                    }
-                },
-                None => Config::builtin(),
+            let config = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
             };
             match app::run(config) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ use toml::Spanned;
 
 use super::diag::{Problem, did_you_mean, line_col};
 use super::raw::{RawConditions, RawConfig, RawPort};
+use super::validate::duration_or;
 use super::{AuthConfig, ContentRules, units};
 
 pub struct PolicyParts {
@@ -81,54 +82,10 @@ pub fn validate_policy(
     }
 
     let auth = raw.auth.as_ref().and_then(|a| {
-        let path = base.join(a.htpasswd.get_ref());
-        let users = match std::fs::read_to_string(&path) {
-            Err(e) => {
-                p.push(Problem::new(
-                    a.htpasswd.span(),
-                    format!("cannot read htpasswd file {}: {e}", path.display()),
-                ));
-                None
-            }
-            Ok(content) => match Htpasswd::parse(&content) {
-                Ok(u) => Some(u),
-                Err(problems) => {
-                    for lp in problems {
-                        p.push(Problem::in_file(
-                            a.htpasswd.span(),
-                            format!("{}:{}: {}", path.display(), lp.line, lp.message),
-                        ));
-                    }
-                    None
-                }
-            },
-        };
+        let users = read_parsed(p, &a.htpasswd, base, "htpasswd file", Htpasswd::parse);
         let groups = match &a.groups {
-            None => Some(Groups::parse("").unwrap_or_else(|_| unreachable!())),
-            Some(g) => {
-                let gpath = base.join(g.get_ref());
-                match std::fs::read_to_string(&gpath) {
-                    Err(e) => {
-                        p.push(Problem::new(
-                            g.span(),
-                            format!("cannot read group file {}: {e}", gpath.display()),
-                        ));
-                        None
-                    }
-                    Ok(content) => match Groups::parse(&content) {
-                        Ok(g) => Some(g),
-                        Err(problems) => {
-                            for lp in problems {
-                                p.push(Problem::in_file(
-                                    g.span(),
-                                    format!("{}:{}: {}", gpath.display(), lp.line, lp.message),
-                                ));
-                            }
-                            None
-                        }
-                    },
-                }
-            }
+            None => Some(Groups::default()),
+            Some(g) => read_parsed(p, g, base, "group file", Groups::parse),
         };
         let realm = match &a.realm {
             None => "Postern proxy".to_string(),
@@ -141,7 +98,7 @@ pub fn validate_policy(
             }
             Some(r) => r.get_ref().clone(),
         };
-        let cache_ttl = duration_or(p, &a.cache_ttl, Duration::from_secs(300), "cache_ttl");
+        let cache_ttl = duration_or(p, &a.cache_ttl, Duration::from_secs(300), "`cache_ttl`");
         let failure_window = duration_or(
             p,
             &a.failure_window,
@@ -469,6 +426,36 @@ impl ConditionCtx<'_> {
     }
 }
 
+/// Reads a file named by a key and parses it; problems name the file's own
+/// lines (or the key, when the file cannot be read).
+fn read_parsed<T>(
+    p: &mut Vec<Problem>,
+    key: &Spanned<String>,
+    base: &Path,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, Vec<postern_policy::blocklist::LineProblem>>,
+) -> Option<T> {
+    let path = base.join(key.get_ref());
+    let content = std::fs::read_to_string(&path)
+        .map_err(|e| {
+            p.push(Problem::new(
+                key.span(),
+                format!("cannot read {what} {}: {e}", path.display()),
+            ))
+        })
+        .ok()?;
+    parse(&content)
+        .map_err(|problems| {
+            for lp in problems {
+                p.push(Problem::in_file(
+                    key.span(),
+                    format!("{}:{}: {}", path.display(), lp.line, lp.message),
+                ));
+            }
+        })
+        .ok()
+}
+
 fn first_span<T>(v: &[Spanned<T>]) -> std::ops::Range<usize> {
     v.first().map(|s| s.span()).unwrap_or(0..0)
 }
@@ -584,29 +571,6 @@ fn content_rules(raw: &RawConfig, p: &mut Vec<Problem>) -> ContentRules {
         }
     }
     rules
-}
-
-fn duration_or(
-    p: &mut Vec<Problem>,
-    v: &Option<Spanned<super::raw::RawDuration>>,
-    default: Duration,
-    key: &str,
-) -> Duration {
-    let Some(v) = v else { return default };
-    match units::duration(v.get_ref()) {
-        Ok(d) if !d.is_zero() => d,
-        Ok(_) => {
-            p.push(Problem::new(
-                v.span(),
-                format!("`{key}` must be more than zero"),
-            ));
-            default
-        }
-        Err(e) => {
-            p.push(Problem::new(v.span(), format!("`{key}`: {e}")));
-            default
-        }
-    }
 }
 
 fn parse_offset(s: &str) -> Option<i32> {

@@ -426,21 +426,34 @@ fn dur(
     default_secs: u64,
     key: &str,
 ) -> Duration {
-    let Some(v) = v else {
-        return Duration::from_secs(default_secs);
-    };
+    duration_or(
+        p,
+        v,
+        Duration::from_secs(default_secs),
+        &format!("timeout `{key}`"),
+    )
+}
+
+/// A positive duration, or the default (with a problem naming `what`).
+pub fn duration_or(
+    p: &mut Vec<Problem>,
+    v: &Option<Spanned<RawDuration>>,
+    default: Duration,
+    what: &str,
+) -> Duration {
+    let Some(v) = v else { return default };
     match units::duration(v.get_ref()) {
         Ok(d) if !d.is_zero() => d,
         Ok(_) => {
             p.push(Problem::new(
                 v.span(),
-                format!("timeout `{key}` must be more than zero"),
+                format!("{what} must be more than zero"),
             ));
-            Duration::from_secs(default_secs)
+            default
         }
         Err(msg) => {
-            p.push(Problem::new(v.span(), format!("timeout `{key}`: {msg}")));
-            Duration::from_secs(default_secs)
+            p.push(Problem::new(v.span(), format!("{what}: {msg}")));
+            default
         }
     }
 }
