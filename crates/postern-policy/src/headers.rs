@@ -108,6 +108,8 @@ pub struct HeaderRules {
     pub request_replace: Vec<(String, String)>,
     /// Response fields removed (lowercase names).
     pub response_remove: Vec<String>,
+    /// Response fields set: existing ones are replaced, or the field is added.
+    pub response_set: Vec<(String, String)>,
 }
 
 impl HeaderRules {
@@ -116,6 +118,7 @@ impl HeaderRules {
             && self.request_set.is_empty()
             && self.request_replace.is_empty()
             && self.response_remove.is_empty()
+            && self.response_set.is_empty()
     }
 }
 
@@ -214,11 +217,24 @@ impl Scrubber {
         Some((xff, fwd))
     }
 
+    /// Whether a response field from the server is left out (removed, or
+    /// replaced by `response_set`).
     pub fn drops_response_field(&self, name: &[u8]) -> bool {
-        self.rules
-            .response_remove
+        let r = &self.rules;
+        r.response_remove
             .iter()
             .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+            || r.response_set
+                .iter()
+                .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// Fields added to every response.
+    pub fn response_added(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rules
+            .response_set
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 }
 
@@ -321,6 +337,7 @@ mod tests {
                 request_set: vec![("User-Agent".into(), "Postern".into())],
                 request_replace: vec![("Accept-Language".into(), "en".into())],
                 response_remove: vec!["server".into()],
+                response_set: vec![("X-Frame-Options".into(), "DENY".into())],
             },
         );
         assert_eq!(s.request_field(b"Referer"), FieldFate::Drop);
@@ -336,6 +353,8 @@ mod tests {
         assert_eq!(added, vec![("User-Agent", "Postern")]);
         assert_eq!(s.added_fields(|n| n == "User-Agent").count(), 0);
         assert!(s.drops_response_field(b"Server"));
+        assert!(s.drops_response_field(b"x-frame-options"));
+        assert_eq!(s.response_added().count(), 1);
         assert!(!s.drops_response_field(b"Date"));
     }
 }

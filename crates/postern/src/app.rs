@@ -33,7 +33,9 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// State shared by every connection.
 pub struct Shared {
     config: ArcSwap<Config>,
-    pub connector: Connector,
+    pub connector: Arc<Connector>,
+    /// Runtime state of the configured pools (health, load), swapped on reload.
+    pub pools: ArcSwap<crate::reverse::pool::Pools>,
     pub pool: UpstreamPool,
     pub log: AccessLog,
     pub guard: crate::guard::Guard,
@@ -110,9 +112,11 @@ async fn serve(config: Config) -> Result<()> {
     let log = AccessLog::start(&config.log).context("cannot open the access log")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        connector: Connector {
-            resolver: Arc::new(Resolver::from_system()),
-        },
+        connector: Arc::new(Connector::new(
+            Arc::new(Resolver::from_system()),
+            config.egress.bind.clone(),
+        )),
+        pools: ArcSwap::from_pointee(crate::reverse::pool::Pools::default()),
         pool: UpstreamPool::new(
             config.egress.pool_max_idle_per_host,
             config.egress.pool_max_idle,
@@ -124,6 +128,7 @@ async fn serve(config: Config) -> Result<()> {
         active: Arc::new(AtomicUsize::new(0)),
         config: ArcSwap::from_pointee(config),
     });
+    start_pools(&shared, &shared.config());
     for (listener, cfg) in bound {
         tokio::spawn(ingress::serve(listener, cfg, shared.clone()));
     }
@@ -171,6 +176,17 @@ async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// Builds the pools' runtime state for `cfg` (keeping the state of servers
+/// that stay) and starts their health checks; the old checks end with their pools.
+fn start_pools(shared: &Shared, cfg: &Config) {
+    let old = shared.pools.load_full();
+    let pools = crate::reverse::pool::Pools::build(&cfg.pools, Some(&old));
+    for pool in pools.by_name.values() {
+        crate::reverse::health::spawn(pool, shared.connector.clone());
+    }
+    shared.pools.store(Arc::new(pools));
+}
+
 fn reload(shared: &Shared) {
     let current = shared.config();
     let Some(path) = current.source.clone() else {
@@ -194,7 +210,13 @@ fn reload(shared: &Shared) {
             if new.log.access != current.log.access || new.log.format != current.log.format {
                 eprintln!("postern: access log changes take effect after a restart");
             }
-            shared.config.store(Arc::new(new));
+            shared
+                .connector
+                .sources
+                .store(Arc::new(new.egress.bind.clone()));
+            let new = Arc::new(new);
+            start_pools(shared, &new);
+            shared.config.store(new);
             // Idle upstream connections were opened under the old egress rules.
             shared.pool.clear();
             eprintln!("postern: configuration reloaded from {}", path.display());

@@ -39,6 +39,13 @@ pub enum ErrorKind {
     /// The response's type or size is refused by the content rules.
     ContentDenied,
     ResponseTooLarge,
+    /// Reverse listener: no route for the request.
+    NoRoute,
+    /// Reverse listener: no server of the pool may take the request.
+    NoServer,
+    /// Reverse listener: every server is at its limit and the queue is full
+    /// or the wait timed out.
+    QueueFull,
 }
 
 impl ErrorKind {
@@ -54,6 +61,8 @@ impl ErrorKind {
             MethodNotAllowed => 405,
             Denied | PortNotAllowed | DestinationProhibited | Blocked | ContentDenied => 403,
             AuthRequired => 407,
+            NoRoute => 404,
+            NoServer | QueueFull => 503,
             RateLimited | ConnectionLimit => 429,
             DnsError
             | ConnectionRefused
@@ -75,7 +84,9 @@ impl ErrorKind {
             Denied | PortNotAllowed | AuthRequired | RateLimited | Blocked | ContentDenied => {
                 "http_request_denied"
             }
-            ConnectionLimit => "connection_limit_reached",
+            ConnectionLimit | QueueFull => "connection_limit_reached",
+            NoRoute => "destination_not_found",
+            NoServer => "destination_unavailable",
             ResponseTooLarge => "http_response_body_size",
             DestinationProhibited => "destination_ip_prohibited",
             DnsError => "dns_error",
@@ -136,6 +147,9 @@ impl ErrorKind {
             Blocked => "Blocked destination",
             ContentDenied => "This content is not allowed",
             ResponseTooLarge => "The response is larger than this proxy allows",
+            NoRoute => "No site is configured for this address",
+            NoServer => "No server is available for this site",
+            QueueFull => "All servers for this site are busy",
         }
     }
 }

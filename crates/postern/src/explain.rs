@@ -99,12 +99,16 @@ pub async fn explain(cfg: &Config, q: &Question) -> Result<(String, bool), Strin
                         cfg,
                         &Outbound {
                             head: &head,
-                            target,
                             body,
                             conn: &conn,
                             admission: &admission,
                             scrubber: &scrubber,
+                            via: Outbound::forward_via(cfg, &scrubber),
+                            set_cookie: None,
+                            retry_statuses: false,
+                            first_byte: cfg.timeouts.first_byte,
                         },
+                        target,
                         false,
                         q.client,
                     );

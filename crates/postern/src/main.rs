@@ -13,6 +13,7 @@ mod http1;
 mod ingress;
 mod observe;
 mod relay;
+mod reverse;
 
 use std::process::ExitCode;
 

@@ -77,7 +77,14 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// for unknown keys.
 pub fn from_toml_error(file: &str, text: &str, err: &toml::de::Error) -> String {
     let start = err.span().map(|s| s.start).unwrap_or(0);
-    let mut message = err.message().trim().to_string();
+    // One line per problem: the parser's message may span several.
+    let mut message = err
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
     if let Some(hint) = unknown_key_hint(&message) {
         message = hint;
     }

@@ -3,6 +3,7 @@
 
 mod diag;
 mod policy;
+mod pools;
 mod raw;
 mod units;
 mod validate;
@@ -19,6 +20,8 @@ use postern_policy::headers::{Anonymity, Scrubber};
 use postern_policy::htpasswd::{Groups, Htpasswd};
 use postern_policy::matchers::PortSet;
 use postern_policy::rules::NamedList;
+
+use crate::reverse::spec::{PoolSpec, RouteSpec};
 
 pub use diag::ConfigError;
 
@@ -45,6 +48,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Header handling per listener name (anonymity level plus `[headers]`).
     pub scrubbers: Vec<(String, Arc<Scrubber>)>,
+    pub pools: Vec<Arc<PoolSpec>>,
+    pub routes: Vec<Arc<RouteSpec>>,
 }
 
 impl Config {
@@ -57,10 +62,15 @@ impl Config {
             .unwrap_or_default()
     }
 
+    pub fn pool(&self, name: &str) -> Option<&Arc<PoolSpec>> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
     pub fn address_permit(&self) -> crate::egress::AddressPermit<'_> {
         crate::egress::AddressPermit {
             private: self.egress.allow_private_destinations,
             ips: &self.egress.allow_ips,
+            any: false,
         }
     }
 }
@@ -110,12 +120,14 @@ pub struct Rate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Forward,
+    Reverse,
 }
 
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Forward => "forward",
+            Mode::Reverse => "reverse",
         }
     }
 }
@@ -128,6 +140,12 @@ pub struct ListenerConfig {
     /// Connections served at once; further clients wait in the kernel's backlog.
     pub max_connections: usize,
     pub anonymity: Anonymity,
+    /// Reverse: peers whose X-Forwarded-* and Forwarded fields are kept.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Reverse: add X-Forwarded-For/-Proto/-Host and Forwarded.
+    pub forwarded_headers: bool,
+    /// Forward: the pool of parent proxies traffic goes through.
+    pub parent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +157,8 @@ pub struct EgressConfig {
     pub http_ports: PortSet,
     /// Non-public destinations allowed anyway (cloud metadata only this way).
     pub allow_ips: Vec<Cidr>,
+    /// Source addresses for outgoing connections, used in turn.
+    pub bind: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]

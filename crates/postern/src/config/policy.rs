@@ -3,7 +3,7 @@
 //! (htpasswd, group files, blocklists) are read now, so a broken one is reported
 //! at load or reload with its own file and line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -481,6 +481,28 @@ const MANAGED: &[&str] = &[
 
 fn header_rules(raw: &RawConfig, p: &mut Vec<Problem>) -> HeaderRules {
     let h = &raw.headers;
+    header_rules_from(
+        p,
+        RawHeaderRules {
+            request_remove: &h.request_remove,
+            request_set: &h.request_set,
+            request_replace: &h.request_replace,
+            response_remove: &h.response_remove,
+            response_set: &h.response_set,
+        },
+    )
+}
+
+/// The header-rule keys, wherever they are written (`[headers]`, a route).
+pub struct RawHeaderRules<'a> {
+    pub request_remove: &'a [Spanned<String>],
+    pub request_set: &'a BTreeMap<String, Spanned<String>>,
+    pub request_replace: &'a BTreeMap<String, Spanned<String>>,
+    pub response_remove: &'a [Spanned<String>],
+    pub response_set: &'a BTreeMap<String, Spanned<String>>,
+}
+
+pub fn header_rules_from(p: &mut Vec<Problem>, h: RawHeaderRules<'_>) -> HeaderRules {
     let mut rules = HeaderRules::default();
     let name_ok = |p: &mut Vec<Problem>, name: &str, span: std::ops::Range<usize>| {
         if !valid_field_name(name) {
@@ -499,24 +521,20 @@ fn header_rules(raw: &RawConfig, p: &mut Vec<Problem>) -> HeaderRules {
         }
         true
     };
-    for n in &h.request_remove {
+    for n in h.request_remove {
         if name_ok(p, n.get_ref(), n.span()) {
             rules.request_remove.push(n.get_ref().to_ascii_lowercase());
         }
     }
-    for n in &h.response_remove {
-        if valid_field_name(n.get_ref()) {
+    for n in h.response_remove {
+        if name_ok(p, n.get_ref(), n.span()) {
             rules.response_remove.push(n.get_ref().to_ascii_lowercase());
-        } else {
-            p.push(Problem::new(
-                n.span(),
-                format!("`{}` is not a header field name", n.get_ref()),
-            ));
         }
     }
     for (map, out) in [
-        (&h.request_set, &mut rules.request_set),
-        (&h.request_replace, &mut rules.request_replace),
+        (h.request_set, &mut rules.request_set),
+        (h.request_replace, &mut rules.request_replace),
+        (h.response_set, &mut rules.response_set),
     ] {
         for (name, value) in map {
             if !name_ok(p, name, value.span()) {

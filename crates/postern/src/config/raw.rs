@@ -38,6 +38,10 @@ pub struct RawConfig {
     pub content: RawContent,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub pool: Vec<RawPool>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +52,12 @@ pub struct RawListener {
     pub mode: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
     pub anonymity: Option<Spanned<String>>,
+    /// Reverse listeners: addresses whose X-Forwarded-* and Forwarded are kept.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// Reverse listeners: add X-Forwarded-For/-Proto/-Host and Forwarded.
+    pub forwarded_headers: Option<bool>,
+    /// Forward listeners: send traffic through this pool of parent proxies.
+    pub parent: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +71,8 @@ pub struct RawEgress {
     pub http_ports: Option<Vec<Spanned<RawPort>>>,
     /// Non-public addresses allowed anyway, cloud metadata included.
     pub allow_ips: Option<Vec<Spanned<String>>>,
+    /// Source addresses for outgoing connections, rotated in turn.
+    pub bind: Option<Vec<Spanned<String>>>,
 }
 
 /// `via = "name"` sets the pseudonym; `via = false` leaves Via out.
@@ -247,6 +259,8 @@ pub struct RawHeaders {
     pub request_replace: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub response_remove: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub response_set: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,4 +277,96 @@ pub struct RawContent {
 pub struct RawPolicy {
     /// The time zone `time` conditions are written in, as an offset from UTC.
     pub utc_offset: Option<Spanned<String>>,
+}
+
+/// A server of a pool: `"127.0.0.1:8081"` or a table with options.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawServer {
+    Addr(String),
+    Table(RawServerTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTable {
+    pub addr: String,
+    pub weight: Option<i64>,
+    #[serde(default)]
+    pub backup: bool,
+    /// ready | drain | maintenance
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub name: Spanned<String>,
+    pub servers: Vec<Spanned<RawServer>>,
+    pub balance: Option<Spanned<String>>,
+    /// For `hash`: client | uri | "header:NAME" | "cookie:NAME".
+    pub hash_on: Option<Spanned<String>>,
+    /// Cookie that pins a client to a server.
+    pub sticky_cookie: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub retry_budget: Option<Spanned<f64>>,
+    pub per_try_timeout: Option<Spanned<RawDuration>>,
+    /// In-flight requests per server (0: no limit).
+    pub max_connections: Option<Spanned<i64>>,
+    pub queue: Option<Spanned<i64>>,
+    pub queue_timeout: Option<Spanned<RawDuration>>,
+    pub slow_start: Option<Spanned<RawDuration>>,
+    pub health: Option<RawHealth>,
+    pub outlier: Option<RawOutlier>,
+    /// Parent pools: http | socks5.
+    pub protocol: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    /// Send a PROXY protocol header to servers: v1 | v2.
+    pub send_proxy: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// http | tcp
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub interval: Option<Spanned<RawDuration>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    /// Expected statuses: `"200-399"` or a list.
+    pub expect: Option<Vec<Spanned<RawPort>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub ejection_time: Option<Spanned<RawDuration>>,
+    pub max_ejected: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub listener: Spanned<String>,
+    pub pool: Spanned<String>,
+    #[serde(default)]
+    pub host: Vec<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub path_regex: Option<Spanned<String>>,
+    #[serde(default)]
+    pub header: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub request_set: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub request_remove: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub response_set: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub response_remove: Vec<Spanned<String>>,
 }

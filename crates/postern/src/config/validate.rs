@@ -71,10 +71,11 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         }
         let mode = match l.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
             None | Some(("forward", _)) => Some(Mode::Forward),
+            Some(("reverse", _)) => Some(Mode::Reverse),
             Some((other, span)) if MODES.contains(&other) => {
                 p.push(Problem::new(
                     span,
-                    format!("listener mode `{other}` is not available in this version (available: forward)"),
+                    format!("listener mode `{other}` is not available in this version (available: forward, reverse)"),
                 ));
                 None
             }
@@ -112,6 +113,34 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 Anonymity::default()
             }),
         };
+        let trusted_proxies = l
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .filter_map(|s| {
+                s.get_ref()
+                    .parse::<Cidr>()
+                    .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
+                    .ok()
+            })
+            .collect();
+        if let Some(parent) = &l.parent {
+            if mode != Some(Mode::Forward) {
+                p.push(Problem::new(
+                    parent.span(),
+                    "`parent` applies to forward listeners",
+                ));
+            } else if !raw
+                .pool
+                .iter()
+                .any(|x| x.name.get_ref() == parent.get_ref())
+            {
+                p.push(Problem::new(
+                    parent.span(),
+                    format!("no [[pool]] is named `{}`", parent.get_ref()),
+                ));
+            }
+        }
         let (Some(bind), Some(mode)) = (bind, mode) else {
             continue;
         };
@@ -121,6 +150,9 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             mode,
             max_connections,
             anonymity,
+            trusted_proxies,
+            forwarded_headers: l.forwarded_headers.unwrap_or(true),
+            parent: l.parent.as_ref().map(|x| x.get_ref().clone()),
         });
     }
     if raw.listener.is_empty() {
@@ -130,6 +162,9 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             mode: Mode::Forward,
             max_connections: 10_000,
             anonymity: Anonymity::default(),
+            trusted_proxies: Vec::new(),
+            forwarded_headers: true,
+            parent: None,
         });
     }
 
@@ -178,9 +213,27 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 .ok()
         })
         .collect();
+    let bind_ips = raw
+        .egress
+        .bind
+        .iter()
+        .flatten()
+        .filter_map(|s| {
+            s.get_ref()
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| {
+                    p.push(Problem::new(
+                        s.span(),
+                        format!("`{}` is not an IP address", s.get_ref()),
+                    ))
+                })
+                .ok()
+        })
+        .collect();
     let egress = EgressConfig {
         http_ports,
         allow_ips,
+        bind: bind_ips,
         allow_private_destinations: raw.egress.allow_private_destinations.unwrap_or(false),
         connect_ports,
         pool_max_idle_per_host: int_in(
@@ -295,6 +348,13 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
     };
 
     let listener_names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
+    let pools = super::pools::validate_pools(&raw, p);
+    let reverse_names: Vec<String> = listeners
+        .iter()
+        .filter(|l| l.mode == Mode::Reverse)
+        .map(|l| l.name.clone())
+        .collect();
+    let routes = super::pools::validate_routes(&raw, text, &reverse_names, &pools, p);
     let policy = super::policy::validate_policy(&raw, base, text, &listener_names, p);
     if (limits.user_requests.is_some() || limits.user_bandwidth.is_some())
         && policy.auth.is_none()
@@ -339,6 +399,8 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             })
             .collect(),
         listeners,
+        pools: pools.into_iter().map(Arc::new).collect(),
+        routes: routes.into_iter().map(Arc::new).collect(),
     })
 }
 

@@ -6,7 +6,10 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use postern_policy::host::{Host, normalize_host};
 use postern_policy::{AddressClass, Cidr, classify};
@@ -61,11 +64,23 @@ pub struct AddressPermit<'a> {
     pub private: bool,
     /// `egress.allow_ips`: named explicitly, so allowed whatever their class.
     pub ips: &'a [Cidr],
+    /// Every address (servers and parents named in the configuration).
+    pub any: bool,
 }
 
 impl AddressPermit<'_> {
+    /// Servers and parents named in the configuration: any address.
+    pub const CONFIGURED: AddressPermit<'static> = AddressPermit {
+        private: true,
+        ips: &[],
+        any: true,
+    };
+
     pub fn allows(&self, ip: IpAddr) -> Result<(), AddressClass> {
         let class = classify(ip);
+        if self.any {
+            return Ok(());
+        }
         if class.is_public()
             || self.ips.iter().any(|c| c.contains(ip))
             || (self.private && class != AddressClass::Metadata)
@@ -124,9 +139,34 @@ pub type EgressError = ProxyError;
 
 pub struct Connector {
     pub resolver: Arc<Resolver>,
+    /// `egress.bind`: source addresses, used in turn.
+    pub sources: ArcSwap<Vec<IpAddr>>,
+    next_source: AtomicUsize,
 }
 
 impl Connector {
+    pub fn new(resolver: Arc<Resolver>, sources: Vec<IpAddr>) -> Connector {
+        Connector {
+            resolver,
+            sources: ArcSwap::from_pointee(sources),
+            next_source: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next source address of the destination's family, if any are set.
+    fn source_for(&self, dst: SocketAddr) -> Option<IpAddr> {
+        let sources = self.sources.load();
+        let family: Vec<&IpAddr> = sources
+            .iter()
+            .filter(|ip| ip.is_ipv4() == dst.is_ipv4())
+            .collect();
+        if family.is_empty() {
+            return None;
+        }
+        let n = self.next_source.fetch_add(1, Ordering::Relaxed);
+        Some(*family[n % family.len()])
+    }
+
     /// Connects to `dest:port`, returning the stream and the address reached.
     /// `pinned` limits the candidates to addresses the rules already approved.
     pub async fn connect(
@@ -152,8 +192,22 @@ impl Connector {
         };
         let allowed = permit.filter(&name, &ips)?;
         let addrs = happy_eyeballs_order(&allowed, port);
-        connect_any(addrs, deadline).await
+        self.connect_any(addrs, deadline).await
     }
+}
+
+/// One connection attempt, from `source` when given.
+async fn open(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 /// RFC 8305 §4: alternate address families, starting with the first one given.
@@ -174,67 +228,73 @@ fn happy_eyeballs_order(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
     out
 }
 
-/// Starts an attempt, then another every 250 ms or as soon as one fails; the
-/// first to connect wins and the others are dropped.
-async fn connect_any(
-    addrs: Vec<SocketAddr>,
-    deadline: Instant,
-) -> Result<(TcpStream, SocketAddr), EgressError> {
-    if let [addr] = addrs[..] {
-        // One candidate (an address literal, usually): nothing to race.
-        return match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Ok((stream, addr))
-            }
-            Ok(Err(e)) => Err(connect_error(Some(e))),
-            Err(_) => Err(ProxyError::new(
-                ErrorKind::ConnectionTimeout,
-                "no connection within the connect timeout",
-            )),
-        };
-    }
-    let mut pending = addrs.into_iter();
-    let mut attempts = JoinSet::new();
-    let mut last_error: Option<std::io::Error> = None;
-    let start_next = |attempts: &mut JoinSet<_>, pending: &mut std::vec::IntoIter<SocketAddr>| {
-        if let Some(addr) = pending.next() {
-            attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
-            true
-        } else {
-            false
+impl Connector {
+    /// Starts an attempt, then another every 250 ms or as soon as one fails; the
+    /// first to connect wins and the others are dropped.
+    async fn connect_any(
+        &self,
+        addrs: Vec<SocketAddr>,
+        deadline: Instant,
+    ) -> Result<(TcpStream, SocketAddr), EgressError> {
+        if let [addr] = addrs[..] {
+            // One candidate (an address literal, usually): nothing to race.
+            let source = self.source_for(addr);
+            return match tokio::time::timeout_at(deadline, open(addr, source)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    Ok((stream, addr))
+                }
+                Ok(Err(e)) => Err(connect_error(Some(e))),
+                Err(_) => Err(ProxyError::new(
+                    ErrorKind::ConnectionTimeout,
+                    "no connection within the connect timeout",
+                )),
+            };
         }
-    };
-    start_next(&mut attempts, &mut pending);
-    let mut next_at = Instant::now() + CONNECTION_ATTEMPT_DELAY;
-    loop {
-        tokio::select! {
-            joined = attempts.join_next() => {
-                match joined {
-                    Some(Ok((addr, Ok(stream)))) => {
-                        let _ = stream.set_nodelay(true);
-                        return Ok((stream, addr));
-                    }
-                    Some(Ok((_, Err(e)))) => {
-                        last_error = Some(e);
-                        if start_next(&mut attempts, &mut pending) {
-                            next_at = Instant::now() + CONNECTION_ATTEMPT_DELAY;
+        let mut pending = addrs.into_iter();
+        let mut attempts = JoinSet::new();
+        let mut last_error: Option<std::io::Error> = None;
+        let start_next = |attempts: &mut JoinSet<_>,
+                          pending: &mut std::vec::IntoIter<SocketAddr>| {
+            if let Some(addr) = pending.next() {
+                let source = self.source_for(addr);
+                attempts.spawn(async move { (addr, open(addr, source).await) });
+                true
+            } else {
+                false
+            }
+        };
+        start_next(&mut attempts, &mut pending);
+        let mut next_at = Instant::now() + CONNECTION_ATTEMPT_DELAY;
+        loop {
+            tokio::select! {
+                joined = attempts.join_next() => {
+                    match joined {
+                        Some(Ok((addr, Ok(stream)))) => {
+                            let _ = stream.set_nodelay(true);
+                            return Ok((stream, addr));
                         }
-                    }
-                    Some(Err(_)) => {}
-                    None => {
-                        if !start_next(&mut attempts, &mut pending) {
-                            return Err(connect_error(last_error));
+                        Some(Ok((_, Err(e)))) => {
+                            last_error = Some(e);
+                            if start_next(&mut attempts, &mut pending) {
+                                next_at = Instant::now() + CONNECTION_ATTEMPT_DELAY;
+                            }
+                        }
+                        Some(Err(_)) => {}
+                        None => {
+                            if !start_next(&mut attempts, &mut pending) {
+                                return Err(connect_error(last_error));
+                            }
                         }
                     }
                 }
-            }
-            _ = sleep_until(next_at), if pending.len() > 0 => {
-                start_next(&mut attempts, &mut pending);
-                next_at = Instant::now() + CONNECTION_ATTEMPT_DELAY;
-            }
-            _ = sleep_until(deadline) => {
-                return Err(ProxyError::new(ErrorKind::ConnectionTimeout, "no connection within the connect timeout"));
+                _ = sleep_until(next_at), if pending.len() > 0 => {
+                    start_next(&mut attempts, &mut pending);
+                    next_at = Instant::now() + CONNECTION_ATTEMPT_DELAY;
+                }
+                _ = sleep_until(deadline) => {
+                    return Err(ProxyError::new(ErrorKind::ConnectionTimeout, "no connection within the connect timeout"));
+                }
             }
         }
     }
@@ -298,9 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_private_and_reports_refused() {
-        let c = Connector {
-            resolver: Arc::new(Resolver::from_system()),
-        };
+        let c = Connector::new(Arc::new(Resolver::from_system()), Vec::new());
         let err = c
             .connect(
                 &Destination::Ip("127.0.0.1".parse().unwrap()),
@@ -308,6 +366,7 @@ mod tests {
                 AddressPermit {
                     private: false,
                     ips: &[],
+                    any: false,
                 },
                 None,
                 Duration::from_secs(1),
@@ -326,6 +385,7 @@ mod tests {
                 AddressPermit {
                     private: true,
                     ips: &[],
+                    any: false,
                 },
                 None,
                 Duration::from_secs(2),
@@ -341,6 +401,7 @@ mod tests {
         let private = AddressPermit {
             private: true,
             ips: &[],
+            any: false,
         };
         assert_eq!(private.allows(metadata), Err(AddressClass::Metadata));
         assert!(private.allows("10.0.0.1".parse().unwrap()).is_ok());
@@ -348,6 +409,7 @@ mod tests {
         let explicit = AddressPermit {
             private: false,
             ips: &named,
+            any: false,
         };
         assert!(explicit.allows(metadata).is_ok());
         assert!(explicit.allows("10.0.0.1".parse().unwrap()).is_err());

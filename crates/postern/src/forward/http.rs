@@ -39,21 +39,32 @@ pub struct Forwarded {
 /// The request as the forwarding stage needs it.
 pub struct Outbound<'a> {
     pub head: &'a RequestHead,
-    pub target: &'a HttpTarget,
     pub body: BodyKind,
     pub conn: &'a ConnectionOptions<'a>,
     pub admission: &'a Admission<'a>,
     pub scrubber: &'a Scrubber,
+    /// The Via pseudonym added to responses (and forwarded requests).
+    pub via: Option<&'a str>,
+    /// A `Set-Cookie` value added to the response (sticky sessions).
+    pub set_cookie: Option<String>,
+    /// Hand 502/503/504 back to the caller instead of the client (a retry
+    /// will follow); only for requests without a body.
+    pub retry_statuses: bool,
+    pub first_byte: std::time::Duration,
 }
 
-impl Outbound<'_> {
+impl<'a> Outbound<'a> {
     /// The Via pseudonym, unless the listener's anonymity level hides the proxy.
-    fn via<'c>(&self, cfg: &'c Config) -> Option<&'c str> {
-        if self.scrubber.level.sends_via() {
+    pub fn forward_via(cfg: &'a Config, scrubber: &Scrubber) -> Option<&'a str> {
+        if scrubber.level.sends_via() {
             cfg.http.via.as_deref()
         } else {
             None
         }
+    }
+
+    fn via<'c>(&self, _cfg: &'c Config) -> Option<&'a str> {
+        self.via
     }
 }
 
@@ -63,6 +74,7 @@ pub async fn forward(
     cfg: &Config,
     shared: &Shared,
     client: &mut Client,
+    target: &HttpTarget,
     req: Outbound<'_>,
     ctx: &mut RequestCtx,
 ) -> Result<Forwarded, ProxyError> {
@@ -70,7 +82,7 @@ pub async fn forward(
         return Ok(done);
     }
     let upgrade = req.conn.upgrade && req.head.minor >= 1 && req.head.has("upgrade");
-    let key = req.target.pool_key();
+    let key = target.pool_key();
     let mut retried = false;
     loop {
         // A retry skips the pool: its connections may all be stale (a server
@@ -91,8 +103,8 @@ pub async fn forward(
                 let (s, a) = shared
                     .connector
                     .connect(
-                        &req.target.dest,
-                        req.target.port,
+                        &target.dest,
+                        target.port,
                         cfg.address_permit(),
                         pinned,
                         cfg.timeouts.connect,
@@ -106,7 +118,7 @@ pub async fn forward(
             cfg,
             client,
             &mut upstream,
-            upstream_head(cfg, &req, upgrade, client.peer.ip()),
+            upstream_head(cfg, &req, target, upgrade, client.peer.ip()),
             &req,
             upgrade,
             ctx,
@@ -130,6 +142,13 @@ pub async fn forward(
                 retried = true;
             }
             Err(Failure::Stale(e) | Failure::Upstream(e) | Failure::Client(e)) => return Err(e),
+            Err(Failure::RetryStatus(status)) => {
+                // Not asked for here; kept exhaustive.
+                return Err(ProxyError::new(
+                    ErrorKind::BadResponse,
+                    format!("status {status} withheld"),
+                ));
+            }
             Err(Failure::Aborted) => {
                 ctx.aborted = true;
                 return Ok(Forwarded {
@@ -146,7 +165,7 @@ fn is_idempotent(head: &RequestHead) -> bool {
         .any(|m| head.is_method(m))
 }
 
-enum Failure {
+pub(crate) enum Failure {
     /// The upstream failed before sending any byte of a response.
     Stale(ProxyError),
     /// The upstream failed; nothing final was sent to the client.
@@ -155,11 +174,13 @@ enum Failure {
     Client(ProxyError),
     /// Part of the response already went out; the connection must be dropped.
     Aborted,
+    /// A 502/503/504 the caller asked to retry elsewhere; nothing was sent.
+    RetryStatus(u16),
 }
 
-struct ExchangeEnd {
-    client_keep_alive: bool,
-    upstream_reusable: bool,
+pub(crate) struct ExchangeEnd {
+    pub client_keep_alive: bool,
+    pub upstream_reusable: bool,
 }
 
 /// RFC 9110 §7.6.2: OPTIONS and TRACE with `Max-Forwards: 0` are answered here.
@@ -258,19 +279,25 @@ fn push_via(via: Option<&str>, out: &mut Vec<u8>, minor: u8) {
 /// (RFC 9112 §3.2.2: the URI's authority wins), hop-by-hop fields removed,
 /// framing restated, Max-Forwards decremented, fields hidden or rewritten for
 /// the listener's anonymity level and header rules, Via appended.
-pub fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool, client: IpAddr) -> Vec<u8> {
+pub fn upstream_head(
+    cfg: &Config,
+    req: &Outbound<'_>,
+    target: &HttpTarget,
+    upgrade: bool,
+    client: IpAddr,
+) -> Vec<u8> {
     let head = req.head;
     let mut out = Vec::with_capacity(head.raw.len() + 64);
     out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
     // RFC 9112 §3.2.4: OPTIONS for an authority with no path becomes `OPTIONS *`.
-    if req.target.no_path && head.is_method("OPTIONS") {
+    if target.no_path && head.is_method("OPTIONS") {
         out.push(b'*');
     } else {
-        out.extend_from_slice(req.target.path.as_bytes());
+        out.extend_from_slice(target.path.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    out.extend_from_slice(req.target.host_field().as_bytes());
+    out.extend_from_slice(target.host_field().as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut had_length = false;
     let hop_limited = head.is_method("OPTIONS") || head.is_method("TRACE");
@@ -355,7 +382,7 @@ pub fn upstream_head(cfg: &Config, req: &Outbound<'_>, upgrade: bool, client: Ip
 }
 
 /// One request/response exchange over one upstream connection.
-async fn exchange(
+pub(crate) async fn exchange(
     cfg: &Config,
     client: &mut Client,
     upstream: &mut TcpStream,
@@ -369,6 +396,7 @@ async fn exchange(
     let fields = ResponseFields {
         via: req.via(cfg),
         scrubber: req.scrubber,
+        set_cookie: req.set_cookie.as_deref(),
     };
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
@@ -415,7 +443,7 @@ async fn exchange(
         loop {
             let Some(sending) = send.as_mut().filter(|_| sent.is_none()) else {
                 // The request is out: the server now has `first_byte` to answer.
-                let deadline = Instant::now() + cfg.timeouts.first_byte;
+                let deadline = Instant::now() + req.first_byte;
                 break match timeout_at(deadline, &mut read_head).await {
                     Ok(head) => head,
                     Err(_) => Err(HeadFailure::Partial(ProxyError::new(
@@ -444,6 +472,9 @@ async fn exchange(
         Err(HeadFailure::Partial(e)) => return Err(Failure::Upstream(e)),
     };
     ctx.status = head.status;
+    if req.retry_statuses && matches!(head.status, 502..=504) && matches!(sent, Some(Ok(_))) {
+        return Err(Failure::RetryStatus(head.status));
+    }
 
     let is_head = req.head.is_method("HEAD");
     if head.status == 101 {
@@ -766,6 +797,7 @@ impl Framing {
 struct ResponseFields<'a> {
     via: Option<&'a str>,
     scrubber: &'a Scrubber,
+    set_cookie: Option<&'a str>,
 }
 
 fn response_head_bytes(
@@ -800,6 +832,17 @@ fn response_head_bytes(
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(head.value(f));
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(cookie) = fields.set_cookie {
+        out.extend_from_slice(b"Set-Cookie: ");
+        out.extend_from_slice(cookie.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in fields.scrubber.response_added() {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     push_via(fields.via, &mut out, head.minor);

@@ -254,6 +254,22 @@ async fn route(
     *body_out = Some(body);
 
     let conn = connection_options(head);
+    let reverse = cfg
+        .listeners
+        .iter()
+        .any(|l| *l.name == *ctx.listener && l.mode == crate::config::Mode::Reverse);
+    if reverse {
+        if head.is_method("CONNECT") {
+            return Err(ProxyError::new(
+                ErrorKind::MethodNotAllowed,
+                "CONNECT is not served on a reverse listener",
+            ));
+        }
+        return Box::pin(crate::reverse::serve(
+            cfg, shared, client, head, body, &conn, ctx,
+        ))
+        .await;
+    }
     if head.is_method("CONNECT") && body != BodyKind::None {
         return Err(ProxyError::new(
             ErrorKind::BadRequest,
@@ -296,13 +312,17 @@ async fn route(
                 cfg,
                 shared,
                 client,
+                &http_target,
                 Outbound {
                     head,
-                    target: &http_target,
                     body,
                     conn: &conn,
                     admission: &admission,
                     scrubber: &scrubber,
+                    via: Outbound::forward_via(cfg, &scrubber),
+                    set_cookie: None,
+                    retry_statuses: false,
+                    first_byte: cfg.timeouts.first_byte,
                 },
                 ctx,
             ))

@@ -1,0 +1,537 @@
+//! The reverse-proxy path (`mode = "reverse"`): route the request by host,
+//! path and header to a pool, choose a server, forward, and on failure retry
+//! on another server when that is safe; every outcome is reported to the pool
+//! (latency, passive ejection).
+//!
+//! Retry rules: a connect failure may be retried for any request (nothing was
+//! sent); a reset before the response head, or a 502/503/504, only for
+//! idempotent requests without a body (RFC 9110 §9.2.2). Retries go to servers
+//! not tried yet, within `retries` and the pool's retry budget.
+
+pub mod balance;
+pub mod health;
+pub mod pool;
+pub mod spec;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::app::Shared;
+use crate::config::{Config, ListenerConfig};
+use crate::context::RequestCtx;
+use crate::egress::AddressPermit;
+use crate::error::{ErrorKind, ProxyError};
+use crate::forward::http::{Failure, Outbound, exchange};
+use crate::guard::{Admission, Subject};
+use crate::http1::RequestHead;
+use crate::http1::body::BodyKind;
+use crate::http1::fields::{ConnectionOptions, list};
+use crate::http1::head::Fields;
+use crate::ingress::Client;
+use pool::{Pick, PickInput, Pool};
+use postern_policy::headers::FieldFate;
+use spec::{HashOn, ProxyProtocolVersion, RouteSpec};
+
+/// Serves one request on a reverse listener; returns whether the client
+/// connection may carry another.
+pub async fn serve(
+    cfg: &Config,
+    shared: &Shared,
+    client: &mut Client,
+    head: &RequestHead,
+    body: BodyKind,
+    conn: &ConnectionOptions<'_>,
+    ctx: &mut RequestCtx,
+) -> Result<bool, ProxyError> {
+    let listener = cfg
+        .listeners
+        .iter()
+        .find(|l| *l.name == *ctx.listener)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute, "listener not configured"))?;
+    let host_field = head
+        .first("host")
+        .map(|h| String::from_utf8_lossy(h).into_owned());
+    let host = host_field
+        .as_deref()
+        .map(host_without_port)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let path = head.target();
+    let route = cfg
+        .routes
+        .iter()
+        .find(|r| {
+            r.listener == *ctx.listener
+                && r.matches(&host, path, |name| {
+                    head.first(name)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+        })
+        .ok_or_else(|| {
+            ProxyError::new(
+                ErrorKind::NoRoute,
+                format!(
+                    "no route of listener {} matches host `{host}` and path",
+                    ctx.listener
+                ),
+            )
+        })?;
+    // Reverse listeners serve everyone unless rules are written.
+    let admission = if cfg.rules.rules().is_empty() {
+        Admission::default()
+    } else {
+        let local = client.stream.local_addr().map(|a| a.port()).unwrap_or(80);
+        shared
+            .guard
+            .admit(
+                cfg,
+                &shared.connector.resolver,
+                &Subject {
+                    client: client.peer.ip(),
+                    listener: &ctx.listener,
+                    method: head.method(),
+                    scheme: "http",
+                    host: &host,
+                    literal_ip: host.parse().ok(),
+                    port: local,
+                    url: path,
+                    proxy_authorization: None,
+                    assume_user: None,
+                },
+            )
+            .await?
+    };
+    ctx.user = admission.user.clone();
+    let pools = shared.pools.load();
+    let pool = pools
+        .get(&route.pool)
+        .cloned()
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
+    drop(pools);
+    pool.active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(&pool);
+    Box::pin(dispatch(
+        cfg, shared, client, head, body, conn, listener, route, &pool, &admission, ctx,
+    ))
+    .await
+}
+
+struct ActiveGuard<'a>(&'a Pool);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    cfg: &Config,
+    shared: &Shared,
+    client: &mut Client,
+    head: &RequestHead,
+    body: BodyKind,
+    conn: &ConnectionOptions<'_>,
+    listener: &ListenerConfig,
+    route: &RouteSpec,
+    pool: &Arc<Pool>,
+    admission: &Admission<'_>,
+    ctx: &mut RequestCtx,
+) -> Result<bool, ProxyError> {
+    let spec = &pool.spec;
+    let cookie = |name: &str| cookie_value(head, name);
+    let key: Vec<u8> = match &spec.hash_on {
+        HashOn::Client => canonical(client.peer.ip()).to_string().into_bytes(),
+        HashOn::Uri => head.target().as_bytes().to_vec(),
+        HashOn::Header(name) => head.first(name).unwrap_or_default().to_vec(),
+        HashOn::Cookie(name) => cookie(name).unwrap_or_default().into_bytes(),
+    };
+    let sticky = spec.sticky_cookie.as_deref().and_then(cookie);
+    let idempotent = is_idempotent(head);
+    let replayable = idempotent && body == BodyKind::None;
+    let upgrade = conn.upgrade && head.minor >= 1 && head.has("upgrade");
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error: Option<ProxyError> = None;
+    let mut retrying = None;
+    loop {
+        let input = PickInput {
+            hash_key: &key,
+            sticky: sticky.as_deref(),
+        };
+        let index = match pool.pick(&input, &tried) {
+            Pick::Server(i) => i,
+            Pick::Busy => {
+                if pool.wait_for_room().await {
+                    continue;
+                }
+                return Err(ProxyError::new(
+                    ErrorKind::QueueFull,
+                    format!(
+                        "pool {}: every server is at max_connections and the queue is full or timed out",
+                        spec.name
+                    ),
+                ));
+            }
+            Pick::NoneUsable => {
+                return Err(last_error.unwrap_or_else(|| {
+                    ProxyError::new(
+                        ErrorKind::NoServer,
+                        format!("pool {}: no server is up", spec.name),
+                    )
+                }));
+            }
+        };
+        let mut inflight = pool.start(index);
+        let server = &pool.servers[index];
+        ctx.result = "TCP_MISS";
+        // The budget is checked once per request: a request already retrying
+        // keeps its place for its further attempts.
+        let may_retry =
+            tried.len() < spec.retries as usize && (retrying.is_some() || pool.may_retry());
+        let pooled = shared.pool.checkout(&server.spec.addr, !idempotent);
+        let reused = pooled.is_some();
+        let (mut upstream, addr) = match pooled {
+            Some(c) => c,
+            None => {
+                let connect_timeout = spec
+                    .per_try_timeout
+                    .map_or(cfg.timeouts.connect, |t| t.min(cfg.timeouts.connect));
+                match shared
+                    .connector
+                    .connect(
+                        &server.spec.host,
+                        server.spec.port,
+                        AddressPermit::CONFIGURED,
+                        None,
+                        connect_timeout,
+                    )
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        pool.report_failure(index);
+                        tried.push(index);
+                        if may_retry {
+                            retrying.get_or_insert_with(|| RetryGuard::new(pool));
+                            last_error = Some(e);
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        ctx.upstream = Some(addr);
+        inflight.restart_clock();
+        if !reused && let Some(version) = spec.send_proxy {
+            let header = proxy_header(version, client.peer, client.stream.local_addr().ok());
+            if tokio::io::AsyncWriteExt::write_all(&mut upstream, &header)
+                .await
+                .is_err()
+            {
+                pool.report_failure(index);
+                tried.push(index);
+                continue;
+            }
+        }
+        let set_cookie = spec.sticky_cookie.as_ref().and_then(|name| {
+            (sticky.as_deref() != Some(server.id.as_str()))
+                .then(|| format!("{name}={}; Path=/; HttpOnly", server.id))
+        });
+        let head_bytes = reverse_head(
+            head,
+            body,
+            conn,
+            upgrade,
+            listener,
+            route,
+            client,
+            &host_of(head, &server.spec.addr),
+        );
+        let out = Outbound {
+            head,
+            body,
+            conn,
+            admission,
+            scrubber: &route.rewrite,
+            via: None,
+            set_cookie,
+            retry_statuses: may_retry && replayable,
+            first_byte: spec.per_try_timeout.unwrap_or(cfg.timeouts.first_byte),
+        };
+        match exchange(cfg, client, &mut upstream, head_bytes, &out, upgrade, ctx).await {
+            Ok(end) => {
+                inflight.observe_latency();
+                if ctx.status >= 500 {
+                    pool.report_failure(index);
+                } else {
+                    pool.report_success(index);
+                }
+                if end.upstream_reusable {
+                    shared.pool.checkin(&server.spec.addr, upstream, addr);
+                }
+                return Ok(end.client_keep_alive);
+            }
+            Err(Failure::Stale(e)) if reused && replayable => {
+                // The server closed an idle connection: not the server's fault.
+                last_error = Some(e);
+                drop(inflight);
+                continue;
+            }
+            Err(Failure::Stale(e) | Failure::Upstream(e)) => {
+                pool.report_failure(index);
+                tried.push(index);
+                if may_retry && replayable {
+                    retrying.get_or_insert_with(|| RetryGuard::new(pool));
+                    last_error = Some(e);
+                    continue;
+                }
+                return Err(e);
+            }
+            Err(Failure::RetryStatus(status)) => {
+                pool.report_failure(index);
+                tried.push(index);
+                retrying.get_or_insert_with(|| RetryGuard::new(pool));
+                last_error = Some(ProxyError::new(
+                    ErrorKind::DestinationUnavailable,
+                    format!("{} answered {status}", server.spec.addr),
+                ));
+            }
+            Err(Failure::Client(e)) => return Err(e),
+            Err(Failure::Aborted) => {
+                ctx.aborted = true;
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Counts a request that is being retried against the pool's budget.
+struct RetryGuard(Arc<Pool>);
+
+impl RetryGuard {
+    fn new(pool: &Arc<Pool>) -> RetryGuard {
+        pool.retrying.fetch_add(1, Ordering::Relaxed);
+        RetryGuard(pool.clone())
+    }
+}
+
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.retrying.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(head: &RequestHead) -> bool {
+    ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+        .iter()
+        .any(|m| head.is_method(m))
+}
+
+fn host_without_port(h: &str) -> &str {
+    if h.starts_with('[') {
+        return h.find(']').map_or(h, |i| &h[..=i]);
+    }
+    h.rsplit_once(':').map_or(h, |(host, _)| host)
+}
+
+fn host_of(head: &RequestHead, server: &str) -> String {
+    head.first("host")
+        .map(|h| String::from_utf8_lossy(h).into_owned())
+        .unwrap_or_else(|| server.to_string())
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The value of cookie `name` in the request's Cookie fields.
+fn cookie_value(head: &RequestHead, name: &str) -> Option<String> {
+    head.values("cookie").find_map(|v| {
+        let v = std::str::from_utf8(v).ok()?;
+        v.split(';').find_map(|pair| {
+            let (k, val) = pair.trim().split_once('=')?;
+            (k == name).then(|| val.trim_matches('"').to_string())
+        })
+    })
+}
+
+/// The request head for a server: the target as received, Host passed on,
+/// hop-by-hop fields removed, framing restated, the route's header rules,
+/// and X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) — the client's
+/// own values kept only when it is a trusted proxy.
+#[allow(clippy::too_many_arguments)]
+fn reverse_head(
+    head: &RequestHead,
+    body: BodyKind,
+    conn: &ConnectionOptions<'_>,
+    upgrade: bool,
+    listener: &ListenerConfig,
+    route: &RouteSpec,
+    client: &Client,
+    host: &str,
+) -> Vec<u8> {
+    let peer = canonical(client.peer.ip());
+    let trusted = listener.trusted_proxies.iter().any(|c| c.contains(peer));
+    let forwarded = listener.forwarded_headers;
+    let mut out = Vec::with_capacity(head.raw.len() + 160);
+    out.extend_from_slice(head.method().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut had_length = false;
+    for f in &head.fields {
+        let name = head.name(f);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            had_length = true;
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"host") || conn.is_hop_by_hop(name) {
+            continue;
+        }
+        if forwarded
+            && (name.eq_ignore_ascii_case(b"x-forwarded-for")
+                || name.eq_ignore_ascii_case(b"forwarded")
+                || (!trusted
+                    && (name.eq_ignore_ascii_case(b"x-forwarded-proto")
+                        || name.eq_ignore_ascii_case(b"x-forwarded-host"))))
+        {
+            continue;
+        }
+        let value = match route.rewrite.request_field(name) {
+            FieldFate::Keep => head.value(f),
+            FieldFate::Drop => continue,
+            FieldFate::Replace(v) => v.as_bytes(),
+        };
+        push_field(&mut out, name, value);
+    }
+    for (name, value) in route.rewrite.added_fields(|n| head.has(n)) {
+        push_field(&mut out, name.as_bytes(), value.as_bytes());
+    }
+    if forwarded {
+        let (xff, fwd): (Vec<&[u8]>, Vec<&[u8]>) = if trusted {
+            (
+                head.values("x-forwarded-for").collect(),
+                head.values("forwarded").collect(),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        if let Some((xff, fwd)) = route.rewrite.forwarding_fields(peer, &xff, &fwd) {
+            push_field(&mut out, b"X-Forwarded-For", xff.as_bytes());
+            let host_param = host.replace('"', "");
+            let fwd = format!("{fwd};host=\"{host_param}\";proto=http");
+            push_field(&mut out, b"Forwarded", fwd.as_bytes());
+        }
+        if !trusted || !head.has("x-forwarded-proto") {
+            push_field(&mut out, b"X-Forwarded-Proto", b"http");
+        }
+        if !trusted || !head.has("x-forwarded-host") {
+            push_field(&mut out, b"X-Forwarded-Host", host.as_bytes());
+        }
+    }
+    let wants_trailers = head.minor >= 1
+        && head
+            .values("te")
+            .any(|v| list(v).any(|t| t.eq_ignore_ascii_case(b"trailers")));
+    match (upgrade, wants_trailers) {
+        (true, true) => out.extend_from_slice(b"Connection: upgrade, TE\r\nTE: trailers\r\n"),
+        (true, false) => out.extend_from_slice(b"Connection: upgrade\r\n"),
+        (false, true) => out.extend_from_slice(b"Connection: TE\r\nTE: trailers\r\n"),
+        (false, false) => {}
+    }
+    if upgrade {
+        for v in head.values("upgrade") {
+            push_field(&mut out, b"Upgrade", v);
+        }
+    }
+    match body {
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            crate::http1::push_decimal(&mut out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A PROXY protocol header (v1 text or v2 binary) naming the client.
+pub fn proxy_header(
+    version: ProxyProtocolVersion,
+    client: std::net::SocketAddr,
+    local: Option<std::net::SocketAddr>,
+) -> Vec<u8> {
+    let local = local.unwrap_or(client);
+    let (src, dst) = (
+        std::net::SocketAddr::new(canonical(client.ip()), client.port()),
+        std::net::SocketAddr::new(canonical(local.ip()), local.port()),
+    );
+    match version {
+        ProxyProtocolVersion::V1 => match (src, dst) {
+            (std::net::SocketAddr::V4(s), std::net::SocketAddr::V4(d)) => format!(
+                "PROXY TCP4 {} {} {} {}\r\n",
+                s.ip(),
+                d.ip(),
+                s.port(),
+                d.port()
+            )
+            .into_bytes(),
+            (s, d) => format!(
+                "PROXY TCP6 {} {} {} {}\r\n",
+                to_v6(s.ip()),
+                to_v6(d.ip()),
+                s.port(),
+                d.port()
+            )
+            .into_bytes(),
+        },
+        ProxyProtocolVersion::V2 => {
+            let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+            out.push(0x21); // version 2, PROXY command
+            match (src, dst) {
+                (std::net::SocketAddr::V4(s), std::net::SocketAddr::V4(d)) => {
+                    out.push(0x11); // TCP over IPv4
+                    out.extend_from_slice(&12u16.to_be_bytes());
+                    out.extend_from_slice(&s.ip().octets());
+                    out.extend_from_slice(&d.ip().octets());
+                    out.extend_from_slice(&s.port().to_be_bytes());
+                    out.extend_from_slice(&d.port().to_be_bytes());
+                }
+                (s, d) => {
+                    out.push(0x21); // TCP over IPv6
+                    out.extend_from_slice(&36u16.to_be_bytes());
+                    out.extend_from_slice(&to_v6(s.ip()).octets());
+                    out.extend_from_slice(&to_v6(d.ip()).octets());
+                    out.extend_from_slice(&s.port().to_be_bytes());
+                    out.extend_from_slice(&d.port().to_be_bytes());
+                }
+            }
+            out
+        }
+    }
+}
+
+fn to_v6(ip: IpAddr) -> std::net::Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}

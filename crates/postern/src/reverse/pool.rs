@@ -1,0 +1,574 @@
+//! A pool's runtime state: which servers may take traffic (administrative
+//! state, active health, passive ejection, capacity), and the choice of a
+//! server per request with the configured algorithm. State carries over a
+//! reload for servers that keep their address.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::balance::{self, Candidate};
+use super::spec::{AdminState, Balance, PoolSpec, ServerSpec};
+
+/// One server's live state.
+pub struct ServerState {
+    pub spec: ServerSpec,
+    /// Value of the sticky cookie that names this server.
+    pub id: String,
+    healthy: AtomicBool,
+    /// Passive ejection ends at this many ms after the process epoch (0: not ejected).
+    ejected_until: AtomicU64,
+    consecutive_failures: AtomicU32,
+    pub inflight: AtomicUsize,
+    /// Latency EWMA in microseconds (0: unknown), and when it was last updated.
+    ewma_us: AtomicU64,
+    ewma_at: AtomicU64,
+    /// When the server last became usable, for slow start (ms after epoch).
+    up_since: AtomicU64,
+    admin: AtomicU8,
+    /// Active-check counters toward a state change.
+    pub(super) rise_count: AtomicU32,
+    pub(super) fall_count: AtomicU32,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+impl ServerState {
+    fn new(spec: ServerSpec) -> ServerState {
+        let id = format!("{:016x}", balance::hash64(spec.addr.as_bytes()));
+        let admin = spec.state as u8;
+        ServerState {
+            spec,
+            id,
+            healthy: AtomicBool::new(true),
+            ejected_until: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            inflight: AtomicUsize::new(0),
+            ewma_us: AtomicU64::new(0),
+            ewma_at: AtomicU64::new(0),
+            up_since: AtomicU64::new(0),
+            admin: AtomicU8::new(admin),
+            rise_count: AtomicU32::new(0),
+            fall_count: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            0 => AdminState::Ready,
+            1 => AdminState::Drain,
+            _ => AdminState::Maintenance,
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && until > now_ms()
+    }
+
+    /// Healthy, not ejected, and not in maintenance (drain still serves sticky clients).
+    fn usable(&self, sticky: bool) -> bool {
+        let admin_ok = match self.admin() {
+            AdminState::Ready => true,
+            AdminState::Drain => sticky,
+            AdminState::Maintenance => false,
+        };
+        admin_ok && self.is_healthy() && !self.is_ejected()
+    }
+
+    /// The latency estimate, halved for every 250 ms without a new sample, so
+    /// a server that looked slow once is soon tried again (as in peak-EWMA
+    /// balancers); a busy server is sampled too often for the decay to matter.
+    fn latency_estimate(&self) -> u64 {
+        let ewma = self.ewma_us.load(Ordering::Relaxed);
+        let idle_ms = now_ms().saturating_sub(self.ewma_at.load(Ordering::Relaxed));
+        (ewma as f64 * 0.5f64.powf(idle_ms as f64 / 250.0)) as u64
+    }
+
+    /// Weight after slow start: a server that just came back starts at a
+    /// tenth of its weight and reaches all of it after `slow_start`.
+    fn effective_weight(&self, slow_start: Duration) -> f64 {
+        let w = f64::from(self.spec.weight);
+        let since = self.up_since.load(Ordering::Relaxed);
+        if slow_start.is_zero() || since == 0 {
+            return w;
+        }
+        let elapsed = now_ms().saturating_sub(since) as f64;
+        let ramp = (elapsed / slow_start.as_millis() as f64).clamp(0.1, 1.0);
+        w * ramp
+    }
+
+    pub(super) fn set_healthy(&self, healthy: bool) -> bool {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if healthy && !was {
+            self.up_since.store(now_ms(), Ordering::Relaxed);
+        }
+        was != healthy
+    }
+}
+
+/// What `pick` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Server(usize),
+    /// Usable servers exist but all are at `max_connections`: wait.
+    Busy,
+    /// No server may take traffic.
+    NoneUsable,
+}
+
+/// What the request offers for choosing a server.
+pub struct PickInput<'a> {
+    /// Key for `hash` (client address, URI, header or cookie value).
+    pub hash_key: &'a [u8],
+    /// The sticky cookie's value, if the client sent one.
+    pub sticky: Option<&'a str>,
+}
+
+pub struct Pool {
+    pub spec: Arc<PoolSpec>,
+    pub servers: Vec<Arc<ServerState>>,
+    rr: Mutex<Vec<f64>>,
+    /// Maglev lookup table, rebuilt when the set of usable servers changes.
+    maglev: Mutex<(u64, Vec<u16>)>,
+    generation: AtomicU64,
+    /// Requests in flight through the pool, and how many of them are retries.
+    pub active: AtomicUsize,
+    pub retrying: AtomicUsize,
+    queued: AtomicUsize,
+    freed: Notify,
+}
+
+impl Pool {
+    /// Builds the pool, keeping the live state of servers from `old` whose
+    /// address did not change.
+    pub fn new(spec: Arc<PoolSpec>, old: Option<&Pool>) -> Pool {
+        let servers = spec
+            .servers
+            .iter()
+            .map(|s| {
+                let carried = old.and_then(|o| o.servers.iter().find(|x| x.spec.addr == s.addr));
+                let state = ServerState::new(s.clone());
+                if let Some(prev) = carried {
+                    state.healthy.store(prev.is_healthy(), Ordering::Relaxed);
+                    state.ejected_until.store(
+                        prev.ejected_until.load(Ordering::Relaxed),
+                        Ordering::Relaxed,
+                    );
+                    state
+                        .ewma_us
+                        .store(prev.ewma_us.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+                Arc::new(state)
+            })
+            .collect::<Vec<_>>();
+        let n = servers.len();
+        Pool {
+            spec,
+            servers,
+            rr: Mutex::new(vec![0.0; n]),
+            maglev: Mutex::new((u64::MAX, Vec::new())),
+            generation: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            retrying: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Chooses a server, skipping `exclude` (servers already tried).
+    pub fn pick(&self, input: &PickInput<'_>, exclude: &[usize]) -> Pick {
+        // Sticky first: the client's server if it may still take traffic.
+        if let Some(id) = input.sticky
+            && self.spec.sticky_cookie.is_some()
+            && let Some(i) = self.servers.iter().position(|s| s.id == id)
+            && !exclude.contains(&i)
+            && self.servers[i].usable(true)
+        {
+            return if self.has_room(i) {
+                Pick::Server(i)
+            } else {
+                Pick::Busy
+            };
+        }
+        let usable = |backup: bool| -> Vec<usize> {
+            (0..self.servers.len())
+                .filter(|i| {
+                    let s = &self.servers[*i];
+                    s.spec.backup == backup && !exclude.contains(i) && s.usable(false)
+                })
+                .collect()
+        };
+        let mut candidates = usable(false);
+        if candidates.is_empty() {
+            candidates = usable(true);
+        }
+        if candidates.is_empty() {
+            return Pick::NoneUsable;
+        }
+        if self.spec.balance == Balance::Hash {
+            let i = self.maglev_pick(&candidates, input.hash_key);
+            return if self.has_room(i) {
+                Pick::Server(i)
+            } else {
+                Pick::Busy
+            };
+        }
+        let with_room: Vec<usize> = candidates
+            .into_iter()
+            .filter(|i| self.has_room(*i))
+            .collect();
+        if with_room.is_empty() {
+            return Pick::Busy;
+        }
+        let view: Vec<Candidate> = with_room
+            .iter()
+            .map(|&i| {
+                let s = &self.servers[i];
+                Candidate {
+                    index: i,
+                    weight: s.effective_weight(self.spec.slow_start),
+                    inflight: s.inflight.load(Ordering::Relaxed),
+                    latency_us: s.latency_estimate(),
+                }
+            })
+            .collect();
+        let chosen = match self.spec.balance {
+            Balance::RoundRobin => {
+                let mut current = self.rr.lock().expect("rr state");
+                balance::smooth_weighted(&view, &mut current)
+            }
+            Balance::LeastConnections => balance::least_connections(&view),
+            Balance::P2c => balance::p2c(&view),
+            Balance::Random | Balance::Hash => balance::weighted_random(&view),
+        };
+        Pick::Server(chosen)
+    }
+
+    fn has_room(&self, i: usize) -> bool {
+        let max = self.spec.max_connections;
+        max == 0 || self.servers[i].inflight.load(Ordering::Relaxed) < max
+    }
+
+    fn maglev_pick(&self, candidates: &[usize], key: &[u8]) -> usize {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let mut table = self.maglev.lock().expect("maglev table");
+        let ids: Vec<&str> = candidates
+            .iter()
+            .map(|i| self.servers[*i].id.as_str())
+            .collect();
+        // The table is keyed by the set of candidates: rebuild when it changes.
+        let fingerprint = generation ^ balance::hash64(ids.concat().as_bytes());
+        if table.0 != fingerprint {
+            *table = (fingerprint, balance::maglev_table(&ids));
+        }
+        let slot = (balance::hash64(key) % table.1.len() as u64) as usize;
+        candidates[usize::from(table.1[slot])]
+    }
+
+    /// Waits until a server has room or `queue_timeout` passes; `false` when
+    /// the queue is full or the wait timed out.
+    pub async fn wait_for_room(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.spec.queue {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let woke = tokio::time::timeout(self.spec.queue_timeout, self.freed.notified())
+            .await
+            .is_ok();
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        woke
+    }
+
+    /// Marks a request in flight on server `i` until the guard drops.
+    pub fn start(self: &Arc<Self>, i: usize) -> InFlight {
+        let s = &self.servers[i];
+        s.inflight.fetch_add(1, Ordering::Relaxed);
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            pool: self.clone(),
+            index: i,
+            started: Instant::now(),
+        }
+    }
+
+    /// A connect failure or a 5xx: counts toward passive ejection.
+    pub fn report_failure(&self, i: usize) {
+        let s = &self.servers[i];
+        s.failures.fetch_add(1, Ordering::Relaxed);
+        let n = s.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let o = &self.spec.outlier;
+        if o.consecutive_failures == 0 || n < o.consecutive_failures || s.is_ejected() {
+            return;
+        }
+        // Never eject more than the allowed share, so a pool-wide problem
+        // does not empty the pool.
+        let ejected = self.servers.iter().filter(|x| x.is_ejected()).count();
+        let cap = (self.servers.len() as f64 * o.max_ejected).floor() as usize;
+        if ejected >= cap {
+            return;
+        }
+        s.ejected_until.store(
+            now_ms() + o.ejection_time.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        s.consecutive_failures.store(0, Ordering::Relaxed);
+        s.up_since.store(0, Ordering::Relaxed);
+        eprintln!(
+            "postern: pool {}: server {} ejected for {}s after {n} failures in a row",
+            self.spec.name,
+            s.spec.addr,
+            o.ejection_time.as_secs()
+        );
+        self.changed();
+    }
+
+    pub fn report_success(&self, i: usize) {
+        self.servers[i]
+            .consecutive_failures
+            .store(0, Ordering::Relaxed);
+    }
+
+    /// Retries allowed now: at least one, else the budget's share of the
+    /// requests in flight (a retry storm cannot multiply the load).
+    pub fn may_retry(&self) -> bool {
+        let active = self.active.load(Ordering::Relaxed) as f64;
+        let retrying = self.retrying.load(Ordering::Relaxed) as f64;
+        retrying < (active * self.spec.retry_budget).max(1.0)
+    }
+}
+
+/// A request in flight on one server: counted for balancing and capacity.
+pub struct InFlight {
+    pool: Arc<Pool>,
+    index: usize,
+    started: Instant,
+}
+
+impl InFlight {
+    /// Starts the latency clock again (after connecting, so connection setup
+    /// does not count as the server's slowness).
+    pub fn restart_clock(&mut self) {
+        self.started = Instant::now();
+    }
+
+    /// Records the time to the response head in the latency EWMA.
+    pub fn observe_latency(&self) {
+        let s = &self.pool.servers[self.index];
+        let sample = self.started.elapsed().as_micros() as u64;
+        let old = s.ewma_us.load(Ordering::Relaxed);
+        // α = 0.3: reacts within a few requests, smooths single outliers.
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 7 + sample * 3) / 10
+        };
+        s.ewma_us.store(new.max(1), Ordering::Relaxed);
+        s.ewma_at.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.pool.servers[self.index]
+            .inflight
+            .fetch_sub(1, Ordering::Relaxed);
+        self.pool.freed.notify_one();
+    }
+}
+
+/// Every pool of the running configuration, by name.
+#[derive(Default)]
+pub struct Pools {
+    pub by_name: HashMap<String, Arc<Pool>>,
+}
+
+impl Pools {
+    pub fn build(specs: &[Arc<PoolSpec>], old: Option<&Pools>) -> Pools {
+        let by_name = specs
+            .iter()
+            .map(|spec| {
+                let prev = old.and_then(|o| o.by_name.get(&spec.name));
+                (
+                    spec.name.clone(),
+                    Arc::new(Pool::new(spec.clone(), prev.map(|p| p.as_ref()))),
+                )
+            })
+            .collect();
+        Pools { by_name }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.by_name.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::Destination;
+    use crate::reverse::spec::*;
+
+    pub fn spec(n: usize, balance: Balance) -> PoolSpec {
+        PoolSpec {
+            name: "p".into(),
+            servers: (0..n)
+                .map(|i| ServerSpec {
+                    addr: format!("127.0.0.1:{}", 9000 + i),
+                    host: Destination::Ip("127.0.0.1".parse().unwrap()),
+                    port: 9000 + i as u16,
+                    weight: 1,
+                    backup: false,
+                    state: AdminState::Ready,
+                })
+                .collect(),
+            balance,
+            hash_on: HashOn::Client,
+            sticky_cookie: None,
+            retries: 2,
+            retry_budget: 0.2,
+            per_try_timeout: None,
+            max_connections: 0,
+            queue: 10,
+            queue_timeout: Duration::from_millis(50),
+            slow_start: Duration::ZERO,
+            health: None,
+            outlier: OutlierSpec {
+                consecutive_failures: 3,
+                ejection_time: Duration::from_secs(30),
+                max_ejected: 0.5,
+            },
+            protocol: ParentProtocol::Http,
+            credentials: None,
+            send_proxy: None,
+        }
+    }
+
+    fn input(key: &[u8]) -> PickInput<'_> {
+        PickInput {
+            hash_key: key,
+            sticky: None,
+        }
+    }
+
+    fn counts(pool: &Pool, rounds: usize) -> Vec<usize> {
+        let mut counts = vec![0; pool.servers.len()];
+        for i in 0..rounds {
+            let key = i.to_le_bytes();
+            if let Pick::Server(s) = pool.pick(&input(&key), &[]) {
+                counts[s] += 1;
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_follows_weights_exactly() {
+        let mut s = spec(3, Balance::RoundRobin);
+        s.servers[0].weight = 3;
+        let pool = Pool::new(Arc::new(s), None);
+        assert_eq!(counts(&pool, 500), vec![300, 100, 100]);
+    }
+
+    #[test]
+    fn backup_only_when_primaries_are_gone() {
+        let mut s = spec(3, Balance::RoundRobin);
+        s.servers[2].backup = true;
+        let pool = Pool::new(Arc::new(s), None);
+        assert_eq!(counts(&pool, 100)[2], 0);
+        pool.servers[0].set_healthy(false);
+        pool.servers[1].set_healthy(false);
+        assert_eq!(counts(&pool, 10), vec![0, 0, 10]);
+    }
+
+    #[test]
+    fn passive_ejection_is_capped() {
+        let pool = Pool::new(Arc::new(spec(4, Balance::RoundRobin)), None);
+        for i in 0..3 {
+            for _ in 0..3 {
+                pool.report_failure(i);
+            }
+        }
+        let ejected = pool.servers.iter().filter(|s| s.is_ejected()).count();
+        assert_eq!(ejected, 2, "at most half of four servers");
+        assert_eq!(counts(&pool, 100).iter().filter(|c| **c > 0).count(), 2);
+    }
+
+    #[test]
+    fn hash_is_stable_and_moves_little_when_a_server_goes() {
+        let pool = Pool::new(Arc::new(spec(5, Balance::Hash)), None);
+        let before: Vec<Pick> = (0..2000u32)
+            .map(|k| pool.pick(&input(&k.to_le_bytes()), &[]))
+            .collect();
+        let again: Vec<Pick> = (0..2000u32)
+            .map(|k| pool.pick(&input(&k.to_le_bytes()), &[]))
+            .collect();
+        assert_eq!(before, again);
+        pool.servers[4].set_healthy(false);
+        pool.changed();
+        let after: Vec<Pick> = (0..2000u32)
+            .map(|k| pool.pick(&input(&k.to_le_bytes()), &[]))
+            .collect();
+        let moved = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a && **b != Pick::Server(4))
+            .count();
+        // Only keys of the removed server should move (Maglev allows a little more).
+        assert!(moved < 2000 / 20, "{moved} keys moved");
+    }
+
+    #[test]
+    fn capacity_makes_the_pool_busy_and_frees_on_drop() {
+        let mut s = spec(1, Balance::LeastConnections);
+        s.max_connections = 1;
+        let pool = Arc::new(Pool::new(Arc::new(s), None));
+        let first = pool.start(0);
+        assert_eq!(pool.pick(&input(b"x"), &[]), Pick::Busy);
+        drop(first);
+        assert_eq!(pool.pick(&input(b"x"), &[]), Pick::Server(0));
+    }
+
+    #[test]
+    fn sticky_and_drain() {
+        let mut s = spec(2, Balance::RoundRobin);
+        s.sticky_cookie = Some("SRV".into());
+        let pool = Pool::new(Arc::new(s), None);
+        let id = pool.servers[1].id.clone();
+        pool.servers[1]
+            .admin
+            .store(AdminState::Drain as u8, Ordering::Relaxed);
+        let sticky = PickInput {
+            sticky: Some(&id),
+            ..input(b"x")
+        };
+        assert_eq!(
+            pool.pick(&sticky, &[]),
+            Pick::Server(1),
+            "drain keeps sticky clients"
+        );
+        assert_eq!(counts(&pool, 10), vec![10, 0], "but takes no new ones");
+    }
+}

@@ -1,0 +1,183 @@
+//! Pools, servers and routes as configured: what the balancing, health and
+//! routing code works from. Immutable; runtime state lives in `pool`.
+
+use std::time::Duration;
+
+use postern_policy::headers::Scrubber;
+use postern_policy::matchers::{Patterns, PortSet};
+
+use crate::egress::Destination;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's algorithm).
+    RoundRobin,
+    /// Fewest in-flight requests relative to weight.
+    LeastConnections,
+    /// Power of two random choices on in-flight requests × latency EWMA.
+    P2c,
+    Random,
+    /// Consistent hashing (Maglev) on `hash_on`.
+    Hash,
+}
+
+impl Balance {
+    pub const NAMES: &[&str] = &["round-robin", "least-connections", "p2c", "random", "hash"];
+
+    pub fn parse(s: &str) -> Option<Balance> {
+        Some(match s {
+            "round-robin" => Balance::RoundRobin,
+            "least-connections" => Balance::LeastConnections,
+            "p2c" => Balance::P2c,
+            "random" => Balance::Random,
+            "hash" => Balance::Hash,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Client,
+    Uri,
+    Header(String),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    Ready,
+    /// No new clients; sticky clients finish their sessions.
+    Drain,
+    /// No traffic at all.
+    Maintenance,
+}
+
+impl AdminState {
+    pub fn parse(s: &str) -> Option<AdminState> {
+        Some(match s {
+            "ready" => AdminState::Ready,
+            "drain" => AdminState::Drain,
+            "maintenance" => AdminState::Maintenance,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// As written (`127.0.0.1:8081`, `app1.internal:80`): the server's identity.
+    pub addr: String,
+    pub host: Destination,
+    pub port: u16,
+    pub weight: u32,
+    pub backup: bool,
+    pub state: AdminState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthKind {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthSpec {
+    pub kind: HealthKind,
+    pub path: String,
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub expect: PortSet,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutlierSpec {
+    /// Connect failures or 5xx in a row before a server is ejected (0: off).
+    pub consecutive_failures: u32,
+    pub ejection_time: Duration,
+    /// At most this share of the servers is ejected at once.
+    pub max_ejected: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentProtocol {
+    Http,
+    Socks5,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    pub name: String,
+    pub servers: Vec<ServerSpec>,
+    pub balance: Balance,
+    pub hash_on: HashOn,
+    pub sticky_cookie: Option<String>,
+    pub retries: u32,
+    pub retry_budget: f64,
+    pub per_try_timeout: Option<Duration>,
+    pub max_connections: usize,
+    pub queue: usize,
+    pub queue_timeout: Duration,
+    pub slow_start: Duration,
+    pub health: Option<HealthSpec>,
+    pub outlier: OutlierSpec,
+    pub protocol: ParentProtocol,
+    /// Credentials for parent proxies.
+    pub credentials: Option<(String, String)>,
+    pub send_proxy: Option<ProxyProtocolVersion>,
+}
+
+/// A host condition of a route: exact, or `*.suffix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// Stored without `*`: `.example.com`.
+    Wildcard(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// `route #N (line L)`.
+    pub label: String,
+    pub listener: String,
+    pub pool: String,
+    pub hosts: Vec<HostPattern>,
+    pub path_prefix: Option<String>,
+    pub path_regex: Option<Patterns>,
+    /// Lowercase name and exact value.
+    pub headers: Vec<(String, String)>,
+    /// The route's header rules (client-sent fields pass, as at `transparent`).
+    pub rewrite: Scrubber,
+}
+
+impl RouteSpec {
+    /// `host` lowercase without port; `path` the origin-form target.
+    pub fn matches(&self, host: &str, path: &str, header: impl Fn(&str) -> Option<String>) -> bool {
+        let host_ok = self.hosts.is_empty()
+            || self.hosts.iter().any(|h| match h {
+                HostPattern::Exact(e) => e == host,
+                HostPattern::Wildcard(suffix) => {
+                    host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                }
+            });
+        host_ok
+            && self
+                .path_prefix
+                .as_ref()
+                .is_none_or(|p| path.starts_with(p.as_str()))
+            && self.path_regex.as_ref().is_none_or(|r| r.is_match(path))
+            && self
+                .headers
+                .iter()
+                .all(|(name, value)| header(name).is_some_and(|v| v == *value))
+    }
+}
