@@ -89,6 +89,7 @@ pub(crate) struct Stats {
     requests: AtomicUsize,
     connections: AtomicUsize,
     last: Mutex<Option<SeenRequest>>,
+    peers: Mutex<Vec<SocketAddr>>,
 }
 
 impl Stats {
@@ -147,6 +148,15 @@ impl Origin {
     pub fn last_request(&self) -> Option<SeenRequest> {
         self.stats.last_request()
     }
+
+    /// Source addresses of the connections accepted so far.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.stats
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Binds a listener and spawns the accept loop. The server stops when the
@@ -173,7 +183,10 @@ async fn accept_loop(
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok((stream, peer)) => {
+                    stats.peers.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
+                    stream
+                }
                 Err(_) => {
                     tokio::task::yield_now().await;
                     continue;

@@ -56,7 +56,7 @@ async fn smooth_weighted_round_robin_is_exact() {
         Origin::start().await,
         Origin::start().await,
     );
-    let servers = vec![
+    let servers = [
         format!("{{ addr = \"{}\", weight = 2 }}", a.addr()),
         format!("\"{}\"", b.addr()),
         format!("\"{}\"", c.addr()),
@@ -420,4 +420,36 @@ async fn websocket_upgrade_passes_through() {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     c.send(b"ping").await;
     assert_eq!(c.read_exact(4).await, b"ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_in_from_a_balancer_and_out_to_servers() {
+    let a = Origin::start().await;
+    let proxy = start(&reverse_config(&addrs(&[&a]), "", "").replace(
+        "mode = \"reverse\"\n",
+        "mode = \"reverse\"\nproxy_protocol = true\n",
+    ));
+    let mut c = common::Conn::connect(proxy.addr()).await;
+    c.send(b"PROXY TCP4 192.0.2.7 10.0.0.1 5555 80\r\nGET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let body = String::from_utf8(c.read_to_end().await).unwrap();
+    assert!(body.contains("x-forwarded-for: 192.0.2.7\n"), "{body}");
+    // Without the header the connection is closed unanswered.
+    let mut c = common::Conn::connect(proxy.addr()).await;
+    c.send(b"GET /headers HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(c.read_to_end().await.is_empty());
+
+    let raw = RawOrigin::start("HTTP/1.1 204 No Content\r\n\r\n").await;
+    let proxy = start(&reverse_config(
+        &[raw.addr().to_string()],
+        "send_proxy = \"v1\"",
+        "",
+    ));
+    let (resp, _) = one_response(proxy.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(resp.status, 204);
+    let seen = String::from_utf8_lossy(&raw.requests()[0]).into_owned();
+    assert!(
+        seen.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "),
+        "{seen}"
+    );
 }

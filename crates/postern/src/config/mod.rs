@@ -62,10 +62,6 @@ impl Config {
             .unwrap_or_default()
     }
 
-    pub fn pool(&self, name: &str) -> Option<&Arc<PoolSpec>> {
-        self.pools.iter().find(|p| p.name == name)
-    }
-
     pub fn address_permit(&self) -> crate::egress::AddressPermit<'_> {
         crate::egress::AddressPermit {
             private: self.egress.allow_private_destinations,
@@ -146,6 +142,8 @@ pub struct ListenerConfig {
     pub forwarded_headers: bool,
     /// Forward: the pool of parent proxies traffic goes through.
     pub parent: Option<String>,
+    /// Peers allowed to send a PROXY protocol header; `None`: not expected.
+    pub proxy_protocol: Option<Vec<Cidr>>,
 }
 
 #[derive(Debug, Clone)]

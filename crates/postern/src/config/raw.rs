@@ -58,6 +58,10 @@ pub struct RawListener {
     pub forwarded_headers: Option<bool>,
     /// Forward listeners: send traffic through this pool of parent proxies.
     pub parent: Option<Spanned<String>>,
+    /// Expect a PROXY protocol header (v1 or v2) on every connection.
+    pub proxy_protocol: Option<bool>,
+    /// Who may send one (default: loopback).
+    pub proxy_protocol_from: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

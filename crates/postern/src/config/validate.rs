@@ -141,6 +141,24 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 ));
             }
         }
+        let proxy_protocol =
+            l.proxy_protocol
+                .unwrap_or(false)
+                .then(|| match &l.proxy_protocol_from {
+                    None => vec![
+                        "127.0.0.0/8".parse().expect("valid CIDR"),
+                        "::1".parse().expect("valid CIDR"),
+                    ],
+                    Some(list) => list
+                        .iter()
+                        .filter_map(|s| {
+                            s.get_ref()
+                                .parse::<Cidr>()
+                                .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
+                                .ok()
+                        })
+                        .collect(),
+                });
         let (Some(bind), Some(mode)) = (bind, mode) else {
             continue;
         };
@@ -153,6 +171,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             trusted_proxies,
             forwarded_headers: l.forwarded_headers.unwrap_or(true),
             parent: l.parent.as_ref().map(|x| x.get_ref().clone()),
+            proxy_protocol,
         });
     }
     if raw.listener.is_empty() {
@@ -165,6 +184,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             trusted_proxies: Vec::new(),
             forwarded_headers: true,
             parent: None,
+            proxy_protocol: None,
         });
     }
 

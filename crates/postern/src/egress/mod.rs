@@ -2,6 +2,7 @@
 //! SSRF guard applied to the resolved address and idle connections kept for reuse.
 
 pub mod connect;
+pub mod parent;
 pub mod pool;
 pub mod resolve;
 

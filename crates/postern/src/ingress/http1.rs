@@ -39,11 +39,14 @@ pub async fn serve_connection(
     listener: Arc<str>,
     stream: TcpStream,
     peer: SocketAddr,
+    initial: BytesMut,
 ) {
     let cfg = shared.config();
+    let mut buf = initial;
+    buf.reserve(IDLE_BUFFER);
     let mut client = Client {
         stream,
-        buf: BytesMut::with_capacity(IDLE_BUFFER),
+        buf,
         peer,
         tunneled: false,
     };
@@ -298,16 +301,33 @@ async fn route(
         // the listener's own address as destination.
         Plan::Local(local) => local_request(cfg, client, head, body, &conn, local, ctx).await,
         Plan::Tunnel { dest, port } => {
+            let parent = parent_pool(cfg, shared, &ctx.listener, &dest)?;
             // Boxed: the tunnel's state is large, and a connection waiting for
             // its next request should not carry it (nor copy it on every move).
+            let target = connect::TunnelTarget {
+                dest: &dest,
+                port,
+                parent: parent.as_ref(),
+            };
             Box::pin(connect::tunnel(
-                cfg, shared, client, &dest, port, &admission, ctx,
+                cfg, shared, client, target, &admission, ctx,
             ))
             .await?;
             Ok(false)
         }
         Plan::Http(http_target) => {
             let scrubber = cfg.scrubber(&ctx.listener);
+            if let Some(pool) = parent_pool(cfg, shared, &ctx.listener, &http_target.dest)? {
+                let via = crate::reverse::Via::Parent {
+                    target: &http_target,
+                    scrubber: &scrubber,
+                    via: Outbound::forward_via(cfg, &scrubber),
+                };
+                return Box::pin(crate::reverse::dispatch(
+                    cfg, shared, client, head, body, &conn, &via, &pool, &admission, ctx,
+                ))
+                .await;
+            }
             let done = Box::pin(forward(
                 cfg,
                 shared,
@@ -330,6 +350,28 @@ async fn route(
             Ok(done.client_keep_alive)
         }
     }
+}
+
+/// The parent pool of a forward listener, if it has one. The parent resolves
+/// names; an address literal is still checked here against the SSRF guard.
+fn parent_pool(
+    cfg: &Config,
+    shared: &Shared,
+    listener: &str,
+    dest: &crate::egress::Destination,
+) -> Result<Option<std::sync::Arc<crate::reverse::pool::Pool>>, ProxyError> {
+    let Some(name) = cfg
+        .listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .and_then(|l| l.parent.as_deref())
+    else {
+        return Ok(None);
+    };
+    if let Some(ip) = dest.literal_ip() {
+        cfg.address_permit().filter(&ip.to_string(), &[ip])?;
+    }
+    Ok(shared.pools.load().get(name).cloned())
 }
 
 /// Origin-form requests to the proxy port itself, and `OPTIONS *`.

@@ -2,6 +2,7 @@
 //! connections served at once, and hands each connection to its protocol.
 
 pub mod http1;
+pub mod proxy_protocol;
 
 use std::io;
 use std::net::SocketAddr;
@@ -87,13 +88,29 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
         let shared = shared.clone();
         let name = name.clone();
         let guard = shared.track_connection();
+        let trusted = cfg.proxy_protocol.clone();
         tokio::spawn(async move {
+            let mut stream = stream;
+            let mut peer = peer;
+            let mut initial = BytesMut::new();
+            if let Some(trusted) = trusted {
+                if !trusted.iter().any(|c| c.contains(peer.ip())) {
+                    // Only a trusted balancer may speak for its clients.
+                    return;
+                }
+                let limit = shared.config().timeouts.client_header;
+                match proxy_protocol::read(&mut stream, &mut initial, limit).await {
+                    Ok(Some(source)) => peer = source,
+                    Ok(None) => {}
+                    Err(_) => return,
+                }
+            }
             let Some((slot, stream)) = client_slot(&shared, &name, stream, peer).await else {
                 return;
             };
             // Boxed: the connection's state machine is large; moving a pointer
             // into the task is cheaper than copying the state.
-            Box::pin(http1::serve_connection(shared, name, stream, peer)).await;
+            Box::pin(http1::serve_connection(shared, name, stream, peer, initial)).await;
             drop(slot);
             drop(permit);
             drop(guard);

@@ -22,7 +22,8 @@ use crate::config::{Config, ListenerConfig};
 use crate::context::RequestCtx;
 use crate::egress::AddressPermit;
 use crate::error::{ErrorKind, ProxyError};
-use crate::forward::http::{Failure, Outbound, exchange};
+use crate::forward::http::{Failure, Outbound, exchange, upstream_head};
+use crate::forward::target::HttpTarget;
 use crate::guard::{Admission, Subject};
 use crate::http1::RequestHead;
 use crate::http1::body::BodyKind;
@@ -30,8 +31,8 @@ use crate::http1::fields::{ConnectionOptions, list};
 use crate::http1::head::Fields;
 use crate::ingress::Client;
 use pool::{Pick, PickInput, Pool};
-use postern_policy::headers::FieldFate;
-use spec::{HashOn, ProxyProtocolVersion, RouteSpec};
+use postern_policy::headers::{FieldFate, Scrubber};
+use spec::{HashOn, ParentProtocol, ProxyProtocolVersion, RouteSpec};
 
 /// Serves one request on a reverse listener; returns whether the client
 /// connection may carry another.
@@ -109,12 +110,26 @@ pub async fn serve(
         .cloned()
         .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
     drop(pools);
-    pool.active.fetch_add(1, Ordering::Relaxed);
-    let _active = ActiveGuard(&pool);
+    let via = Via::Server { listener, route };
     Box::pin(dispatch(
-        cfg, shared, client, head, body, conn, listener, route, &pool, &admission, ctx,
+        cfg, shared, client, head, body, conn, &via, &pool, &admission, ctx,
     ))
     .await
+}
+
+/// What the servers of a pool are, and so how a request is sent to them.
+pub enum Via<'a> {
+    /// Web servers behind a reverse listener.
+    Server {
+        listener: &'a ListenerConfig,
+        route: &'a RouteSpec,
+    },
+    /// Parent proxies for forwarded plain HTTP.
+    Parent {
+        target: &'a HttpTarget,
+        scrubber: &'a Scrubber,
+        via: Option<&'a str>,
+    },
 }
 
 struct ActiveGuard<'a>(&'a Pool);
@@ -125,21 +140,25 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+/// Sends the request to a server of `pool`, retrying on others when safe.
 #[allow(clippy::too_many_arguments)]
-async fn dispatch(
+pub async fn dispatch(
     cfg: &Config,
     shared: &Shared,
     client: &mut Client,
     head: &RequestHead,
     body: BodyKind,
     conn: &ConnectionOptions<'_>,
-    listener: &ListenerConfig,
-    route: &RouteSpec,
+    via: &Via<'_>,
     pool: &Arc<Pool>,
     admission: &Admission<'_>,
     ctx: &mut RequestCtx,
 ) -> Result<bool, ProxyError> {
     let spec = &pool.spec;
+    let parent = matches!(via, Via::Parent { .. });
+    // In flight through the pool: the retry budget is a share of these.
+    pool.active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(pool);
     let cookie = |name: &str| cookie_value(head, name);
     let key: Vec<u8> = match &spec.hash_on {
         HashOn::Client => canonical(client.peer.ip()).to_string().into_bytes(),
@@ -175,10 +194,13 @@ async fn dispatch(
             }
             Pick::NoneUsable => {
                 return Err(last_error.unwrap_or_else(|| {
-                    ProxyError::new(
-                        ErrorKind::NoServer,
-                        format!("pool {}: no server is up", spec.name),
-                    )
+                    let what = match via {
+                        Via::Server { route, .. } => {
+                            format!("{} (pool {})", route.label, spec.name)
+                        }
+                        Via::Parent { .. } => format!("parent pool {}", spec.name),
+                    };
+                    ProxyError::new(ErrorKind::NoServer, format!("{what}: no server is up"))
                 }));
             }
         };
@@ -189,7 +211,17 @@ async fn dispatch(
         // keeps its place for its further attempts.
         let may_retry =
             tried.len() < spec.retries as usize && (retrying.is_some() || pool.may_retry());
-        let pooled = shared.pool.checkout(&server.spec.addr, !idempotent);
+        let pool_key = match via {
+            Via::Server { .. } => server.spec.addr.clone(),
+            Via::Parent { target, .. } => match spec.protocol {
+                // A SOCKS connection is bound to its destination.
+                ParentProtocol::Socks5 => {
+                    format!("socks5 {} {}", server.spec.addr, target.pool_key())
+                }
+                ParentProtocol::Http => format!("parent {}", server.spec.addr),
+            },
+        };
+        let pooled = shared.pool.checkout(&pool_key, !idempotent);
         let reused = pooled.is_some();
         let (mut upstream, addr) = match pooled {
             Some(c) => c,
@@ -223,6 +255,27 @@ async fn dispatch(
             }
         };
         ctx.upstream = Some(addr);
+        if !reused
+            && let Via::Parent { target, .. } = via
+            && spec.protocol == ParentProtocol::Socks5
+            && let Err(e) = crate::egress::parent::socks5_connect(
+                &mut upstream,
+                &target.dest,
+                target.port,
+                spec.credentials.as_ref(),
+                cfg.timeouts.connect,
+            )
+            .await
+        {
+            pool.report_failure(index);
+            tried.push(index);
+            if may_retry {
+                retrying.get_or_insert_with(|| RetryGuard::new(pool));
+                last_error = Some(e);
+                continue;
+            }
+            return Err(e);
+        }
         inflight.restart_clock();
         if !reused && let Some(version) = spec.send_proxy {
             let header = proxy_header(version, client.peer, client.stream.local_addr().ok());
@@ -236,29 +289,45 @@ async fn dispatch(
             }
         }
         let set_cookie = spec.sticky_cookie.as_ref().and_then(|name| {
-            (sticky.as_deref() != Some(server.id.as_str()))
+            (!parent && sticky.as_deref() != Some(server.id.as_str()))
                 .then(|| format!("{name}={}; Path=/; HttpOnly", server.id))
         });
-        let head_bytes = reverse_head(
-            head,
-            body,
-            conn,
-            upgrade,
-            listener,
-            route,
-            client,
-            &host_of(head, &server.spec.addr),
-        );
+        let (scrubber, resp_via) = match via {
+            Via::Server { route, .. } => (&route.rewrite, None),
+            Via::Parent { scrubber, via, .. } => (*scrubber, *via),
+        };
         let out = Outbound {
             head,
             body,
             conn,
             admission,
-            scrubber: &route.rewrite,
-            via: None,
+            scrubber,
+            via: resp_via,
             set_cookie,
+            // A parent's own 502/503/504 says the parent failed: try another.
             retry_statuses: may_retry && replayable,
             first_byte: spec.per_try_timeout.unwrap_or(cfg.timeouts.first_byte),
+        };
+        let head_bytes = match via {
+            Via::Server { listener, route } => reverse_head(
+                head,
+                body,
+                conn,
+                upgrade,
+                listener,
+                route,
+                client,
+                &host_of(head, &server.spec.addr),
+            ),
+            Via::Parent { target, .. } => {
+                let origin_form = upstream_head(cfg, &out, target, upgrade, client.peer.ip());
+                match spec.protocol {
+                    ParentProtocol::Socks5 => origin_form,
+                    ParentProtocol::Http => {
+                        absolute_form(origin_form, target, spec.credentials.as_ref())
+                    }
+                }
+            }
         };
         match exchange(cfg, client, &mut upstream, head_bytes, &out, upgrade, ctx).await {
             Ok(end) => {
@@ -269,7 +338,7 @@ async fn dispatch(
                     pool.report_success(index);
                 }
                 if end.upstream_reusable {
-                    shared.pool.checkin(&server.spec.addr, upstream, addr);
+                    shared.pool.checkin(&pool_key, upstream, addr);
                 }
                 return Ok(end.client_keep_alive);
             }
@@ -461,6 +530,43 @@ fn reverse_head(
         BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyKind::None if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
         _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// An origin-form head rewritten for an HTTP parent: absolute-form target
+/// (RFC 9112 §3.2.2) and the parent's credentials.
+fn absolute_form(
+    origin_form: Vec<u8>,
+    target: &HttpTarget,
+    credentials: Option<&(String, String)>,
+) -> Vec<u8> {
+    let line_end = memchr::memmem::find(&origin_form, b"\r\n").unwrap_or(0);
+    let line = &origin_form[..line_end];
+    let mut parts = line.splitn(3, |b| *b == b' ');
+    let (method, path, version) = (
+        parts.next().unwrap_or(b"GET"),
+        parts.next().unwrap_or(b"/"),
+        parts.next().unwrap_or(b"HTTP/1.1"),
+    );
+    let mut out = Vec::with_capacity(origin_form.len() + 96);
+    out.extend_from_slice(method);
+    out.extend_from_slice(b" http://");
+    out.extend_from_slice(target.host_field().as_bytes());
+    if path != b"*" {
+        out.extend_from_slice(path);
+    }
+    out.push(b' ');
+    out.extend_from_slice(version);
+    // Everything after the request line but the blank line that ends it.
+    out.extend_from_slice(&origin_form[line_end..origin_form.len() - 2]);
+    if let Some((user, password)) = credentials {
+        push_field(
+            &mut out,
+            b"Proxy-Authorization",
+            crate::egress::parent::basic_credentials(user, password).as_bytes(),
+        );
     }
     out.extend_from_slice(b"\r\n");
     out
