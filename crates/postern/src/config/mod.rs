@@ -5,6 +5,7 @@ mod diag;
 mod policy;
 mod pools;
 mod raw;
+mod tls;
 mod units;
 mod validate;
 
@@ -144,6 +145,8 @@ pub struct ListenerConfig {
     pub parent: Option<String>,
     /// Peers allowed to send a PROXY protocol header; `None`: not expected.
     pub proxy_protocol: Option<Vec<Cidr>>,
+    /// TLS terminated on this listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, Clone)]

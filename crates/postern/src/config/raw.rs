@@ -62,6 +62,26 @@ pub struct RawListener {
     pub proxy_protocol: Option<bool>,
     /// Who may send one (default: loopback).
     pub proxy_protocol_from: Option<Vec<Spanned<String>>>,
+    /// Terminate TLS on this listener.
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    /// More certificates, chosen by the server name the client asks for.
+    #[serde(default)]
+    pub sni: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub names: Vec<Spanned<String>>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -159,6 +159,11 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                         })
                         .collect(),
                 });
+        let base = path.and_then(Path::parent).unwrap_or(Path::new(""));
+        let tls = l
+            .tls
+            .as_ref()
+            .and_then(|t| super::tls::server_config(t, base, p));
         let (Some(bind), Some(mode)) = (bind, mode) else {
             continue;
         };
@@ -172,6 +177,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             forwarded_headers: l.forwarded_headers.unwrap_or(true),
             parent: l.parent.as_ref().map(|x| x.get_ref().clone()),
             proxy_protocol,
+            tls,
         });
     }
     if raw.listener.is_empty() {
@@ -185,6 +191,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             forwarded_headers: true,
             parent: None,
             proxy_protocol: None,
+            tls: None,
         });
     }
 

@@ -64,7 +64,7 @@ pub async fn tunnel(
     ctx.bytes_out += established.len() as u64;
     let early = client.buf.split();
     client.tunneled = true;
-    let stats = relay::tunnel_tcp(
+    let stats = relay::tunnel_client(
         &mut client.stream,
         &early,
         &mut upstream,

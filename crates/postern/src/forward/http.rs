@@ -13,7 +13,9 @@ use std::pin::pin;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::net::tcp::ReadHalf;
+
+use crate::ingress::stream::ClientWrite;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::app::Shared;
@@ -506,7 +508,7 @@ pub(crate) async fn exchange(
         ctx.bytes_out += out.len() as u64;
         client.tunneled = true;
         let early = client.buf.split();
-        let stats = relay::tunnel_tcp(
+        let stats = relay::tunnel_client(
             &mut client.stream,
             &early,
             upstream,
@@ -686,7 +688,7 @@ enum HeadFailure {
 async fn read_final_head(
     ur: &mut ReadHalf<'_>,
     ubuf: &mut BytesMut,
-    cw: &mut WriteHalf<'_>,
+    cw: &mut ClientWrite<'_>,
     cfg: &Config,
     fields: ResponseFields<'_>,
     client_minor: u8,

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ingress::stream::ClientStream;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::app::Shared;
@@ -37,7 +37,7 @@ enum HeadRead {
 pub async fn serve_connection(
     shared: Arc<Shared>,
     listener: Arc<str>,
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     initial: BytesMut,
 ) {
@@ -424,7 +424,7 @@ fn wants_html(head: &RequestHead) -> bool {
 /// Closes after a final response: half-close, then read and discard what the
 /// client still sends for a moment, so unread input does not turn the close into
 /// a reset that destroys the response in flight (like nginx's lingering close).
-async fn linger_close(mut stream: TcpStream) {
+async fn linger_close(mut stream: ClientStream) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(2);

@@ -3,6 +3,7 @@
 
 pub mod http1;
 pub mod proxy_protocol;
+pub mod stream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use crate::http1::HeadError;
 
 /// A client connection and the bytes read from it but not yet consumed.
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: stream::ClientStream,
     pub buf: BytesMut,
     pub peer: SocketAddr,
     /// The connection became a tunnel, which has ended it.
@@ -89,6 +90,7 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
         let name = name.clone();
         let guard = shared.track_connection();
         let trusted = cfg.proxy_protocol.clone();
+        let tls = cfg.tls.is_some();
         tokio::spawn(async move {
             let mut stream = stream;
             let mut peer = peer;
@@ -108,6 +110,14 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             let Some((slot, stream)) = client_slot(&shared, &name, stream, peer).await else {
                 return;
             };
+            let stream = if tls {
+                let Some(s) = tls_handshake(&shared, &name, stream, initial.split()).await else {
+                    return;
+                };
+                s
+            } else {
+                stream::ClientStream::Plain(stream)
+            };
             // Boxed: the connection's state machine is large; moving a pointer
             // into the task is cheaper than copying the state.
             Box::pin(http1::serve_connection(shared, name, stream, peer, initial)).await;
@@ -115,6 +125,28 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             drop(permit);
             drop(guard);
         });
+    }
+}
+
+/// Terminates TLS with the listener's current certificates (a reload renews
+/// them for new connections).
+async fn tls_handshake(
+    shared: &Shared,
+    listener: &str,
+    tcp: TcpStream,
+    prefix: BytesMut,
+) -> Option<stream::ClientStream> {
+    let cfg = shared.config();
+    let server_config = cfg
+        .listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .and_then(|l| l.tls.clone())?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+    let io = stream::Rewind { prefix, inner: tcp };
+    match tokio::time::timeout(cfg.timeouts.client_header, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => Some(stream::ClientStream::Tls(Box::new(tls))),
+        _ => None,
     }
 }
 
@@ -151,7 +183,7 @@ async fn client_slot(
     };
     let page = error_response(&err, style, cfg.http.via.as_deref().unwrap_or("postern"));
     let mut client = Client {
-        stream,
+        stream: stream::ClientStream::Plain(stream),
         buf: BytesMut::new(),
         peer,
         tunneled: false,

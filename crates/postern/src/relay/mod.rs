@@ -4,6 +4,8 @@
 
 mod tcp;
 
+pub use tcp::tunnel_client;
+#[cfg(test)]
 pub use tcp::tunnel_tcp;
 
 #[derive(Debug, Default, Clone, Copy)]

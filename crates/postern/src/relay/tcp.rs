@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::{Instant, sleep_until};
 
 use super::TunnelStats;
 use crate::guard::limits::Bucket;
+use crate::ingress::stream::{ClientStream, RawSocket};
 
 const COPY_BUFFER: usize = 16 * 1024;
 const SPLICE_AFTER: u64 = 64 * 1024;
@@ -41,6 +41,7 @@ impl Activity {
     }
 }
 
+#[cfg(test)]
 pub async fn tunnel_tcp(
     client: &mut TcpStream,
     client_pending: &[u8],
@@ -49,6 +50,54 @@ pub async fn tunnel_tcp(
     idle: Duration,
     downstream_limits: &[Arc<Bucket>],
 ) -> TunnelStats {
+    let (cr, cw) = client.split();
+    tunnel_halves(
+        cr,
+        cw,
+        client_pending,
+        server,
+        server_pending,
+        idle,
+        downstream_limits,
+    )
+    .await
+}
+
+/// A tunnel between a client connection (plain or TLS) and a server.
+pub async fn tunnel_client(
+    client: &mut ClientStream,
+    client_pending: &[u8],
+    server: &mut TcpStream,
+    server_pending: &[u8],
+    idle: Duration,
+    downstream_limits: &[Arc<Bucket>],
+) -> TunnelStats {
+    let (cr, cw) = client.split();
+    tunnel_halves(
+        cr,
+        cw,
+        client_pending,
+        server,
+        server_pending,
+        idle,
+        downstream_limits,
+    )
+    .await
+}
+
+async fn tunnel_halves<CR, CW>(
+    cr: CR,
+    cw: CW,
+    client_pending: &[u8],
+    server: &mut TcpStream,
+    server_pending: &[u8],
+    idle: Duration,
+    downstream_limits: &[Arc<Bucket>],
+) -> TunnelStats
+where
+    CR: AsyncRead + RawSocket + Unpin,
+    CW: AsyncWrite + RawSocket + Unpin,
+{
     let activity = Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -56,7 +105,6 @@ pub async fn tunnel_tcp(
     };
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
-    let (cr, cw) = client.split();
     let (sr, sw) = server.split();
     let both = async {
         tokio::join!(
@@ -85,14 +133,17 @@ pub async fn tunnel_tcp(
 }
 
 /// One direction, from `src` to `dst`, counting into `moved`.
-async fn pump(
-    mut src: ReadHalf<'_>,
-    mut dst: WriteHalf<'_>,
+async fn pump<R, W>(
+    mut src: R,
+    mut dst: W,
     pending: &[u8],
     activity: &Activity,
     moved: &AtomicU64,
     limits: &[Arc<Bucket>],
-) {
+) where
+    R: AsyncRead + RawSocket + Unpin,
+    W: AsyncWrite + RawSocket + Unpin,
+{
     let _ = async {
         dst.write_all(pending).await?;
         moved.fetch_add(pending.len() as u64, Ordering::Relaxed);
@@ -120,9 +171,11 @@ async fn pump(
             let total = moved.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             if limits.is_empty() && n == buf.capacity() && total >= SPLICE_AFTER {
                 #[cfg(target_os = "linux")]
-                if let Ok(pipe) = splice::Pipe::new() {
+                if let (Some(s), Some(d)) = (src.raw_tcp(), dst.raw_tcp())
+                    && let Ok(pipe) = splice::Pipe::new()
+                {
                     drop(buf);
-                    return splice::pump(src.as_ref(), dst.as_ref(), &pipe, activity, moved).await;
+                    return splice::pump(s, d, &pipe, activity, moved).await;
                 }
             }
         }
@@ -131,7 +184,15 @@ async fn pump(
     // Pass the end on as a half-close, since the other direction may still be
     // busy. The direction that ends second skips it: both sockets close next.
     if !activity.one_ended.swap(true, Ordering::Relaxed) {
-        let _ = socket2::SockRef::from(dst.as_ref()).shutdown(Shutdown::Write);
+        match dst.raw_tcp() {
+            Some(tcp) => {
+                let _ = socket2::SockRef::from(tcp).shutdown(Shutdown::Write);
+            }
+            // TLS: close_notify, then the socket's write side.
+            None => {
+                let _ = dst.shutdown().await;
+            }
+        }
     }
 }
 

@@ -30,6 +30,7 @@ use crate::http1::body::BodyKind;
 use crate::http1::fields::{ConnectionOptions, list};
 use crate::http1::head::Fields;
 use crate::ingress::Client;
+use crate::ingress::stream::ClientStream;
 use pool::{Pick, PickInput, Pool};
 use postern_policy::headers::{FieldFate, Scrubber};
 use spec::{HashOn, ParentProtocol, ProxyProtocolVersion, RouteSpec};
@@ -447,6 +448,10 @@ fn reverse_head(
 ) -> Vec<u8> {
     let peer = canonical(client.peer.ip());
     let trusted = listener.trusted_proxies.iter().any(|c| c.contains(peer));
+    let proto: &[u8] = match client.stream {
+        ClientStream::Tls(_) => b"https",
+        ClientStream::Plain(_) => b"http",
+    };
     let forwarded = listener.forwarded_headers;
     let mut out = Vec::with_capacity(head.raw.len() + 160);
     out.extend_from_slice(head.method().as_bytes());
@@ -496,11 +501,14 @@ fn reverse_head(
         if let Some((xff, fwd)) = route.rewrite.forwarding_fields(peer, &xff, &fwd) {
             push_field(&mut out, b"X-Forwarded-For", xff.as_bytes());
             let host_param = host.replace('"', "");
-            let fwd = format!("{fwd};host=\"{host_param}\";proto=http");
+            let fwd = format!(
+                "{fwd};host=\"{host_param}\";proto={}",
+                String::from_utf8_lossy(proto)
+            );
             push_field(&mut out, b"Forwarded", fwd.as_bytes());
         }
         if !trusted || !head.has("x-forwarded-proto") {
-            push_field(&mut out, b"X-Forwarded-Proto", b"http");
+            push_field(&mut out, b"X-Forwarded-Proto", proto);
         }
         if !trusted || !head.has("x-forwarded-host") {
             push_field(&mut out, b"X-Forwarded-Host", host.as_bytes());
