@@ -242,9 +242,8 @@ pub struct PageStyle {
     pub connection: Option<&'static str>,
 }
 
-/// The complete response for an error: head and body, ready to write.
-pub fn error_response(err: &ProxyError, style: PageStyle, proxy_name: &str) -> Vec<u8> {
-    let html = style.html;
+/// The page for an error: content type and body (HTML, or plain text).
+pub fn page_body(err: &ProxyError, html: bool, proxy_name: &str) -> (&'static str, String) {
     let status = err.status();
     let reason = reason_phrase(status);
     let title = err
@@ -252,30 +251,46 @@ pub fn error_response(err: &ProxyError, style: PageStyle, proxy_name: &str) -> V
         .as_ref()
         .and_then(|a| a.message.as_deref())
         .unwrap_or(err.kind.title());
-    let body = if html {
-        format!(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1>\n<p>{}.</p>\n<p>{}</p>\n<hr><address>{}</address></body></html>\n",
-            escape(title),
-            escape(&err.detail),
-            escape(proxy_name)
+    if html {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1>\n<p>{}.</p>\n<p>{}</p>\n<hr><address>{}</address></body></html>\n",
+                escape(title),
+                escape(&err.detail),
+                escape(proxy_name)
+            ),
         )
     } else {
-        format!("{status} {reason}\n{title}.\n{}\n", sf_string(&err.detail))
-    };
+        (
+            "text/plain; charset=utf-8",
+            format!("{status} {reason}\n{title}.\n{}\n", sf_string(&err.detail)),
+        )
+    }
+}
+
+/// The `Proxy-Status` value (RFC 9209) for an error.
+pub fn proxy_status_value(err: &ProxyError, proxy_name: &str) -> String {
+    format!(
+        "{}; error={}; details=\"{}\"",
+        sf_token(proxy_name),
+        err.kind.proxy_status(),
+        sf_string(&err.detail)
+    )
+}
+
+/// The complete response for an error: head and body, ready to write.
+pub fn error_response(err: &ProxyError, style: PageStyle, proxy_name: &str) -> Vec<u8> {
+    let status = err.status();
+    let reason = reason_phrase(status);
+    let (content_type, body) = page_body(err, style.html, proxy_name);
     let mut out = String::with_capacity(body.len() + 256);
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nProxy-Status: {}; error={}; details=\"{}\"\r\n",
+        "HTTP/1.1 {status} {reason}\r\nDate: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nProxy-Status: {}\r\n",
         crate::observe::time::http_date(std::time::SystemTime::now()),
-        if html {
-            "text/html; charset=utf-8"
-        } else {
-            "text/plain; charset=utf-8"
-        },
         body.len(),
-        sf_token(proxy_name),
-        err.kind.proxy_status(),
-        sf_string(&err.detail),
+        proxy_status_value(err, proxy_name),
     );
     for (name, value) in err.answer.iter().flat_map(|a| &a.fields) {
         let _ = write!(out, "{name}: {value}\r\n");

@@ -79,7 +79,8 @@ pub fn server_config(
         .ok()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // RFC 7301: HTTP/2 preferred, HTTP/1.1 for clients without it.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Some(Arc::new(config))
 }
 

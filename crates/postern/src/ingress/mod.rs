@@ -1,6 +1,7 @@
 //! The "accept" stage: binds each configured proxy port, bounds the number of
 //! connections served at once, and hands each connection to its protocol.
 
+pub mod h2;
 pub mod http1;
 pub mod proxy_protocol;
 pub mod stream;
@@ -118,6 +119,15 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             } else {
                 stream::ClientStream::Plain(stream)
             };
+            if let stream::ClientStream::Tls(tls) = &stream
+                && tls.get_ref().1.alpn_protocol() == Some(b"h2")
+            {
+                h2::serve(shared, name, stream, peer).await;
+                drop(slot);
+                drop(permit);
+                drop(guard);
+                return;
+            }
             // Boxed: the connection's state machine is large; moving a pointer
             // into the task is cheaper than copying the state.
             Box::pin(http1::serve_connection(shared, name, stream, peer, initial)).await;

@@ -4,9 +4,9 @@
 
 mod tcp;
 
-pub use tcp::tunnel_client;
 #[cfg(test)]
 pub use tcp::tunnel_tcp;
+pub use tcp::{tunnel_client, tunnel_io};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TunnelStats {

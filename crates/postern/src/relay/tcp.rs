@@ -85,6 +85,72 @@ pub async fn tunnel_client(
     .await
 }
 
+/// A tunnel from any byte stream (an HTTP/2 CONNECT stream, say) to a server.
+pub async fn tunnel_io<C>(
+    client: C,
+    server: &mut TcpStream,
+    idle: Duration,
+    downstream_limits: &[Arc<Bucket>],
+) -> TunnelStats
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (r, w) = tokio::io::split(client);
+    tunnel_halves(
+        NoRaw(r),
+        NoRaw(w),
+        &[],
+        server,
+        &[],
+        idle,
+        downstream_limits,
+    )
+    .await
+}
+
+/// A stream half without a socket underneath (no splice).
+struct NoRaw<T>(T);
+
+impl<T> RawSocket for NoRaw<T> {
+    fn raw_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for NoRaw<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for NoRaw<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
 async fn tunnel_halves<CR, CW>(
     cr: CR,
     cw: CW,

@@ -317,7 +317,10 @@ pub async fn dispatch(
                 upgrade,
                 listener,
                 route,
-                client,
+                (
+                    client.peer.ip(),
+                    matches!(client.stream, ClientStream::Tls(_)),
+                ),
                 &host_of(head, &server.spec.addr),
             ),
             Via::Parent { target, .. } => {
@@ -436,22 +439,19 @@ fn cookie_value(head: &RequestHead, name: &str) -> Option<String> {
 /// and X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) — the client's
 /// own values kept only when it is a trusted proxy.
 #[allow(clippy::too_many_arguments)]
-fn reverse_head(
+pub fn reverse_head(
     head: &RequestHead,
     body: BodyKind,
     conn: &ConnectionOptions<'_>,
     upgrade: bool,
     listener: &ListenerConfig,
     route: &RouteSpec,
-    client: &Client,
+    (peer, tls): (IpAddr, bool),
     host: &str,
 ) -> Vec<u8> {
-    let peer = canonical(client.peer.ip());
+    let peer = canonical(peer);
     let trusted = listener.trusted_proxies.iter().any(|c| c.contains(peer));
-    let proto: &[u8] = match client.stream {
-        ClientStream::Tls(_) => b"https",
-        ClientStream::Plain(_) => b"http",
-    };
+    let proto: &[u8] = if tls { b"https" } else { b"http" };
     let forwarded = listener.forwarded_headers;
     let mut out = Vec::with_capacity(head.raw.len() + 160);
     out.extend_from_slice(head.method().as_bytes());

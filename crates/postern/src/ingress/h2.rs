@@ -1,0 +1,521 @@
+//! HTTP/2 from clients (RFC 9113) on TLS listeners that negotiated `h2`.
+//!
+//! hyper runs the HTTP/2 connection, with abuse limits (concurrent streams,
+//! streams reset before they are accepted — the "rapid reset" attack —, header
+//! list size, which also bounds CONTINUATION floods). Each request is turned
+//! into the HTTP/1.1 head the rest of the proxy understands, so targets,
+//! rules, anonymity and header rewriting are decided by the same code as for
+//! HTTP/1.1; it is then sent to the next hop with hyper's client (HTTP/1.1, or
+//! HTTP/2 where a pool says `h2c`) and the response streamed back, trailers
+//! included (gRPC). CONNECT streams (RFC 9113 §8.5) become tunnels.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::app::Shared;
+use crate::config::{Config, Mode};
+use crate::context::RequestCtx;
+use crate::egress::AddressPermit;
+use crate::error::{ErrorKind, ProxyError, page_body, proxy_status_value};
+use crate::forward::http::{Outbound, upstream_head};
+use crate::forward::plan::Plan;
+use crate::http1::RequestHead;
+use crate::http1::fields::{connection_options, request_body};
+use crate::http1::head::{Fields, HeadLimits, parse_request};
+use crate::reverse::pool::{Pick, PickInput};
+use crate::reverse::reverse_head;
+
+use super::stream::ClientStream;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Serves one HTTP/2 connection until the client or the proxy ends it.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+    stream: ClientStream,
+    peer: SocketAddr,
+) {
+    let cfg = shared.config();
+    let local = stream.local_addr().unwrap_or(peer);
+    let service = hyper::service::service_fn(move |req| {
+        let (shared, listener) = (shared.clone(), listener.clone());
+        async move { Ok::<_, Infallible>(handle(shared, listener, peer, local, req).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .max_concurrent_streams(256)
+        // RFC 9113 §10.5 and CVE-2023-44487: streams a client resets before
+        // they are served count against it; past the limit the connection ends.
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256))
+        .max_header_list_size(cfg.limits.max_header_size as u32)
+        .keep_alive_interval(None);
+    let _ = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let cfg = shared.config();
+    let mut ctx = RequestCtx::new(peer, &listener);
+    ctx.version = "HTTP/2";
+    ctx.method = req.method().to_string();
+    ctx.url = req.uri().to_string();
+    let response = match route(&cfg, &shared, &listener, peer, local, req, &mut ctx).await {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.record_error(&e);
+            error_response(&cfg, &e)
+        }
+    };
+    ctx.status = response.status().as_u16();
+    if ctx.logging {
+        shared.log.write(&ctx);
+    }
+    response
+}
+
+fn error_response(cfg: &Config, err: &ProxyError) -> Response<Body> {
+    let name = cfg.http.via.as_deref().unwrap_or("postern");
+    let (content_type, body) = page_body(err, false, name);
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let h = r.headers_mut();
+    h.insert("content-type", HeaderValue::from_static(content_type));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&proxy_status_value(err, name)) {
+        h.insert("proxy-status", v);
+    }
+    for (n, v) in err.answer.iter().flat_map(|a| &a.fields) {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(*n, v);
+        }
+    }
+    r
+}
+
+fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// The request as an HTTP/1.1 head, for the planning and header code.
+fn http1_view(
+    cfg: &Config,
+    req: &Request<Incoming>,
+    target: &str,
+    authority: &str,
+) -> Result<RequestHead, ProxyError> {
+    let mut text = format!(
+        "{} {target} HTTP/1.1\r\nHost: {authority}\r\n",
+        req.method()
+    );
+    for (name, value) in req.headers() {
+        if name == "host" {
+            continue;
+        }
+        let v = value
+            .to_str()
+            .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "header value is not text"))?;
+        text.push_str(name.as_str());
+        text.push_str(": ");
+        text.push_str(v);
+        text.push_str("\r\n");
+    }
+    // A body of unknown length travels chunked on HTTP/1.1.
+    if !req.headers().contains_key("content-length")
+        && !hyper::body::Body::is_end_stream(req.body())
+    {
+        text.push_str("Transfer-Encoding: chunked\r\n");
+    }
+    text.push_str("\r\n");
+    let limits = HeadLimits {
+        max_line: cfg.limits.max_request_line,
+        max_size: cfg.limits.max_header_size,
+        max_fields: cfg.limits.max_headers,
+    };
+    match parse_request(text.as_bytes(), limits) {
+        Ok(Some((n, parts))) => Ok(RequestHead::new(Bytes::from(text).slice(..n), parts)),
+        _ => Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "request cannot be expressed in HTTP/1.1",
+        )),
+    }
+}
+
+async fn route(
+    cfg: &Config,
+    shared: &Shared,
+    listener: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+    mut req: Request<Incoming>,
+    ctx: &mut RequestCtx,
+) -> Result<Response<Body>, ProxyError> {
+    let listener_cfg = cfg
+        .listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .ok_or_else(|| ProxyError::new(ErrorKind::Denied, "listener gone"))?;
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let connect = req.method() == Method::CONNECT;
+
+    if listener_cfg.mode == Mode::Reverse {
+        if connect {
+            return Err(ProxyError::new(
+                ErrorKind::MethodNotAllowed,
+                "CONNECT is not served on a reverse listener",
+            ));
+        }
+        let head = http1_view(cfg, &req, &path, &authority)?;
+        return reverse(cfg, shared, listener_cfg, peer, &head, &authority, req, ctx).await;
+    }
+
+    // Forward: CONNECT authority, or an absolute URI (`:scheme` + `:authority`).
+    let target = if connect {
+        authority.clone()
+    } else if req.uri().scheme().is_some() && !authority.is_empty() {
+        format!(
+            "{}://{authority}{path}",
+            req.uri().scheme_str().unwrap_or("http")
+        )
+    } else {
+        path.clone()
+    };
+    let head = http1_view(cfg, &req, &target, &authority)?;
+    let plan = Plan::new(cfg, &head, local)?;
+    let host = plan.rule_host();
+    let url = plan.rule_url(&head);
+    let subject = plan.subject(&head, peer, listener, &host, &url);
+    let admission = shared
+        .guard
+        .admit(cfg, &shared.connector.resolver, &subject)
+        .await?;
+    ctx.user = admission.user.clone();
+    match plan {
+        Plan::Local(_) => Ok(error_response(
+            cfg,
+            &ProxyError::new(
+                ErrorKind::NotImplemented,
+                "this is a proxy; send absolute URIs or CONNECT",
+            ),
+        )),
+        Plan::Tunnel { dest, port } => {
+            let (upstream, addr) = shared
+                .connector
+                .connect(
+                    &dest,
+                    port,
+                    cfg.address_permit(),
+                    admission.pinned.as_deref(),
+                    cfg.timeouts.connect,
+                )
+                .await?;
+            ctx.upstream = Some(addr);
+            ctx.result = "TCP_TUNNEL";
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            let idle = cfg.timeouts.tunnel_idle;
+            let buckets = admission.buckets.clone();
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let mut upstream = upstream;
+                    crate::relay::tunnel_io(TokioIo::new(upgraded), &mut upstream, idle, &buckets)
+                        .await;
+                }
+            });
+            Ok(Response::new(full(Bytes::new())))
+        }
+        Plan::Http(target) => {
+            let scrubber = cfg.scrubber(listener);
+            let conn = connection_options(&head);
+            let body =
+                request_body(&head).map_err(|m| ProxyError::new(ErrorKind::BadRequest, m))?;
+            let out = Outbound {
+                head: &head,
+                body,
+                conn: &conn,
+                admission: &admission,
+                scrubber: &scrubber,
+                via: Outbound::forward_via(cfg, &scrubber),
+                set_cookie: None,
+                retry_statuses: false,
+                first_byte: cfg.timeouts.first_byte,
+            };
+            let bytes = upstream_head(cfg, &out, &target, false, peer.ip());
+            let (stream, addr) = shared
+                .connector
+                .connect(
+                    &target.dest,
+                    target.port,
+                    cfg.address_permit(),
+                    admission.pinned.as_deref(),
+                    cfg.timeouts.connect,
+                )
+                .await?;
+            ctx.upstream = Some(addr);
+            let via = out.via.map(str::to_string);
+            let response = send_http1(cfg, stream, &bytes, req.into_body()).await?;
+            Ok(client_response(response, &scrubber, via.as_deref()))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reverse(
+    cfg: &Config,
+    shared: &Shared,
+    listener: &crate::config::ListenerConfig,
+    peer: SocketAddr,
+    head: &RequestHead,
+    authority: &str,
+    req: Request<Incoming>,
+    ctx: &mut RequestCtx,
+) -> Result<Response<Body>, ProxyError> {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .to_ascii_lowercase();
+    let route = cfg
+        .routes
+        .iter()
+        .find(|r| {
+            r.listener == listener.name
+                && r.matches(&host, head.target(), |n| {
+                    head.first(n)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+        })
+        .ok_or_else(|| {
+            ProxyError::new(
+                ErrorKind::NoRoute,
+                format!("no route matches host `{host}`"),
+            )
+        })?;
+    let pool = shared
+        .pools
+        .load()
+        .get(&route.pool)
+        .cloned()
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
+    let conn = connection_options(head);
+    let body = request_body(head).map_err(|m| ProxyError::new(ErrorKind::BadRequest, m))?;
+    let bytes = reverse_head(
+        head,
+        body,
+        &conn,
+        false,
+        listener,
+        route,
+        (peer.ip(), true),
+        authority,
+    );
+    let key = client_key(peer.ip());
+    // Only connection failures are retried here: the request body is a stream
+    // that cannot be sent twice.
+    let mut tried = Vec::new();
+    loop {
+        let index = match pool.pick(
+            &PickInput {
+                hash_key: key.as_bytes(),
+                sticky: None,
+            },
+            &tried,
+        ) {
+            Pick::Server(i) => i,
+            Pick::Busy if pool.wait_for_room().await => continue,
+            Pick::Busy => {
+                return Err(ProxyError::new(
+                    ErrorKind::QueueFull,
+                    "every server is busy",
+                ));
+            }
+            Pick::NoneUsable => {
+                return Err(ProxyError::new(
+                    ErrorKind::NoServer,
+                    format!("pool {}: no server is up", pool.spec.name),
+                ));
+            }
+        };
+        let server = &pool.servers[index];
+        let _inflight = pool.start(index);
+        let connected = shared
+            .connector
+            .connect(
+                &server.spec.host,
+                server.spec.port,
+                AddressPermit::CONFIGURED,
+                None,
+                cfg.timeouts.connect,
+            )
+            .await;
+        let (stream, addr) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                pool.report_failure(index);
+                tried.push(index);
+                if tried.len() > pool.spec.retries as usize {
+                    return Err(e);
+                }
+                continue;
+            }
+        };
+        ctx.upstream = Some(addr);
+        let response = send_http1(cfg, stream, &bytes, req.into_body()).await;
+        match &response {
+            Ok(r) if r.status().is_server_error() => pool.report_failure(index),
+            Ok(_) => pool.report_success(index),
+            Err(_) => pool.report_failure(index),
+        }
+        return Ok(client_response(response?, &route.rewrite, None));
+    }
+}
+
+fn client_key(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+/// Sends a request whose head was built as HTTP/1.1 bytes over a fresh
+/// HTTP/1.1 connection with hyper's client, streaming `body`.
+async fn send_http1(
+    cfg: &Config,
+    stream: TcpStream,
+    head_bytes: &[u8],
+    body: Incoming,
+) -> Result<Response<Incoming>, ProxyError> {
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Request::new(&mut fields);
+    if !matches!(parsed.parse(head_bytes), Ok(httparse::Status::Complete(_))) {
+        return Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "request head too large for HTTP/2 forwarding",
+        ));
+    }
+    let mut builder = Request::builder()
+        .method(parsed.method.unwrap_or("GET"))
+        .uri(parsed.path.unwrap_or("/"));
+    let mut headers = HeaderMap::new();
+    for h in parsed.headers.iter() {
+        // hyper frames the body itself.
+        if h.name.eq_ignore_ascii_case("content-length")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    if let Some(h) = builder.headers_mut() {
+        *h = headers;
+    }
+    let request = builder
+        .body(body)
+        .map_err(|e| ProxyError::new(ErrorKind::BadRequest, e.to_string()))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string()))?;
+    tokio::spawn(connection);
+    match tokio::time::timeout(cfg.timeouts.first_byte, sender.send_request(request)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(ProxyError::new(
+            ErrorKind::UpstreamTerminated,
+            e.to_string(),
+        )),
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::UpstreamTimeout,
+            "no response within the first-byte timeout",
+        )),
+    }
+}
+
+/// The response for the HTTP/2 client: connection-specific fields removed
+/// (RFC 9113 §8.2.2), the route's or listener's response rules, Via.
+fn client_response(
+    response: Response<Incoming>,
+    scrubber: &postern_policy::headers::Scrubber,
+    via: Option<&str>,
+) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    let named: Vec<String> = parts
+        .headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(named)
+    {
+        parts.headers.remove(name.as_str());
+    }
+    let dropped: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|n| scrubber.drops_response_field(n.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for n in dropped {
+        parts.headers.remove(n);
+    }
+    for (n, v) in scrubber.response_added() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            parts.headers.insert(n, v);
+        }
+    }
+    if let Some(name) = via
+        && let Ok(v) = HeaderValue::from_str(&format!("2 {name}"))
+    {
+        parts.headers.append("via", v);
+    }
+    parts.version = hyper::Version::HTTP_2;
+    Response::from_parts(parts, body.boxed())
+}

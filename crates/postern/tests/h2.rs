@@ -1,0 +1,163 @@
+//! HTTP/2 from clients on TLS listeners: curl `--http2` against a reverse
+//! listener, trailers end to end, and an HTTP/2 forward proxy with plain
+//! requests and CONNECT streams (driven by hyper's HTTP/2 client).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{curl_fetch_async, scratch_dir, start};
+use http_body_util::{BodyExt, Empty};
+use hyper::{Method, Request};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use postern_testkit::{Origin, TestCa, pattern_bytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn write_cert(ca: &TestCa, dir: &Path, names: &[&str]) -> (String, String) {
+    let (cert, key) = ca.issue_pem(names);
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key).unwrap();
+    (
+        c.to_string_lossy().into_owned(),
+        k.to_string_lossy().into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_http2_through_a_reverse_listener() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let base = format!("https://localhost:{}", proxy.addr().port());
+    let ca_pem = ca.write_ca_pem(&dir);
+    let ca_pem = ca_pem.to_string_lossy();
+    let f = curl_fetch_async(&[
+        "--http2",
+        "--cacert",
+        &ca_pem,
+        "-w",
+        " %{http_version}",
+        &format!("{base}/bytes/100000"),
+    ])
+    .await;
+    assert_eq!(f.exit, 0, "{}", f.stderr);
+    assert!(f.headers.starts_with("HTTP/2 200"), "{}", f.headers);
+    assert_eq!(f.body, pattern_bytes(100_000));
+    // A streamed upload goes to the HTTP/1.1 server chunked and comes back.
+    let upload = dir.join("upload");
+    std::fs::write(&upload, pattern_bytes(70_000)).unwrap();
+    let f = curl_fetch_async(&[
+        "--http2",
+        "--cacert",
+        &ca_pem,
+        "-H",
+        "Transfer-Encoding:",
+        "--data-binary",
+        &format!("@{}", upload.display()),
+        &format!("{base}/echo"),
+    ])
+    .await;
+    assert_eq!(f.exit, 0, "{}", f.stderr);
+    assert_eq!(f.body, pattern_bytes(70_000));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An HTTP/2 connection to `addr` over TLS trusting `ca`.
+async fn h2_client(
+    ca: &TestCa,
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let mut config = (*ca.client_config()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_forward_proxy_with_trailers_and_connect() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let origin = Origin::start().await;
+    let port = origin.addr().port();
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [egress]\nallow_private_destinations = true\nconnect_ports = [{port}]\n"
+    ));
+    let mut h2 = h2_client(&ca, proxy.addr()).await;
+
+    // A plain request: :scheme http, :authority the origin.
+    let req = Request::builder()
+        .uri(origin.url("/chunked/50000"))
+        .header("te", "trailers")
+        .body(Empty::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("via").is_some());
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    assert_eq!(collected.to_bytes(), Bytes::from(pattern_bytes(50_000)));
+    assert_eq!(
+        trailers
+            .and_then(|t| t.get("x-trailer").cloned())
+            .as_ref()
+            .map(|v| v.as_bytes()),
+        Some(&b"done"[..]),
+        "trailers must arrive over HTTP/2"
+    );
+
+    // CONNECT (RFC 9113 §8.5): a tunnel inside one stream.
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("127.0.0.1:{port}"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    let mut tunnel = TokioIo::new(upgraded);
+    tunnel
+        .write_all(b"GET /bytes/1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tunnel.read_to_end(&mut got).await.unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(got.ends_with(&pattern_bytes(1000)));
+
+    // Refusals keep Proxy-Status on HTTP/2 too.
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("127.0.0.1:22")
+        .body(Empty::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(
+        resp.headers()["proxy-status"]
+            .to_str()
+            .unwrap()
+            .contains("http_request_denied")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
