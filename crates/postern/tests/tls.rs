@@ -130,3 +130,33 @@ fn unreadable_or_mismatched_certificates_are_config_errors() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_servers_checks_their_certificates() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let ca_pem = ca.write_ca_pem(&dir);
+    let origin = TlsOrigin::start(&ca).await;
+    let config = |extra: &str| {
+        format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+             [[pool]]\nname = \"app\"\nservers = [\"{}\"]\ntls = true\n{extra}\n\n\
+             [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+            origin.addr()
+        )
+    };
+    let proxy = start(&config(&format!(
+        "tls_ca = \"{}\"\ntls_server_name = \"localhost\"",
+        ca_pem.display()
+    )));
+    let f = curl_fetch_async(&[&format!("http://{}/bytes/70000", proxy.addr())]).await;
+    assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
+    assert_eq!(f.body, pattern_bytes(70_000));
+    assert_eq!(origin.requests(), 1);
+    // With the system's roots the test CA is unknown: no request gets through.
+    let untrusted = start(&config(""));
+    let f = curl_fetch_async(&[&format!("http://{}/bytes/10", untrusted.addr())]).await;
+    assert_eq!(f.status, 502, "{}", f.headers);
+    assert_eq!(origin.requests(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

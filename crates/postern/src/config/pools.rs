@@ -15,7 +15,11 @@ use super::validate::duration_or;
 use crate::egress::Destination;
 use crate::reverse::spec::*;
 
-pub fn validate_pools(raw: &RawConfig, p: &mut Vec<Problem>) -> Vec<PoolSpec> {
+pub fn validate_pools(
+    raw: &RawConfig,
+    base: &std::path::Path,
+    p: &mut Vec<Problem>,
+) -> Vec<PoolSpec> {
     let mut names = HashSet::new();
     let mut pools = Vec::new();
     for rp in &raw.pool {
@@ -27,14 +31,14 @@ pub fn validate_pools(raw: &RawConfig, p: &mut Vec<Problem>) -> Vec<PoolSpec> {
             ));
             continue;
         }
-        if let Some(pool) = pool(rp, p) {
+        if let Some(pool) = pool(rp, base, p) {
             pools.push(pool);
         }
     }
     pools
 }
 
-fn pool(rp: &RawPool, p: &mut Vec<Problem>) -> Option<PoolSpec> {
+fn pool(rp: &RawPool, base: &std::path::Path, p: &mut Vec<Problem>) -> Option<PoolSpec> {
     let before = p.len();
     let mut servers = Vec::new();
     let mut seen = HashSet::new();
@@ -254,6 +258,23 @@ fn pool(rp: &RawPool, p: &mut Vec<Problem>) -> Option<PoolSpec> {
             None
         }
     };
+    let tls = match rp.tls.as_ref().map(|t| *t.get_ref()) {
+        Some(true) => {
+            super::tls::client_config(rp.tls_ca.as_ref(), base, p).map(|config| UpstreamTls {
+                config,
+                server_name: rp.tls_server_name.as_ref().map(|n| n.get_ref().clone()),
+            })
+        }
+        _ => {
+            if let Some(x) = rp.tls_ca.as_ref().or(rp.tls_server_name.as_ref()) {
+                p.push(Problem::new(
+                    x.span(),
+                    "`tls_ca` and `tls_server_name` need `tls = true`",
+                ));
+            }
+            None
+        }
+    };
     (p.len() == before).then(|| PoolSpec {
         name: rp.name.get_ref().clone(),
         servers,
@@ -272,6 +293,7 @@ fn pool(rp: &RawPool, p: &mut Vec<Problem>) -> Option<PoolSpec> {
         protocol,
         credentials,
         send_proxy,
+        tls,
     })
 }
 

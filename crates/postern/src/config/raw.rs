@@ -348,6 +348,12 @@ pub struct RawPool {
     pub password: Option<Spanned<String>>,
     /// Send a PROXY protocol header to servers: v1 | v2.
     pub send_proxy: Option<Spanned<String>>,
+    /// TLS to the servers.
+    pub tls: Option<Spanned<bool>>,
+    /// CA certificates (PEM) the servers' certificates are checked against
+    /// (default: the system's roots).
+    pub tls_ca: Option<Spanned<String>>,
+    pub tls_server_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

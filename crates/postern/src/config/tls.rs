@@ -153,3 +153,55 @@ fn certified_key(
     }
     Some(Arc::new(certified))
 }
+
+/// A client configuration for TLS to servers: trusting `ca` (PEM), or the
+/// system's roots.
+pub fn client_config(
+    ca: Option<&Spanned<String>>,
+    base: &Path,
+    p: &mut Vec<Problem>,
+) -> Option<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            let path = base.join(ca.get_ref());
+            let certs = CertificateDer::pem_file_iter(&path)
+                .map_err(|e| {
+                    p.push(Problem::new(
+                        ca.span(),
+                        format!("cannot read {}: {e}", path.display()),
+                    ))
+                })
+                .ok()?;
+            for cert in certs {
+                match cert {
+                    Ok(c) => {
+                        if let Err(e) = roots.add(c) {
+                            p.push(Problem::new(ca.span(), format!("{}: {e}", path.display())));
+                        }
+                    }
+                    Err(e) => p.push(Problem::new(ca.span(), format!("{}: {e}", path.display()))),
+                }
+            }
+            if roots.is_empty() {
+                p.push(Problem::new(
+                    ca.span(),
+                    format!("{}: no CA certificate", path.display()),
+                ));
+                return None;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Some(Arc::new(config))
+}

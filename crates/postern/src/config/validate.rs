@@ -375,7 +375,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
     };
 
     let listener_names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
-    let pools = super::pools::validate_pools(&raw, p);
+    let pools = super::pools::validate_pools(&raw, base, p);
     let reverse_names: Vec<String> = listeners
         .iter()
         .filter(|l| l.mode == Mode::Reverse)

@@ -5,7 +5,9 @@ pub mod connect;
 pub mod parent;
 pub mod pool;
 pub mod resolve;
+pub mod stream;
 
 pub use connect::{AddressPermit, Connector, Destination};
 pub use pool::UpstreamPool;
 pub use resolve::Resolver;
+pub use stream::Upstream;

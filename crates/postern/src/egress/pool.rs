@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use super::Upstream;
 
 struct Idle {
-    stream: TcpStream,
+    stream: Upstream,
     addr: SocketAddr,
     since: Instant,
 }
@@ -47,7 +47,7 @@ impl UpstreamPool {
     /// The most recently used live connection to `key`, if any. With `probe`,
     /// the socket itself is asked whether the server closed it (one system
     /// call), for requests that must not meet a stale connection.
-    pub fn checkout(&self, key: &str, probe: bool) -> Option<(TcpStream, SocketAddr)> {
+    pub fn checkout(&self, key: &str, probe: bool) -> Option<(Upstream, SocketAddr)> {
         let mut idles = self.lock();
         let idles = &mut *idles;
         let list = idles.by_key.get_mut(key)?;
@@ -65,7 +65,7 @@ impl UpstreamPool {
         found
     }
 
-    pub fn checkin(&self, key: &str, stream: TcpStream, addr: SocketAddr) {
+    pub fn checkin(&self, key: &str, stream: Upstream, addr: SocketAddr) {
         if self.max_per_host == 0 || self.max_total == 0 {
             return;
         }
@@ -138,7 +138,14 @@ fn evict_oldest(idles: &mut Idles) {
 /// An idle connection must have nothing to read: data or EOF means the server
 /// closed it or broke the protocol, and it cannot carry a new request. Without
 /// `probe` only the readiness the reactor has already seen is consulted.
-fn is_quiet(stream: &TcpStream, probe: bool) -> bool {
+fn is_quiet(upstream: &Upstream, probe: bool) -> bool {
+    let stream = upstream.tcp();
+    if upstream.is_tls() {
+        // Reading would eat TLS records (session tickets arrive unasked):
+        // only an end of stream disqualifies the connection.
+        let mut peek = [MaybeUninit::<u8>::uninit(); 1];
+        return !matches!(socket2::SockRef::from(stream).peek(&mut peek), Ok(0));
+    }
     let mut byte = [0u8; 1];
     let seen_quiet =
         matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
@@ -156,14 +163,14 @@ fn is_quiet(stream: &TcpStream, probe: bool) -> bool {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
-    async fn connection(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    async fn connection(listener: &TcpListener) -> (Upstream, TcpStream) {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (client, server)
+        (Upstream::Plain(client), server)
     }
 
     #[tokio::test]

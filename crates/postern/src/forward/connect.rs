@@ -37,7 +37,7 @@ pub async fn tunnel(
     ctx: &mut RequestCtx,
 ) -> Result<(), ProxyError> {
     let TunnelTarget { dest, port, parent } = target;
-    let (mut upstream, addr, pending) = match parent {
+    let (upstream, addr, pending) = match parent {
         Some(pool) => through_parent(cfg, shared, pool, dest, port).await?,
         None => {
             let (s, a) = shared
@@ -64,6 +64,7 @@ pub async fn tunnel(
     ctx.bytes_out += established.len() as u64;
     let early = client.buf.split();
     client.tunneled = true;
+    let mut upstream = crate::egress::Upstream::Plain(upstream);
     let stats = relay::tunnel_client(
         &mut client.stream,
         &early,

@@ -10,10 +10,10 @@
 
 use std::pin::pin;
 
+use crate::egress::Upstream;
+use crate::egress::stream::UpRead;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::ReadHalf;
 
 use crate::ingress::stream::ClientWrite;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -112,7 +112,7 @@ pub async fn forward(
                         cfg.timeouts.connect,
                     )
                     .await?;
-                (s, a, false)
+                (Upstream::Plain(s), a, false)
             }
         };
         ctx.upstream = Some(addr);
@@ -387,7 +387,7 @@ pub fn upstream_head(
 pub(crate) async fn exchange(
     cfg: &Config,
     client: &mut Client,
-    upstream: &mut TcpStream,
+    upstream: &mut Upstream,
     head_bytes: Vec<u8>,
     req: &Outbound<'_>,
     upgrade: bool,
@@ -686,7 +686,7 @@ enum HeadFailure {
 /// Reads response heads until a final one (or 101), passing 1xx on to HTTP/1.1
 /// clients (RFC 9110 §15.2; HTTP/1.0 clients cannot take them).
 async fn read_final_head(
-    ur: &mut ReadHalf<'_>,
+    ur: &mut UpRead<'_>,
     ubuf: &mut BytesMut,
     cw: &mut ClientWrite<'_>,
     cfg: &Config,

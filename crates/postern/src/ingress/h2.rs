@@ -20,12 +20,10 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 use crate::app::Shared;
 use crate::config::{Config, Mode};
 use crate::context::RequestCtx;
-use crate::egress::AddressPermit;
 use crate::error::{ErrorKind, ProxyError, page_body, proxy_status_value};
 use crate::forward::http::{Outbound, upstream_head};
 use crate::forward::plan::Plan;
@@ -201,7 +199,17 @@ async fn route(
             ));
         }
         let head = http1_view(cfg, &req, &path, &authority)?;
-        return reverse(cfg, shared, listener_cfg, peer, &head, &authority, req, ctx).await;
+        return reverse(
+            cfg,
+            shared,
+            listener_cfg,
+            (peer, local),
+            &head,
+            &authority,
+            req,
+            ctx,
+        )
+        .await;
     }
 
     // Forward: CONNECT authority, or an absolute URI (`:scheme` + `:authority`).
@@ -287,7 +295,13 @@ async fn route(
                 .await?;
             ctx.upstream = Some(addr);
             let via = out.via.map(str::to_string);
-            let response = send_http1(cfg, stream, &bytes, req.into_body()).await?;
+            let response = send_http1(
+                cfg,
+                crate::egress::Upstream::Plain(stream),
+                &bytes,
+                req.into_body(),
+            )
+            .await?;
             Ok(client_response(response, &scrubber, via.as_deref()))
         }
     }
@@ -298,7 +312,7 @@ async fn reverse(
     cfg: &Config,
     shared: &Shared,
     listener: &crate::config::ListenerConfig,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     head: &RequestHead,
     authority: &str,
     req: Request<Incoming>,
@@ -369,18 +383,10 @@ async fn reverse(
                 ));
             }
         };
-        let server = &pool.servers[index];
         let _inflight = pool.start(index);
-        let connected = shared
-            .connector
-            .connect(
-                &server.spec.host,
-                server.spec.port,
-                AddressPermit::CONFIGURED,
-                None,
-                cfg.timeouts.connect,
-            )
-            .await;
+        let via = crate::reverse::Via::Server { listener, route };
+        let connected =
+            crate::reverse::open(cfg, shared, &pool, index, &via, (peer, Some(local))).await;
         let (stream, addr) = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -411,7 +417,7 @@ fn client_key(ip: IpAddr) -> String {
 /// HTTP/1.1 connection with hyper's client, streaming `body`.
 async fn send_http1(
     cfg: &Config,
-    stream: TcpStream,
+    stream: crate::egress::Upstream,
     head_bytes: &[u8],
     body: Incoming,
 ) -> Result<Response<Incoming>, ProxyError> {

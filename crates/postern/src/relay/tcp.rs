@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
 use super::TunnelStats;
+use crate::egress::Upstream;
 use crate::guard::limits::Bucket;
 use crate::ingress::stream::{ClientStream, RawSocket};
 
@@ -51,38 +52,25 @@ pub async fn tunnel_tcp(
     downstream_limits: &[Arc<Bucket>],
 ) -> TunnelStats {
     let (cr, cw) = client.split();
-    tunnel_halves(
-        cr,
-        cw,
-        client_pending,
-        server,
-        server_pending,
-        idle,
-        downstream_limits,
-    )
-    .await
+    let (sr, sw) = server.split();
+    let (client, server) = ((cr, cw, client_pending), (sr, sw, server_pending));
+    tunnel_halves(client, server, idle, downstream_limits).await
 }
 
-/// A tunnel between a client connection (plain or TLS) and a server.
+/// A tunnel between a client connection (plain or TLS) and a server (plain
+/// or TLS); splice is used where both ends are plain sockets.
 pub async fn tunnel_client(
     client: &mut ClientStream,
     client_pending: &[u8],
-    server: &mut TcpStream,
+    server: &mut Upstream,
     server_pending: &[u8],
     idle: Duration,
     downstream_limits: &[Arc<Bucket>],
 ) -> TunnelStats {
     let (cr, cw) = client.split();
-    tunnel_halves(
-        cr,
-        cw,
-        client_pending,
-        server,
-        server_pending,
-        idle,
-        downstream_limits,
-    )
-    .await
+    let (sr, sw) = server.split();
+    let (client, server) = ((cr, cw, client_pending), (sr, sw, server_pending));
+    tunnel_halves(client, server, idle, downstream_limits).await
 }
 
 /// A tunnel from any byte stream (an HTTP/2 CONNECT stream, say) to a server.
@@ -96,16 +84,9 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let (r, w) = tokio::io::split(client);
-    tunnel_halves(
-        NoRaw(r),
-        NoRaw(w),
-        &[],
-        server,
-        &[],
-        idle,
-        downstream_limits,
-    )
-    .await
+    let (sr, sw) = server.split();
+    let (client, server) = ((NoRaw(r), NoRaw(w), &[][..]), (sr, sw, &[][..]));
+    tunnel_halves(client, server, idle, downstream_limits).await
 }
 
 /// A stream half without a socket underneath (no splice).
@@ -151,18 +132,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for NoRaw<T> {
     }
 }
 
-async fn tunnel_halves<CR, CW>(
-    cr: CR,
-    cw: CW,
-    client_pending: &[u8],
-    server: &mut TcpStream,
-    server_pending: &[u8],
+/// One side of a tunnel: its read and write halves and the bytes already
+/// read from it that the other side must get first.
+type Side<'p, R, W> = (R, W, &'p [u8]);
+
+async fn tunnel_halves<CR, CW, SR, SW>(
+    (cr, cw, client_pending): Side<'_, CR, CW>,
+    (sr, sw, server_pending): Side<'_, SR, SW>,
     idle: Duration,
     downstream_limits: &[Arc<Bucket>],
 ) -> TunnelStats
 where
     CR: AsyncRead + RawSocket + Unpin,
     CW: AsyncWrite + RawSocket + Unpin,
+    SR: AsyncRead + RawSocket + Unpin,
+    SW: AsyncWrite + RawSocket + Unpin,
 {
     let activity = Activity {
         start: Instant::now(),
@@ -171,7 +155,6 @@ where
     };
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
-    let (sr, sw) = server.split();
     let both = async {
         tokio::join!(
             pump(cr, sw, client_pending, &activity, &up, &[]),

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use crate::app::Shared;
 use crate::config::{Config, ListenerConfig};
 use crate::context::RequestCtx;
-use crate::egress::AddressPermit;
+use crate::egress::{AddressPermit, Upstream};
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::http::{Failure, Outbound, exchange, upstream_head};
 use crate::forward::target::HttpTarget;
@@ -226,69 +226,31 @@ pub async fn dispatch(
         let reused = pooled.is_some();
         let (mut upstream, addr) = match pooled {
             Some(c) => c,
-            None => {
-                let connect_timeout = spec
-                    .per_try_timeout
-                    .map_or(cfg.timeouts.connect, |t| t.min(cfg.timeouts.connect));
-                match shared
-                    .connector
-                    .connect(
-                        &server.spec.host,
-                        server.spec.port,
-                        AddressPermit::CONFIGURED,
-                        None,
-                        connect_timeout,
-                    )
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        pool.report_failure(index);
-                        tried.push(index);
-                        if may_retry {
-                            retrying.get_or_insert_with(|| RetryGuard::new(pool));
-                            last_error = Some(e);
-                            continue;
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        ctx.upstream = Some(addr);
-        if !reused
-            && let Via::Parent { target, .. } = via
-            && spec.protocol == ParentProtocol::Socks5
-            && let Err(e) = crate::egress::parent::socks5_connect(
-                &mut upstream,
-                &target.dest,
-                target.port,
-                spec.credentials.as_ref(),
-                cfg.timeouts.connect,
+            None => match open(
+                cfg,
+                shared,
+                pool,
+                index,
+                via,
+                (client.peer, client.stream.local_addr().ok()),
             )
             .await
-        {
-            pool.report_failure(index);
-            tried.push(index);
-            if may_retry {
-                retrying.get_or_insert_with(|| RetryGuard::new(pool));
-                last_error = Some(e);
-                continue;
-            }
-            return Err(e);
-        }
-        inflight.restart_clock();
-        if !reused && let Some(version) = spec.send_proxy {
-            let header = proxy_header(version, client.peer, client.stream.local_addr().ok());
-            if tokio::io::AsyncWriteExt::write_all(&mut upstream, &header)
-                .await
-                .is_err()
             {
-                pool.report_failure(index);
-                tried.push(index);
-                continue;
-            }
-        }
+                Ok(c) => c,
+                Err(e) => {
+                    pool.report_failure(index);
+                    tried.push(index);
+                    if may_retry {
+                        retrying.get_or_insert_with(|| RetryGuard::new(pool));
+                        last_error = Some(e);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        ctx.upstream = Some(addr);
+        inflight.restart_clock();
         let set_cookie = spec.sticky_cookie.as_ref().and_then(|name| {
             (!parent && sticky.as_deref() != Some(server.id.as_str()))
                 .then(|| format!("{name}={}; Path=/; HttpOnly", server.id))
@@ -377,6 +339,73 @@ pub async fn dispatch(
                 return Ok(false);
             }
         }
+    }
+}
+
+/// A new connection to server `index`: PROXY header, SOCKS5 handshake for
+/// SOCKS parents, TLS for pools that want it — in that order, as each wraps
+/// the next.
+pub async fn open(
+    cfg: &Config,
+    shared: &Shared,
+    pool: &Pool,
+    index: usize,
+    via: &Via<'_>,
+    (peer, local): (std::net::SocketAddr, Option<std::net::SocketAddr>),
+) -> Result<(Upstream, std::net::SocketAddr), ProxyError> {
+    let spec = &pool.spec;
+    let server = &pool.servers[index];
+    let connect_timeout = spec
+        .per_try_timeout
+        .map_or(cfg.timeouts.connect, |t| t.min(cfg.timeouts.connect));
+    let (mut tcp, addr) = shared
+        .connector
+        .connect(
+            &server.spec.host,
+            server.spec.port,
+            AddressPermit::CONFIGURED,
+            None,
+            connect_timeout,
+        )
+        .await?;
+    if let Some(version) = spec.send_proxy {
+        let header = proxy_header(version, peer, local);
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, &header)
+            .await
+            .map_err(|e| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string()))?;
+    }
+    if let Via::Parent { target, .. } = via
+        && spec.protocol == ParentProtocol::Socks5
+    {
+        crate::egress::parent::socks5_connect(
+            &mut tcp,
+            &target.dest,
+            target.port,
+            spec.credentials.as_ref(),
+            cfg.timeouts.connect,
+        )
+        .await?;
+    }
+    let Some(tls) = &spec.tls else {
+        return Ok((Upstream::Plain(tcp), addr));
+    };
+    let name = tls
+        .server_name
+        .clone()
+        .unwrap_or_else(|| server.spec.host.rule_host().into_owned());
+    let name = rustls::pki_types::ServerName::try_from(name)
+        .map_err(|e| ProxyError::new(ErrorKind::DestinationUnavailable, e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    match tokio::time::timeout(connect_timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(stream)) => Ok((Upstream::Tls(Box::new(stream)), addr)),
+        Ok(Err(e)) => Err(ProxyError::new(
+            ErrorKind::DestinationUnavailable,
+            format!("TLS with {}: {e}", server.spec.addr),
+        )),
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::ConnectionTimeout,
+            format!("TLS with {} did not complete in time", server.spec.addr),
+        )),
     }
 }
 

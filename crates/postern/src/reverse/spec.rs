@@ -134,6 +134,15 @@ pub struct PoolSpec {
     /// Credentials for parent proxies.
     pub credentials: Option<(String, String)>,
     pub send_proxy: Option<ProxyProtocolVersion>,
+    /// TLS to the servers.
+    pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name checked in the servers' certificates (default: each server's host).
+    pub server_name: Option<String>,
 }
 
 /// A host condition of a route: exact, or `*.suffix`.
