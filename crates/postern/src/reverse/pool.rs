@@ -463,6 +463,7 @@ mod tests {
             protocol: ParentProtocol::Http,
             credentials: None,
             send_proxy: None,
+            tls: None,
         }
     }
 
