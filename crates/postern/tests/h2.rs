@@ -161,3 +161,106 @@ async fn http2_forward_proxy_with_trailers_and_connect() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A body of one data frame and then trailers, as gRPC responses end.
+struct DataThenTrailers(Option<Bytes>, Option<hyper::HeaderMap>);
+
+impl hyper::body::Body for DataThenTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use hyper::body::Frame;
+        if let Some(data) = self.0.take() {
+            return std::task::Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        std::task::Poll::Ready(self.1.take().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+/// An HTTP/2-only server (h2c) answering like a gRPC service: body, then
+/// trailers with `grpc-status`.
+async fn grpc_like_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let version = req.version();
+                        let got = req.into_body().collect().await.unwrap().to_bytes();
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let body = DataThenTrailers(
+                            Some(Bytes::from(format!("{version:?} echo:{}", got.len()))),
+                            Some(trailers),
+                        );
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_style_over_h2c_both_ways() {
+    let server = grpc_like_server().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
+         [[pool]]\nname = \"grpc\"\nservers = [\"{server}\"]\nhttp2 = true\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"grpc\"\n"
+    ));
+    // Prior knowledge: HTTP/2 without TLS from the first byte.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!(
+            "http://{}/helloworld.Greeter/SayHello",
+            proxy.addr()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(Bytes::from_static(
+            b"\0\0\0\0\x05hello",
+        )))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(
+        collected.to_bytes(),
+        Bytes::from_static(b"HTTP/2.0 echo:10")
+    );
+    // The same listener still speaks HTTP/1.1 to everyone else; HTTP/1.1
+    // requests go to servers over HTTP/1.1, which this one refuses.
+    let (resp, _) = common::one_response(proxy.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(resp.status, 502, "{}", resp.head);
+    assert!(
+        resp.header("proxy-status")
+            .unwrap()
+            .contains("http_protocol_error")
+    );
+}

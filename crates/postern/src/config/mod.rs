@@ -147,6 +147,8 @@ pub struct ListenerConfig {
     pub proxy_protocol: Option<Vec<Cidr>>,
     /// TLS terminated on this listener.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// HTTP/2 by prior knowledge on a plain listener.
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone)]

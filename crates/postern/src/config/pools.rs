@@ -258,13 +258,14 @@ fn pool(rp: &RawPool, base: &std::path::Path, p: &mut Vec<Problem>) -> Option<Po
             None
         }
     };
+    let http2 = rp.http2.unwrap_or(false);
     let tls = match rp.tls.as_ref().map(|t| *t.get_ref()) {
-        Some(true) => {
-            super::tls::client_config(rp.tls_ca.as_ref(), base, p).map(|config| UpstreamTls {
+        Some(true) => super::tls::client_config(rp.tls_ca.as_ref(), base, http2, p).map(|config| {
+            UpstreamTls {
                 config,
                 server_name: rp.tls_server_name.as_ref().map(|n| n.get_ref().clone()),
-            })
-        }
+            }
+        }),
         _ => {
             if let Some(x) = rp.tls_ca.as_ref().or(rp.tls_server_name.as_ref()) {
                 p.push(Problem::new(
@@ -294,6 +295,7 @@ fn pool(rp: &RawPool, base: &std::path::Path, p: &mut Vec<Problem>) -> Option<Po
         credentials,
         send_proxy,
         tls,
+        http2,
     })
 }
 

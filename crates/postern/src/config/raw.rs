@@ -64,6 +64,8 @@ pub struct RawListener {
     pub proxy_protocol_from: Option<Vec<Spanned<String>>>,
     /// Terminate TLS on this listener.
     pub tls: Option<RawTls>,
+    /// Accept HTTP/2 without TLS from clients that start with its preface.
+    pub h2c: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +356,8 @@ pub struct RawPool {
     /// (default: the system's roots).
     pub tls_ca: Option<Spanned<String>>,
     pub tls_server_name: Option<Spanned<String>>,
+    /// HTTP/2 to the servers (for HTTP/2 clients; gRPC).
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -159,6 +159,7 @@ fn certified_key(
 pub fn client_config(
     ca: Option<&Spanned<String>>,
     base: &Path,
+    http2: bool,
     p: &mut Vec<Problem>,
 ) -> Option<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
@@ -202,6 +203,10 @@ pub fn client_config(
         .ok()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Some(Arc::new(config))
 }

@@ -178,6 +178,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             parent: l.parent.as_ref().map(|x| x.get_ref().clone()),
             proxy_protocol,
             tls,
+            h2c: l.h2c.unwrap_or(false),
         });
     }
     if raw.listener.is_empty() {
@@ -192,6 +193,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             parent: None,
             proxy_protocol: None,
             tls: None,
+            h2c: false,
         });
     }
 

@@ -33,19 +33,19 @@ use crate::http1::head::{Fields, HeadLimits, parse_request};
 use crate::reverse::pool::{Pick, PickInput};
 use crate::reverse::reverse_head;
 
-use super::stream::ClientStream;
-
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Serves one HTTP/2 connection until the client or the proxy ends it.
-pub async fn serve(
+pub async fn serve<IO>(
     shared: Arc<Shared>,
     listener: Arc<str>,
-    stream: ClientStream,
+    stream: IO,
     peer: SocketAddr,
-) {
+    local: SocketAddr,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let cfg = shared.config();
-    let local = stream.local_addr().unwrap_or(peer);
     let service = hyper::service::service_fn(move |req| {
         let (shared, listener) = (shared.clone(), listener.clone());
         async move { Ok::<_, Infallible>(handle(shared, listener, peer, local, req).await) }
@@ -399,7 +399,7 @@ async fn reverse(
             }
         };
         ctx.upstream = Some(addr);
-        let response = send_http1(cfg, stream, &bytes, req.into_body()).await;
+        let response = send(cfg, stream, &bytes, req.into_body(), pool.spec.http2).await;
         match &response {
             Ok(r) if r.status().is_server_error() => pool.report_failure(index),
             Ok(_) => pool.report_success(index),
@@ -421,6 +421,19 @@ async fn send_http1(
     head_bytes: &[u8],
     body: Incoming,
 ) -> Result<Response<Incoming>, ProxyError> {
+    send(cfg, stream, head_bytes, body, false).await
+}
+
+/// The same over HTTP/1.1 or, for `http2` pools, HTTP/2 (h2c on plain
+/// connections, h2 over TLS): the Host field becomes `:authority` and
+/// connection-specific fields are left out (RFC 9113 §8.2.2).
+async fn send(
+    cfg: &Config,
+    stream: crate::egress::Upstream,
+    head_bytes: &[u8],
+    body: Incoming,
+    http2: bool,
+) -> Result<Response<Incoming>, ProxyError> {
     let mut fields = [httparse::EMPTY_HEADER; 128];
     let mut parsed = httparse::Request::new(&mut fields);
     if !matches!(parsed.parse(head_bytes), Ok(httparse::Status::Complete(_))) {
@@ -429,14 +442,47 @@ async fn send_http1(
             "request head too large for HTTP/2 forwarding",
         ));
     }
+    let path = parsed.path.unwrap_or("/");
+    let uri = if http2 {
+        let host = parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("host"))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            .unwrap_or_else(|| "localhost".into());
+        let scheme = if stream.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{host}{path}")
+    } else {
+        path.to_string()
+    };
     let mut builder = Request::builder()
         .method(parsed.method.unwrap_or("GET"))
-        .uri(parsed.path.unwrap_or("/"));
+        .uri(uri);
+    if http2 {
+        builder = builder.version(hyper::Version::HTTP_2);
+    }
     let mut headers = HeaderMap::new();
     for h in parsed.headers.iter() {
         // hyper frames the body itself.
         if h.name.eq_ignore_ascii_case("content-length")
             || h.name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        if http2
+            && [
+                "host",
+                "connection",
+                "keep-alive",
+                "upgrade",
+                "proxy-connection",
+            ]
+            .iter()
+            .any(|n| h.name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        if http2 && h.name.eq_ignore_ascii_case("te") && !h.value.eq_ignore_ascii_case(b"trailers")
         {
             continue;
         }
@@ -453,11 +499,27 @@ async fn send_http1(
     let request = builder
         .body(body)
         .map_err(|e| ProxyError::new(ErrorKind::BadRequest, e.to_string()))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let sent = if http2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(|e| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string()))?;
+        tokio::spawn(connection);
+        tokio::time::timeout(cfg.timeouts.first_byte, async move {
+            sender.send_request(request).await
+        })
         .await
-        .map_err(|e| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string()))?;
-    tokio::spawn(connection);
-    match tokio::time::timeout(cfg.timeouts.first_byte, sender.send_request(request)).await {
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string()))?;
+        tokio::spawn(connection);
+        tokio::time::timeout(cfg.timeouts.first_byte, async move {
+            sender.send_request(request).await
+        })
+        .await
+    };
+    match sent {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) => Err(ProxyError::new(
             ErrorKind::UpstreamTerminated,

@@ -92,6 +92,7 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
         let guard = shared.track_connection();
         let trusted = cfg.proxy_protocol.clone();
         let tls = cfg.tls.is_some();
+        let h2c = cfg.h2c;
         tokio::spawn(async move {
             let mut stream = stream;
             let mut peer = peer;
@@ -111,6 +112,24 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             let Some((slot, stream)) = client_slot(&shared, &name, stream, peer).await else {
                 return;
             };
+            if h2c && !tls {
+                match h2_preface(&stream, &mut initial, &shared).await {
+                    Some(true) => {
+                        let local = stream.local_addr().unwrap_or(peer);
+                        let io = stream::Rewind {
+                            prefix: initial.split(),
+                            inner: stream,
+                        };
+                        h2::serve(shared, name, io, peer, local).await;
+                        drop(slot);
+                        drop(permit);
+                        drop(guard);
+                        return;
+                    }
+                    Some(false) => {}
+                    None => return,
+                }
+            }
             let stream = if tls {
                 let Some(s) = tls_handshake(&shared, &name, stream, initial.split()).await else {
                     return;
@@ -122,7 +141,8 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             if let stream::ClientStream::Tls(tls) = &stream
                 && tls.get_ref().1.alpn_protocol() == Some(b"h2")
             {
-                h2::serve(shared, name, stream, peer).await;
+                let local = stream.local_addr().unwrap_or(peer);
+                h2::serve(shared, name, stream, peer, local).await;
                 drop(slot);
                 drop(permit);
                 drop(guard);
@@ -136,6 +156,35 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             drop(guard);
         });
     }
+}
+
+/// RFC 9113 §3.4: a client with prior knowledge starts with this preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the first bytes show whether the client speaks HTTP/2 with
+/// prior knowledge; what was read stays in `buf`. `None`: the client left.
+async fn h2_preface(stream: &TcpStream, buf: &mut BytesMut, shared: &Shared) -> Option<bool> {
+    let limit = shared.config().timeouts.client_header;
+    let read = async {
+        loop {
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            stream.readable().await.ok()?;
+            let mut chunk = [0u8; 64];
+            match stream.try_read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(m) => buf.extend_from_slice(&chunk[..m]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.ok().flatten()
 }
 
 /// Terminates TLS with the listener's current certificates (a reload renews

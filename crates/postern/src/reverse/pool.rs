@@ -464,6 +464,7 @@ mod tests {
             credentials: None,
             send_proxy: None,
             tls: None,
+            http2: false,
         }
     }
 

@@ -136,6 +136,8 @@ pub struct PoolSpec {
     pub send_proxy: Option<ProxyProtocolVersion>,
     /// TLS to the servers.
     pub tls: Option<UpstreamTls>,
+    /// Speak HTTP/2 to the servers (h2c, or h2 over TLS) for HTTP/2 clients.
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone)]
