@@ -15,6 +15,7 @@
 //! | `/reset/N`      | announces `Content-Length: 2N`, sends `N` bytes, then aborts the connection |
 //! | `/upgrade`      | `Upgrade: testproto` + `Connection: upgrade` → 101 then byte echo; otherwise 426 |
 //! | `/expect`       | reads the whole body (100-continue is automatic), replies `got N bytes` |
+//! | `/etag/TAG`     | `ETag: "TAG"`, body `tag TAG`; 304 when `If-None-Match` names it |
 //! | anything else   | 404 `not found` |
 
 use std::collections::VecDeque;
@@ -295,6 +296,26 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Response<RespBody> {
             }
             Err(_) => not_found(),
         }
+    } else if let Some(tag) = path.strip_prefix("/etag/") {
+        // A validator route: 304 when If-None-Match names the tag.
+        let etag = format!("\"{tag}\"");
+        let matches = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        let mut r = if matches {
+            let mut r = Response::new(full(Bytes::new()));
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r
+        } else {
+            text_response(StatusCode::OK, format!("tag {tag}"))
+        };
+        r.headers_mut().insert(
+            header::ETAG,
+            HeaderValue::from_str(&etag).expect("quoted tag"),
+        );
+        r
     } else if let Some(n) = path.strip_prefix("/chunked/") {
         match n.parse::<usize>() {
             Ok(n) => chunked_response(n),

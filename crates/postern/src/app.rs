@@ -39,6 +39,8 @@ pub struct Shared {
     pub pool: UpstreamPool,
     pub log: AccessLog,
     pub guard: crate::guard::Guard,
+    /// The shared cache, when `[cache]` is configured (sized at start).
+    pub cache: Option<Arc<crate::cache::Cache>>,
     shutdown: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
 }
@@ -124,6 +126,10 @@ async fn serve(config: Config) -> Result<()> {
         ),
         log,
         guard: crate::guard::Guard::default(),
+        cache: config
+            .cache
+            .as_ref()
+            .map(|c| Arc::new(crate::cache::Cache::new(c.memory, c.max_object_size))),
         shutdown: shutdown_rx,
         active: Arc::new(AtomicUsize::new(0)),
         config: ArcSwap::from_pointee(config),

@@ -39,6 +39,8 @@ pub enum ErrorKind {
     /// The response's type or size is refused by the content rules.
     ContentDenied,
     ResponseTooLarge,
+    /// `only-if-cached` and nothing usable stored (RFC 9111 §5.2.1.7).
+    NotCached,
     /// Reverse listener: no route for the request.
     NoRoute,
     /// Reverse listener: no server of the pool may take the request.
@@ -49,6 +51,23 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The next hop failed (not the client, not the policy).
+    pub fn is_upstream(self) -> bool {
+        use ErrorKind::*;
+        matches!(
+            self,
+            DnsError
+                | DnsTimeout
+                | ConnectionRefused
+                | ConnectionTimeout
+                | DestinationUnavailable
+                | UpstreamTerminated
+                | UpstreamTimeout
+                | BadResponse
+                | NoServer
+        )
+    }
+
     pub fn status(self) -> u16 {
         use ErrorKind::*;
         match self {
@@ -63,6 +82,7 @@ impl ErrorKind {
             AuthRequired => 407,
             NoRoute => 404,
             NoServer | QueueFull => 503,
+            NotCached => 504,
             RateLimited | ConnectionLimit => 429,
             DnsError
             | ConnectionRefused
@@ -86,7 +106,7 @@ impl ErrorKind {
             }
             ConnectionLimit | QueueFull => "connection_limit_reached",
             NoRoute => "destination_not_found",
-            NoServer => "destination_unavailable",
+            NoServer | NotCached => "destination_unavailable",
             ResponseTooLarge => "http_response_body_size",
             DestinationProhibited => "destination_ip_prohibited",
             DnsError => "dns_error",
@@ -148,6 +168,7 @@ impl ErrorKind {
             ContentDenied => "This content is not allowed",
             ResponseTooLarge => "The response is larger than this proxy allows",
             NoRoute => "No site is configured for this address",
+            NotCached => "Not in the cache, and only-if-cached",
             NoServer => "No server is available for this site",
             QueueFull => "All servers for this site are busy",
         }

@@ -107,6 +107,7 @@ pub async fn explain(cfg: &Config, q: &Question) -> Result<(String, bool), Strin
                             set_cookie: None,
                             retry_statuses: false,
                             first_byte: cfg.timeouts.first_byte,
+                            cache: None,
                         },
                         target,
                         false,

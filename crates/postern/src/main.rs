@@ -1,6 +1,7 @@
 //! Postern: a forward, caching and load-balancing proxy server.
 
 mod app;
+mod cache;
 mod cli;
 mod config;
 mod context;

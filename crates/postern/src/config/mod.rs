@@ -51,6 +51,14 @@ pub struct Config {
     pub scrubbers: Vec<(String, Arc<Scrubber>)>,
     pub pools: Vec<Arc<PoolSpec>>,
     pub routes: Vec<Arc<RouteSpec>>,
+    pub cache: Option<CacheConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub memory: usize,
+    pub max_object_size: usize,
+    pub purge_from: Vec<Cidr>,
 }
 
 impl Config {

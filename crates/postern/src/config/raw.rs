@@ -42,6 +42,18 @@ pub struct RawConfig {
     pub pool: Vec<RawPool>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    pub cache: Option<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Bytes kept in memory.
+    pub memory: Option<Spanned<RawSize>>,
+    /// Larger responses are not stored.
+    pub max_object_size: Option<Spanned<RawSize>>,
+    /// Clients that may PURGE (default: loopback).
+    pub purge_from: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -376,6 +376,31 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         }
     };
 
+    let cache = raw.cache.as_ref().map(|c| CacheConfig {
+        memory: size_in(p, &c.memory, 1 << 20..=1 << 40, 256 << 20, "memory"),
+        max_object_size: size_in(
+            p,
+            &c.max_object_size,
+            1..=1 << 34,
+            8 << 20,
+            "max_object_size",
+        ),
+        purge_from: match &c.purge_from {
+            None => vec![
+                "127.0.0.0/8".parse().expect("valid CIDR"),
+                "::1".parse().expect("valid CIDR"),
+            ],
+            Some(list) => list
+                .iter()
+                .filter_map(|s| {
+                    s.get_ref()
+                        .parse::<Cidr>()
+                        .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
+                        .ok()
+                })
+                .collect(),
+        },
+    });
     let listener_names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
     let pools = super::pools::validate_pools(&raw, base, p);
     let reverse_names: Vec<String> = listeners
@@ -428,6 +453,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             })
             .collect(),
         listeners,
+        cache,
         pools: pools.into_iter().map(Arc::new).collect(),
         routes: routes.into_iter().map(Arc::new).collect(),
     })

@@ -53,6 +53,8 @@ pub struct Outbound<'a> {
     /// will follow); only for requests without a body.
     pub retry_statuses: bool,
     pub first_byte: std::time::Duration,
+    /// The cache's interest in this exchange (store the response, validate).
+    pub cache: Option<crate::cache::Ticket>,
 }
 
 impl<'a> Outbound<'a> {
@@ -83,6 +85,56 @@ pub async fn forward(
     if let Some(done) = answer_max_forwards(cfg, client, &req, ctx).await? {
         return Ok(done);
     }
+    if let Some(cache) = &shared.cache {
+        use crate::cache::flow::{Before, after, before};
+        let url = format!("http://{}{}", target.host_field(), target.path);
+        let mut req = req;
+        let mut pending = match before(cfg, client, cache, url, &req, ctx).await? {
+            Before::Served(done) => return Ok(done),
+            Before::Origin(p) => p,
+        };
+        // An origin error may be covered by a stale response (RFC 5861 §4).
+        req.retry_statuses |= pending.stale.is_some() && req.body == BodyKind::None;
+        req.cache = Some(std::mem::replace(
+            &mut pending.ticket,
+            crate::cache::Ticket::placeholder(cache),
+        ));
+        let result = forward_origin(cfg, shared, client, target, &req, &pending.extra, ctx).await;
+        if let Some(t) = req.cache.take() {
+            pending.ticket = t;
+        }
+        return after(cfg, client, &req, &pending, result, ctx).await;
+    }
+    match forward_origin(cfg, shared, client, target, &req, &[], ctx).await? {
+        FromOrigin::Done(done) => Ok(done),
+        FromOrigin::NotModified(_) | FromOrigin::Withheld(_) => Err(ProxyError::new(
+            ErrorKind::BadResponse,
+            "response withheld without a cache",
+        )),
+    }
+}
+
+/// How an exchange with the origin ended, when the caller asked to see
+/// some responses before the client does.
+pub enum FromOrigin {
+    Done(Forwarded),
+    /// A 304 to validators the cache added: nothing was sent to the client.
+    NotModified(ResponseHead),
+    /// A 502/503/504 withheld (`retry_statuses`): nothing was sent.
+    Withheld(u16),
+}
+
+/// Sends the request to the origin (pooled connection or a new one), with
+/// `extra` fields (validators) added to its head.
+pub async fn forward_origin(
+    cfg: &Config,
+    shared: &Shared,
+    client: &mut Client,
+    target: &HttpTarget,
+    req: &Outbound<'_>,
+    extra: &[u8],
+    ctx: &mut RequestCtx,
+) -> Result<FromOrigin, ProxyError> {
     let upgrade = req.conn.upgrade && req.head.minor >= 1 && req.head.has("upgrade");
     let key = target.pool_key();
     let mut retried = false;
@@ -116,24 +168,24 @@ pub async fn forward(
             }
         };
         ctx.upstream = Some(addr);
-        match exchange(
-            cfg,
-            client,
-            &mut upstream,
-            upstream_head(cfg, &req, target, upgrade, client.peer.ip()),
-            &req,
-            upgrade,
-            ctx,
-        )
-        .await
-        {
+        let mut head_bytes = upstream_head(cfg, req, target, upgrade, client.peer.ip());
+        if !extra.is_empty() {
+            // Before the blank line that ends the head.
+            let end = head_bytes.len() - 2;
+            head_bytes.splice(end..end, extra.iter().copied());
+        }
+        match exchange(cfg, client, &mut upstream, head_bytes, req, upgrade, ctx).await {
             Ok(end) => {
                 if end.upstream_reusable {
                     shared.pool.checkin(key, upstream, addr);
                 }
-                return Ok(Forwarded {
+                return Ok(FromOrigin::Done(Forwarded {
                     client_keep_alive: end.client_keep_alive,
-                });
+                }));
+            }
+            Err(Failure::NotModified(head)) => {
+                shared.pool.checkin(key, upstream, addr);
+                return Ok(FromOrigin::NotModified(head));
             }
             // A pooled connection the server closed meanwhile: try once more on a
             // fresh one. Only idempotent requests (RFC 9110 §9.2.2) without a body,
@@ -144,18 +196,12 @@ pub async fn forward(
                 retried = true;
             }
             Err(Failure::Stale(e) | Failure::Upstream(e) | Failure::Client(e)) => return Err(e),
-            Err(Failure::RetryStatus(status)) => {
-                // Not asked for here; kept exhaustive.
-                return Err(ProxyError::new(
-                    ErrorKind::BadResponse,
-                    format!("status {status} withheld"),
-                ));
-            }
+            Err(Failure::RetryStatus(status)) => return Ok(FromOrigin::Withheld(status)),
             Err(Failure::Aborted) => {
                 ctx.aborted = true;
-                return Ok(Forwarded {
+                return Ok(FromOrigin::Done(Forwarded {
                     client_keep_alive: false,
-                });
+                }));
             }
         }
     }
@@ -178,6 +224,8 @@ pub(crate) enum Failure {
     Aborted,
     /// A 502/503/504 the caller asked to retry elsewhere; nothing was sent.
     RetryStatus(u16),
+    /// A 304 answering validators the cache added; nothing was sent.
+    NotModified(ResponseHead),
 }
 
 pub(crate) struct ExchangeEnd {
@@ -399,6 +447,7 @@ pub(crate) async fn exchange(
         via: req.via(cfg),
         scrubber: req.scrubber,
         set_cookie: req.set_cookie.as_deref(),
+        cache_status: None,
     };
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
@@ -476,6 +525,9 @@ pub(crate) async fn exchange(
     ctx.status = head.status;
     if req.retry_statuses && matches!(head.status, 502..=504) && matches!(sent, Some(Ok(_))) {
         return Err(Failure::RetryStatus(head.status));
+    }
+    if head.status == 304 && req.cache.as_ref().is_some_and(|t| t.validating) {
+        return Err(Failure::NotModified(head));
     }
 
     let is_head = req.head.is_method("HEAD");
@@ -567,6 +619,21 @@ pub(crate) async fn exchange(
             .map(|v| String::from_utf8_lossy(v).into_owned());
     }
     check_content(cfg, &head, resp_kind).map_err(Failure::Upstream)?;
+    let storing = req.cache.as_ref().and_then(|t| {
+        crate::cache::Storing::decide(&t.url, req.head, &t.req_cc, &head, t.request_time)
+    });
+    let cache_status = req.cache.as_ref().map(|t| {
+        format!(
+            "{}; fwd={}{}",
+            t.name,
+            t.note,
+            if storing.is_some() { "; stored" } else { "" }
+        )
+    });
+    let fields = ResponseFields {
+        cache_status: cache_status.as_deref(),
+        ..fields
+    };
     let out_head = response_head_bytes(fields, &head, &resp_conn, req.head.minor, framing);
     let budget = cfg
         .content
@@ -579,6 +646,7 @@ pub(crate) async fn exchange(
     };
 
     // Phase 2: the response body, while any remaining request body still flows.
+    let tapped;
     let relayed = {
         let mut src = Source {
             io: &mut ur,
@@ -588,6 +656,12 @@ pub(crate) async fn exchange(
         let mut sink = Sink::new(&mut cw, out_head, io_timeout);
         sink.budget = budget;
         sink.throttle = &req.admission.buckets;
+        if storing.is_some() {
+            sink.tap = Some(crate::http1::body::Tap {
+                limit: req.cache.as_ref().map_or(0, |t| t.max_object_size),
+                ..Default::default()
+            });
+        }
         let res = {
             let mut stream = pin!(body::relay(
                 &mut src,
@@ -607,6 +681,7 @@ pub(crate) async fn exchange(
             }
         };
         ctx.bytes_out += sink.written;
+        tapped = sink.tap.take();
         res
     };
     drop(send);
@@ -615,7 +690,23 @@ pub(crate) async fn exchange(
     }
     match relayed {
         Ok(_) => {}
+        // A response cut short is never stored.
         Err(_) => return Err(Failure::Aborted),
+    }
+    // RFC 9111 §4.4: an unsafe request that succeeded invalidates.
+    if let Some(ticket) = &req.cache
+        && ticket.note == "method"
+        && (200..400).contains(&head.status)
+    {
+        ticket.cache.invalidate(&ticket.url, &head);
+    }
+    if let (Some(storing), Some(tap), Some(ticket)) = (storing, tapped, &req.cache)
+        && !tap.overflowed
+    {
+        ticket
+            .cache
+            .store
+            .insert(storing.entry(&head, &resp_conn, tap.bytes));
     }
     let request_complete = matches!(sent, Some(Ok(_)));
     Ok(ExchangeEnd {
@@ -800,6 +891,7 @@ struct ResponseFields<'a> {
     via: Option<&'a str>,
     scrubber: &'a Scrubber,
     set_cookie: Option<&'a str>,
+    cache_status: Option<&'a str>,
 }
 
 fn response_head_bytes(
@@ -834,6 +926,11 @@ fn response_head_bytes(
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(head.value(f));
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(status) = fields.cache_status {
+        out.extend_from_slice(b"Cache-Status: ");
+        out.extend_from_slice(status.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if let Some(cookie) = fields.set_cookie {

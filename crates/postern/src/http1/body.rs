@@ -134,6 +134,17 @@ pub struct Sink<'a, W> {
     pub budget: Option<u64>,
     /// Bandwidth buckets each write waits on.
     pub throttle: &'a [Arc<Bucket>],
+    /// A copy of the payload (for the cache), while it fits.
+    pub tap: Option<Tap>,
+}
+
+/// Payload bytes kept while they pass, up to a limit.
+#[derive(Debug, Default)]
+pub struct Tap {
+    pub bytes: Vec<u8>,
+    pub limit: usize,
+    /// The payload passed the limit: what was kept is incomplete.
+    pub overflowed: bool,
 }
 
 impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
@@ -145,7 +156,23 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             written: 0,
             budget: None,
             throttle: &[],
+            tap: None,
         }
+    }
+
+    /// Payload bytes (not framing): copied to the tap, then written.
+    async fn payload(&mut self, data: &[u8]) -> Result<(), BodyError> {
+        if let Some(tap) = &mut self.tap
+            && !tap.overflowed
+        {
+            if tap.bytes.len() + data.len() > tap.limit {
+                tap.overflowed = true;
+                tap.bytes = Vec::new();
+            } else {
+                tap.bytes.extend_from_slice(data);
+            }
+        }
+        self.put(data).await
     }
 
     /// Enforces the budget and the bandwidth limits before `n` bytes go out.
@@ -248,7 +275,7 @@ async fn relay_exact<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         if frame_pieces && out == OutFraming::Chunked {
             sink.put(format!("{take:x}\r\n").as_bytes()).await?;
         }
-        sink.put(&src.buf[..take]).await?;
+        sink.payload(&src.buf[..take]).await?;
         if frame_pieces && out == OutFraming::Chunked {
             sink.put(b"\r\n").await?;
         }
@@ -275,7 +302,7 @@ async fn relay_until_close<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         if out == OutFraming::Chunked {
             sink.put(format!("{n:x}\r\n").as_bytes()).await?;
         }
-        sink.put(&src.buf[..n]).await?;
+        sink.payload(&src.buf[..n]).await?;
         if out == OutFraming::Chunked {
             sink.put(b"\r\n").await?;
         }

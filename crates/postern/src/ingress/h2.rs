@@ -281,6 +281,7 @@ async fn route(
                 set_cookie: None,
                 retry_statuses: false,
                 first_byte: cfg.timeouts.first_byte,
+                cache: None,
             };
             let bytes = upstream_head(cfg, &out, &target, false, peer.ip());
             let (stream, addr) = shared

@@ -315,6 +315,28 @@ async fn route(
             .await?;
             Ok(false)
         }
+        Plan::Http(http_target) if head.is_method("PURGE") => {
+            let Some(cache) = &shared.cache else {
+                return Err(ProxyError::new(
+                    ErrorKind::MethodNotAllowed,
+                    "no cache to purge",
+                ));
+            };
+            let url = format!("http://{}{}", http_target.host_field(), http_target.path);
+            let allowed = cfg.cache.as_ref().map_or(&[][..], |c| &c.purge_from[..]);
+            let bytes = crate::cache::purge(cache, allowed, client.peer.ip(), &url)?;
+            ctx.status = if bytes.starts_with(b"HTTP/1.1 200") {
+                200
+            } else {
+                404
+            };
+            let keep = body == BodyKind::None && conn.persistent(head.minor);
+            if !client.send(&bytes, cfg.timeouts.io).await {
+                return Ok(false);
+            }
+            ctx.bytes_out += bytes.len() as u64;
+            Ok(keep)
+        }
         Plan::Http(http_target) => {
             let scrubber = cfg.scrubber(&ctx.listener);
             if let Some(pool) = parent_pool(cfg, shared, &ctx.listener, &http_target.dest)? {
@@ -323,10 +345,28 @@ async fn route(
                     scrubber: &scrubber,
                     via: Outbound::forward_via(cfg, &scrubber),
                 };
-                return Box::pin(crate::reverse::dispatch(
-                    cfg, shared, client, head, body, &conn, &via, &pool, &admission, ctx,
+                let mut no_cache = None;
+                let done = Box::pin(crate::reverse::dispatch(
+                    cfg,
+                    shared,
+                    client,
+                    head,
+                    body,
+                    &conn,
+                    &via,
+                    &pool,
+                    &admission,
+                    &mut no_cache,
+                    ctx,
                 ))
-                .await;
+                .await?;
+                return match done {
+                    crate::forward::http::FromOrigin::Done(d) => Ok(d.client_keep_alive),
+                    _ => Err(ProxyError::new(
+                        ErrorKind::BadResponse,
+                        "response withheld without a cache",
+                    )),
+                };
             }
             let done = Box::pin(forward(
                 cfg,
@@ -343,6 +383,7 @@ async fn route(
                     set_cookie: None,
                     retry_statuses: false,
                     first_byte: cfg.timeouts.first_byte,
+                    cache: None,
                 },
                 ctx,
             ))

@@ -84,9 +84,86 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Seconds since the epoch of an HTTP-date (RFC 9110 §5.6.7): IMF-fixdate,
+/// and the obsolete RFC 850 and asctime forms recipients must accept.
+pub fn parse_http_date(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let month_of = |m: &str| MONTHS.iter().position(|x| *x == m).map(|i| i as u32 + 1);
+    let hms = |s: &str| -> Option<(u32, u32, u32)> {
+        let mut it = s.split(':').map(|x| x.parse::<u32>().ok());
+        let (h, m, sec) = (it.next()??, it.next()??, it.next()??);
+        (h < 24 && m < 60 && sec <= 60 && it.next().is_none()).then_some((h, m, sec))
+    };
+    let parts: Vec<&str> = t.split_whitespace().collect();
+    let (year, month, day, (h, m, s)) = match parts.as_slice() {
+        // Sun, 06 Nov 1994 08:49:37 GMT
+        [_, d, mon, y, time, "GMT"] if parts[0].ends_with(',') && !d.contains('-') => (
+            y.parse::<i64>().ok()?,
+            month_of(mon)?,
+            d.parse::<u32>().ok()?,
+            hms(time)?,
+        ),
+        // Sunday, 06-Nov-94 08:49:37 GMT
+        [_, date, time, "GMT"] if parts[0].ends_with(',') => {
+            let mut it = date.split('-');
+            let (d, mon, y) = (it.next()?, it.next()?, it.next()?);
+            let y: i64 = y.parse().ok()?;
+            // RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is in the past.
+            let y = if y < 100 {
+                if y < 70 { 2000 + y } else { 1900 + y }
+            } else {
+                y
+            };
+            (y, month_of(mon)?, d.parse().ok()?, hms(time)?)
+        }
+        // Sun Nov  6 08:49:37 1994
+        [_, mon, d, time, y] => (y.parse().ok()?, month_of(mon)?, d.parse().ok()?, hms(time)?),
+        _ => return None,
+    };
+    if !(1..=31).contains(&day) {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(days * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_three_date_forms() {
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_http_date(form), Some(784_111_777), "{form}");
+        }
+        for bad in [
+            "",
+            "yesterday",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 25:00:00 GMT",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad}");
+        }
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        assert_eq!(parse_http_date(&http_date(now)), Some(secs));
+    }
     use std::time::Duration;
 
     #[test]

@@ -22,7 +22,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::context::RequestCtx;
 use crate::egress::{AddressPermit, Upstream};
 use crate::error::{ErrorKind, ProxyError};
-use crate::forward::http::{Failure, Outbound, exchange, upstream_head};
+use crate::forward::http::{Failure, Forwarded, FromOrigin, Outbound, exchange, upstream_head};
 use crate::forward::target::HttpTarget;
 use crate::guard::{Admission, Subject};
 use crate::http1::RequestHead;
@@ -112,10 +112,81 @@ pub async fn serve(
         .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
     drop(pools);
     let via = Via::Server { listener, route };
-    Box::pin(dispatch(
-        cfg, shared, client, head, body, conn, &via, &pool, &admission, ctx,
+    let Some(cache) = &shared.cache else {
+        let mut none = None;
+        let done = Box::pin(dispatch(
+            cfg, shared, client, head, body, conn, &via, &pool, &admission, &mut none, ctx,
+        ))
+        .await?;
+        return origin_done(done);
+    };
+    let url = format!("http://{}{}", host_field.as_deref().unwrap_or(&host), path);
+    if head.is_method("PURGE") {
+        let allowed = cfg.cache.as_ref().map_or(&[][..], |c| &c.purge_from[..]);
+        let bytes = crate::cache::purge(cache, allowed, client.peer.ip(), &url)?;
+        ctx.status = if bytes.starts_with(b"HTTP/1.1 200") {
+            200
+        } else {
+            404
+        };
+        if !client.send(&bytes, cfg.timeouts.io).await {
+            return Ok(false);
+        }
+        return Ok(body == BodyKind::None && conn.persistent(head.minor));
+    }
+    use crate::cache::flow::{Before, after, before};
+    let probe = Outbound {
+        head,
+        body,
+        conn,
+        admission: &admission,
+        scrubber: &route.rewrite,
+        via: None,
+        set_cookie: None,
+        retry_statuses: false,
+        first_byte: cfg.timeouts.first_byte,
+        cache: None,
+    };
+    let mut pending = match before(cfg, client, cache, url, &probe, ctx).await? {
+        Before::Served(done) => return Ok(done.client_keep_alive),
+        Before::Origin(p) => p,
+    };
+    let stale_cover = pending.stale.is_some() && body == BodyKind::None;
+    let mut ticket = Some(std::mem::replace(
+        &mut pending.ticket,
+        crate::cache::flow::Ticket::placeholder(cache),
+    ));
+    let result = Box::pin(dispatch_covered(
+        cfg,
+        shared,
+        client,
+        head,
+        body,
+        conn,
+        &via,
+        &pool,
+        &admission,
+        &mut ticket,
+        stale_cover,
+        ctx,
     ))
-    .await
+    .await;
+    if let Some(t) = ticket {
+        pending.ticket = t;
+    }
+    Ok(after(cfg, client, &probe, &pending, result, ctx)
+        .await?
+        .client_keep_alive)
+}
+
+fn origin_done(r: FromOrigin) -> Result<bool, ProxyError> {
+    match r {
+        FromOrigin::Done(d) => Ok(d.client_keep_alive),
+        FromOrigin::NotModified(_) | FromOrigin::Withheld(_) => Err(ProxyError::new(
+            ErrorKind::BadResponse,
+            "response withheld without a cache",
+        )),
+    }
 }
 
 /// What the servers of a pool are, and so how a request is sent to them.
@@ -153,8 +224,32 @@ pub async fn dispatch(
     via: &Via<'_>,
     pool: &Arc<Pool>,
     admission: &Admission<'_>,
+    ticket: &mut Option<crate::cache::Ticket>,
     ctx: &mut RequestCtx,
-) -> Result<bool, ProxyError> {
+) -> Result<FromOrigin, ProxyError> {
+    dispatch_covered(
+        cfg, shared, client, head, body, conn, via, pool, admission, ticket, false, ctx,
+    )
+    .await
+}
+
+/// `dispatch`, where a stale stored response may cover a last 502/503/504
+/// (`stale_cover`): it is then withheld for the cache instead of relayed.
+#[allow(clippy::too_many_arguments)]
+pub async fn dispatch_covered(
+    cfg: &Config,
+    shared: &Shared,
+    client: &mut Client,
+    head: &RequestHead,
+    body: BodyKind,
+    conn: &ConnectionOptions<'_>,
+    via: &Via<'_>,
+    pool: &Arc<Pool>,
+    admission: &Admission<'_>,
+    ticket: &mut Option<crate::cache::Ticket>,
+    stale_cover: bool,
+    ctx: &mut RequestCtx,
+) -> Result<FromOrigin, ProxyError> {
     let spec = &pool.spec;
     let parent = matches!(via, Via::Parent { .. });
     // In flight through the pool: the retry budget is a share of these.
@@ -259,7 +354,7 @@ pub async fn dispatch(
             Via::Server { route, .. } => (&route.rewrite, None),
             Via::Parent { scrubber, via, .. } => (*scrubber, *via),
         };
-        let out = Outbound {
+        let mut out = Outbound {
             head,
             body,
             conn,
@@ -268,8 +363,9 @@ pub async fn dispatch(
             via: resp_via,
             set_cookie,
             // A parent's own 502/503/504 says the parent failed: try another.
-            retry_statuses: may_retry && replayable,
+            retry_statuses: (may_retry && replayable) || stale_cover,
             first_byte: spec.per_try_timeout.unwrap_or(cfg.timeouts.first_byte),
+            cache: ticket.take(),
         };
         let head_bytes = match via {
             Via::Server { listener, route } => reverse_head(
@@ -295,7 +391,10 @@ pub async fn dispatch(
                 }
             }
         };
-        match exchange(cfg, client, &mut upstream, head_bytes, &out, upgrade, ctx).await {
+        let result = exchange(cfg, client, &mut upstream, head_bytes, &out, upgrade, ctx).await;
+        // The ticket goes back for the next attempt or the caller.
+        *ticket = out.cache.take();
+        match result {
             Ok(end) => {
                 inflight.observe_latency();
                 if ctx.status >= 500 {
@@ -306,7 +405,9 @@ pub async fn dispatch(
                 if end.upstream_reusable {
                     shared.pool.checkin(&pool_key, upstream, addr);
                 }
-                return Ok(end.client_keep_alive);
+                return Ok(FromOrigin::Done(Forwarded {
+                    client_keep_alive: end.client_keep_alive,
+                }));
             }
             Err(Failure::Stale(e)) if reused && replayable => {
                 // The server closed an idle connection: not the server's fault.
@@ -327,6 +428,9 @@ pub async fn dispatch(
             Err(Failure::RetryStatus(status)) => {
                 pool.report_failure(index);
                 tried.push(index);
+                if !may_retry {
+                    return Ok(FromOrigin::Withheld(status));
+                }
                 retrying.get_or_insert_with(|| RetryGuard::new(pool));
                 last_error = Some(ProxyError::new(
                     ErrorKind::DestinationUnavailable,
@@ -334,9 +438,16 @@ pub async fn dispatch(
                 ));
             }
             Err(Failure::Client(e)) => return Err(e),
+            Err(Failure::NotModified(head)) => {
+                pool.report_success(index);
+                shared.pool.checkin(&pool_key, upstream, addr);
+                return Ok(FromOrigin::NotModified(head));
+            }
             Err(Failure::Aborted) => {
                 ctx.aborted = true;
-                return Ok(false);
+                return Ok(FromOrigin::Done(Forwarded {
+                    client_keep_alive: false,
+                }));
             }
         }
     }

@@ -1,0 +1,406 @@
+//! The cache around one exchange: `before` answers from storage when it may
+//! and otherwise says how to ask the origin; `after` handles what came back
+//! (a 304 to refresh and serve, an error to cover with a stale response).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::policy::{Directives, Use};
+use super::store::Entry;
+use super::{Cache, CollapseGuard, Found};
+use crate::config::Config;
+use crate::context::RequestCtx;
+use crate::error::{ErrorKind, ProxyError};
+use crate::forward::http::{Forwarded, FromOrigin, Outbound};
+use crate::http1::RequestHead;
+use crate::http1::head::Fields;
+use crate::ingress::Client;
+
+/// What the exchange must do for the cache.
+pub struct Ticket {
+    pub cache: Arc<Cache>,
+    pub url: String,
+    pub req_cc: Directives,
+    pub request_time: i64,
+    /// The request carries validators the cache added: a 304 is for the cache.
+    pub validating: bool,
+    /// RFC 9211 `fwd` reason: `uri-miss`, `vary-miss`, `stale`, `request`, `method`.
+    pub note: &'static str,
+    /// The cache's name in `Cache-Status`.
+    pub name: String,
+    pub max_object_size: usize,
+}
+
+impl Ticket {
+    /// Stands in while the exchange holds the real ticket.
+    pub fn placeholder(cache: &Arc<Cache>) -> Ticket {
+        Ticket {
+            cache: cache.clone(),
+            url: String::new(),
+            req_cc: Directives::default(),
+            request_time: 0,
+            validating: false,
+            note: "",
+            name: String::new(),
+            max_object_size: 0,
+        }
+    }
+}
+
+pub enum Before {
+    Served(Forwarded),
+    Origin(Box<Pending>),
+}
+
+/// A request going to the origin on the cache's behalf.
+pub struct Pending {
+    pub ticket: Ticket,
+    /// Validator fields to add to the request.
+    pub extra: Vec<u8>,
+    /// A stale response that may cover an origin error (RFC 5861 §4).
+    pub stale: Option<Found>,
+    /// Validating: the stored response a 304 refreshes.
+    pub validating: Option<Arc<Entry>>,
+    pub _leader: Option<CollapseGuard>,
+}
+
+fn request_directives(head: &RequestHead) -> Directives {
+    let mut cc = Directives::parse(head.values("cache-control"));
+    // RFC 9111 §5.4: Pragma: no-cache, when there is no Cache-Control.
+    if !head.has("cache-control")
+        && head.values("pragma").any(|v| {
+            String::from_utf8_lossy(v)
+                .to_ascii_lowercase()
+                .contains("no-cache")
+        })
+    {
+        cc.no_cache = true;
+    }
+    cc
+}
+
+fn has_own_validators(head: &RequestHead) -> bool {
+    [
+        "if-none-match",
+        "if-modified-since",
+        "if-match",
+        "if-unmodified-since",
+        "if-range",
+    ]
+    .iter()
+    .any(|n| head.has(n))
+}
+
+pub async fn before(
+    cfg: &Config,
+    client: &mut Client,
+    cache: &Arc<Cache>,
+    url: String,
+    req: &Outbound<'_>,
+    ctx: &mut RequestCtx,
+) -> Result<Before, ProxyError> {
+    let head = req.head;
+    let name = cfg.http.via.clone().unwrap_or_else(|| "postern".into());
+    let req_cc = request_directives(head);
+    let ticket = |note: &'static str, validating: bool, req_cc: Directives| Ticket {
+        cache: cache.clone(),
+        url: url.clone(),
+        req_cc,
+        request_time: super::now(),
+        validating,
+        note,
+        name: name.clone(),
+        max_object_size: cache.max_object_size,
+    };
+    let cacheable_method = head.is_method("GET") || head.is_method("HEAD");
+    if !cacheable_method {
+        // Only unsafe methods invalidate (§4.4); OPTIONS and TRACE pass by.
+        let safe = head.is_method("OPTIONS") || head.is_method("TRACE");
+        return Ok(Before::Origin(Box::new(Pending {
+            ticket: ticket(if safe { "bypass" } else { "method" }, false, req_cc),
+            extra: Vec::new(),
+            stale: None,
+            validating: None,
+            _leader: None,
+        })));
+    }
+    let mut leader = None;
+    for attempt in 0..2 {
+        let found = cache.lookup(&url, head, &req_cc);
+        if let Some(found) = found {
+            match found.usable {
+                Use::Fresh | Use::StaleAccepted | Use::StaleWhileRevalidate => {
+                    cache
+                        .store
+                        .stats
+                        .hits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let ttl = found.entry.lifetime as i64 - found.age as i64;
+                    let status = format!("{name}; hit; ttl={ttl}");
+                    let done = serve_entry(
+                        cfg,
+                        cache,
+                        client,
+                        req,
+                        &found.entry,
+                        found.age,
+                        &status,
+                        ctx,
+                    )
+                    .await;
+                    return Ok(Before::Served(done));
+                }
+                Use::Validate => {
+                    cache
+                        .store
+                        .stats
+                        .revalidations
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let own = has_own_validators(head);
+                    let extra = if own {
+                        Vec::new()
+                    } else {
+                        super::validators(&found.entry)
+                    };
+                    let validating = !extra.is_empty();
+                    return Ok(Before::Origin(Box::new(Pending {
+                        ticket: ticket("stale", validating, req_cc),
+                        extra,
+                        validating: validating.then(|| found.entry.clone()),
+                        stale: Some(found),
+                        _leader: leader,
+                    })));
+                }
+            }
+        }
+        if req_cc.only_if_cached {
+            return Err(ProxyError::new(
+                ErrorKind::NotCached,
+                "only-if-cached, and nothing usable is stored",
+            ));
+        }
+        if attempt == 0 && head.is_method("GET") {
+            // Collapse concurrent misses: one goes upstream, the others wait
+            // for it and look again.
+            match cache.collapse(&url, cfg.timeouts.first_byte).await {
+                Some(guard) => {
+                    leader = Some(guard);
+                    break;
+                }
+                None => continue,
+            }
+        }
+        break;
+    }
+    cache
+        .store
+        .stats
+        .misses
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let note = if req_cc.no_cache {
+        "request"
+    } else {
+        "uri-miss"
+    };
+    Ok(Before::Origin(Box::new(Pending {
+        ticket: ticket(note, false, req_cc),
+        extra: Vec::new(),
+        stale: None,
+        validating: None,
+        _leader: leader,
+    })))
+}
+
+/// Finishes a request that went to the origin.
+pub async fn after(
+    cfg: &Config,
+    client: &mut Client,
+    req: &Outbound<'_>,
+    pending: &Pending,
+    result: Result<FromOrigin, ProxyError>,
+    ctx: &mut RequestCtx,
+) -> Result<Forwarded, ProxyError> {
+    let ticket = &pending.ticket;
+    let cache = &ticket.cache;
+    let name = &ticket.name;
+    let stale_ok = |found: &Found| {
+        let age = super::policy::current_age(
+            found.entry.age_value,
+            found.entry.date,
+            found.entry.request_time,
+            found.entry.response_time,
+            super::now(),
+        );
+        super::policy::stale_if_error(&ticket.req_cc, &found.entry.cc, age, found.entry.lifetime)
+            .then_some(age)
+    };
+    match result {
+        Ok(FromOrigin::Done(done)) => Ok(done),
+        Ok(FromOrigin::NotModified(head)) => {
+            let old = pending
+                .validating
+                .as_ref()
+                .ok_or_else(|| ProxyError::new(ErrorKind::BadResponse, "unexpected 304"))?;
+            let fresh = super::refreshed(old, &head, ticket.request_time);
+            let fresh = Arc::new(fresh);
+            cache.store.insert(clone_entry(&fresh));
+            let status = format!("{name}; fwd=stale; fwd-status=304; ttl={}", fresh.lifetime);
+            Ok(serve_entry(
+                cfg,
+                cache,
+                client,
+                req,
+                &fresh,
+                fresh.age_value,
+                &status,
+                ctx,
+            )
+            .await)
+        }
+        Ok(FromOrigin::Withheld(code)) => match pending
+            .stale
+            .as_ref()
+            .and_then(|f| stale_ok(f).map(|a| (f, a)))
+        {
+            Some((found, age)) => {
+                let status = format!("{name}; hit; fwd=stale; fwd-status={code}");
+                Ok(serve_entry(cfg, cache, client, req, &found.entry, age, &status, ctx).await)
+            }
+            None => Err(ProxyError::new(
+                ErrorKind::DestinationUnavailable,
+                format!("the origin answered {code}"),
+            )),
+        },
+        Err(e) => match pending
+            .stale
+            .as_ref()
+            .and_then(|f| stale_ok(f).map(|a| (f, a)))
+        {
+            Some((found, age)) if e.kind.is_upstream() => {
+                let status = format!("{name}; hit; fwd=stale; detail={}", e.kind.proxy_status());
+                Ok(serve_entry(cfg, cache, client, req, &found.entry, age, &status, ctx).await)
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+fn clone_entry(e: &Entry) -> Entry {
+    Entry {
+        url: e.url.clone(),
+        status: e.status,
+        headers: e.headers.clone(),
+        body: e.body.clone(),
+        request_time: e.request_time,
+        response_time: e.response_time,
+        vary: e.vary.clone(),
+        cc: e.cc.clone(),
+        date: e.date,
+        age_value: e.age_value,
+        lifetime: e.lifetime,
+    }
+}
+
+/// Writes a stored response to the client: Age (§5.1), Cache-Status, the
+/// client's conditional (304) and a single byte range (206) honoured.
+#[allow(clippy::too_many_arguments)]
+async fn serve_entry(
+    cfg: &Config,
+    cache: &Cache,
+    client: &mut Client,
+    req: &Outbound<'_>,
+    entry: &Entry,
+    age: u64,
+    cache_status: &str,
+    ctx: &mut RequestCtx,
+) -> Forwarded {
+    let head = req.head;
+    let keep = req.body == crate::http1::body::BodyKind::None
+        && req.conn.persistent(head.minor)
+        && !crate::app::shutting_down();
+    let mut status = entry.status;
+    let mut body: Bytes = entry.body.clone();
+    let mut content_range = None;
+    if super::not_modified_for(head, entry) {
+        status = 304;
+        body = Bytes::new();
+    } else if entry.status == 200 {
+        match super::single_range(head, entry.body.len() as u64) {
+            Some(Ok((a, b))) => {
+                status = 206;
+                content_range = Some(format!("bytes {a}-{b}/{}", entry.body.len()));
+                body = entry.body.slice(a as usize..=b as usize);
+            }
+            Some(Err(())) => {
+                status = 416;
+                content_range = Some(format!("bytes */{}", entry.body.len()));
+                body = Bytes::new();
+            }
+            None => {}
+        }
+    }
+    let mut out = Vec::with_capacity(body.len() + 512);
+    out.extend_from_slice(if head.minor == 0 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    crate::http1::push_decimal(&mut out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(crate::error::reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &entry.headers {
+        let lower = name.to_ascii_lowercase();
+        if lower == "age"
+            || (status == 304 && (lower == "content-type" || lower == "content-encoding"))
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("Age: {age}\r\nCache-Status: {cache_status}\r\n").as_bytes());
+    if let Some(range) = &content_range {
+        out.extend_from_slice(format!("Content-Range: {range}\r\n").as_bytes());
+    }
+    if let Some(via) = req.via {
+        out.extend_from_slice(format!("Via: 1.1 {via}\r\n").as_bytes());
+    }
+    if status != 304 && status != 204 {
+        out.extend_from_slice(b"Content-Length: ");
+        crate::http1::push_decimal(&mut out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if head.minor == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head.is_method("HEAD") && status != 304 {
+        out.extend_from_slice(&body);
+    }
+    ctx.status = status;
+    ctx.result = if status == 304 {
+        "TCP_IMS_HIT"
+    } else {
+        "TCP_HIT"
+    };
+    let sent = client.send(&out, cfg.timeouts.io).await;
+    if sent {
+        ctx.bytes_out += out.len() as u64;
+        cache
+            .store
+            .stats
+            .bytes_served
+            .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    } else {
+        ctx.aborted = true;
+    }
+    Forwarded {
+        client_keep_alive: keep && sent,
+    }
+}

@@ -1,0 +1,411 @@
+//! The "cache" stage of the request's path (RFC 9111 shared cache), for
+//! forward and reverse traffic alike.
+//!
+//! Before a request goes upstream the cache is asked: a fresh (or acceptably
+//! stale) stored response answers it directly; a stale one with validators
+//! turns the request into a conditional one, and a 304 refreshes and serves
+//! the stored response (§4.3.4); a miss goes upstream with a ticket, and the
+//! response is stored while it streams to the client, only if it completes.
+//! Concurrent misses for one URL wait for the first (request collapsing).
+//! Every response on a caching listener carries `Cache-Status` (RFC 9211).
+
+pub mod flow;
+pub mod policy;
+pub mod store;
+
+pub use flow::Ticket;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::http1::RequestHead;
+use crate::http1::fields::ConnectionOptions;
+use crate::http1::head::{Fields, ResponseHead};
+use crate::observe::time::parse_http_date;
+use policy::{Directives, Use};
+use store::{Entry, MemoryStore};
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64
+}
+
+pub struct Cache {
+    pub store: MemoryStore,
+    pub max_object_size: usize,
+    collapsing: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// Leadership of a miss: others asking for the same URL wait until it ends.
+pub struct CollapseGuard {
+    cache: Arc<Cache>,
+    url: String,
+    notify: Arc<Notify>,
+}
+
+impl Drop for CollapseGuard {
+    fn drop(&mut self) {
+        self.cache
+            .collapsing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.url);
+        self.notify.notify_waiters();
+    }
+}
+
+/// What the cache found for a request.
+pub struct Found {
+    pub entry: Arc<Entry>,
+    pub age: u64,
+    pub usable: Use,
+}
+
+impl Cache {
+    pub fn new(memory: usize, max_object_size: usize) -> Cache {
+        Cache {
+            store: MemoryStore::new(memory),
+            max_object_size,
+            collapsing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The stored response for this request (§4: URI and Vary), with how it
+    /// may be used.
+    pub fn lookup(&self, url: &str, head: &RequestHead, req_cc: &Directives) -> Option<Found> {
+        let entry = self.store.find(url, |e| vary_matches(e, head))?;
+        let age = policy::current_age(
+            e_age(&entry),
+            entry.date,
+            entry.request_time,
+            entry.response_time,
+            now(),
+        );
+        let usable = policy::usable(req_cc, &entry.cc, age, entry.lifetime);
+        Some(Found { entry, age, usable })
+    }
+
+    /// Becomes the one request fetching `url`, or waits (up to `wait`) for
+    /// the one that already is. `None`: waited; look again.
+    pub async fn collapse(self: &Arc<Self>, url: &str, wait: Duration) -> Option<CollapseGuard> {
+        let waiting = {
+            let mut map = self.collapsing.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(url) {
+                Some(n) => n.clone(),
+                None => {
+                    let notify = Arc::new(Notify::new());
+                    map.insert(url.to_string(), notify.clone());
+                    return Some(CollapseGuard {
+                        cache: self.clone(),
+                        url: url.to_string(),
+                        notify,
+                    });
+                }
+            }
+        };
+        let _ = tokio::time::timeout(wait, waiting.notified()).await;
+        None
+    }
+
+    /// §4.4: a successful unsafe request invalidates the URI, and Location
+    /// and Content-Location when they are on the same origin.
+    pub fn invalidate(&self, url: &str, response: &ResponseHead) {
+        self.store.remove(url);
+        let origin = origin_of(url);
+        for name in ["location", "content-location"] {
+            if let Some(v) = response.first(name) {
+                let v = String::from_utf8_lossy(v);
+                let target = if v.starts_with('/') {
+                    format!("{origin}{v}")
+                } else {
+                    v.into_owned()
+                };
+                if origin_of(&target) == origin {
+                    self.store.remove(&target);
+                }
+            }
+        }
+    }
+}
+
+fn e_age(e: &Entry) -> u64 {
+    e.age_value
+}
+
+fn origin_of(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    url[after..].find('/').map_or(url, |i| &url[..after + i])
+}
+
+fn vary_matches(e: &Entry, head: &RequestHead) -> bool {
+    e.vary
+        .iter()
+        .all(|(name, value)| policy::vary_value(head.values(name)) == *value)
+}
+
+/// The stored form of a response: what a later request will be answered with.
+pub struct Storing {
+    pub url: String,
+    pub request_time: i64,
+    pub vary: Vec<(String, Option<String>)>,
+}
+
+impl Storing {
+    /// Whether a response to `head` may be stored, and what it varies on.
+    pub fn decide(
+        url: &str,
+        head: &RequestHead,
+        req_cc: &Directives,
+        response: &ResponseHead,
+        request_time: i64,
+    ) -> Option<Storing> {
+        let cc = Directives::parse(response.values("cache-control"));
+        let names = policy::vary_names(response.values("vary"));
+        let r = policy::Response {
+            status: response.status,
+            cc: &cc,
+            has_expires: response.has("expires"),
+            vary_star: names.is_none(),
+        };
+        if !policy::storable(head.method(), req_cc, head.has("authorization"), &r) {
+            return None;
+        }
+        let vary = names?
+            .into_iter()
+            .map(|n| {
+                let v = policy::vary_value(head.values(&n));
+                (n, v)
+            })
+            .collect();
+        Some(Storing {
+            url: url.to_string(),
+            request_time,
+            vary,
+        })
+    }
+
+    pub fn entry(
+        self,
+        response: &ResponseHead,
+        conn: &ConnectionOptions<'_>,
+        body: Vec<u8>,
+    ) -> Entry {
+        let headers: Vec<(String, Bytes)> = response
+            .fields
+            .iter()
+            .filter(|f| {
+                let n = response.name(f);
+                !conn.is_hop_by_hop(n)
+                    && !n.eq_ignore_ascii_case(b"content-length")
+                    && !n.eq_ignore_ascii_case(b"transfer-encoding")
+            })
+            .map(|f| {
+                (
+                    String::from_utf8_lossy(response.name(f)).into_owned(),
+                    Bytes::copy_from_slice(response.value(f)),
+                )
+            })
+            .collect();
+        build_entry(self, response.status, headers, Bytes::from(body))
+    }
+}
+
+fn build_entry(s: Storing, status: u16, headers: Vec<(String, Bytes)>, body: Bytes) -> Entry {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let cc = Directives::parse(
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
+            .map(|(_, v)| v.as_ref()),
+    );
+    let response_time = now();
+    let date = get("date").and_then(|d| parse_http_date(&d));
+    let expires = get("expires").map(|e| parse_http_date(&e));
+    let last_modified = get("last-modified").and_then(|d| parse_http_date(&d));
+    let age_value = get("age").and_then(|a| a.trim().parse().ok()).unwrap_or(0);
+    let lifetime =
+        policy::freshness_lifetime(&cc, status, date, expires, last_modified, response_time);
+    Entry {
+        url: s.url,
+        status,
+        headers,
+        body,
+        request_time: s.request_time,
+        response_time,
+        vary: s.vary,
+        cc,
+        date,
+        age_value,
+        lifetime,
+    }
+}
+
+/// §4.3.4: a 304 updates the stored header fields (all but framing and
+/// Content-Length); the result is stored as a fresh copy.
+pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Entry {
+    let mut headers: Vec<(String, Bytes)> = old.headers.clone();
+    for f in &response.fields {
+        let name = String::from_utf8_lossy(response.name(f)).into_owned();
+        let lower = name.to_ascii_lowercase();
+        if [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "upgrade",
+        ]
+        .contains(&lower.as_str())
+        {
+            continue;
+        }
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+    }
+    for f in &response.fields {
+        let name = String::from_utf8_lossy(response.name(f)).into_owned();
+        let lower = name.to_ascii_lowercase();
+        if [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "upgrade",
+        ]
+        .contains(&lower.as_str())
+        {
+            continue;
+        }
+        headers.push((name, Bytes::copy_from_slice(response.value(f))));
+    }
+    build_entry(
+        Storing {
+            url: old.url.clone(),
+            request_time,
+            vary: old.vary.clone(),
+        },
+        old.status,
+        headers,
+        old.body.clone(),
+    )
+}
+
+/// Fields a conditional request for `entry` adds (§4.3.1), unless the client
+/// sent its own validators.
+pub fn validators(entry: &Entry) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(etag) = entry.header("etag") {
+        out.extend_from_slice(b"If-None-Match: ");
+        out.extend_from_slice(etag);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(lm) = entry.header("last-modified") {
+        out.extend_from_slice(b"If-Modified-Since: ");
+        out.extend_from_slice(lm);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Whether the client's own conditional request is satisfied by `entry`
+/// (RFC 9110 §13.1.2, §13.1.3): answer 304 from the cache.
+pub fn not_modified_for(head: &RequestHead, entry: &Entry) -> bool {
+    if let Some(inm) = head.first("if-none-match") {
+        let Some(etag) = entry.header("etag") else {
+            return false;
+        };
+        let weak = |t: &[u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).to_vec() };
+        let mine = weak(etag);
+        return String::from_utf8_lossy(inm)
+            .split(',')
+            .any(|t| t.trim() == "*" || weak(t.trim().as_bytes()) == mine);
+    }
+    if let Some(ims) = head.first("if-modified-since") {
+        let since = parse_http_date(&String::from_utf8_lossy(ims));
+        let lm = entry
+            .header("last-modified")
+            .and_then(|v| parse_http_date(&String::from_utf8_lossy(v)));
+        return matches!((since, lm), (Some(s), Some(l)) if l <= s);
+    }
+    false
+}
+
+/// A single `bytes=a-b` range of a body of `len` bytes (RFC 9110 §14.1.2),
+/// or `None` to answer the whole body (several ranges, or none valid).
+pub fn single_range(head: &RequestHead, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let value = String::from_utf8_lossy(head.first("range")?).into_owned();
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 {
+            return Some(Err(()));
+        }
+        (len.saturating_sub(n), len.checked_sub(1)?)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<u64>().ok()?.min(len.saturating_sub(1))
+        };
+        if start >= len || end < start {
+            return Some(Err(()));
+        }
+        (start, end)
+    };
+    Some(Ok(range))
+}
+
+/// `PURGE URL` (or `URL*` for every URL with that prefix), from clients in
+/// `[cache] purge_from`: the response to send.
+pub fn purge(
+    cache: &Cache,
+    allowed: &[postern_policy::Cidr],
+    client: std::net::IpAddr,
+    url: &str,
+) -> Result<Vec<u8>, crate::error::ProxyError> {
+    use crate::error::{ErrorKind, ProxyError};
+    if !allowed.iter().any(|c| c.contains(client)) {
+        return Err(ProxyError::new(
+            ErrorKind::Denied,
+            format!("{client} may not purge the cache (cache.purge_from)"),
+        ));
+    }
+    let removed = match url.strip_suffix('*') {
+        Some(prefix) => cache.store.remove_prefix(prefix),
+        None => cache.store.remove(url),
+    };
+    let body = format!(
+        "purged {removed}; {} objects ({} bytes) remain\n",
+        cache.store.objects(),
+        cache.store.bytes()
+    );
+    let status = if removed > 0 {
+        "200 OK"
+    } else {
+        "404 Not Found"
+    };
+    Ok(format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes())
+}

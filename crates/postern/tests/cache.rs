@@ -1,0 +1,268 @@
+//! The RFC 9111 shared cache through a forward listener, section by section:
+//! storing and hits (§3, §4), Age (§5.1), Vary (§4.1), validation and 304
+//! merging (§4.3), invalidation (§4.4), request directives (§5.2.1),
+//! Authorization (§3.5), HEAD and Range from a stored GET, collapsing, and
+//! stale-if-error (RFC 5861).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fetch, curl_fetch_async, private_config, start};
+use postern_testkit::{Origin, TestProxy, pattern_bytes};
+
+fn cache_proxy() -> TestProxy {
+    start(&private_config(
+        "[cache]\nmemory = \"64MiB\"\nmax_object_size = \"1MiB\"\n",
+    ))
+}
+
+async fn get(proxy: &TestProxy, url: &str, extra: &[&str]) -> Fetch {
+    let mut args = vec!["-x", proxy.proxy_url_str()];
+    args.extend_from_slice(extra);
+    args.push(url);
+    curl_fetch_async(&args).await
+}
+
+trait ProxyUrl {
+    fn proxy_url_str(&self) -> &'static str;
+}
+
+impl ProxyUrl for TestProxy {
+    fn proxy_url_str(&self) -> &'static str {
+        Box::leak(self.proxy_url().into_boxed_str())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_responses_are_served_from_the_cache_with_age() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/bytes/20000?h=cache-control:max-age=60");
+    let miss = get(&proxy, &url, &[]).await;
+    assert_eq!(miss.status, 200);
+    let cs = miss.header("cache-status").unwrap();
+    assert!(cs.contains("fwd=uri-miss") && cs.contains("stored"), "{cs}");
+    let hit = get(&proxy, &url, &[]).await;
+    assert_eq!(hit.status, 200);
+    assert_eq!(hit.body, pattern_bytes(20_000));
+    let cs = hit.header("cache-status").unwrap();
+    assert!(cs.contains("hit") && cs.contains("ttl="), "{cs}");
+    assert!(hit.header("age").is_some());
+    assert_eq!(origin.requests(), 1);
+    common::wait_log_line(&proxy, &["TCP_HIT/200"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_must_not_be_stored_is_not() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    for (i, url) in [
+        origin.url("/bytes/10?h=cache-control:no-store"),
+        origin.url("/bytes/11?h=cache-control:private,max-age=60"),
+        origin.url("/bytes/12?h=vary:*&h=cache-control:max-age=60"),
+        origin.url("/status/302"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        get(&proxy, url, &[]).await;
+        get(&proxy, url, &[]).await;
+        assert_eq!(
+            origin.requests(),
+            2 * (i + 1),
+            "{url} was served from the cache"
+        );
+    }
+    // §3.5: Authorization without explicit permission.
+    let url = origin.url("/bytes/13?h=cache-control:max-age=60");
+    get(&proxy, &url, &["-H", "Authorization: Basic eDp5"]).await;
+    get(&proxy, &url, &["-H", "Authorization: Basic eDp5"]).await;
+    assert_eq!(origin.requests(), 10);
+    // Request no-store: neither served from nor stored.
+    let url = origin.url("/bytes/14?h=cache-control:max-age=60");
+    get(&proxy, &url, &["-H", "Cache-Control: no-store"]).await;
+    get(&proxy, &url, &[]).await;
+    assert_eq!(origin.requests(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_keeps_variants_apart() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/headers?h=cache-control:max-age=60&h=vary:accept-language");
+    let en = get(&proxy, &url, &["-H", "Accept-Language: en"]).await;
+    let fr = get(&proxy, &url, &["-H", "Accept-Language: fr"]).await;
+    assert!(String::from_utf8_lossy(&en.body).contains("accept-language: en"));
+    assert!(String::from_utf8_lossy(&fr.body).contains("accept-language: fr"));
+    let en2 = get(&proxy, &url, &["-H", "Accept-Language:   en"]).await;
+    assert_eq!(en2.body, en.body);
+    assert!(en2.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_responses_are_validated_and_304_refreshes_them() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/etag/v1?h=cache-control:max-age=0&h=x-version:1");
+    let first = get(&proxy, &url, &[]).await;
+    assert_eq!(first.body, b"tag v1");
+    let second = get(&proxy, &url, &[]).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, b"tag v1");
+    let cs = second.header("cache-status").unwrap();
+    assert!(
+        cs.contains("fwd=stale") && cs.contains("fwd-status=304"),
+        "{cs}"
+    );
+    // §4.3.4: fields from the 304 replace the stored ones.
+    assert_eq!(second.header("x-version").as_deref(), Some("1"));
+    assert_eq!(origin.requests(), 2);
+    let seen = origin.last_request().unwrap();
+    assert_eq!(seen.header("if-none-match"), Some("\"v1\""));
+    // The client's own conditional is answered from the cache.
+    let cond = get(&proxy, &url, &["-H", "If-None-Match: \"v1\""]).await;
+    assert_eq!(cond.status, 304);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_directives_are_honoured() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/bytes/100?h=cache-control:max-age=60");
+    get(&proxy, &url, &[]).await;
+    let nc = get(&proxy, &url, &["-H", "Cache-Control: no-cache"]).await;
+    assert!(
+        nc.header("cache-status").unwrap().contains("fwd="),
+        "no-cache went upstream"
+    );
+    let ma = get(&proxy, &url, &["-H", "Cache-Control: max-age=0"]).await;
+    assert!(ma.header("cache-status").unwrap().contains("fwd="));
+    assert_eq!(origin.requests(), 3);
+    let oic = get(
+        &proxy,
+        &origin.url("/bytes/1?x=never"),
+        &["-H", "Cache-Control: only-if-cached"],
+    )
+    .await;
+    assert_eq!(oic.status, 504);
+    assert_eq!(origin.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_ranges_come_from_a_stored_get() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/bytes/1000?h=cache-control:max-age=60");
+    get(&proxy, &url, &[]).await;
+    let head = get(&proxy, &url, &["-I"]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").as_deref(), Some("1000"));
+    let range = get(&proxy, &url, &["-r", "10-19"]).await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body, &pattern_bytes(1000)[10..20]);
+    assert_eq!(
+        range.header("content-range").as_deref(),
+        Some("bytes 10-19/1000")
+    );
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/echo?h=cache-control:max-age=60");
+    get(&proxy, &url, &[]).await;
+    get(&proxy, &url, &[]).await;
+    assert_eq!(origin.requests(), 1);
+    let post = get(&proxy, &url, &["-d", "x"]).await;
+    assert_eq!(post.status, 200);
+    get(&proxy, &url, &[]).await;
+    assert_eq!(
+        origin.requests(),
+        3,
+        "the POST invalidated the stored response"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_collapse_into_one_request() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/delay/400?h=cache-control:max-age=60");
+    let mut all = Vec::new();
+    for _ in 0..8 {
+        let (proxy_url, url) = (proxy.proxy_url(), url.clone());
+        all.push(tokio::spawn(async move {
+            curl_fetch_async(&["-x", &proxy_url, &url]).await.status
+        }));
+    }
+    for a in all {
+        assert_eq!(a.await.unwrap(), 200);
+    }
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_short_is_not_stored() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/reset/5000?h=cache-control:max-age=60");
+    let first = get(&proxy, &url, &[]).await;
+    assert_ne!(first.exit, 0);
+    let _ = get(&proxy, &url, &[]).await;
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_covers_an_origin_that_went_away() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/bytes/300?h=cache-control:max-age=1,stale-if-error=60");
+    get(&proxy, &url, &[]).await;
+    drop(origin);
+    // Wait until the stored response is stale (max-age=1).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let f = get(&proxy, &url, &[]).await;
+    assert_eq!(f.status, 200, "{}", f.headers);
+    assert_eq!(f.body, pattern_bytes(300));
+    assert!(f.header("cache-status").unwrap().contains("fwd=stale"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_listeners_cache_and_purge() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let url = format!(
+        "http://{}/bytes/5000?h=cache-control:s-maxage=60",
+        proxy.addr()
+    );
+    for _ in 0..3 {
+        let f = curl_fetch_async(&[&url]).await;
+        assert_eq!(f.body, pattern_bytes(5000));
+    }
+    assert_eq!(origin.requests(), 1);
+    let purge = curl_fetch_async(&["-X", "PURGE", &url]).await;
+    assert_eq!(
+        purge.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&purge.body)
+    );
+    let f = curl_fetch_async(&[&url]).await;
+    assert!(f.header("cache-status").unwrap().contains("fwd=uri-miss"));
+    assert_eq!(origin.requests(), 2);
+    // By prefix.
+    let prefix = format!("http://{}/bytes*", proxy.addr());
+    let purge = curl_fetch_async(&["-X", "PURGE", &prefix]).await;
+    assert_eq!(purge.status, 200);
+    let again = curl_fetch_async(&["-X", "PURGE", &prefix]).await;
+    assert_eq!(again.status, 404);
+}
