@@ -126,14 +126,29 @@ async fn serve(config: Config) -> Result<()> {
         ),
         log,
         guard: crate::guard::Guard::default(),
-        cache: config
-            .cache
-            .as_ref()
-            .map(|c| Arc::new(crate::cache::Cache::new(c.memory, c.max_object_size))),
+        cache: match &config.cache {
+            None => None,
+            Some(c) => Some(Arc::new(crate::cache::Cache::new(
+                c.memory,
+                c.max_object_size,
+                match &c.disk {
+                    None => None,
+                    Some(d) => Some(
+                        crate::cache::disk::DiskStore::open(&d.path, d.size, d.max_object_size)
+                            .with_context(|| {
+                                format!("cannot open the disk cache {}", d.path.display())
+                            })?,
+                    ),
+                },
+            ))),
+        },
         shutdown: shutdown_rx,
         active: Arc::new(AtomicUsize::new(0)),
         config: ArcSwap::from_pointee(config),
     });
+    if let Some(disk) = shared.cache.as_ref().and_then(|c| c.disk.as_ref()) {
+        eprintln!("postern: disk cache: {} objects found", disk.objects());
+    }
     start_pools(&shared, &shared.config());
     for (listener, cfg) in bound {
         tokio::spawn(ingress::serve(listener, cfg, shared.clone()));

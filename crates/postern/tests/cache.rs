@@ -266,3 +266,51 @@ async fn reverse_listeners_cache_and_purge() {
     let again = curl_fetch_async(&["-X", "PURGE", &prefix]).await;
     assert_eq!(again.status, 404);
 }
+
+/// The disk tier across a restart, and across SIGKILL while it is being
+/// written under load: every response served afterwards is byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_tier_survives_restarts_and_sigkill() {
+    let origin = Origin::start().await;
+    let dir = common::scratch_dir();
+    let toml = private_config(&format!(
+        "[cache]\nmemory = \"1MiB\"\ndisk = {{ path = \"{}\", size = \"64MiB\" }}\n",
+        dir.join("objects").display()
+    ));
+    let url = |n: usize| origin.url(&format!("/bytes/{n}?h=cache-control:max-age=600"));
+    let first = start(&toml);
+    for n in 1000..1040 {
+        assert_eq!(get(&first, &url(n), &[]).await.status, 200);
+    }
+    // Load on many more URLs, killed in the middle of it.
+    let proxy_url = first.proxy_url();
+    let load = {
+        let urls: Vec<String> = (2000..2400).map(url).collect();
+        tokio::spawn(async move {
+            let client = common::reqwest_via(&proxy_url);
+            for u in urls {
+                if let Ok(r) = client.get(&u).send().await {
+                    let _ = r.bytes().await;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.signal(9);
+    first.wait_exit(common::T);
+    let _ = load.await;
+    drop(first);
+
+    let second = start(&toml);
+    let mut hits = 0;
+    for n in (1000..1040).chain(2000..2400) {
+        let f = get(&second, &url(n), &[]).await;
+        assert_eq!(f.status, 200, "{n}");
+        assert_eq!(f.body, pattern_bytes(n), "response {n} is not byte-exact");
+        if f.header("cache-status").is_some_and(|c| c.contains("hit")) {
+            hits += 1;
+        }
+    }
+    assert!(hits >= 40, "only {hits} responses came back from disk");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -111,7 +111,7 @@ pub async fn before(
         validating,
         note,
         name: name.clone(),
-        max_object_size: cache.max_object_size,
+        max_object_size: cache.tap_limit(),
     };
     let cacheable_method = head.is_method("GET") || head.is_method("HEAD");
     if !cacheable_method {
@@ -127,7 +127,10 @@ pub async fn before(
     }
     let mut leader = None;
     for attempt in 0..2 {
-        let found = cache.lookup(&url, head, &req_cc);
+        let mut found = cache.lookup(&url, head, &req_cc);
+        if found.is_none() && cache.lookup_disk(&url, head).await.is_some() {
+            found = cache.lookup(&url, head, &req_cc);
+        }
         if let Some(found) = found {
             match found.usable {
                 Use::Fresh | Use::StaleAccepted | Use::StaleWhileRevalidate => {
@@ -244,7 +247,7 @@ pub async fn after(
                 .ok_or_else(|| ProxyError::new(ErrorKind::BadResponse, "unexpected 304"))?;
             let fresh = super::refreshed(old, &head, ticket.request_time);
             let fresh = Arc::new(fresh);
-            cache.store.insert(clone_entry(&fresh));
+            cache.keep(clone_entry(&fresh));
             let status = format!("{name}; fwd=stale; fwd-status=304; ttl={}", fresh.lifetime);
             Ok(serve_entry(
                 cfg,

@@ -9,6 +9,7 @@
 //! Concurrent misses for one URL wait for the first (request collapsing).
 //! Every response on a caching listener carries `Cache-Status` (RFC 9211).
 
+pub mod disk;
 pub mod flow;
 pub mod policy;
 pub mod store;
@@ -38,7 +39,9 @@ pub fn now() -> i64 {
 
 pub struct Cache {
     pub store: MemoryStore,
+    /// Largest response kept in memory.
     pub max_object_size: usize,
+    pub disk: Option<Arc<disk::DiskStore>>,
     collapsing: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
@@ -68,12 +71,67 @@ pub struct Found {
 }
 
 impl Cache {
-    pub fn new(memory: usize, max_object_size: usize) -> Cache {
+    pub fn new(memory: usize, max_object_size: usize, disk: Option<disk::DiskStore>) -> Cache {
         Cache {
             store: MemoryStore::new(memory),
             max_object_size,
+            disk: disk.map(Arc::new),
             collapsing: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The largest response either tier keeps: how much of a payload to tap.
+    pub fn tap_limit(&self) -> usize {
+        self.disk.as_ref().map_or(self.max_object_size, |d| {
+            d.max_object_size.max(self.max_object_size)
+        })
+    }
+
+    /// Stores a complete response in memory (if small enough) and on disk
+    /// (written from a blocking thread, so the request does not wait).
+    pub fn keep(&self, entry: Entry) {
+        let entry = Arc::new(entry);
+        if let Some(disk) = &self.disk
+            && entry.body.len() <= disk.max_object_size
+        {
+            let (disk, e) = (disk.clone(), entry.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = disk.write(&e) {
+                    eprintln!("postern: cache: cannot write {}: {err}", e.url);
+                }
+            });
+        }
+        if entry.body.len() <= self.max_object_size {
+            self.store.insert_arc(entry);
+        }
+    }
+
+    /// A response from the disk tier, verified, promoted to memory.
+    pub async fn lookup_disk(&self, url: &str, head: &RequestHead) -> Option<()> {
+        let disk = self.disk.as_ref()?;
+        let (path, _) = disk.candidates(url).into_iter().rev().find(|(_, vary)| {
+            vary.iter()
+                .all(|(n, v)| policy::vary_value(head.values(n)) == *v)
+        })?;
+        let (disk2, url2) = (disk.clone(), url.to_string());
+        let (meta, body) = tokio::task::spawn_blocking(move || disk2.read_path(&url2, &path))
+            .await
+            .ok()??;
+        let entry = build_entry(
+            Storing {
+                url: meta.url,
+                request_time: meta.request_time,
+                vary: meta.vary,
+            },
+            meta.status,
+            meta.headers,
+            body,
+            meta.response_time,
+        );
+        if entry.body.len() <= self.max_object_size {
+            self.store.insert(entry);
+        }
+        Some(())
     }
 
     /// The stored response for this request (§4: URI and Vary), with how it
@@ -113,10 +171,17 @@ impl Cache {
         None
     }
 
+    fn remove(&self, url: &str) {
+        self.store.remove(url);
+        if let Some(d) = &self.disk {
+            d.remove(url);
+        }
+    }
+
     /// §4.4: a successful unsafe request invalidates the URI, and Location
     /// and Content-Location when they are on the same origin.
     pub fn invalidate(&self, url: &str, response: &ResponseHead) {
-        self.store.remove(url);
+        self.remove(url);
         let origin = origin_of(url);
         for name in ["location", "content-location"] {
             if let Some(v) = response.first(name) {
@@ -127,7 +192,7 @@ impl Cache {
                     v.into_owned()
                 };
                 if origin_of(&target) == origin {
-                    self.store.remove(&target);
+                    self.remove(&target);
                 }
             }
         }
@@ -212,11 +277,17 @@ impl Storing {
                 )
             })
             .collect();
-        build_entry(self, response.status, headers, Bytes::from(body))
+        build_entry(self, response.status, headers, Bytes::from(body), now())
     }
 }
 
-fn build_entry(s: Storing, status: u16, headers: Vec<(String, Bytes)>, body: Bytes) -> Entry {
+fn build_entry(
+    s: Storing,
+    status: u16,
+    headers: Vec<(String, Bytes)>,
+    body: Bytes,
+    response_time: i64,
+) -> Entry {
     let get = |name: &str| {
         headers
             .iter()
@@ -229,7 +300,6 @@ fn build_entry(s: Storing, status: u16, headers: Vec<(String, Bytes)>, body: Byt
             .filter(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
             .map(|(_, v)| v.as_ref()),
     );
-    let response_time = now();
     let date = get("date").and_then(|d| parse_http_date(&d));
     let expires = get("expires").map(|e| parse_http_date(&e));
     let last_modified = get("last-modified").and_then(|d| parse_http_date(&d));
@@ -300,6 +370,7 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
         old.status,
         headers,
         old.body.clone(),
+        now(),
     )
 }
 
@@ -390,8 +461,11 @@ pub fn purge(
         ));
     }
     let removed = match url.strip_suffix('*') {
-        Some(prefix) => cache.store.remove_prefix(prefix),
-        None => cache.store.remove(url),
+        Some(prefix) => {
+            cache.store.remove_prefix(prefix)
+                + cache.disk.as_ref().map_or(0, |d| d.remove_prefix(prefix))
+        }
+        None => cache.store.remove(url) + cache.disk.as_ref().map_or(0, |d| d.remove(url)),
     };
     let body = format!(
         "purged {removed}; {} objects ({} bytes) remain\n",

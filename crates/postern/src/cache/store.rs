@@ -109,11 +109,14 @@ impl MemoryStore {
     /// Stores `entry`, replacing a variant with the same Vary values, and
     /// evicts the least recently used responses beyond the capacity.
     pub fn insert(&self, entry: Entry) {
+        self.insert_arc(Arc::new(entry));
+    }
+
+    pub fn insert_arc(&self, entry: Arc<Entry>) {
         let size = entry.size();
         if size > self.capacity {
             return;
         }
-        let entry = Arc::new(entry);
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.tick += 1;

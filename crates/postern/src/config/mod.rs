@@ -59,6 +59,14 @@ pub struct CacheConfig {
     pub memory: usize,
     pub max_object_size: usize,
     pub purge_from: Vec<Cidr>,
+    pub disk: Option<DiskCacheConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskCacheConfig {
+    pub path: PathBuf,
+    pub size: u64,
+    pub max_object_size: usize,
 }
 
 impl Config {

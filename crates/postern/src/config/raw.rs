@@ -54,6 +54,16 @@ pub struct RawCache {
     pub max_object_size: Option<Spanned<RawSize>>,
     /// Clients that may PURGE (default: loopback).
     pub purge_from: Option<Vec<Spanned<String>>>,
+    pub disk: Option<RawDiskCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiskCache {
+    pub path: Spanned<String>,
+    pub size: Spanned<RawSize>,
+    /// Larger responses are not written to disk.
+    pub max_object_size: Option<Spanned<RawSize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +156,7 @@ pub struct RawLimits {
 }
 
 /// Sizes are written as a number of bytes or a string such as `"64KiB"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RawSize {
     Bytes(i64),

@@ -400,6 +400,17 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 })
                 .collect(),
         },
+        disk: c.disk.as_ref().map(|d| DiskCacheConfig {
+            path: base.join(d.path.get_ref()),
+            size: size_in(p, &Some(d.size.clone()), 1 << 20..=1 << 50, 1 << 30, "size") as u64,
+            max_object_size: size_in(
+                p,
+                &d.max_object_size,
+                1..=1 << 40,
+                256 << 20,
+                "max_object_size",
+            ),
+        }),
     });
     let listener_names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
     let pools = super::pools::validate_pools(&raw, base, p);

@@ -705,8 +705,7 @@ pub(crate) async fn exchange(
     {
         ticket
             .cache
-            .store
-            .insert(storing.entry(&head, &resp_conn, tap.bytes));
+            .keep(storing.entry(&head, &resp_conn, tap.bytes));
     }
     let request_complete = matches!(sent, Some(Ok(_)));
     Ok(ExchangeEnd {
