@@ -20,6 +20,9 @@ use crate::reverse::balance::hash64;
 
 const MAGIC: &[u8; 8] = b"PSTNOBJ1";
 
+/// The request's values of the fields a response varies on.
+pub type VaryValues = Vec<(String, Option<String>)>;
+
 /// What a file holds besides the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
@@ -189,7 +192,7 @@ impl DiskStore {
     }
 
     /// The files stored for `url` and their Vary values (index only).
-    pub fn candidates(&self, url: &str) -> Vec<(PathBuf, Vec<(String, Option<String>)>)> {
+    pub fn candidates(&self, url: &str) -> Vec<(PathBuf, VaryValues)> {
         self.lock()
             .by_url
             .get(url)
