@@ -134,6 +134,7 @@ pub struct Rate {
 pub enum Mode {
     Forward,
     Reverse,
+    Socks5,
 }
 
 impl Mode {
@@ -141,6 +142,7 @@ impl Mode {
         match self {
             Mode::Forward => "forward",
             Mode::Reverse => "reverse",
+            Mode::Socks5 => "socks5",
         }
     }
 }
@@ -165,6 +167,8 @@ pub struct ListenerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// HTTP/2 by prior knowledge on a plain listener.
     pub h2c: bool,
+    /// Forward: SOCKS clients on the same port (told apart by the first byte).
+    pub socks: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -88,6 +88,8 @@ pub struct RawListener {
     pub tls: Option<RawTls>,
     /// Accept HTTP/2 without TLS from clients that start with its preface.
     pub h2c: Option<bool>,
+    /// Forward listeners: serve SOCKS4/5 clients on the same port too.
+    pub socks: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

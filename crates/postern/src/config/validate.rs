@@ -72,10 +72,11 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         let mode = match l.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
             None | Some(("forward", _)) => Some(Mode::Forward),
             Some(("reverse", _)) => Some(Mode::Reverse),
+            Some(("socks5", _)) => Some(Mode::Socks5),
             Some((other, span)) if MODES.contains(&other) => {
                 p.push(Problem::new(
                     span,
-                    format!("listener mode `{other}` is not available in this version (available: forward, reverse)"),
+                    format!("listener mode `{other}` is not available in this version (available: forward, reverse, socks5)"),
                 ));
                 None
             }
@@ -179,6 +180,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             proxy_protocol,
             tls,
             h2c: l.h2c.unwrap_or(false),
+            socks: l.socks.unwrap_or(false),
         });
     }
     if raw.listener.is_empty() {
@@ -194,6 +196,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             proxy_protocol: None,
             tls: None,
             h2c: false,
+            socks: false,
         });
     }
 

@@ -4,6 +4,7 @@
 pub mod h2;
 pub mod http1;
 pub mod proxy_protocol;
+pub mod socks;
 pub mod stream;
 
 use std::io;
@@ -93,6 +94,8 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
         let trusted = cfg.proxy_protocol.clone();
         let tls = cfg.tls.is_some();
         let h2c = cfg.h2c;
+        let socks_mode = cfg.mode == crate::config::Mode::Socks5;
+        let socks_too = cfg.socks && !tls;
         tokio::spawn(async move {
             let mut stream = stream;
             let mut peer = peer;
@@ -112,6 +115,27 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             let Some((slot, stream)) = client_slot(&shared, &name, stream, peer).await else {
                 return;
             };
+            if socks_mode || socks_too {
+                // SOCKS starts with its version byte (4 or 5); HTTP never does.
+                let is_socks = socks_mode
+                    || first_byte(&stream, &mut initial, &shared)
+                        .await
+                        .is_some_and(|b| b == 4 || b == 5);
+                if is_socks {
+                    socks::serve(
+                        shared,
+                        name,
+                        stream::ClientStream::Plain(stream),
+                        peer,
+                        initial,
+                    )
+                    .await;
+                    drop(slot);
+                    drop(permit);
+                    drop(guard);
+                    return;
+                }
+            }
             if h2c && !tls {
                 match h2_preface(&stream, &mut initial, &shared).await {
                     Some(true) => {
@@ -156,6 +180,30 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             drop(guard);
         });
     }
+}
+
+/// The connection's first byte, read into `buf` (which keeps it).
+async fn first_byte(stream: &TcpStream, buf: &mut BytesMut, shared: &Shared) -> Option<u8> {
+    if let Some(b) = buf.first() {
+        return Some(*b);
+    }
+    let limit = shared.config().timeouts.client_header;
+    let read = async {
+        loop {
+            stream.readable().await.ok()?;
+            let mut chunk = [0u8; 512];
+            match stream.try_read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(m) => {
+                    buf.extend_from_slice(&chunk[..m]);
+                    return Some(chunk[0]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.ok().flatten()
 }
 
 /// RFC 9113 §3.4: a client with prior knowledge starts with this preface.

@@ -1,0 +1,472 @@
+//! SOCKS5 (RFC 1928, username/password RFC 1929) and SOCKS4/4a on `socks5`
+//! listeners, or on forward listeners with `socks = true` (the first byte
+//! tells SOCKS from HTTP). Destinations pass the same guard as HTTP: rules,
+//! users, blocklists, limits, the SSRF guard; the access log gets one line
+//! per tunnel.
+//!
+//! Every malformed handshake gets the protocol's failure reply where one
+//! exists, then the connection is closed.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout_at;
+
+use crate::app::Shared;
+use crate::config::Config;
+use crate::context::RequestCtx;
+use crate::egress::{Destination, Upstream};
+use crate::error::{ErrorKind, ProxyError};
+use crate::guard::Subject;
+use crate::guard::limits::Bucket;
+use crate::ingress::stream::ClientStream;
+
+/// RFC 1928 §6 reply codes.
+mod reply {
+    pub const SUCCEEDED: u8 = 0x00;
+    pub const GENERAL_FAILURE: u8 = 0x01;
+    pub const NOT_ALLOWED: u8 = 0x02;
+    pub const HOST_UNREACHABLE: u8 = 0x04;
+    pub const CONNECTION_REFUSED: u8 = 0x05;
+    pub const TTL_EXPIRED: u8 = 0x06;
+    pub const COMMAND_NOT_SUPPORTED: u8 = 0x07;
+    pub const ADDRESS_NOT_SUPPORTED: u8 = 0x08;
+}
+
+/// A connection whose first bytes (already in `buf`) may continue to arrive.
+struct Conn {
+    stream: ClientStream,
+    buf: BytesMut,
+    deadline: tokio::time::Instant,
+}
+
+impl Conn {
+    /// Waits until `n` bytes are buffered; `false` on EOF or timeout.
+    async fn need(&mut self, n: usize) -> bool {
+        while self.buf.len() < n {
+            match timeout_at(self.deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(m)) if m > 0 => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> bool {
+        timeout_at(self.deadline, self.stream.write_all(bytes))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Serves one SOCKS connection (its first bytes may already be in `initial`).
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+    stream: ClientStream,
+    peer: SocketAddr,
+    initial: BytesMut,
+) {
+    let cfg = shared.config();
+    let mut conn = Conn {
+        stream,
+        buf: initial,
+        deadline: tokio::time::Instant::now() + cfg.timeouts.client_header,
+    };
+    if !conn.need(1).await {
+        return;
+    }
+    let mut ctx = RequestCtx::new(peer, &listener);
+    ctx.method = "CONNECT".into();
+    ctx.url = "-".into();
+    ctx.version = "SOCKS";
+    let outcome = match conn.buf[0] {
+        5 => socks5(&cfg, &shared, &mut conn, &mut ctx).await,
+        4 => socks4(&cfg, &shared, &mut conn, &mut ctx).await,
+        _ => Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "not a SOCKS version",
+        )),
+    };
+    if let Err(e) = outcome {
+        ctx.record_error(&e);
+        if ctx.logging {
+            shared.log.write(&ctx);
+        }
+        return;
+    }
+    if ctx.logging {
+        shared.log.write(&ctx);
+    }
+}
+
+fn socks5_failure(e: &ProxyError) -> u8 {
+    match e.kind {
+        ErrorKind::Denied
+        | ErrorKind::Blocked
+        | ErrorKind::AuthRequired
+        | ErrorKind::DestinationProhibited
+        | ErrorKind::PortNotAllowed
+        | ErrorKind::RateLimited => reply::NOT_ALLOWED,
+        ErrorKind::DnsError | ErrorKind::DnsTimeout | ErrorKind::DestinationUnavailable => {
+            reply::HOST_UNREACHABLE
+        }
+        ErrorKind::ConnectionRefused => reply::CONNECTION_REFUSED,
+        ErrorKind::ConnectionTimeout => reply::TTL_EXPIRED,
+        _ => reply::GENERAL_FAILURE,
+    }
+}
+
+/// A reply with an address (the bound address on success, zeros otherwise).
+fn socks5_reply(code: u8, bound: Option<SocketAddr>) -> Vec<u8> {
+    let mut out = vec![5, code, 0];
+    match bound {
+        Some(SocketAddr::V6(a)) => {
+            out.push(4);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_be_bytes());
+        }
+        Some(SocketAddr::V4(a)) => {
+            out.push(1);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_be_bytes());
+        }
+        None => out.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0]),
+    }
+    out
+}
+
+async fn socks5(
+    cfg: &Config,
+    shared: &Shared,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+) -> Result<(), ProxyError> {
+    let bad = |m: &str| ProxyError::new(ErrorKind::BadRequest, format!("SOCKS5: {m}"));
+    // Method negotiation: VER NMETHODS METHODS...
+    if !conn.need(2).await {
+        return Err(bad("truncated greeting"));
+    }
+    let n = usize::from(conn.buf[1]);
+    if n == 0 {
+        conn.send(&[5, 0xff]).await;
+        return Err(bad("no authentication methods offered"));
+    }
+    if !conn.need(2 + n).await {
+        return Err(bad("truncated method list"));
+    }
+    let methods = conn.buf[2..2 + n].to_vec();
+    conn.buf.advance(2 + n);
+    let mut user = None;
+    if cfg.auth.is_some() {
+        if !methods.contains(&2) {
+            conn.send(&[5, 0xff]).await;
+            return Err(ProxyError::new(
+                ErrorKind::AuthRequired,
+                "SOCKS5: username/password required",
+            ));
+        }
+        conn.send(&[5, 2]).await;
+        // RFC 1929: VER ULEN UNAME PLEN PASSWD
+        if !conn.need(2).await || conn.buf[0] != 1 {
+            conn.send(&[1, 1]).await;
+            return Err(bad("malformed username/password request"));
+        }
+        let ulen = usize::from(conn.buf[1]);
+        if ulen == 0 || !conn.need(2 + ulen + 1).await {
+            conn.send(&[1, 1]).await;
+            return Err(bad("empty or truncated user name"));
+        }
+        let plen = usize::from(conn.buf[2 + ulen]);
+        if !conn.need(3 + ulen + plen).await {
+            conn.send(&[1, 1]).await;
+            return Err(bad("truncated password"));
+        }
+        let uname = String::from_utf8_lossy(&conn.buf[2..2 + ulen]).into_owned();
+        let pass = String::from_utf8_lossy(&conn.buf[3 + ulen..3 + ulen + plen]).into_owned();
+        conn.buf.advance(3 + ulen + plen);
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{uname}:{pass}"));
+        let field = format!("Basic {token}");
+        let auth_cfg = cfg.auth.as_ref().expect("checked above");
+        // RFC 1929 §2: the status comes before the request.
+        match shared
+            .guard
+            .auth
+            .check(auth_cfg, ctx.client.ip(), Some(field.as_bytes()))
+            .await
+        {
+            crate::guard::auth::Credentials::Valid(name) => {
+                conn.send(&[1, 0]).await;
+                user = Some(name.to_string());
+            }
+            _ => {
+                conn.send(&[1, 1]).await;
+                return Err(ProxyError::new(
+                    ErrorKind::AuthRequired,
+                    "SOCKS5: wrong user name or password",
+                ));
+            }
+        }
+    } else {
+        if !methods.contains(&0) {
+            conn.send(&[5, 0xff]).await;
+            return Err(bad("no acceptable authentication method"));
+        }
+        conn.send(&[5, 0]).await;
+    }
+
+    // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
+    if !conn.need(4).await {
+        return Err(bad("truncated request"));
+    }
+    let (ver, cmd, atyp) = (conn.buf[0], conn.buf[1], conn.buf[3]);
+    if ver != 5 {
+        conn.send(&socks5_reply(reply::GENERAL_FAILURE, None)).await;
+        return Err(bad("wrong version in request"));
+    }
+    let addr_len = match atyp {
+        1 => 4,
+        4 => 16,
+        3 => {
+            if !conn.need(5).await {
+                return Err(bad("truncated domain"));
+            }
+            let l = usize::from(conn.buf[4]);
+            if l == 0 {
+                conn.send(&socks5_reply(reply::ADDRESS_NOT_SUPPORTED, None))
+                    .await;
+                return Err(bad("empty domain name"));
+            }
+            1 + l
+        }
+        _ => {
+            conn.send(&socks5_reply(reply::ADDRESS_NOT_SUPPORTED, None))
+                .await;
+            return Err(bad("unknown address type"));
+        }
+    };
+    if !conn.need(4 + addr_len + 2).await {
+        return Err(bad("truncated address"));
+    }
+    let raw = &conn.buf[4..4 + addr_len];
+    let dest = match atyp {
+        1 => Ok(Destination::Ip(IpAddr::V4(Ipv4Addr::new(
+            raw[0], raw[1], raw[2], raw[3],
+        )))),
+        4 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(raw);
+            Ok(Destination::Ip(IpAddr::V6(Ipv6Addr::from(o))))
+        }
+        _ => std::str::from_utf8(&raw[1..])
+            .map_err(|_| "not text")
+            .and_then(Destination::parse),
+    };
+    let port = u16::from_be_bytes([conn.buf[4 + addr_len], conn.buf[5 + addr_len]]);
+    conn.buf.advance(4 + addr_len + 2);
+    if cmd != 1 {
+        conn.send(&socks5_reply(reply::COMMAND_NOT_SUPPORTED, None))
+            .await;
+        return Err(ProxyError::new(
+            ErrorKind::NotImplemented,
+            format!("SOCKS5 command {cmd}"),
+        ));
+    }
+    let dest = match dest {
+        Ok(d) => d,
+        Err(why) => {
+            conn.send(&socks5_reply(reply::ADDRESS_NOT_SUPPORTED, None))
+                .await;
+            return Err(bad(&format!("destination: {why}")));
+        }
+    };
+    if port == 0 {
+        conn.send(&socks5_reply(reply::GENERAL_FAILURE, None)).await;
+        return Err(bad("port 0"));
+    }
+    match connect(cfg, shared, ctx, &dest, port, user.as_deref()).await {
+        Ok((mut upstream, bound, buckets)) => {
+            if !conn
+                .send(&socks5_reply(reply::SUCCEEDED, Some(bound)))
+                .await
+            {
+                return Ok(());
+            }
+            relay(cfg, conn, &mut upstream, &buckets, ctx).await;
+            Ok(())
+        }
+        Err(e) => {
+            conn.send(&socks5_reply(socks5_failure(&e), None)).await;
+            Err(e)
+        }
+    }
+}
+
+async fn socks4(
+    cfg: &Config,
+    shared: &Shared,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+) -> Result<(), ProxyError> {
+    let bad = |m: &str| ProxyError::new(ErrorKind::BadRequest, format!("SOCKS4: {m}"));
+    let reject = [0u8, 0x5b, 0, 0, 0, 0, 0, 0];
+    // VN CD DSTPORT DSTIP USERID NUL [DOMAIN NUL]
+    if !conn.need(9).await {
+        return Err(bad("truncated request"));
+    }
+    let cmd = conn.buf[1];
+    let port = u16::from_be_bytes([conn.buf[2], conn.buf[3]]);
+    let ip = Ipv4Addr::new(conn.buf[4], conn.buf[5], conn.buf[6], conn.buf[7]);
+    let mut end = 8;
+    let nul = loop {
+        if let Some(i) = conn.buf[end..].iter().position(|b| *b == 0) {
+            break end + i;
+        }
+        if conn.buf.len() > 8 + 512 {
+            conn.send(&reject).await;
+            return Err(bad("user id too long"));
+        }
+        end = conn.buf.len();
+        if !conn.need(conn.buf.len() + 1).await {
+            return Err(bad("truncated user id"));
+        }
+    };
+    let mut consumed = nul + 1;
+    // SOCKS4a: 0.0.0.x (x != 0) means a domain name follows.
+    let o = ip.octets();
+    let dest = if o[0] == 0 && o[1] == 0 && o[2] == 0 && o[3] != 0 {
+        let start = consumed;
+        let dnul = loop {
+            if let Some(i) = conn.buf[start..].iter().position(|b| *b == 0) {
+                break start + i;
+            }
+            if conn.buf.len() > start + 255 {
+                conn.send(&reject).await;
+                return Err(bad("domain too long"));
+            }
+            if !conn.need(conn.buf.len() + 1).await {
+                return Err(bad("truncated domain"));
+            }
+        };
+        consumed = dnul + 1;
+        match std::str::from_utf8(&conn.buf[start..dnul])
+            .map_err(|_| "not text")
+            .and_then(Destination::parse)
+        {
+            Ok(d) => d,
+            Err(why) => {
+                conn.send(&reject).await;
+                return Err(bad(&format!("destination: {why}")));
+            }
+        }
+    } else {
+        Destination::Ip(IpAddr::V4(ip))
+    };
+    conn.buf.advance(consumed);
+    if cmd != 1 || port == 0 {
+        conn.send(&reject).await;
+        return Err(ProxyError::new(
+            ErrorKind::NotImplemented,
+            format!("SOCKS4 command {cmd}"),
+        ));
+    }
+    if cfg.auth.is_some() {
+        // SOCKS4 carries no password: refused where users must log in.
+        conn.send(&reject).await;
+        return Err(ProxyError::new(
+            ErrorKind::AuthRequired,
+            "SOCKS4 cannot authenticate; use SOCKS5",
+        ));
+    }
+    match connect(cfg, shared, ctx, &dest, port, None).await {
+        Ok((mut upstream, _, buckets)) => {
+            if !conn.send(&[0, 0x5a, 0, 0, 0, 0, 0, 0]).await {
+                return Ok(());
+            }
+            relay(cfg, conn, &mut upstream, &buckets, ctx).await;
+            Ok(())
+        }
+        Err(e) => {
+            conn.send(&reject).await;
+            Err(e)
+        }
+    }
+}
+
+/// The guard, then the connection (with the SSRF check on its address).
+async fn connect(
+    cfg: &Config,
+    shared: &Shared,
+    ctx: &mut RequestCtx,
+    dest: &Destination,
+    port: u16,
+    user: Option<&str>,
+) -> Result<(Upstream, SocketAddr, Vec<Arc<Bucket>>), ProxyError> {
+    let host = dest.rule_host();
+    let url = match dest {
+        Destination::Ip(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        _ => format!("{host}:{port}"),
+    };
+    ctx.url = url.clone();
+    let listener = ctx.listener.clone();
+    let subject = Subject {
+        client: ctx.client.ip(),
+        listener: &listener,
+        method: "CONNECT",
+        scheme: "tunnel",
+        host: &host,
+        literal_ip: dest.literal_ip(),
+        port,
+        url: &url,
+        proxy_authorization: None,
+        // Verified during the handshake (RFC 1929).
+        assume_user: user,
+    };
+    let admission = shared
+        .guard
+        .admit(cfg, &shared.connector.resolver, &subject)
+        .await?;
+    ctx.user = admission.user.clone();
+    let (stream, addr) = shared
+        .connector
+        .connect(
+            dest,
+            port,
+            cfg.address_permit(),
+            admission.pinned.as_deref(),
+            cfg.timeouts.connect,
+        )
+        .await?;
+    ctx.upstream = Some(addr);
+    let bound = stream.local_addr().unwrap_or(addr);
+    Ok((Upstream::Plain(stream), bound, admission.buckets))
+}
+
+async fn relay(
+    cfg: &Config,
+    conn: &mut Conn,
+    upstream: &mut Upstream,
+    buckets: &[Arc<Bucket>],
+    ctx: &mut RequestCtx,
+) {
+    ctx.status = 200;
+    ctx.result = "TCP_TUNNEL";
+    let early = conn.buf.split();
+    let stats = crate::relay::tunnel_client(
+        &mut conn.stream,
+        &early,
+        upstream,
+        &[],
+        cfg.timeouts.tunnel_idle,
+        buckets,
+    )
+    .await;
+    ctx.bytes_in += stats.up;
+    ctx.bytes_out += stats.down;
+    if stats.idle_timeout {
+        ctx.error = Some("connection_read_timeout");
+    }
+}

@@ -1,0 +1,230 @@
+//! SOCKS5 (RFC 1928/1929) and SOCKS4a through the real binary: curl as the
+//! client, the same rules and users as HTTP, and one raw exchange per
+//! malformed handshake.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{BIN, config, curl_fetch_async, scratch_dir, start};
+use postern_testkit::{Origin, TestProxy, pattern_bytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn socks_config(egress: &str, extra: &str) -> String {
+    config("", egress, extra).replace(
+        "bind = \"127.0.0.1:0\"\n",
+        "bind = \"127.0.0.1:0\"\nmode = \"socks5\"\n",
+    )
+}
+
+fn socks_url(scheme: &str, proxy: &TestProxy) -> String {
+    format!("{scheme}://{}", proxy.addr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_socks5_socks5h_and_socks4a() {
+    let origin = Origin::start().await;
+    let proxy = start(&socks_config("allow_private_destinations = true", ""));
+    let port = origin.addr().port();
+    for (scheme, host) in [
+        ("socks5", "127.0.0.1"),
+        ("socks5h", "localhost"),
+        ("socks4", "127.0.0.1"),
+        ("socks4a", "localhost"),
+    ] {
+        let f = curl_fetch_async(&[
+            "--proxy",
+            &socks_url(scheme, &proxy),
+            &format!("http://{host}:{port}/bytes/40000"),
+        ])
+        .await;
+        assert_eq!((f.exit, f.status), (0, 200), "{scheme}: {}", f.stderr);
+        assert_eq!(f.body, pattern_bytes(40_000), "{scheme}");
+    }
+    let line = common::wait_log_line(&proxy, &["TCP_TUNNEL/200", &format!("localhost:{port}")]);
+    assert!(line.contains("CONNECT"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_safe_defaults_and_rules_apply() {
+    let origin = Origin::start().await;
+    let proxy = start(&socks_config("", ""));
+    let f = curl_fetch_async(&[
+        "--proxy",
+        &socks_url("socks5", &proxy),
+        &origin.url("/bytes/10"),
+    ])
+    .await;
+    assert_ne!(f.exit, 0, "a loopback destination must be refused");
+    assert_eq!(origin.requests(), 0);
+    common::wait_log_line(&proxy, &["TCP_DENIED/403"]);
+}
+
+fn htpasswd(dir: &Path) -> String {
+    let mut child = Command::new(BIN)
+        .args(["passwd", "alice", "--cost", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"wonder\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let path = dir.join("users");
+    std::fs::write(&path, out.stdout).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_users_are_the_http_users() {
+    let origin = Origin::start().await;
+    let dir = scratch_dir();
+    let file = htpasswd(&dir);
+    let proxy = start(&socks_config(
+        "allow_private_destinations = true",
+        &format!("[auth]\nhtpasswd = \"{file}\"\n\n[[rule]]\naction = \"auth\"\n"),
+    ));
+    let with = format!("socks5h://alice:wonder@{}", proxy.addr());
+    let f = curl_fetch_async(&["--proxy", &with, &origin.url("/bytes/100")]).await;
+    assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
+    let line = common::wait_log_line(&proxy, &["TCP_TUNNEL/200"]);
+    assert!(line.contains(" alice "), "{line}");
+    let wrong = format!("socks5h://alice:nope@{}", proxy.addr());
+    let f = curl_fetch_async(&["--proxy", &wrong, &origin.url("/bytes/100")]).await;
+    assert_ne!(f.exit, 0);
+    let none = curl_fetch_async(&[
+        "--proxy",
+        &socks_url("socks5h", &proxy),
+        &origin.url("/bytes/1"),
+    ])
+    .await;
+    assert_ne!(none.exit, 0);
+    assert_eq!(origin.requests(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_port_can_serve_socks_too() {
+    let origin = Origin::start().await;
+    let proxy = start(&config(
+        "socks = true",
+        "allow_private_destinations = true",
+        "",
+    ));
+    let http = curl_fetch_async(&["-x", &proxy.proxy_url(), &origin.url("/bytes/10")]).await;
+    assert_eq!(http.status, 200);
+    let socks = curl_fetch_async(&[
+        "--proxy",
+        &socks_url("socks5", &proxy),
+        &origin.url("/bytes/10"),
+    ])
+    .await;
+    assert_eq!((socks.exit, socks.status), (0, 200), "{}", socks.stderr);
+}
+
+/// Sends `bytes` after a no-auth greeting (when `greet`), returns what the
+/// proxy answered before closing.
+async fn exchange(proxy: &TestProxy, greet: bool, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    if greet {
+        s.write_all(&[5, 1, 0]).await.unwrap();
+        let mut choice = [0u8; 2];
+        s.read_exact(&mut choice).await.unwrap();
+        assert_eq!(choice, [5, 0]);
+    }
+    s.write_all(bytes).await.unwrap();
+    let _ = s.shutdown().await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(common::T, s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the proxy hung on {bytes:?}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_handshakes_get_the_proper_failure_and_a_close() {
+    let proxy = start(&socks_config("allow_private_destinations = true", ""));
+    // A port nothing listens on.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = l.local_addr().unwrap().port().to_be_bytes();
+    drop(l);
+    assert!(
+        exchange(&proxy, false, &[6, 1, 0]).await.is_empty(),
+        "bad version"
+    );
+    assert_eq!(
+        exchange(&proxy, false, &[5, 0]).await,
+        [5, 0xff],
+        "no methods"
+    );
+    assert_eq!(
+        exchange(&proxy, false, &[5, 1, 2]).await,
+        [5, 0xff],
+        "no acceptable method"
+    );
+    assert!(
+        exchange(&proxy, false, &[5, 3, 0]).await.is_empty(),
+        "truncated methods"
+    );
+    let reply = |code: u8| vec![5, code, 0, 1, 0, 0, 0, 0, 0, 0];
+    assert_eq!(
+        exchange(&proxy, true, &[5, 2, 0, 1, 127, 0, 0, 1, 0, 80]).await,
+        reply(7),
+        "BIND"
+    );
+    assert_eq!(
+        exchange(&proxy, true, &[5, 9, 0, 1, 127, 0, 0, 1, 0, 80]).await,
+        reply(7),
+        "unknown command"
+    );
+    assert_eq!(
+        exchange(&proxy, true, &[5, 1, 0, 9, 1, 2]).await,
+        reply(8),
+        "unknown address type"
+    );
+    assert_eq!(
+        exchange(&proxy, true, &[5, 1, 0, 3, 0, 0, 80]).await,
+        reply(8),
+        "empty domain"
+    );
+    assert!(
+        exchange(&proxy, true, &[5, 1, 0, 3, 10, b'a'])
+            .await
+            .is_empty(),
+        "truncated domain"
+    );
+    let mut refused = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    refused.extend_from_slice(&closed);
+    assert_eq!(
+        exchange(&proxy, true, &refused).await,
+        reply(5),
+        "connection refused"
+    );
+    let mut unknown = vec![5, 1, 0, 3, 20];
+    unknown.extend_from_slice(b"no-such-host.invalid");
+    unknown.extend_from_slice(&[0, 80]);
+    assert_eq!(
+        exchange(&proxy, true, &unknown).await,
+        reply(4),
+        "host unreachable"
+    );
+    // SOCKS4: a rejected request gets 0x5b.
+    let mut v4 = vec![4, 2, 0, 80, 127, 0, 0, 1];
+    v4.extend_from_slice(b"user\0");
+    assert_eq!(
+        exchange(&proxy, false, &v4).await,
+        [0, 0x5b, 0, 0, 0, 0, 0, 0]
+    );
+    // Refused by the SSRF guard on a proxy without allow_private_destinations.
+    let strict = start(&socks_config("", ""));
+    let mut private = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    private.extend_from_slice(&closed);
+    assert_eq!(
+        exchange(&strict, true, &private).await,
+        reply(2),
+        "not allowed"
+    );
+}
