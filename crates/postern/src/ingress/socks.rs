@@ -161,7 +161,7 @@ async fn socks5(
     let methods = conn.buf[2..2 + n].to_vec();
     conn.buf.advance(2 + n);
     let mut user = None;
-    if cfg.auth.is_some() {
+    if let Some(auth_cfg) = &cfg.auth {
         if !methods.contains(&2) {
             conn.send(&[5, 0xff]).await;
             return Err(ProxyError::new(
@@ -190,7 +190,6 @@ async fn socks5(
         conn.buf.advance(3 + ulen + plen);
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{uname}:{pass}"));
         let field = format!("Basic {token}");
-        let auth_cfg = cfg.auth.as_ref().expect("checked above");
         // RFC 1929 §2: the status comes before the request.
         match shared
             .guard
