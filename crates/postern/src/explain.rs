@@ -130,6 +130,9 @@ pub async fn explain(cfg: &Config, q: &Question) -> Result<(String, bool), Strin
                     );
                 }
                 Plan::Local(_) => out.push_str("answered by the proxy itself\n"),
+                Plan::Ftp(t) => {
+                    let _ = writeln!(out, "fetched with FTP as user `{}`", t.user);
+                }
             }
             Ok((out, true))
         }
@@ -167,6 +170,7 @@ async fn decide<'c>(
         Plan::Local(_) => return Ok((plan, admission, None)),
         Plan::Tunnel { dest, port } => (dest.clone(), *port),
         Plan::Http(t) => (t.dest.clone(), t.port),
+        Plan::Ftp(t) => (t.dest.clone(), t.port),
     };
     let ips = match (&admission.pinned, &dest) {
         (Some(ips), _) => ips.clone(),

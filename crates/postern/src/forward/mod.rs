@@ -2,6 +2,7 @@
 //! proxy serves about itself.
 
 pub mod connect;
+pub mod ftp;
 pub mod http;
 pub mod page;
 pub mod plan;

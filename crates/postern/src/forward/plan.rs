@@ -22,6 +22,8 @@ pub enum Plan {
     Tunnel { dest: Destination, port: u16 },
     /// An absolute-form `http://` request.
     Http(HttpTarget),
+    /// An `ftp://` request, fetched with FTP.
+    Ftp(super::ftp::FtpTarget),
 }
 
 impl Plan {
@@ -55,6 +57,20 @@ impl Plan {
                 "percent-encoded control characters in the request target",
             ));
         }
+        if target.len() > 6 && target[..6].eq_ignore_ascii_case("ftp://") {
+            let ftp =
+                super::ftp::parse(target).map_err(|m| ProxyError::new(ErrorKind::BadRequest, m))?;
+            if !cfg.egress.http_ports.contains(ftp.port) {
+                return Err(ProxyError::new(
+                    ErrorKind::PortNotAllowed,
+                    format!(
+                        "port {} is not among the allowed ports (egress.http_ports)",
+                        ftp.port
+                    ),
+                ));
+            }
+            return Ok(Plan::Ftp(ftp));
+        }
         let http = parse_absolute(target).map_err(|e| match e {
             TargetError::Malformed(m) => ProxyError::new(ErrorKind::BadRequest, m),
             TargetError::UnsupportedScheme(s) => ProxyError::new(
@@ -80,6 +96,7 @@ impl Plan {
             Plan::Local(a) => Cow::Owned(a.ip().to_string()),
             Plan::Tunnel { dest, .. } => dest.rule_host(),
             Plan::Http(t) => t.dest.rule_host(),
+            Plan::Ftp(t) => t.dest.rule_host(),
         }
     }
 
@@ -97,6 +114,7 @@ impl Plan {
             Plan::Local(a) => ("http", Some(a.ip()), a.port()),
             Plan::Tunnel { dest, port } => ("tunnel", dest.literal_ip(), *port),
             Plan::Http(t) => ("http", t.dest.literal_ip(), t.port),
+            Plan::Ftp(t) => ("ftp", t.dest.literal_ip(), t.port),
         };
         Subject {
             client: client.ip(),

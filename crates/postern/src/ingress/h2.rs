@@ -234,6 +234,10 @@ async fn route(
         .await?;
     ctx.user = admission.user.clone();
     match plan {
+        Plan::Ftp(_) => Err(ProxyError::new(
+            ErrorKind::NotImplemented,
+            "ftp:// over HTTP/2 is not supported; use HTTP/1.1",
+        )),
         Plan::Local(_) => Ok(error_response(
             cfg,
             &ProxyError::new(

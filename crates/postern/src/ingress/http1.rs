@@ -315,6 +315,19 @@ async fn route(
             .await?;
             Ok(false)
         }
+        Plan::Ftp(ftp) => {
+            Box::pin(crate::forward::ftp::serve(
+                cfg,
+                &shared.connector,
+                client,
+                head,
+                body,
+                &ftp,
+                &admission,
+                ctx,
+            ))
+            .await
+        }
         Plan::Http(http_target) if head.is_method("PURGE") => {
             let Some(cache) = &shared.cache else {
                 return Err(ProxyError::new(

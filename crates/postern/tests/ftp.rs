@@ -1,0 +1,232 @@
+//! The ftp:// gateway against a real FTP server (pyftpdlib, started by the
+//! test): files, listings, errors mapped to HTTP, uploads, and passive data
+//! connections that never leave the control connection's peer.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{curl_fetch_async, private_config, scratch_dir, start};
+use postern_testkit::pattern_bytes;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// pyftpdlib serving `dir` on 127.0.0.1 (anonymous; `write` allows STOR).
+struct FtpServer {
+    child: Child,
+    port: u16,
+}
+
+impl FtpServer {
+    fn start(dir: &Path, write: bool) -> FtpServer {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "pyftpdlib",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-d",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if write {
+            cmd.arg("-w");
+        }
+        let child = cmd
+            .spawn()
+            .expect("python3 -m pyftpdlib (pip install pyftpdlib)");
+        // Ready once it accepts connections.
+        let deadline = Instant::now() + common::T;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "FTP server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        FtpServer { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ftp://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for FtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tree() -> PathBuf {
+    let dir = scratch_dir();
+    std::fs::create_dir_all(dir.join("pub/sub dir")).unwrap();
+    std::fs::write(dir.join("pub/data.bin"), pattern_bytes(300_000)).unwrap();
+    std::fs::write(dir.join("pub/readme.txt"), "hello ftp\n").unwrap();
+    dir
+}
+
+fn ftp_proxy() -> postern_testkit::TestProxy {
+    // FTP servers listen on high ports here; 21 is in the default http_ports.
+    start(&private_config(""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_come_back_byte_exact_with_length_and_type() {
+    let dir = tree();
+    let ftp = FtpServer::start(&dir, false);
+    let proxy = ftp_proxy();
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), &ftp.url("pub/data.bin")]).await;
+    assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
+    assert_eq!(f.body, pattern_bytes(300_000));
+    assert_eq!(f.header("content-length").as_deref(), Some("300000"));
+    assert_eq!(
+        f.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    let t = curl_fetch_async(&["-x", &proxy.proxy_url(), &ftp.url("pub/readme.txt")]).await;
+    assert_eq!(t.body, b"hello ftp\n");
+    assert_eq!(t.header("content-type").as_deref(), Some("text/plain"));
+    common::wait_log_line(&proxy, &["TCP_MISS/200", "ftp://"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_are_listed_as_html_or_text() {
+    let dir = tree();
+    let ftp = FtpServer::start(&dir, false);
+    let proxy = ftp_proxy();
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), &ftp.url("pub/")]).await;
+    assert_eq!(f.status, 200, "{}", f.stderr);
+    let html = String::from_utf8_lossy(&f.body);
+    assert!(html.contains("href=\"data.bin\""), "{html}");
+    assert!(html.contains("href=\"sub%20dir/\""), "{html}");
+    let plain = curl_fetch_async(&[
+        "-x",
+        &proxy.proxy_url(),
+        "-H",
+        "Accept: text/plain",
+        &ftp.url("pub/"),
+    ])
+    .await;
+    assert!(
+        plain
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(String::from_utf8_lossy(&plain.body).contains("readme.txt"));
+    // A directory asked for as a file is redirected to its listing.
+    let redirect = curl_fetch_async(&["-x", &proxy.proxy_url(), &ftp.url("pub/sub%20dir")]).await;
+    assert_eq!(redirect.status, 301);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ftp_errors_become_http_errors() {
+    let dir = tree();
+    let ftp = FtpServer::start(&dir, false);
+    let proxy = ftp_proxy();
+    let missing = curl_fetch_async(&["-x", &proxy.proxy_url(), &ftp.url("pub/nothing.txt")]).await;
+    assert_eq!(missing.status, 404, "{}", missing.headers);
+    assert!(missing.header("proxy-status").is_some());
+    let login = curl_fetch_async(&[
+        "-x",
+        &proxy.proxy_url(),
+        &format!("ftp://nobody:wrong@127.0.0.1:{}/pub/", ftp.port),
+    ])
+    .await;
+    assert_eq!(login.status, 401, "{}", login.headers);
+    let injected = curl_fetch_async(&[
+        "-x",
+        &proxy.proxy_url(),
+        &ftp.url("pub/a%0d%0aDELE%20readme.txt"),
+    ])
+    .await;
+    assert_eq!(injected.status, 400);
+    assert!(dir.join("pub/readme.txt").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_uploads_with_stor() {
+    let dir = tree();
+    let ftp = FtpServer::start(&dir, true);
+    let proxy = ftp_proxy();
+    let upload = dir.join("local.bin");
+    std::fs::write(&upload, pattern_bytes(50_000)).unwrap();
+    let f = curl_fetch_async(&[
+        "-x",
+        &proxy.proxy_url(),
+        "-T",
+        &upload.to_string_lossy(),
+        &ftp.url("pub/uploaded.bin"),
+    ])
+    .await;
+    assert_eq!(f.status, 201, "{} {}", f.stderr, f.headers);
+    assert_eq!(
+        std::fs::read(dir.join("pub/uploaded.bin")).unwrap(),
+        pattern_bytes(50_000)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A server whose PASV reply names another host: the data connection must
+/// still go to the control connection's peer (no FTP bounce).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_replies_cannot_send_data_elsewhere() {
+    let data = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dport = data.local_addr().unwrap().port();
+    let control = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cport = control.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (s, _) = control.accept().await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(b"220 fake\r\n").await.unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let reply = match line.split(' ').next().unwrap_or("") {
+                "USER" => "230 ok\r\n".to_string(),
+                "TYPE" => "200 ok\r\n".to_string(),
+                "SIZE" => "213 5\r\n".to_string(),
+                "EPSV" => "500 no\r\n".to_string(),
+                // Names 10.9.8.7: a bounce attempt.
+                "PASV" => format!(
+                    "227 Entering Passive Mode (10,9,8,7,{},{})\r\n",
+                    dport / 256,
+                    dport % 256
+                ),
+                "RETR" => {
+                    w.write_all(b"150 here\r\n").await.unwrap();
+                    let (mut d, _) = data.accept().await.unwrap();
+                    d.write_all(b"hello").await.unwrap();
+                    drop(d);
+                    "226 done\r\n".to_string()
+                }
+                _ => "221 bye\r\n".to_string(),
+            };
+            if w.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let proxy = ftp_proxy();
+    let f = curl_fetch_async(&[
+        "-x",
+        &proxy.proxy_url(),
+        &format!("ftp://127.0.0.1:{cport}/f.txt"),
+    ])
+    .await;
+    assert_eq!(
+        (f.status, f.body.as_slice()),
+        (200, &b"hello"[..]),
+        "{}",
+        f.stderr
+    );
+}
