@@ -228,3 +228,46 @@ async fn malformed_handshakes_get_the_proper_failure_and_a_close() {
         "not allowed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_associate_relays_datagrams_both_ways() {
+    // A UDP echo server.
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    let proxy = start(&socks_config("allow_private_destinations = true", ""));
+    let mut control = TcpStream::connect(proxy.addr()).await.unwrap();
+    control.write_all(&[5, 1, 0]).await.unwrap();
+    let mut choice = [0u8; 2];
+    control.read_exact(&mut choice).await.unwrap();
+    control
+        .write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut reply = [0u8; 10];
+    control.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[..4], &[5, 0, 0, 1]);
+    let relay = std::net::SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut packet = vec![0, 0, 0, 1, 127, 0, 0, 1];
+    packet.extend_from_slice(&echo_addr.port().to_be_bytes());
+    packet.extend_from_slice(b"ping over socks");
+    udp.send_to(&packet, relay).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(common::T, udp.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..4], &[0, 0, 0, 1]);
+    assert_eq!(u16::from_be_bytes([buf[8], buf[9]]), echo_addr.port());
+    assert_eq!(&buf[10..n], b"ping over socks");
+    drop(control);
+}

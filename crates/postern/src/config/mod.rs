@@ -182,6 +182,8 @@ pub struct EgressConfig {
     pub allow_ips: Vec<Cidr>,
     /// Source addresses for outgoing connections, used in turn.
     pub bind: Vec<std::net::IpAddr>,
+    /// The address SOCKS5 UDP ASSOCIATE replies name (behind NAT).
+    pub udp_advertise: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +212,7 @@ pub struct Timeouts {
     pub first_byte: Duration,
     pub io: Duration,
     pub tunnel_idle: Duration,
+    pub udp_idle: Duration,
     pub pool_idle: Duration,
     pub drain: Duration,
 }

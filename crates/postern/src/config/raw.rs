@@ -123,6 +123,8 @@ pub struct RawEgress {
     pub allow_ips: Option<Vec<Spanned<String>>>,
     /// Source addresses for outgoing connections, rotated in turn.
     pub bind: Option<Vec<Spanned<String>>>,
+    /// The address SOCKS5 UDP ASSOCIATE replies name (for clients behind NAT).
+    pub udp_advertise: Option<Spanned<String>>,
 }
 
 /// `via = "name"` sets the pseudonym; `via = false` leaves Via out.
@@ -182,6 +184,7 @@ pub struct RawTimeouts {
     pub first_byte: Option<Spanned<RawDuration>>,
     pub io: Option<Spanned<RawDuration>>,
     pub tunnel_idle: Option<Spanned<RawDuration>>,
+    pub udp_idle: Option<Spanned<RawDuration>>,
     pub pool_idle: Option<Spanned<RawDuration>>,
     pub drain: Option<Spanned<RawDuration>>,
 }

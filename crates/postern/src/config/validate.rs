@@ -262,7 +262,19 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 .ok()
         })
         .collect();
+    let udp_advertise = raw.egress.udp_advertise.as_ref().and_then(|s| {
+        s.get_ref()
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| {
+                p.push(Problem::new(
+                    s.span(),
+                    format!("`{}` is not an IP address", s.get_ref()),
+                ))
+            })
+            .ok()
+    });
     let egress = EgressConfig {
+        udp_advertise,
         http_ports,
         allow_ips,
         bind: bind_ips,
@@ -343,6 +355,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         first_byte: dur(p, &t.first_byte, 60, "first_byte"),
         io: dur(p, &t.io, 300, "io"),
         tunnel_idle: dur(p, &t.tunnel_idle, 600, "tunnel_idle"),
+        udp_idle: dur(p, &t.udp_idle, 120, "udp_idle"),
         pool_idle: dur(p, &t.pool_idle, 60, "pool_idle"),
         drain: dur(p, &t.drain, 30, "drain"),
     };

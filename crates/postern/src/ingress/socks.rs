@@ -266,6 +266,9 @@ async fn socks5(
     };
     let port = u16::from_be_bytes([conn.buf[4 + addr_len], conn.buf[5 + addr_len]]);
     conn.buf.advance(4 + addr_len + 2);
+    if cmd == 3 {
+        return udp_associate(cfg, shared, conn, ctx, user.as_deref()).await;
+    }
     if cmd != 1 {
         conn.send(&socks5_reply(reply::COMMAND_NOT_SUPPORTED, None))
             .await;
@@ -468,4 +471,192 @@ async fn relay(
     if stats.idle_timeout {
         ctx.error = Some("connection_read_timeout");
     }
+}
+
+/// UDP ASSOCIATE (RFC 1928 §7): datagrams from the client, each with a
+/// SOCKS header naming its destination, are relayed after the same checks as
+/// a tunnel (rules, SSRF guard) for each new destination; replies come back
+/// with a header naming their source. The association ends with the TCP
+/// connection or after `timeouts.udp_idle` without traffic.
+async fn udp_associate(
+    cfg: &Config,
+    shared: &Shared,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    user: Option<&str>,
+) -> Result<(), ProxyError> {
+    use std::collections::HashSet;
+    use tokio::net::UdpSocket;
+    let fail =
+        |e: std::io::Error| ProxyError::new(ErrorKind::DestinationUnavailable, format!("UDP: {e}"));
+    let local = conn.stream.local_addr().map_err(fail)?;
+    let client_side = UdpSocket::bind(SocketAddr::new(local.ip(), 0))
+        .await
+        .map_err(fail)?;
+    let unspecified: IpAddr = if local.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let out_side = UdpSocket::bind(SocketAddr::new(unspecified, 0))
+        .await
+        .map_err(fail)?;
+    let mut bound = client_side.local_addr().map_err(fail)?;
+    if let Some(ip) = cfg.egress.udp_advertise {
+        bound.set_ip(ip);
+    }
+    if !conn
+        .send(&socks5_reply(reply::SUCCEEDED, Some(bound)))
+        .await
+    {
+        return Ok(());
+    }
+    ctx.method = "UDP_ASSOCIATE".into();
+    ctx.url = bound.to_string();
+    ctx.status = 200;
+    ctx.result = "TCP_TUNNEL";
+    let client_ip = ctx.client.ip();
+    let mut client_endpoint: Option<SocketAddr> = None;
+    let mut allowed: HashSet<SocketAddr> = HashSet::new();
+    let mut control = [0u8; 64];
+    let mut from_client = vec![0u8; 65_536];
+    let mut from_out = vec![0u8; 65_536];
+    loop {
+        let idle = tokio::time::sleep(cfg.timeouts.udp_idle);
+        tokio::select! {
+            // The association lives as long as its TCP connection.
+            r = conn.stream.read(&mut control) => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    return Ok(());
+                }
+            }
+            r = client_side.recv_from(&mut from_client) => {
+                let Ok((n, src)) = r else { return Ok(()) };
+                // Only the client that asked may use the association.
+                if src.ip() != client_ip || client_endpoint.is_some_and(|e| e != src) {
+                    continue;
+                }
+                client_endpoint = Some(src);
+                let Some((dest, port, payload)) = parse_udp_header(&from_client[..n]) else {
+                    continue;
+                };
+                let Ok(target) = udp_target(cfg, shared, ctx, &dest, port, user, &mut allowed).await else {
+                    continue;
+                };
+                if out_side.send_to(payload, target).await.is_ok() {
+                    ctx.bytes_in += payload.len() as u64;
+                }
+            }
+            r = out_side.recv_from(&mut from_out) => {
+                let Ok((n, src)) = r else { return Ok(()) };
+                // Replies only from destinations the client sent to.
+                let (Some(endpoint), true) = (client_endpoint, allowed.contains(&src)) else {
+                    continue;
+                };
+                let mut packet = udp_header(src);
+                packet.extend_from_slice(&from_out[..n]);
+                if client_side.send_to(&packet, endpoint).await.is_ok() {
+                    ctx.bytes_out += n as u64;
+                }
+            }
+            _ = idle => {
+                ctx.error = Some("connection_read_timeout");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `RSV(2) FRAG ATYP DST.ADDR DST.PORT DATA`; fragments are dropped.
+fn parse_udp_header(p: &[u8]) -> Option<(Destination, u16, &[u8])> {
+    if p.len() < 4 || p[2] != 0 {
+        return None;
+    }
+    let (dest, rest) = match p[3] {
+        1 if p.len() >= 10 => (
+            Destination::Ip(IpAddr::V4(Ipv4Addr::new(p[4], p[5], p[6], p[7]))),
+            &p[8..],
+        ),
+        4 if p.len() >= 22 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&p[4..20]);
+            (Destination::Ip(IpAddr::V6(Ipv6Addr::from(o))), &p[20..])
+        }
+        3 if p.len() >= 5 => {
+            let l = usize::from(p[4]);
+            let name = std::str::from_utf8(p.get(5..5 + l)?).ok()?;
+            (Destination::parse(name).ok()?, p.get(5 + l..)?)
+        }
+        _ => return None,
+    };
+    let port = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+    Some((dest, port, &rest[2..]))
+}
+
+fn udp_header(src: SocketAddr) -> Vec<u8> {
+    let mut out = vec![0, 0, 0];
+    match src {
+        SocketAddr::V4(a) => {
+            out.push(1);
+            out.extend_from_slice(&a.ip().octets());
+        }
+        SocketAddr::V6(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.ip().octets());
+        }
+    }
+    out.extend_from_slice(&src.port().to_be_bytes());
+    out
+}
+
+/// The checked address for a datagram's destination; remembered once allowed.
+async fn udp_target(
+    cfg: &Config,
+    shared: &Shared,
+    ctx: &RequestCtx,
+    dest: &Destination,
+    port: u16,
+    user: Option<&str>,
+    allowed: &mut std::collections::HashSet<SocketAddr>,
+) -> Result<SocketAddr, ProxyError> {
+    let ips = match dest {
+        Destination::Ip(ip) => vec![*ip],
+        Destination::Name(n) => shared
+            .connector
+            .resolver
+            .resolve(n)
+            .await
+            .map_err(|e| crate::egress::connect::resolve_error(n, e))?,
+    };
+    if let Some(known) = ips
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, port))
+        .find(|a| allowed.contains(a))
+    {
+        return Ok(known);
+    }
+    let host = dest.rule_host();
+    let url = format!("{host}:{port}");
+    let listener = ctx.listener.clone();
+    let subject = Subject {
+        client: ctx.client.ip(),
+        listener: &listener,
+        method: "UDP",
+        scheme: "tunnel",
+        host: &host,
+        literal_ip: dest.literal_ip(),
+        port,
+        url: &url,
+        proxy_authorization: None,
+        assume_user: user,
+    };
+    let admission = shared
+        .guard
+        .admit(cfg, &shared.connector.resolver, &subject)
+        .await?;
+    let ips = admission.pinned.clone().unwrap_or(ips);
+    let ok = cfg.address_permit().filter(&host, &ips)?;
+    let addr = SocketAddr::new(ok[0], port);
+    allowed.insert(addr);
+    Ok(addr)
 }
