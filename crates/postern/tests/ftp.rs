@@ -230,3 +230,61 @@ async fn passive_replies_cannot_send_data_elsewhere() {
         f.stderr
     );
 }
+
+/// The native relay (`mode = "ftp"`) with Python's ftplib as the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_relay_logs_in_as_user_at_host() {
+    let dir = tree();
+    let ftp = FtpServer::start(&dir, false);
+    let proxy = start(
+        &common::config("", "allow_private_destinations = true", "").replace(
+            "bind = \"127.0.0.1:0\"\n",
+            "bind = \"127.0.0.1:0\"\nmode = \"ftp\"\n",
+        ),
+    );
+    let out = dir.join("fetched.bin");
+    let script = format!(
+        r#"
+import ftplib, sys
+f = ftplib.FTP()
+f.connect('127.0.0.1', {proxy_port}, timeout=10)
+f.login('anonymous@127.0.0.1:{ftp_port}', 'x@')
+with open(r'{out}', 'wb') as w:
+    f.retrbinary('RETR pub/data.bin', w.write)
+names = f.nlst('pub')
+f.set_pasv(False)
+try:
+    f.retrbinary('RETR pub/readme.txt', lambda b: None)
+    active = 'allowed'
+except ftplib.error_perm as e:
+    active = str(e)[:3]
+f.quit()
+sys.stdout.write(active + ' ' + ','.join(sorted(n.split('/')[-1] for n in names)))
+"#,
+        proxy_port = proxy.addr().port(),
+        ftp_port = ftp.port,
+        out = out.display()
+    );
+    let result = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(
+        stdout, "502 data.bin,readme.txt,sub dir",
+        "active mode must be refused"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), pattern_bytes(300_000));
+    let line = common::wait_log_line(&proxy, &["RETR", "ftp://127.0.0.1"]);
+    assert!(line.contains("300000"), "{line}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -135,6 +135,7 @@ pub enum Mode {
     Forward,
     Reverse,
     Socks5,
+    Ftp,
 }
 
 impl Mode {
@@ -143,6 +144,7 @@ impl Mode {
             Mode::Forward => "forward",
             Mode::Reverse => "reverse",
             Mode::Socks5 => "socks5",
+            Mode::Ftp => "ftp",
         }
     }
 }

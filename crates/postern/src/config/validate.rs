@@ -73,10 +73,11 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             None | Some(("forward", _)) => Some(Mode::Forward),
             Some(("reverse", _)) => Some(Mode::Reverse),
             Some(("socks5", _)) => Some(Mode::Socks5),
+            Some(("ftp", _)) => Some(Mode::Ftp),
             Some((other, span)) if MODES.contains(&other) => {
                 p.push(Problem::new(
                     span,
-                    format!("listener mode `{other}` is not available in this version (available: forward, reverse, socks5)"),
+                    format!("listener mode `{other}` is not available in this version (available: forward, reverse, socks5, ftp)"),
                 ));
                 None
             }

@@ -1,6 +1,7 @@
 //! The "accept" stage: binds each configured proxy port, bounds the number of
 //! connections served at once, and hands each connection to its protocol.
 
+pub mod ftp_relay;
 pub mod h2;
 pub mod http1;
 pub mod proxy_protocol;
@@ -95,6 +96,7 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
         let tls = cfg.tls.is_some();
         let h2c = cfg.h2c;
         let socks_mode = cfg.mode == crate::config::Mode::Socks5;
+        let ftp_mode = cfg.mode == crate::config::Mode::Ftp;
         let socks_too = cfg.socks && !tls;
         tokio::spawn(async move {
             let mut stream = stream;
@@ -115,6 +117,13 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             let Some((slot, stream)) = client_slot(&shared, &name, stream, peer).await else {
                 return;
             };
+            if ftp_mode {
+                ftp_relay::serve(shared, name, stream, peer).await;
+                drop(slot);
+                drop(permit);
+                drop(guard);
+                return;
+            }
             if socks_mode || socks_too {
                 // SOCKS starts with its version byte (4 or 5); HTTP never does.
                 let is_socks = socks_mode
