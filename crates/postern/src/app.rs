@@ -38,6 +38,7 @@ pub struct Shared {
     pub pools: ArcSwap<crate::reverse::pool::Pools>,
     pub pool: UpstreamPool,
     pub log: AccessLog,
+    pub metrics: crate::observe::metrics::Metrics,
     pub guard: crate::guard::Guard,
     /// The shared cache, when `[cache]` is configured (sized at start).
     pub cache: Option<Arc<crate::cache::Cache>>,
@@ -53,6 +54,26 @@ impl Shared {
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
+    }
+
+    /// The end of a request or tunnel: counted in the metrics, written to
+    /// the access log.
+    pub fn finish(&self, ctx: &crate::context::RequestCtx) {
+        let mode = self
+            .config()
+            .listeners
+            .iter()
+            .find(|l| *l.name == *ctx.listener)
+            .map_or("forward", |l| l.mode.as_str());
+        self.metrics.record(ctx, mode);
+        if ctx.logging {
+            self.log.write(ctx);
+        }
+    }
+
+    /// Connections open now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     pub fn track_connection(&self) -> ConnectionGuard {
@@ -125,6 +146,7 @@ async fn serve(config: Config) -> Result<()> {
             config.timeouts.pool_idle,
         ),
         log,
+        metrics: Default::default(),
         guard: crate::guard::Guard::default(),
         cache: match &config.cache {
             None => None,
@@ -209,10 +231,16 @@ fn start_pools(shared: &Shared, cfg: &Config) {
 }
 
 fn reload(shared: &Shared) {
+    match reload_now(shared) {
+        Ok(msg) | Err(msg) => eprint!("{msg}"),
+    }
+}
+
+/// Reloads the configuration file (SIGHUP, admin API); the message says how it went.
+pub fn reload_now(shared: &Shared) -> std::result::Result<String, String> {
     let current = shared.config();
     let Some(path) = current.source.clone() else {
-        eprintln!("postern: SIGHUP ignored: running with the built-in configuration");
-        return;
+        return Err("postern: reload ignored: running with the built-in configuration\n".into());
     };
     match Config::load(&path) {
         Ok(new) => {
@@ -240,11 +268,14 @@ fn reload(shared: &Shared) {
             shared.config.store(new);
             // Idle upstream connections were opened under the old egress rules.
             shared.pool.clear();
-            eprintln!("postern: configuration reloaded from {}", path.display());
+            Ok(format!(
+                "postern: configuration reloaded from {}\n",
+                path.display()
+            ))
         }
-        Err(e) => {
-            eprintln!("postern: reload refused, the running configuration stays:\n{e}");
-        }
+        Err(e) => Err(format!(
+            "postern: reload refused, the running configuration stays:\n{e}\n"
+        )),
     }
 }
 

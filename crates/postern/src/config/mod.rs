@@ -136,6 +136,7 @@ pub enum Mode {
     Reverse,
     Socks5,
     Ftp,
+    Admin,
 }
 
 impl Mode {
@@ -145,6 +146,7 @@ impl Mode {
             Mode::Reverse => "reverse",
             Mode::Socks5 => "socks5",
             Mode::Ftp => "ftp",
+            Mode::Admin => "admin",
         }
     }
 }
@@ -171,6 +173,8 @@ pub struct ListenerConfig {
     pub h2c: bool,
     /// Forward: SOCKS clients on the same port (told apart by the first byte).
     pub socks: bool,
+    /// Admin: clients allowed (default: loopback).
+    pub admin_from: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone)]

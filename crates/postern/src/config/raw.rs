@@ -90,6 +90,8 @@ pub struct RawListener {
     pub h2c: Option<bool>,
     /// Forward listeners: serve SOCKS4/5 clients on the same port too.
     pub socks: Option<bool>,
+    /// Admin listeners: who may connect (default: loopback).
+    pub admin_from: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

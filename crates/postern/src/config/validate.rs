@@ -74,6 +74,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             Some(("reverse", _)) => Some(Mode::Reverse),
             Some(("socks5", _)) => Some(Mode::Socks5),
             Some(("ftp", _)) => Some(Mode::Ftp),
+            Some(("admin", _)) => Some(Mode::Admin),
             Some((other, span)) if MODES.contains(&other) => {
                 p.push(Problem::new(
                     span,
@@ -182,6 +183,21 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             tls,
             h2c: l.h2c.unwrap_or(false),
             socks: l.socks.unwrap_or(false),
+            admin_from: match &l.admin_from {
+                None => vec![
+                    "127.0.0.0/8".parse().expect("valid CIDR"),
+                    "::1".parse().expect("valid CIDR"),
+                ],
+                Some(list) => list
+                    .iter()
+                    .filter_map(|s| {
+                        s.get_ref()
+                            .parse::<Cidr>()
+                            .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
+                            .ok()
+                    })
+                    .collect(),
+            },
         });
     }
     if raw.listener.is_empty() {
@@ -198,6 +214,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             tls: None,
             h2c: false,
             socks: false,
+            admin_from: Vec::new(),
         });
     }
 

@@ -56,6 +56,16 @@ impl Resolver {
         } else {
             format!("{host}.")
         };
+        crate::observe::metrics::DNS_LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self.lookup(host, fqdn).await;
+        if result.is_err() {
+            crate::observe::metrics::DNS_FAILURES
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn lookup(&self, host: &str, fqdn: String) -> Result<Vec<IpAddr>, ResolveError> {
         match self.inner.lookup_ip(fqdn).await {
             Ok(lookup) => {
                 let ips: Vec<IpAddr> = lookup.iter().collect();

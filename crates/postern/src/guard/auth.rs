@@ -157,6 +157,7 @@ impl Authenticator {
     }
 
     fn failed(&self, cfg: &AuthConfig, client: IpAddr) {
+        crate::observe::metrics::AUTH_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut failures = self.failures.lock().expect("auth failures");
         let now = Instant::now();
         if failures.len() >= MAX_CACHED {

@@ -121,7 +121,7 @@ pub async fn serve(
         Ok(s) => s,
         Err(e) => {
             login.record_error(&e);
-            shared.log.write(&login);
+            shared.finish(&login);
             let msg = format!("421 {}\r\n", e.detail.replace(['\r', '\n'], " "));
             let _ = client.write_all(msg.as_bytes()).await;
             return;
@@ -147,7 +147,7 @@ pub async fn serve(
         return;
     };
     login.status = 200;
-    shared.log.write(&login);
+    shared.finish(&login);
     if client.write_all(reply.as_bytes()).await.is_err() {
         return;
     }
@@ -251,7 +251,7 @@ pub async fn serve(
             ctx.result = "TCP_MISS";
             ctx.bytes_in = moved.0;
             ctx.bytes_out = moved.1;
-            shared.log.write(&ctx);
+            shared.finish(&ctx);
         }
         if verb == "QUIT" {
             return;

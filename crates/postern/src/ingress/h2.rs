@@ -84,9 +84,7 @@ async fn handle(
         }
     };
     ctx.status = response.status().as_u16();
-    if ctx.logging {
-        shared.log.write(&ctx);
-    }
+    shared.finish(&ctx);
     response
 }
 

@@ -72,7 +72,7 @@ pub async fn serve_connection(
                 if client.send(&page, cfg.timeouts.io).await {
                     ctx.bytes_out = page.len() as u64;
                 }
-                shared.log.write(&ctx);
+                shared.finish(&ctx);
                 false
             }
         };
@@ -218,9 +218,7 @@ async fn handle(
             }
         }
     };
-    if ctx.logging {
-        shared.log.write(&ctx);
-    }
+    shared.finish(&ctx);
     keep_alive
 }
 
@@ -458,7 +456,7 @@ async fn local_request(
         ctx.bytes_out += bytes.len() as u64;
         return Ok(keep);
     }
-    let bytes = page::respond(head, local, ctx, keep)?;
+    let bytes = page::respond(cfg, head, local, ctx, keep)?;
     if !client.send(&bytes, cfg.timeouts.io).await {
         return Ok(false);
     }

@@ -1,6 +1,7 @@
 //! The "accept" stage: binds each configured proxy port, bounds the number of
 //! connections served at once, and hands each connection to its protocol.
 
+pub mod admin;
 pub mod ftp_relay;
 pub mod h2;
 pub mod http1;
@@ -97,6 +98,7 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
         let h2c = cfg.h2c;
         let socks_mode = cfg.mode == crate::config::Mode::Socks5;
         let ftp_mode = cfg.mode == crate::config::Mode::Ftp;
+        let admin_mode = cfg.mode == crate::config::Mode::Admin;
         let socks_too = cfg.socks && !tls;
         tokio::spawn(async move {
             let mut stream = stream;
@@ -117,6 +119,12 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
             let Some((slot, stream)) = client_slot(&shared, &name, stream, peer).await else {
                 return;
             };
+            if admin_mode {
+                admin::serve(shared, stream, peer).await;
+                drop(permit);
+                drop(guard);
+                return;
+            }
             if ftp_mode {
                 ftp_relay::serve(shared, name, stream, peer).await;
                 drop(slot);
@@ -307,7 +315,7 @@ async fn client_slot(
     if client.send(&page, cfg.timeouts.io).await {
         ctx.bytes_out = page.len() as u64;
     }
-    shared.log.write(&ctx);
+    shared.finish(&ctx);
     None
 }
 

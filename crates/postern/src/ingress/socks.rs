@@ -93,14 +93,10 @@ pub async fn serve(
     };
     if let Err(e) = outcome {
         ctx.record_error(&e);
-        if ctx.logging {
-            shared.log.write(&ctx);
-        }
+        shared.finish(&ctx);
         return;
     }
-    if ctx.logging {
-        shared.log.write(&ctx);
-    }
+    shared.finish(&ctx);
 }
 
 fn socks5_failure(e: &ProxyError) -> u8 {

@@ -148,6 +148,7 @@ where
     SR: AsyncRead + RawSocket + Unpin,
     SW: AsyncWrite + RawSocket + Unpin,
 {
+    let _open = crate::observe::metrics::TunnelGauge::open();
     let activity = Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),

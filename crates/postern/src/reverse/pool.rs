@@ -29,6 +29,8 @@ pub struct ServerState {
     /// When the server last became usable, for slow start (ms after epoch).
     up_since: AtomicU64,
     admin: AtomicU8,
+    /// Set through the admin API: kept across reloads.
+    admin_overridden: AtomicBool,
     /// Active-check counters toward a state change.
     pub(super) rise_count: AtomicU32,
     pub(super) fall_count: AtomicU32,
@@ -60,6 +62,7 @@ impl ServerState {
             ewma_at: AtomicU64::new(0),
             up_since: AtomicU64::new(0),
             admin: AtomicU8::new(admin),
+            admin_overridden: AtomicBool::new(false),
             rise_count: AtomicU32::new(0),
             fall_count: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -73,6 +76,12 @@ impl ServerState {
             1 => AdminState::Drain,
             _ => AdminState::Maintenance,
         }
+    }
+
+    /// An administrative change at run time (admin API); survives reloads.
+    pub fn set_admin(&self, state: AdminState) {
+        self.admin.store(state as u8, Ordering::Relaxed);
+        self.admin_overridden.store(true, Ordering::Relaxed);
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -176,6 +185,9 @@ impl Pool {
                     state
                         .ewma_us
                         .store(prev.ewma_us.load(Ordering::Relaxed), Ordering::Relaxed);
+                    if prev.admin_overridden.load(Ordering::Relaxed) {
+                        state.set_admin(prev.admin());
+                    }
                 }
                 Arc::new(state)
             })

@@ -1,0 +1,308 @@
+//! The admin listener (`mode = "admin"`, loopback clients by default):
+//! Prometheus `/metrics`, `/healthz` and `/readyz`, a JSON API (status,
+//! server states, purge, reload) and the live dashboard at `/`.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::app::Shared;
+use crate::observe::metrics::{ACTIVE_TUNNELS, label};
+use crate::reverse::spec::AdminState;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let cfg = shared.config();
+    let allowed = cfg
+        .listeners
+        .iter()
+        .filter(|l| l.mode == crate::config::Mode::Admin)
+        .any(|l| l.admin_from.iter().any(|c| c.contains(peer.ip())));
+    if !allowed {
+        return;
+    }
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(&shared, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    r.headers_mut().insert(
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().clone();
+    let _ = req.into_body().collect().await;
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        (Method::GET, [""]) => respond(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
+        (Method::GET, ["metrics"]) => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics(shared),
+        ),
+        (Method::GET, ["healthz"]) => respond(StatusCode::OK, "text/plain", "ok\n"),
+        (Method::GET, ["readyz"]) if crate::app::shutting_down() => {
+            respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopping\n")
+        }
+        (Method::GET, ["readyz"]) => respond(StatusCode::OK, "text/plain", "ready\n"),
+        (Method::GET, ["api", "status"]) => {
+            respond(StatusCode::OK, "application/json", status_json(shared))
+        }
+        (Method::POST, ["api", "pools", pool, "servers", server, action]) => {
+            let state = match *action {
+                "drain" => AdminState::Drain,
+                "enable" | "ready" => AdminState::Ready,
+                "maintenance" => AdminState::Maintenance,
+                _ => {
+                    return respond(
+                        StatusCode::NOT_FOUND,
+                        "text/plain",
+                        "actions: drain, enable, maintenance\n",
+                    );
+                }
+            };
+            let pools = shared.pools.load();
+            let Some(p) = pools.get(pool) else {
+                return respond(StatusCode::NOT_FOUND, "text/plain", "no such pool\n");
+            };
+            let server = percent(server);
+            let Some(s) = p.servers.iter().find(|s| s.spec.addr == server) else {
+                return respond(StatusCode::NOT_FOUND, "text/plain", "no such server\n");
+            };
+            s.set_admin(state);
+            p.changed();
+            respond(
+                StatusCode::OK,
+                "text/plain",
+                format!("{server}: {action}\n"),
+            )
+        }
+        (Method::POST, ["api", "purge"]) => {
+            let Some(cache) = &shared.cache else {
+                return respond(StatusCode::NOT_FOUND, "text/plain", "no cache\n");
+            };
+            let url = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("url="))
+                .map(percent)
+                .unwrap_or_default();
+            let everyone = [
+                "0.0.0.0/0".parse().expect("CIDR"),
+                "::/0".parse().expect("CIDR"),
+            ];
+            match crate::cache::purge(cache, &everyone, "127.0.0.1".parse().expect("IP"), &url) {
+                Ok(bytes) => {
+                    let body = String::from_utf8_lossy(&bytes);
+                    let text = body.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+                    respond(StatusCode::OK, "text/plain", text)
+                }
+                Err(e) => respond(StatusCode::BAD_REQUEST, "text/plain", e.detail),
+            }
+        }
+        (Method::POST, ["api", "reload"]) => match crate::app::reload_now(shared) {
+            Ok(msg) => respond(StatusCode::OK, "text/plain", msg),
+            Err(msg) => respond(StatusCode::UNPROCESSABLE_ENTITY, "text/plain", msg),
+        },
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+fn percent(s: &str) -> String {
+    postern_policy::host::percent_decode(s).unwrap_or_else(|| s.to_string())
+}
+
+fn json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn state_name(s: AdminState) -> &'static str {
+    match s {
+        AdminState::Ready => "ready",
+        AdminState::Drain => "drain",
+        AdminState::Maintenance => "maintenance",
+    }
+}
+
+fn metrics(shared: &Shared) -> String {
+    shared.metrics.render(&mut |out: &mut String| {
+        let _ = writeln!(
+            out,
+            "# HELP postern_active_connections Client connections open now.\n# TYPE postern_active_connections gauge\npostern_active_connections {}",
+            shared.active_connections()
+        );
+        if let Some(cache) = &shared.cache {
+            let s = &cache.store.stats;
+            for (name, help, v) in [
+                ("postern_cache_hits_total", "Responses served from the cache.", s.hits.load(Ordering::Relaxed)),
+                ("postern_cache_misses_total", "Cache misses.", s.misses.load(Ordering::Relaxed)),
+                ("postern_cache_revalidations_total", "Stored responses validated with the origin.", s.revalidations.load(Ordering::Relaxed)),
+                ("postern_cache_served_bytes_total", "Body bytes served from the cache.", s.bytes_served.load(Ordering::Relaxed)),
+                ("postern_cache_evictions_total", "Responses evicted from memory.", s.evictions.load(Ordering::Relaxed)),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP postern_cache_objects Responses stored in memory.\n# TYPE postern_cache_objects gauge\npostern_cache_objects {}\n# HELP postern_cache_bytes Bytes stored in memory.\n# TYPE postern_cache_bytes gauge\npostern_cache_bytes {}",
+                cache.store.objects(),
+                cache.store.bytes()
+            );
+        }
+        let pools = shared.pools.load();
+        out.push_str("# HELP postern_pool_server_up Whether a server may take traffic (healthy, not ejected, not in maintenance).\n# TYPE postern_pool_server_up gauge\n");
+        for (name, p) in &pools.by_name {
+            for s in &p.servers {
+                let up = s.is_healthy() && !s.is_ejected() && s.admin() != AdminState::Maintenance;
+                let _ = writeln!(out, "postern_pool_server_up{{pool=\"{}\",server=\"{}\",state=\"{}\"}} {}", label(name), label(&s.spec.addr), state_name(s.admin()), u8::from(up));
+            }
+        }
+        out.push_str("# HELP postern_pool_server_in_flight Requests in flight per server.\n# TYPE postern_pool_server_in_flight gauge\n");
+        for (name, p) in &pools.by_name {
+            for s in &p.servers {
+                let _ = writeln!(out, "postern_pool_server_in_flight{{pool=\"{}\",server=\"{}\"}} {}", label(name), label(&s.spec.addr), s.inflight.load(Ordering::Relaxed));
+            }
+        }
+        out.push_str("# HELP postern_pool_server_requests_total Requests sent per server.\n# TYPE postern_pool_server_requests_total counter\n");
+        for (name, p) in &pools.by_name {
+            for s in &p.servers {
+                let _ = writeln!(out, "postern_pool_server_requests_total{{pool=\"{}\",server=\"{}\"}} {}", label(name), label(&s.spec.addr), s.requests.load(Ordering::Relaxed));
+            }
+        }
+    })
+}
+
+fn status_json(shared: &Shared) -> String {
+    let cfg = shared.config();
+    let mut out = String::from("{");
+    let _ = write!(out, "\"version\":{},", json(env!("CARGO_PKG_VERSION")));
+    let (bytes_in, bytes_out) = shared.metrics.total_bytes();
+    let _ = write!(
+        out,
+        "\"requests\":{},\"bytes_in\":{bytes_in},\"bytes_out\":{bytes_out},\"active_connections\":{},\"active_tunnels\":{},",
+        shared.metrics.total_requests(),
+        shared.active_connections(),
+        ACTIVE_TUNNELS.load(Ordering::Relaxed)
+    );
+    out.push_str("\"listeners\":[");
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}{{\"name\":{},\"mode\":{},\"bind\":{}}}",
+            if i > 0 { "," } else { "" },
+            json(&l.name),
+            json(l.mode.as_str()),
+            json(&l.bind.to_string())
+        );
+    }
+    out.push_str("],\"cache\":");
+    match &shared.cache {
+        None => out.push_str("null"),
+        Some(c) => {
+            let s = &c.store.stats;
+            let _ = write!(
+                out,
+                "{{\"hits\":{},\"misses\":{},\"revalidations\":{},\"bytes_served\":{},\"evictions\":{},\"objects\":{},\"bytes\":{}}}",
+                s.hits.load(Ordering::Relaxed),
+                s.misses.load(Ordering::Relaxed),
+                s.revalidations.load(Ordering::Relaxed),
+                s.bytes_served.load(Ordering::Relaxed),
+                s.evictions.load(Ordering::Relaxed),
+                c.store.objects(),
+                c.store.bytes()
+            );
+        }
+    }
+    out.push_str(",\"pools\":[");
+    let pools = shared.pools.load();
+    for (i, (name, p)) in pools.by_name.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}{{\"name\":{},\"servers\":[",
+            if i > 0 { "," } else { "" },
+            json(name)
+        );
+        for (j, s) in p.servers.iter().enumerate() {
+            let _ = write!(
+                out,
+                "{}{{\"addr\":{},\"state\":{},\"healthy\":{},\"ejected\":{},\"in_flight\":{},\"requests\":{},\"failures\":{},\"weight\":{}}}",
+                if j > 0 { "," } else { "" },
+                json(&s.spec.addr),
+                json(state_name(s.admin())),
+                s.is_healthy(),
+                s.is_ejected(),
+                s.inflight.load(Ordering::Relaxed),
+                s.requests.load(Ordering::Relaxed),
+                s.failures.load(Ordering::Relaxed),
+                s.spec.weight
+            );
+        }
+        out.push_str("]}");
+    }
+    out.push_str("],\"recent_denials\":[");
+    for (i, (time, client, url, why)) in shared.metrics.recent_denials().iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}{{\"time\":{},\"client\":{},\"url\":{},\"reason\":{}}}",
+            if i > 0 { "," } else { "" },
+            json(time),
+            json(client),
+            json(url),
+            json(why)
+        );
+    }
+    out.push_str("],\"top_destinations\":[");
+    for (i, (dest, n)) in shared.metrics.top_destinations(10).iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}{{\"destination\":{},\"requests\":{n}}}",
+            if i > 0 { "," } else { "" },
+            json(dest)
+        );
+    }
+    out.push_str("]}");
+    out
+}

@@ -1,0 +1,214 @@
+//! Operations: the admin listener (metrics, health, JSON API, dashboard),
+//! the PAC file on forward listeners, and reloads under load.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{curl_fetch_async, start};
+use postern_testkit::Origin;
+
+fn ops_config(origin: &Origin) -> String {
+    format!(
+        r#"[[listener]]
+name = "proxy"
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+mode = "reverse"
+
+[[listener]]
+name = "admin"
+bind = "127.0.0.1:0"
+mode = "admin"
+
+[egress]
+allow_private_destinations = true
+
+[log]
+access = "{{dir}}/access.log"
+
+[cache]
+memory = "16MiB"
+
+[[pool]]
+name = "app"
+servers = ["{}"]
+
+[[route]]
+listener = "web"
+pool = "app"
+"#,
+        origin.addr()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_status() {
+    let origin = Origin::start().await;
+    let proxy = start(&ops_config(&origin));
+    let admin = format!("http://{}", proxy.addr_of("admin"));
+    let proxy_url = format!("http://{}", proxy.addr_of("proxy"));
+    for _ in 0..3 {
+        let f = curl_fetch_async(&["-x", &proxy_url, &origin.url("/bytes/100")]).await;
+        assert_eq!(f.status, 200);
+    }
+    let refused = curl_fetch_async(&["-x", &proxy_url, "http://127.0.0.1:22/"]).await;
+    assert_eq!(refused.status, 403);
+    let m = curl_fetch_async(&[&format!("{admin}/metrics")]).await;
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(
+        text.contains(
+            "postern_requests_total{listener=\"proxy\",mode=\"forward\",class=\"2xx\"} 3"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("postern_denials_total{reason=\"http_request_denied\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("postern_pool_server_up{pool=\"app\""),
+        "{text}"
+    );
+    assert!(text.contains("postern_cache_hits_total"), "{text}");
+    // The exposition format, checked by Prometheus' own tool when present.
+    if let Ok(out) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+    {
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        curl_fetch_async(&[&format!("{admin}/healthz")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        curl_fetch_async(&[&format!("{admin}/readyz")]).await.status,
+        200
+    );
+    let status = curl_fetch_async(&[&format!("{admin}/api/status")]).await;
+    let json = String::from_utf8_lossy(&status.body);
+    assert!(
+        json.contains("\"name\":\"web\",\"mode\":\"reverse\""),
+        "{json}"
+    );
+    assert!(json.contains("\"recent_denials\":[{"), "{json}");
+    let page = curl_fetch_async(&[&format!("{admin}/")]).await;
+    assert!(String::from_utf8_lossy(&page.body).contains("Requests per second"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_states_change_at_run_time_and_survive_reload() {
+    let origin = Origin::start().await;
+    let proxy = start(&ops_config(&origin));
+    let admin = format!("http://{}", proxy.addr_of("admin"));
+    let web = format!("http://{}/status/200", proxy.addr_of("web"));
+    assert_eq!(curl_fetch_async(&[&web]).await.status, 200);
+    let action = format!(
+        "{admin}/api/pools/app/servers/{}/maintenance",
+        origin.addr()
+    );
+    let r = curl_fetch_async(&["-X", "POST", &action]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(curl_fetch_async(&[&web]).await.status, 503);
+    let reload = curl_fetch_async(&["-X", "POST", &format!("{admin}/api/reload")]).await;
+    assert_eq!(
+        reload.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reload.body)
+    );
+    assert_eq!(
+        curl_fetch_async(&[&web]).await.status,
+        503,
+        "the state survived the reload"
+    );
+    let enable = format!("{admin}/api/pools/app/servers/{}/enable", origin.addr());
+    assert_eq!(curl_fetch_async(&["-X", "POST", &enable]).await.status, 200);
+    assert_eq!(curl_fetch_async(&[&web]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_listeners_serve_a_pac_file() {
+    let origin = Origin::start().await;
+    let proxy = start(&ops_config(&origin));
+    let addr = proxy.addr_of("proxy");
+    for path in ["/proxy.pac", "/wpad.dat"] {
+        let f = curl_fetch_async(&[&format!("http://{addr}{path}")]).await;
+        assert_eq!(f.status, 200);
+        assert_eq!(
+            f.header("content-type").as_deref(),
+            Some("application/x-ns-proxy-autoconfig")
+        );
+        let body = String::from_utf8_lossy(&f.body);
+        assert!(
+            body.contains("function FindProxyForURL(url, host)"),
+            "{body}"
+        );
+        assert!(body.contains(&format!("PROXY {addr}; DIRECT")), "{body}");
+    }
+}
+
+/// Reload every 200 ms while requests and a tunnel run: nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_drop_nothing() {
+    let origin = Origin::start().await;
+    let proxy = start(&ops_config(&origin));
+    let proxy_url = format!("http://{}", proxy.addr_of("proxy"));
+    let stop = Instant::now() + Duration::from_secs(3);
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (proxy_url, url) = (proxy_url.clone(), origin.url("/bytes/2000"));
+        workers.push(tokio::spawn(async move {
+            let client = common::reqwest_via(&proxy_url);
+            let mut bad = Vec::new();
+            let mut ok = 0;
+            while Instant::now() < stop {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => match r.bytes().await {
+                        Ok(b) if b.len() == 2000 => ok += 1,
+                        other => bad.push(format!("{other:?}")),
+                    },
+                    Ok(r) => bad.push(r.status().to_string()),
+                    Err(e) => bad.push(e.to_string()),
+                }
+            }
+            (ok, bad)
+        }));
+    }
+    let mut reloads = 0;
+    while Instant::now() < stop {
+        proxy.signal(1);
+        reloads += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut total = 0;
+    for w in workers {
+        let (ok, bad) = w.await.unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        total += ok;
+    }
+    assert!(
+        reloads >= 10 && total > 50,
+        "{reloads} reloads, {total} requests"
+    );
+}
