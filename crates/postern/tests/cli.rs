@@ -51,7 +51,7 @@ fn unknown_key_is_located_with_a_hint() {
 fn every_problem_is_reported_with_its_position() {
     let (code, _, stderr) = check_config(
         BIN,
-        "[[listener]]\nbind = \"localhost\"\nmode = \"admin\"\n[log]\nformat = \"xml\"\n[egress]\nconnect_ports = [443, 70000]\n",
+        "[[listener]]\nbind = \"localhost\"\nmode = \"proxy\"\n[log]\nformat = \"xml\"\n[egress]\nconnect_ports = [443, 70000]\n",
     );
     assert_eq!(code, 1);
     let lines: Vec<&str> = stderr.lines().collect();
@@ -61,7 +61,7 @@ fn every_problem_is_reported_with_its_position() {
         "{stderr}"
     );
     assert!(
-        lines[1].contains("postern.toml:3:8: listener mode `admin` is not available"),
+        lines[1].contains("postern.toml:3:8: unknown listener mode `proxy`"),
         "{stderr}"
     );
     assert!(

@@ -34,7 +34,7 @@ fn unknown_key_gets_did_you_mean_with_position() {
 
 #[test]
 fn every_semantic_problem_is_reported() {
-    let text = "workers = 0\n[[listener]]\nbind = \"nowhere\"\n[[listener]]\nbind = \"127.0.0.1:1\"\nmode = \"admin\"\n[[listener]]\nbind = \"127.0.0.1:2\"\nmode = \"forwrd\"\n[timeouts]\nconnect = \"soon\"\n[[rule]]\naction = \"allow\"\nsrc = [\"10.0.0.0/40\"]\n";
+    let text = "workers = 0\n[[listener]]\nbind = \"nowhere\"\n[[listener]]\nbind = \"127.0.0.1:1\"\nmode = \"socks4\"\n[[listener]]\nbind = \"127.0.0.1:2\"\nmode = \"forwrd\"\n[timeouts]\nconnect = \"soon\"\n[[rule]]\naction = \"allow\"\nsrc = [\"10.0.0.0/40\"]\n";
     let e = errors(text);
     assert_eq!(e.len(), 6, "{e:#?}");
     assert!(e[0].starts_with("p.toml:1:11: `workers`"), "{e:?}");
@@ -44,7 +44,7 @@ fn every_semantic_problem_is_reported() {
     );
     // Problems come in file order.
     assert!(
-        e[2].starts_with("p.toml:6:8: listener mode `admin` is not available"),
+        e[2].starts_with("p.toml:6:8: unknown listener mode `socks4`"),
         "{e:?}"
     );
     assert!(e[3].contains("did you mean `forward`"), "{e:?}");

@@ -75,13 +75,6 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             Some(("socks5", _)) => Some(Mode::Socks5),
             Some(("ftp", _)) => Some(Mode::Ftp),
             Some(("admin", _)) => Some(Mode::Admin),
-            Some((other, span)) if MODES.contains(&other) => {
-                p.push(Problem::new(
-                    span,
-                    format!("listener mode `{other}` is not available in this version (available: forward, reverse, socks5, ftp)"),
-                ));
-                None
-            }
             Some((other, span)) => {
                 let hint = did_you_mean(other, MODES)
                     .map(|m| format!(" (did you mean `{m}`?)"))
