@@ -44,6 +44,15 @@ pub struct Shared {
     pub cache: Option<Arc<crate::cache::Cache>>,
     shutdown: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
+    /// Running listeners: name → (bind, mode, stop signal).
+    running: std::sync::Mutex<Vec<Running>>,
+}
+
+struct Running {
+    name: String,
+    bind: std::net::SocketAddr,
+    mode: crate::config::Mode,
+    stop: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -166,6 +175,7 @@ async fn serve(config: Config) -> Result<()> {
         },
         shutdown: shutdown_rx,
         active: Arc::new(AtomicUsize::new(0)),
+        running: std::sync::Mutex::new(Vec::new()),
         config: ArcSwap::from_pointee(config),
     });
     if let Some(disk) = shared.cache.as_ref().and_then(|c| c.disk.as_ref()) {
@@ -173,7 +183,7 @@ async fn serve(config: Config) -> Result<()> {
     }
     start_pools(&shared, &shared.config());
     for (listener, cfg) in bound {
-        tokio::spawn(ingress::serve(listener, cfg, shared.clone()));
+        start_listener(&shared, listener, cfg);
     }
     let sweeper = shared.clone();
     tokio::spawn(async move {
@@ -230,14 +240,93 @@ fn start_pools(shared: &Shared, cfg: &Config) {
     shared.pools.store(Arc::new(pools));
 }
 
-fn reload(shared: &Shared) {
+fn start_listener(shared: &Arc<Shared>, listener: TcpListener, cfg: crate::config::ListenerConfig) {
+    let (stop, removed) = watch::channel(false);
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Running {
+            name: cfg.name.clone(),
+            bind: cfg.bind,
+            mode: cfg.mode,
+            stop,
+        });
+    tokio::spawn(ingress::serve(listener, cfg, shared.clone(), removed));
+}
+
+/// After a reload: listeners no longer configured (or moved to another
+/// address or mode) stop accepting, while their connections finish; new
+/// ones are bound and started. The others keep their sockets.
+fn reconcile_listeners(shared: &Arc<Shared>, cfg: &Config) {
+    let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
+    let mut keep = Vec::new();
+    for r in running.drain(..) {
+        let stays = cfg.listeners.iter().any(|l| {
+            l.name == r.name && l.mode == r.mode && (l.bind == r.bind || l.bind.port() == 0)
+        });
+        if stays {
+            keep.push(r);
+        } else {
+            let _ = r.stop.send(true);
+            eprintln!("postern: listener {} stopped", r.name);
+        }
+    }
+    let fresh: Vec<crate::config::ListenerConfig> = cfg
+        .listeners
+        .iter()
+        .filter(|l| !keep.iter().any(|r| r.name == l.name))
+        .cloned()
+        .collect();
+    *running = keep;
+    drop(running);
+    for l in fresh {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            // The old socket of a moved listener closes asynchronously: retry briefly.
+            for _ in 0..100 {
+                match ingress::bind(&l).and_then(TcpListener::from_std) {
+                    Ok(listener) => {
+                        let addr = listener
+                            .local_addr()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default();
+                        eprintln!(
+                            "postern: listener {} ({}) listening on {addr}",
+                            l.name,
+                            l.mode.as_str()
+                        );
+                        start_listener(&shared, listener, l);
+                        return;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "postern: cannot listen on {} (listener {}): {e}",
+                            l.bind, l.name
+                        );
+                        return;
+                    }
+                }
+            }
+            eprintln!(
+                "postern: cannot listen on {} (listener {}): address in use",
+                l.bind, l.name
+            );
+        });
+    }
+}
+
+fn reload(shared: &Arc<Shared>) {
     match reload_now(shared) {
         Ok(msg) | Err(msg) => eprint!("{msg}"),
     }
 }
 
 /// Reloads the configuration file (SIGHUP, admin API); the message says how it went.
-pub fn reload_now(shared: &Shared) -> std::result::Result<String, String> {
+pub fn reload_now(shared: &Arc<Shared>) -> std::result::Result<String, String> {
     let current = shared.config();
     let Some(path) = current.source.clone() else {
         return Err("postern: reload ignored: running with the built-in configuration\n".into());
@@ -246,15 +335,6 @@ pub fn reload_now(shared: &Shared) -> std::result::Result<String, String> {
         Ok(new) => {
             for w in &new.warnings {
                 eprintln!("{w}");
-            }
-            let same_listeners = new.listeners.len() == current.listeners.len()
-                && new
-                    .listeners
-                    .iter()
-                    .zip(&current.listeners)
-                    .all(|(a, b)| a.bind == b.bind && a.name == b.name && a.mode == b.mode);
-            if !same_listeners {
-                eprintln!("postern: listener changes take effect after a restart");
             }
             if new.log.access != current.log.access || new.log.format != current.log.format {
                 eprintln!("postern: access log changes take effect after a restart");
@@ -265,7 +345,8 @@ pub fn reload_now(shared: &Shared) -> std::result::Result<String, String> {
                 .store(Arc::new(new.egress.bind.clone()));
             let new = Arc::new(new);
             start_pools(shared, &new);
-            shared.config.store(new);
+            shared.config.store(new.clone());
+            reconcile_listeners(shared, &new);
             // Idle upstream connections were opened under the old egress rules.
             shared.pool.clear();
             Ok(format!(

@@ -212,3 +212,41 @@ async fn reloads_under_load_drop_nothing() {
         "{reloads} reloads, {total} requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_listeners() {
+    let origin = Origin::start().await;
+    let proxy = start(&common::private_config(""));
+    let old = proxy.addr();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let new_addr = free.local_addr().unwrap();
+    drop(free);
+    let path = proxy.dir().join("postern.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace(
+        "name = \"proxy\"\nbind = \"127.0.0.1:0\"",
+        &format!("name = \"moved\"\nbind = \"{new_addr}\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    proxy.signal(1);
+    proxy.wait_for_stderr_line(
+        |l| l.contains(&format!("listener moved (forward) listening on {new_addr}")),
+        common::T,
+    );
+    let f = curl_fetch_async(&[
+        "-x",
+        &format!("http://{new_addr}"),
+        &origin.url("/status/204"),
+    ])
+    .await;
+    assert_eq!(f.status, 204, "{}", f.stderr);
+    // The removed listener stops accepting.
+    let deadline = Instant::now() + common::T;
+    while std::net::TcpStream::connect(old).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed listener still accepts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

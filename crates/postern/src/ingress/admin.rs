@@ -58,7 +58,7 @@ fn respond(
     r
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();

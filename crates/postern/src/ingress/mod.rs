@@ -67,7 +67,12 @@ pub fn bind(cfg: &ListenerConfig) -> io::Result<std::net::TcpListener> {
 
 /// Accepts until shutdown. A connection waits for a free slot (max_connections)
 /// before it is accepted, so excess clients queue in the kernel's backlog.
-pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Shared>) {
+pub async fn serve(
+    listener: TcpListener,
+    cfg: ListenerConfig,
+    shared: Arc<Shared>,
+    mut removed: tokio::sync::watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let name: Arc<str> = cfg.name.as_str().into();
     let mut shutdown = shared.shutdown_signal();
@@ -75,6 +80,8 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = crate::app::stopped(&mut shutdown) => return,
+            // Removed by a reload: stop accepting; running connections finish.
+            _ = crate::app::stopped(&mut removed) => return,
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -87,6 +94,7 @@ pub async fn serve(listener: TcpListener, cfg: ListenerConfig, shared: Arc<Share
                 }
             },
             _ = crate::app::stopped(&mut shutdown) => return,
+            _ = crate::app::stopped(&mut removed) => return,
         };
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
