@@ -119,6 +119,12 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 async fn serve(config: Config) -> Result<()> {
+    // Handlers first: once a listener is announced, a signal must not find
+    // the default action (SIGHUP would end the process).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut bound = Vec::new();
     for l in &config.listeners {
         let std_listener = ingress::bind(l)
@@ -194,10 +200,6 @@ async fn serve(config: Config) -> Result<()> {
         }
     });
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -218,7 +218,9 @@ async fn reload_adds_and_removes_listeners() {
     let origin = Origin::start().await;
     let proxy = start(&common::private_config(""));
     let old = proxy.addr();
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A free port on an address no other test binds, so none can take it
+    // between this probe and the reload.
+    let free = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
     let new_addr = free.local_addr().unwrap();
     drop(free);
     let path = proxy.dir().join("postern.toml");
