@@ -109,17 +109,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 Anonymity::default()
             }),
         };
-        let trusted_proxies = l
-            .trusted_proxies
-            .iter()
-            .flatten()
-            .filter_map(|s| {
-                s.get_ref()
-                    .parse::<Cidr>()
-                    .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
-                    .ok()
-            })
-            .collect();
+        let trusted_proxies = cidrs(p, l.trusted_proxies.as_ref(), false);
         if let Some(parent) = &l.parent {
             if mode != Some(Mode::Forward) {
                 p.push(Problem::new(
@@ -137,24 +127,10 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 ));
             }
         }
-        let proxy_protocol =
-            l.proxy_protocol
-                .unwrap_or(false)
-                .then(|| match &l.proxy_protocol_from {
-                    None => vec![
-                        "127.0.0.0/8".parse().expect("valid CIDR"),
-                        "::1".parse().expect("valid CIDR"),
-                    ],
-                    Some(list) => list
-                        .iter()
-                        .filter_map(|s| {
-                            s.get_ref()
-                                .parse::<Cidr>()
-                                .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
-                                .ok()
-                        })
-                        .collect(),
-                });
+        let proxy_protocol = l
+            .proxy_protocol
+            .unwrap_or(false)
+            .then(|| cidrs(p, l.proxy_protocol_from.as_ref(), true));
         let base = path.and_then(Path::parent).unwrap_or(Path::new(""));
         let tls = l
             .tls
@@ -176,21 +152,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             tls,
             h2c: l.h2c.unwrap_or(false),
             socks: l.socks.unwrap_or(false),
-            admin_from: match &l.admin_from {
-                None => vec![
-                    "127.0.0.0/8".parse().expect("valid CIDR"),
-                    "::1".parse().expect("valid CIDR"),
-                ],
-                Some(list) => list
-                    .iter()
-                    .filter_map(|s| {
-                        s.get_ref()
-                            .parse::<Cidr>()
-                            .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
-                            .ok()
-                    })
-                    .collect(),
-            },
+            admin_from: cidrs(p, l.admin_from.as_ref(), true),
         });
     }
     if raw.listener.is_empty() {
@@ -244,18 +206,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 .collect(),
         ),
     };
-    let allow_ips = raw
-        .egress
-        .allow_ips
-        .iter()
-        .flatten()
-        .filter_map(|s| {
-            s.get_ref()
-                .parse::<Cidr>()
-                .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
-                .ok()
-        })
-        .collect();
+    let allow_ips = cidrs(p, raw.egress.allow_ips.as_ref(), false);
     let bind_ips = raw
         .egress
         .bind
@@ -412,21 +363,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             8 << 20,
             "max_object_size",
         ),
-        purge_from: match &c.purge_from {
-            None => vec![
-                "127.0.0.0/8".parse().expect("valid CIDR"),
-                "::1".parse().expect("valid CIDR"),
-            ],
-            Some(list) => list
-                .iter()
-                .filter_map(|s| {
-                    s.get_ref()
-                        .parse::<Cidr>()
-                        .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
-                        .ok()
-                })
-                .collect(),
-        },
+        purge_from: cidrs(p, c.purge_from.as_ref(), true),
         disk: c.disk.as_ref().map(|d| DiskCacheConfig {
             path: base.join(d.path.get_ref()),
             size: size_in(p, &Some(d.size.clone()), 1 << 20..=1 << 50, 1 << 30, "size") as u64,
@@ -495,6 +432,31 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         pools: pools.into_iter().map(Arc::new).collect(),
         routes: routes.into_iter().map(Arc::new).collect(),
     })
+}
+
+/// A list of CIDR blocks; `None` (the key absent) gives loopback when
+/// `loopback_default`, else nothing.
+fn cidrs(
+    p: &mut Vec<Problem>,
+    list: Option<&Vec<Spanned<String>>>,
+    loopback_default: bool,
+) -> Vec<Cidr> {
+    match list {
+        None if loopback_default => vec![
+            "127.0.0.0/8".parse().expect("valid CIDR"),
+            "::1".parse().expect("valid CIDR"),
+        ],
+        None => Vec::new(),
+        Some(list) => list
+            .iter()
+            .filter_map(|s| {
+                s.get_ref()
+                    .parse::<Cidr>()
+                    .map_err(|e| p.push(Problem::new(s.span(), e.to_string())))
+                    .ok()
+            })
+            .collect(),
+    }
 }
 
 fn rate(p: &mut Vec<Problem>, v: &Option<Spanned<String>>, key: &str) -> Option<Rate> {
