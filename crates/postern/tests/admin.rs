@@ -26,6 +26,7 @@ mode = "admin"
 
 [egress]
 allow_private_destinations = true
+connect_ports = [{}]
 
 [log]
 access = "{{dir}}/access.log"
@@ -41,6 +42,7 @@ servers = ["{}"]
 listener = "web"
 pool = "app"
 "#,
+        origin.addr().port(),
         origin.addr()
     )
 }
@@ -168,13 +170,34 @@ async fn forward_listeners_serve_a_pac_file() {
     }
 }
 
-/// Reload every 200 ms while requests and a tunnel run: nothing fails.
+/// Reload every 200 ms during 10 s of requests and a long-lived tunnel:
+/// no request fails and the tunnel carries traffic to the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_load_drop_nothing() {
     let origin = Origin::start().await;
     let proxy = start(&ops_config(&origin));
     let proxy_url = format!("http://{}", proxy.addr_of("proxy"));
-    let stop = Instant::now() + Duration::from_secs(3);
+    let stop = Instant::now() + Duration::from_secs(10);
+    // A tunnel opened before the reloads, used throughout.
+    let mut tunnel = common::Conn::connect(proxy.addr_of("proxy")).await;
+    let target = origin.addr();
+    tunnel
+        .send(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await;
+    assert!(tunnel.read_head().await.starts_with("HTTP/1.1 200"));
+    let tunnel_task = tokio::spawn(async move {
+        let mut rounds = 0;
+        while Instant::now() < stop {
+            tunnel
+                .send(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await;
+            let r = tunnel.read_response(false).await;
+            assert_eq!(r.status, 200, "the tunnel broke after {rounds} rounds");
+            rounds += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        rounds
+    });
     let mut workers = Vec::new();
     for _ in 0..4 {
         let (proxy_url, url) = (proxy_url.clone(), origin.url("/bytes/2000"));
