@@ -324,43 +324,34 @@ fn build_entry(
 /// §4.3.4: a 304 updates the stored header fields (all but framing and
 /// Content-Length); the result is stored as a fresh copy.
 pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Entry {
-    let mut headers: Vec<(String, Bytes)> = old.headers.clone();
-    for f in &response.fields {
-        let name = String::from_utf8_lossy(response.name(f)).into_owned();
-        let lower = name.to_ascii_lowercase();
-        if [
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "keep-alive",
-            "te",
-            "trailer",
-            "upgrade",
-        ]
-        .contains(&lower.as_str())
-        {
-            continue;
-        }
-        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-    }
-    for f in &response.fields {
-        let name = String::from_utf8_lossy(response.name(f)).into_owned();
-        let lower = name.to_ascii_lowercase();
-        if [
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "keep-alive",
-            "te",
-            "trailer",
-            "upgrade",
-        ]
-        .contains(&lower.as_str())
-        {
-            continue;
-        }
-        headers.push((name, Bytes::copy_from_slice(response.value(f))));
-    }
+    const NOT_UPDATED: [&str; 7] = [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+    ];
+    let updates: Vec<(String, Bytes)> = response
+        .fields
+        .iter()
+        .map(|f| {
+            (
+                String::from_utf8_lossy(response.name(f)).into_owned(),
+                Bytes::copy_from_slice(response.value(f)),
+            )
+        })
+        .filter(|(n, _)| !NOT_UPDATED.contains(&n.to_ascii_lowercase().as_str()))
+        .collect();
+    // Every field the 304 carries replaces all stored lines of that name.
+    let mut headers: Vec<(String, Bytes)> = old
+        .headers
+        .iter()
+        .filter(|(n, _)| !updates.iter().any(|(u, _)| u.eq_ignore_ascii_case(n)))
+        .cloned()
+        .collect();
+    headers.extend(updates);
     build_entry(
         Storing {
             url: old.url.clone(),

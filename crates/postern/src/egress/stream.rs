@@ -1,15 +1,10 @@
 //! A connection to the next hop: plain TCP, or TLS to a server that wants it
 //! (`tls = true` on a pool). Plain connections keep direct socket access.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, tcp};
 use tokio_rustls::client::TlsStream;
 
-use crate::ingress::stream::RawSocket;
+use crate::ingress::stream::{RawSocket, either_io};
 
 pub enum Upstream {
     Plain(TcpStream),
@@ -72,82 +67,7 @@ impl RawSocket for UpWrite<'_> {
     }
 }
 
-impl AsyncRead for Upstream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Upstream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Upstream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Upstream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Upstream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Upstream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
-    }
-}
-
-impl AsyncRead for UpRead<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpRead::Plain(h) => Pin::new(h).poll_read(cx, buf),
-            UpRead::Tls(h) => Pin::new(h).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpWrite<'_> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpWrite::Plain(h) => Pin::new(h).poll_write(cx, buf),
-            UpWrite::Tls(h) => Pin::new(h).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpWrite::Plain(h) => Pin::new(h).poll_flush(cx),
-            UpWrite::Tls(h) => Pin::new(h).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpWrite::Plain(h) => Pin::new(h).poll_shutdown(cx),
-            UpWrite::Tls(h) => Pin::new(h).poll_shutdown(cx),
-        }
-    }
-}
+either_io!(Upstream: read);
+either_io!(Upstream: write);
+either_io!(UpRead<'_>: read);
+either_io!(UpWrite<'_>: write);

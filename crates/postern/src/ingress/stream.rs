@@ -132,82 +132,61 @@ impl RawSocket for tcp::WriteHalf<'_> {
     }
 }
 
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+/// `AsyncRead`/`AsyncWrite` for an enum of a `Plain` and a `Tls` stream,
+/// by delegating to whichever the value holds.
+macro_rules! either_io {
+    ($ty:ty: read) => {
+        impl tokio::io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+                    Self::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+                }
+            }
         }
-    }
+    };
+    ($ty:ty: write) => {
+        impl tokio::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+                    Self::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+                }
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    Self::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+                    Self::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+                    Self::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+                }
+            }
+        }
+    };
 }
+pub(crate) use either_io;
 
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
-    }
-}
-
-impl AsyncRead for ClientRead<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientRead::Plain(h) => Pin::new(h).poll_read(cx, buf),
-            ClientRead::Tls(h) => Pin::new(h).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientWrite<'_> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientWrite::Plain(h) => Pin::new(h).poll_write(cx, buf),
-            ClientWrite::Tls(h) => Pin::new(h).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientWrite::Plain(h) => Pin::new(h).poll_flush(cx),
-            ClientWrite::Tls(h) => Pin::new(h).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientWrite::Plain(h) => Pin::new(h).poll_shutdown(cx),
-            ClientWrite::Tls(h) => Pin::new(h).poll_shutdown(cx),
-        }
-    }
-}
+either_io!(ClientStream: read);
+either_io!(ClientStream: write);
+either_io!(ClientRead<'_>: read);
+either_io!(ClientWrite<'_>: write);
