@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{curl_fetch_async, start};
+use common::{curl_fetch_async, htpasswd, scratch_dir, start};
 use postern_testkit::Origin;
 
 fn ops_config(origin: &Origin) -> String {
@@ -147,6 +147,90 @@ async fn server_states_change_at_run_time_and_survive_reload() {
     let enable = format!("{admin}/api/pools/app/servers/{}/enable", origin.addr());
     assert_eq!(curl_fetch_async(&["-X", "POST", &enable]).await.status, 200);
     assert_eq!(curl_fetch_async(&[&web]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_weight_changes_at_run_time_and_survives_reload() {
+    let (a, b) = (Origin::start().await, Origin::start().await);
+    let config = format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\", \"{}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        a.addr(),
+        b.addr()
+    );
+    let proxy = start(&config);
+    let admin = format!("http://{}", proxy.addr_of("admin"));
+    let web = format!("http://{}/status/200", proxy.addr_of("web"));
+    let set = |w: &str| {
+        format!(
+            "{admin}/api/pools/app/servers/{}/weight?value={w}",
+            a.addr()
+        )
+    };
+    for bad in ["0", "1001", "x"] {
+        let r = curl_fetch_async(&["-X", "POST", &set(bad)]).await;
+        assert_eq!(r.status, 400, "weight {bad}");
+    }
+    let r = curl_fetch_async(&["-X", "POST", &set("3")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let reload = curl_fetch_async(&["-X", "POST", &format!("{admin}/api/reload")]).await;
+    assert_eq!(reload.status, 200);
+    let status = curl_fetch_async(&[&format!("{admin}/api/status")]).await;
+    assert!(
+        String::from_utf8_lossy(&status.body).contains("\"weight\":3"),
+        "{}",
+        String::from_utf8_lossy(&status.body)
+    );
+    // Smooth weighted round robin: exactly 3 of every 4 requests go to `a`.
+    let (before_a, before_b) = (a.requests(), b.requests());
+    for _ in 0..40 {
+        assert_eq!(curl_fetch_async(&[&web]).await.status, 200);
+    }
+    assert_eq!(a.requests() - before_a, 30);
+    assert_eq!(b.requests() - before_b, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_can_require_a_login() {
+    let dir = scratch_dir();
+    let users = htpasswd(&dir, &[("ops", "s3cret")]);
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n\
+         admin_htpasswd = \"{users}\"\n"
+    ));
+    let admin = format!("http://{}", proxy.addr_of("admin"));
+    for path in ["/", "/metrics", "/api/status"] {
+        let r = curl_fetch_async(&[&format!("{admin}{path}")]).await;
+        assert_eq!(r.status, 401, "{path}");
+        let head = r.headers.to_ascii_lowercase();
+        assert!(
+            head.contains("www-authenticate: basic realm=\"postern admin\""),
+            "{head}"
+        );
+        let wrong = curl_fetch_async(&["-u", "ops:nope", &format!("{admin}{path}")]).await;
+        assert_eq!(wrong.status, 401, "{path}");
+        let ok = curl_fetch_async(&["-u", "ops:s3cret", &format!("{admin}{path}")]).await;
+        assert_eq!(ok.status, 200, "{path}");
+    }
+    let reload = curl_fetch_async(&["-X", "POST", &format!("{admin}/api/reload")]).await;
+    assert_eq!(reload.status, 401, "actions need the login too");
+    // Probes stay open for load balancers and orchestrators.
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            curl_fetch_async(&[&format!("{admin}{probe}")]).await.status,
+            200
+        );
+    }
+    // Guessing is throttled per client address.
+    let mut last = 0;
+    for _ in 0..12 {
+        last = curl_fetch_async(&["-u", "ops:guess", &format!("{admin}/metrics")])
+            .await
+            .status;
+    }
+    assert_eq!(last, 429);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,47 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    BIN, Conn, T, config, curl_fetch_async, one_response, private_config, scratch_dir, start,
-    wait_log_line,
+    BIN, Conn, T, config, curl_fetch_async, htpasswd, one_response, private_config, scratch_dir,
+    start, wait_log_line,
 };
 use postern_testkit::{Origin, TestCa, TlsOrigin, pattern_bytes};
-
-/// An htpasswd file made by `postern passwd` itself (bcrypt at the lowest cost).
-fn htpasswd(dir: &Path, users: &[(&str, &str)]) -> String {
-    let mut lines = String::new();
-    for (user, password) in users {
-        let mut child = Command::new(BIN)
-            .args(["passwd", user, "--cost", "4"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run postern passwd");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all_sync(format!("{password}\n").as_bytes());
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        let line = String::from_utf8(out.stdout).unwrap();
-        assert!(line.starts_with(&format!("{user}:$2y$04$")), "{line}");
-        lines.push_str(&line);
-    }
-    let path = dir.join("users.htpasswd");
-    std::fs::write(&path, lines).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
-trait WriteAllSync {
-    fn write_all_sync(self, bytes: &[u8]);
-}
-
-impl WriteAllSync for std::process::ChildStdin {
-    fn write_all_sync(mut self, bytes: &[u8]) {
-        use std::io::Write;
-        self.write_all(bytes).unwrap();
-    }
-}
 
 fn auth_config(htpasswd: &str, extra: &str) -> String {
     private_config(&format!(

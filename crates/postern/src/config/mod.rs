@@ -175,6 +175,8 @@ pub struct ListenerConfig {
     pub socks: bool,
     /// Admin: clients allowed (default: loopback).
     pub admin_from: Vec<Cidr>,
+    /// Admin: users who may use it (Basic authentication); `None`: no login.
+    pub admin_users: Option<Arc<Htpasswd>>,
 }
 
 #[derive(Debug, Clone)]

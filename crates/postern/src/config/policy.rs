@@ -428,7 +428,7 @@ impl ConditionCtx<'_> {
 
 /// Reads a file named by a key and parses it; problems name the file's own
 /// lines (or the key, when the file cannot be read).
-fn read_parsed<T>(
+pub(super) fn read_parsed<T>(
     p: &mut Vec<Problem>,
     key: &Spanned<String>,
     base: &Path,

@@ -92,6 +92,8 @@ pub struct RawListener {
     pub socks: Option<bool>,
     /// Admin listeners: who may connect (default: loopback).
     pub admin_from: Option<Vec<Spanned<String>>>,
+    /// Admin listeners: require Basic authentication against this htpasswd file.
+    pub admin_htpasswd: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -73,3 +73,19 @@ fn values_are_typed() {
     assert_eq!(c.egress.connect_ports, vec![443, 8443]);
     assert_eq!(c.log.format, LogFormat::Json);
 }
+
+#[test]
+fn admin_login_file_is_checked_where_it_is_given() {
+    let e = errors("[[listener]]\nbind = \"127.0.0.1:0\"\nadmin_htpasswd = \"a.htpasswd\"\n");
+    assert!(
+        e[0].starts_with("p.toml:3:18: `admin_htpasswd` applies to admin listeners"),
+        "{e:?}"
+    );
+    let e = errors(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\nadmin_htpasswd = \"/nonexistent/a.htpasswd\"\n",
+    );
+    assert!(
+        e[0].starts_with("p.toml:4:18: cannot read htpasswd file /nonexistent/a.htpasswd"),
+        "{e:?}"
+    );
+}

@@ -136,6 +136,17 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             .tls
             .as_ref()
             .and_then(|t| super::tls::server_config(t, base, p));
+        let admin_users = l.admin_htpasswd.as_ref().and_then(|file| {
+            if mode != Some(Mode::Admin) {
+                p.push(Problem::new(
+                    file.span(),
+                    "`admin_htpasswd` applies to admin listeners",
+                ));
+                return None;
+            }
+            super::policy::read_parsed(p, file, base, "htpasswd file", Htpasswd::parse)
+                .map(Arc::new)
+        });
         let (Some(bind), Some(mode)) = (bind, mode) else {
             continue;
         };
@@ -153,6 +164,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             h2c: l.h2c.unwrap_or(false),
             socks: l.socks.unwrap_or(false),
             admin_from: cidrs(p, l.admin_from.as_ref(), true),
+            admin_users,
         });
     }
     if raw.listener.is_empty() {
@@ -170,6 +182,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             h2c: false,
             socks: false,
             admin_from: Vec::new(),
+            admin_users: None,
         });
     }
 

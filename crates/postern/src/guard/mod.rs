@@ -23,6 +23,8 @@ use limits::{Bucket, Limits};
 #[derive(Default)]
 pub struct Guard {
     pub auth: Authenticator,
+    /// The admin listeners' logins, kept apart from the proxy users' cache.
+    pub admin_auth: Authenticator,
     pub limits: Limits,
 }
 

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,12 +17,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::app::Shared;
+use crate::config::AuthConfig;
+use crate::guard::auth::{Credentials, challenge};
 use crate::observe::metrics::{ACTIVE_TUNNELS, label};
 use crate::reverse::spec::AdminState;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, listener: Arc<str>, stream: TcpStream, peer: SocketAddr) {
     let cfg = shared.config();
     let allowed = cfg
         .listeners
@@ -33,12 +36,78 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     }
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(&shared, req).await) }
+        let listener = listener.clone();
+        async move {
+            if let Some(refused) = login(&shared, &listener, peer, &req).await {
+                return Ok::<_, Infallible>(refused);
+            }
+            Ok(route(&shared, req).await)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }
+
+/// Basic authentication (RFC 7617) when the listener has `admin_htpasswd`;
+/// `None` lets the request through. Probes (`/healthz`, `/readyz`) stay open,
+/// as load balancers and orchestrators call them without credentials.
+async fn login(
+    shared: &Shared,
+    listener: &str,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+        return None;
+    }
+    let cfg = shared.config();
+    // A listener removed by a reload keeps serving its connections with the
+    // users it had: look it up by name in the current snapshot first.
+    let users = cfg
+        .listeners
+        .iter()
+        .find(|l| *l.name == *listener)
+        .and_then(|l| l.admin_users.clone())?;
+    let auth = AuthConfig {
+        users,
+        groups: Default::default(),
+        realm: ADMIN_REALM.into(),
+        cache_ttl: Duration::from_secs(300),
+        max_failures: 10,
+        failure_window: Duration::from_secs(60),
+    };
+    let field = req.headers().get(hyper::header::AUTHORIZATION);
+    let outcome = shared
+        .guard
+        .admin_auth
+        .check(&auth, peer.ip(), field.map(|v| v.as_bytes()))
+        .await;
+    let mut refused = match outcome {
+        Credentials::Valid(_) => return None,
+        Credentials::Throttled(wait) => {
+            let mut r = respond(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/plain",
+                "too many failed logins; try again later\n",
+            );
+            r.headers_mut()
+                .insert("retry-after", wait.as_secs().max(1).into());
+            return Some(r);
+        }
+        Credentials::Absent | Credentials::Invalid => respond(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "authentication required\n",
+        ),
+    };
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&challenge(ADMIN_REALM)) {
+        refused.headers_mut().insert("www-authenticate", v);
+    }
+    Some(refused)
+}
+
+const ADMIN_REALM: &str = "Postern admin";
 
 fn respond(
     status: StatusCode,
@@ -80,33 +149,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
             respond(StatusCode::OK, "application/json", status_json(shared))
         }
         (Method::POST, ["api", "pools", pool, "servers", server, action]) => {
-            let state = match *action {
-                "drain" => AdminState::Drain,
-                "enable" | "ready" => AdminState::Ready,
-                "maintenance" => AdminState::Maintenance,
-                _ => {
-                    return respond(
-                        StatusCode::NOT_FOUND,
-                        "text/plain",
-                        "actions: drain, enable, maintenance\n",
-                    );
-                }
-            };
-            let pools = shared.pools.load();
-            let Some(p) = pools.get(pool) else {
-                return respond(StatusCode::NOT_FOUND, "text/plain", "no such pool\n");
-            };
-            let server = percent(server);
-            let Some(s) = p.servers.iter().find(|s| s.spec.addr == server) else {
-                return respond(StatusCode::NOT_FOUND, "text/plain", "no such server\n");
-            };
-            s.set_admin(state);
-            p.changed();
-            respond(
-                StatusCode::OK,
-                "text/plain",
-                format!("{server}: {action}\n"),
-            )
+            server_action(shared, pool, &percent(server), action, &query)
         }
         (Method::POST, ["api", "purge"]) => {
             let Some(cache) = &shared.cache else {
@@ -136,6 +179,62 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
         },
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// `drain`, `enable` (`ready`), `maintenance`, or `weight?value=N`: changes
+/// that survive reloads until the process restarts.
+fn server_action(
+    shared: &Shared,
+    pool: &str,
+    server: &str,
+    action: &str,
+    query: &str,
+) -> Response<Full<Bytes>> {
+    let pools = shared.pools.load();
+    let Some(p) = pools.get(pool) else {
+        return respond(StatusCode::NOT_FOUND, "text/plain", "no such pool\n");
+    };
+    let Some(s) = p.servers.iter().find(|s| s.spec.addr == server) else {
+        return respond(StatusCode::NOT_FOUND, "text/plain", "no such server\n");
+    };
+    let state = match action {
+        "drain" => AdminState::Drain,
+        "enable" | "ready" => AdminState::Ready,
+        "maintenance" => AdminState::Maintenance,
+        "weight" => {
+            let value = query.split('&').find_map(|kv| kv.strip_prefix("value="));
+            return match value.and_then(|v| v.parse::<u32>().ok()) {
+                Some(w @ 1..=1000) => {
+                    s.set_weight(w);
+                    p.changed();
+                    respond(
+                        StatusCode::OK,
+                        "text/plain",
+                        format!("{server}: weight {w}\n"),
+                    )
+                }
+                _ => respond(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "weight needs ?value=N with N from 1 to 1000\n",
+                ),
+            };
+        }
+        _ => {
+            return respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "actions: drain, enable, maintenance, weight?value=N\n",
+            );
+        }
+    };
+    s.set_admin(state);
+    p.changed();
+    respond(
+        StatusCode::OK,
+        "text/plain",
+        format!("{server}: {action}\n"),
+    )
 }
 
 fn percent(s: &str) -> String {
@@ -277,7 +376,7 @@ fn status_json(shared: &Shared) -> String {
                 s.inflight.load(Ordering::Relaxed),
                 s.requests.load(Ordering::Relaxed),
                 s.failures.load(Ordering::Relaxed),
-                s.spec.weight
+                s.weight()
             );
         }
         out.push_str("]}");

@@ -128,7 +128,7 @@ pub async fn serve(
                 return;
             };
             if admin_mode {
-                admin::serve(shared, stream, peer).await;
+                admin::serve(shared, name, stream, peer).await;
                 drop(permit);
                 drop(guard);
                 return;

@@ -31,6 +31,8 @@ pub struct ServerState {
     admin: AtomicU8,
     /// Set through the admin API: kept across reloads.
     admin_overridden: AtomicBool,
+    /// A weight set through the admin API (0: the configured one); kept across reloads.
+    weight_override: AtomicU32,
     /// Active-check counters toward a state change.
     pub(super) rise_count: AtomicU32,
     pub(super) fall_count: AtomicU32,
@@ -63,6 +65,7 @@ impl ServerState {
             up_since: AtomicU64::new(0),
             admin: AtomicU8::new(admin),
             admin_overridden: AtomicBool::new(false),
+            weight_override: AtomicU32::new(0),
             rise_count: AtomicU32::new(0),
             fall_count: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -82,6 +85,20 @@ impl ServerState {
     pub fn set_admin(&self, state: AdminState) {
         self.admin.store(state as u8, Ordering::Relaxed);
         self.admin_overridden.store(true, Ordering::Relaxed);
+    }
+
+    /// The weight in use: the admin API's, else the configured one.
+    pub fn weight(&self) -> u32 {
+        match self.weight_override.load(Ordering::Relaxed) {
+            0 => self.spec.weight,
+            w => w,
+        }
+    }
+
+    /// A weight change at run time (admin API, as HAProxy's `set weight`);
+    /// survives reloads.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight_override.store(weight, Ordering::Relaxed);
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -115,7 +132,7 @@ impl ServerState {
     /// Weight after slow start: a server that just came back starts at a
     /// tenth of its weight and reaches all of it after `slow_start`.
     fn effective_weight(&self, slow_start: Duration) -> f64 {
-        let w = f64::from(self.spec.weight);
+        let w = f64::from(self.weight());
         let since = self.up_since.load(Ordering::Relaxed);
         if slow_start.is_zero() || since == 0 {
             return w;
@@ -188,6 +205,10 @@ impl Pool {
                     if prev.admin_overridden.load(Ordering::Relaxed) {
                         state.set_admin(prev.admin());
                     }
+                    state.weight_override.store(
+                        prev.weight_override.load(Ordering::Relaxed),
+                        Ordering::Relaxed,
+                    );
                 }
                 Arc::new(state)
             })

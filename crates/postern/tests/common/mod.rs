@@ -101,6 +101,32 @@ impl Fetch {
     }
 }
 
+/// An htpasswd file `users.htpasswd` in `dir`, made by `postern passwd`
+/// itself (bcrypt at the lowest cost). Returns its path.
+pub fn htpasswd(dir: &std::path::Path, users: &[(&str, &str)]) -> String {
+    use std::io::Write;
+    let mut lines = String::new();
+    for (user, password) in users {
+        let mut child = Command::new(BIN)
+            .args(["passwd", user, "--cost", "4"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run postern passwd");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let line = String::from_utf8(out.stdout).unwrap();
+        assert!(line.starts_with(&format!("{user}:$2y$04$")), "{line}");
+        lines.push_str(&line);
+    }
+    let path = dir.join("users.htpasswd");
+    std::fs::write(&path, lines).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 /// A fresh scratch directory for client-side files.
 pub fn scratch_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
