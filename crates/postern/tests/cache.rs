@@ -170,6 +170,54 @@ async fn head_and_ranges_come_from_a_stored_get() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_ranges_and_if_range_from_a_stored_get() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/bytes/1000?h=cache-control:max-age=60&h=etag:%22v1%22");
+    get(&proxy, &url, &[]).await;
+    let body = pattern_bytes(1000);
+    // RFC 9110 §14.6: multipart/byteranges, ranges in order, overlaps coalesced.
+    let multi = get(&proxy, &url, &["-r", "500-509,0-4,2-6"]).await;
+    assert_eq!(multi.status, 206);
+    let ct = multi.header("content-type").unwrap();
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("{ct}"));
+    let mut expected = Vec::new();
+    for (a, b) in [(0usize, 6usize), (500, 509)] {
+        expected.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Range: bytes {a}-{b}/1000\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        expected.extend_from_slice(&body[a..=b]);
+    }
+    expected.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    assert_eq!(multi.body, expected);
+    assert_eq!(
+        multi.header("content-length"),
+        Some(expected.len().to_string())
+    );
+    let past_end = get(&proxy, &url, &["-r", "2000-3000"]).await;
+    assert_eq!(past_end.status, 416);
+    assert_eq!(
+        past_end.header("content-range").as_deref(),
+        Some("bytes */1000")
+    );
+    // §13.1.5: If-Range with the current strong ETag keeps the range; an
+    // old one gets the whole response.
+    let same = get(&proxy, &url, &["-r", "0-9", "-H", "If-Range: \"v1\""]).await;
+    assert_eq!(same.status, 206);
+    assert_eq!(same.body, &body[..10]);
+    let changed = get(&proxy, &url, &["-r", "0-9", "-H", "If-Range: \"v0\""]).await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.body, body);
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_methods_invalidate() {
     let origin = Origin::start().await;
     let proxy = cache_proxy();

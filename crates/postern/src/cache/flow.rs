@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::policy::{Directives, Use};
+use super::range::RangeAnswer;
 use super::store::Entry;
 use super::{Cache, CollapseGuard, Found};
 use crate::config::Config;
@@ -306,7 +307,7 @@ fn clone_entry(e: &Entry) -> Entry {
 }
 
 /// Writes a stored response to the client: Age (§5.1), Cache-Status, the
-/// client's conditional (304) and a single byte range (206) honoured.
+/// client's conditional (304) and byte ranges (206, 416) honoured.
 #[allow(clippy::too_many_arguments)]
 async fn serve_entry(
     cfg: &Config,
@@ -325,22 +326,32 @@ async fn serve_entry(
     let mut status = entry.status;
     let mut body: Bytes = entry.body.clone();
     let mut content_range = None;
+    let mut multipart_boundary = None;
     if super::not_modified_for(head, entry) {
         status = 304;
         body = Bytes::new();
-    } else if entry.status == 200 {
-        match super::single_range(head, entry.body.len() as u64) {
-            Some(Ok((a, b))) => {
+    } else {
+        let len = entry.body.len() as u64;
+        match super::range::answer(head, entry, len) {
+            RangeAnswer::Whole => {}
+            RangeAnswer::Partial(ranges) if ranges.len() == 1 => {
+                let (a, b) = ranges[0];
                 status = 206;
-                content_range = Some(format!("bytes {a}-{b}/{}", entry.body.len()));
+                content_range = Some(format!("bytes {a}-{b}/{len}"));
                 body = entry.body.slice(a as usize..=b as usize);
             }
-            Some(Err(())) => {
+            RangeAnswer::Partial(ranges) => {
+                status = 206;
+                let (parts, boundary) =
+                    super::range::multipart(&entry.body, &ranges, entry.header("content-type"));
+                body = parts;
+                multipart_boundary = Some(boundary);
+            }
+            RangeAnswer::Unsatisfiable => {
                 status = 416;
-                content_range = Some(format!("bytes */{}", entry.body.len()));
+                content_range = Some(format!("bytes */{len}"));
                 body = Bytes::new();
             }
-            None => {}
         }
     }
     let mut out = Vec::with_capacity(body.len() + 512);
@@ -357,6 +368,7 @@ async fn serve_entry(
         let lower = name.to_ascii_lowercase();
         if lower == "age"
             || (status == 304 && (lower == "content-type" || lower == "content-encoding"))
+            || (multipart_boundary.is_some() && lower == "content-type")
         {
             continue;
         }
@@ -368,6 +380,11 @@ async fn serve_entry(
     out.extend_from_slice(format!("Age: {age}\r\nCache-Status: {cache_status}\r\n").as_bytes());
     if let Some(range) = &content_range {
         out.extend_from_slice(format!("Content-Range: {range}\r\n").as_bytes());
+    }
+    if let Some(boundary) = &multipart_boundary {
+        out.extend_from_slice(
+            format!("Content-Type: multipart/byteranges; boundary={boundary}\r\n").as_bytes(),
+        );
     }
     if let Some(via) = req.via {
         out.extend_from_slice(format!("Via: 1.1 {via}\r\n").as_bytes());

@@ -12,6 +12,7 @@
 pub mod disk;
 pub mod flow;
 pub mod policy;
+pub mod range;
 pub mod store;
 
 pub use flow::Ticket;
@@ -403,37 +404,6 @@ pub fn not_modified_for(head: &RequestHead, entry: &Entry) -> bool {
         return matches!((since, lm), (Some(s), Some(l)) if l <= s);
     }
     false
-}
-
-/// A single `bytes=a-b` range of a body of `len` bytes (RFC 9110 §14.1.2),
-/// or `None` to answer the whole body (several ranges, or none valid).
-pub fn single_range(head: &RequestHead, len: u64) -> Option<Result<(u64, u64), ()>> {
-    let value = String::from_utf8_lossy(head.first("range")?).into_owned();
-    let spec = value.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (a, b) = (a.trim(), b.trim());
-    let range = if a.is_empty() {
-        let n: u64 = b.parse().ok()?;
-        if n == 0 {
-            return Some(Err(()));
-        }
-        (len.saturating_sub(n), len.checked_sub(1)?)
-    } else {
-        let start: u64 = a.parse().ok()?;
-        let end = if b.is_empty() {
-            len.saturating_sub(1)
-        } else {
-            b.parse::<u64>().ok()?.min(len.saturating_sub(1))
-        };
-        if start >= len || end < start {
-            return Some(Err(()));
-        }
-        (start, end)
-    };
-    Some(Ok(range))
 }
 
 /// `PURGE URL` (or `URL*` for every URL with that prefix), from clients in
