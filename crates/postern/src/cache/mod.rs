@@ -103,7 +103,7 @@ impl Cache {
             });
         }
         if entry.body.len() <= self.max_object_size {
-            self.store.insert_arc(entry);
+            self.store.offer(entry);
         }
     }
 

@@ -1,5 +1,8 @@
 //! The memory tier: stored responses by effective URI, each URI with its
-//! variants (Vary), bounded in bytes with least-recently-used eviction.
+//! variants (Vary), bounded in bytes with least-recently-used eviction and
+//! TinyLFU admission: when the tier is full, a new response gets in only if
+//! its URL has been asked for more often, lately, than what it would evict,
+//! so a scan of one-off URLs cannot flush the popular ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +57,8 @@ pub struct Stats {
     pub revalidations: AtomicU64,
     pub bytes_served: AtomicU64,
     pub evictions: AtomicU64,
+    /// New responses kept out by admission.
+    pub rejections: AtomicU64,
 }
 
 struct Slot {
@@ -69,6 +74,95 @@ struct Inner {
     tick: u64,
     bytes: usize,
     objects: usize,
+    sketch: FrequencySketch,
+}
+
+impl Inner {
+    /// TinyLFU: with room to spare, everything is admitted; otherwise the
+    /// candidate must be wanted more often than each response it would evict.
+    fn admits(&self, url: &str, size: usize, capacity: usize) -> bool {
+        let mut needed = (self.bytes + size).saturating_sub(capacity);
+        if needed == 0 {
+            return true;
+        }
+        let wanted = self.sketch.estimate(url);
+        // Looking at the coldest few hundred is enough to judge; beyond that
+        // the candidate has already beaten the least wanted.
+        for (victim_url, id) in self.lru.values().take(256) {
+            if self.sketch.estimate(victim_url) >= wanted {
+                return false;
+            }
+            let victim_size = self
+                .by_url
+                .get(victim_url)
+                .and_then(|slots| slots.iter().find(|s| Arc::as_ptr(&s.entry) as usize == *id))
+                .map_or(0, |s| s.entry.size());
+            needed = needed.saturating_sub(victim_size);
+            if needed == 0 {
+                return true;
+            }
+        }
+        true
+    }
+}
+
+/// A count-min sketch of 4-bit counters (as in TinyLFU): how often each URL
+/// was asked for lately. Every counter is halved after `10 × width`
+/// requests, so popularity fades.
+#[derive(Default)]
+struct FrequencySketch {
+    /// Four rows of `width` counters, one byte each (capped at 15).
+    rows: Vec<u8>,
+    width: usize,
+    samples: usize,
+}
+
+impl FrequencySketch {
+    fn new(width: usize) -> FrequencySketch {
+        let width = width.next_power_of_two();
+        FrequencySketch {
+            rows: vec![0; width * 4],
+            width,
+            samples: 0,
+        }
+    }
+
+    fn slots(&self, url: &str) -> [usize; 4] {
+        let h = crate::reverse::balance::hash64(url.as_bytes());
+        let mask = self.width - 1;
+        // Four indices from one 64-bit hash: 16 bits each, re-mixed per row.
+        std::array::from_fn(|row| {
+            let part = (h >> (row * 16)) ^ (h.rotate_left(17 * row as u32 + 7));
+            row * self.width + (part as usize & mask)
+        })
+    }
+
+    fn record(&mut self, url: &str) {
+        if self.width == 0 {
+            return;
+        }
+        for i in self.slots(url) {
+            self.rows[i] = (self.rows[i] + 1).min(15);
+        }
+        self.samples += 1;
+        if self.samples >= self.width * 10 {
+            self.samples = 0;
+            for c in &mut self.rows {
+                *c >>= 1;
+            }
+        }
+    }
+
+    fn estimate(&self, url: &str) -> u8 {
+        if self.width == 0 {
+            return 0;
+        }
+        self.slots(url)
+            .into_iter()
+            .map(|i| self.rows[i])
+            .min()
+            .unwrap_or(0)
+    }
 }
 
 pub struct MemoryStore {
@@ -80,7 +174,11 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new(capacity: usize) -> MemoryStore {
         MemoryStore {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                // About one counter per 4 KiB of capacity, within bounds.
+                sketch: FrequencySketch::new((capacity / 4096).clamp(1024, 1 << 22)),
+                ..Inner::default()
+            }),
             capacity,
             stats: Stats::default(),
         }
@@ -96,6 +194,7 @@ impl MemoryStore {
         let inner = &mut *inner;
         inner.tick += 1;
         let tick = inner.tick;
+        inner.sketch.record(url);
         let slots = inner.by_url.get_mut(url)?;
         let slot = slots.iter_mut().rev().find(|s| matches(&s.entry))?;
         let old = std::mem::replace(&mut slot.tick, tick);
@@ -113,12 +212,30 @@ impl MemoryStore {
     }
 
     pub fn insert_arc(&self, entry: Arc<Entry>) {
+        self.store(entry, false);
+    }
+
+    /// Stores a response fresh from the origin, if admission lets it in;
+    /// whether it was stored.
+    pub fn offer(&self, entry: Arc<Entry>) -> bool {
+        self.store(entry, true)
+    }
+
+    fn store(&self, entry: Arc<Entry>, admission: bool) -> bool {
         let size = entry.size();
         if size > self.capacity {
-            return;
+            return false;
         }
         let mut inner = self.lock();
         let inner = &mut *inner;
+        let replaces = inner
+            .by_url
+            .get(&entry.url)
+            .is_some_and(|slots| slots.iter().any(|s| s.entry.vary == entry.vary));
+        if admission && !replaces && !inner.admits(&entry.url, size, self.capacity) {
+            self.stats.rejections.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         inner.tick += 1;
         let tick = inner.tick;
         let url = entry.url.clone();
@@ -154,6 +271,7 @@ impl MemoryStore {
                 }
             }
         }
+        true
     }
 
     /// Removes every variant of `url`; how many were removed.
@@ -229,5 +347,47 @@ mod tests {
         assert!(store.bytes() <= 3000);
         assert_eq!(store.remove_prefix("b"), 1);
         assert!(store.find("b", |_| true).is_none());
+    }
+
+    #[test]
+    fn a_scan_of_one_off_urls_does_not_flush_popular_ones() {
+        let store = MemoryStore::new(10 * 1500);
+        for i in 0..8 {
+            let url = format!("hot{i}");
+            for _ in 0..3 {
+                store.find(&url, |_| true);
+            }
+            assert!(store.offer(Arc::new(entry(&url, "x", 1000))));
+        }
+        // A thousand URLs asked for once each: none may push the hot set out.
+        for i in 0..1000 {
+            let url = format!("cold{i}");
+            store.find(&url, |_| true);
+            store.offer(Arc::new(entry(&url, "x", 1000)));
+        }
+        for i in 0..8 {
+            assert!(store.find(&format!("hot{i}"), |_| true).is_some(), "hot{i}");
+        }
+        assert!(store.stats.rejections.load(Ordering::Relaxed) > 900);
+        // A URL that becomes popular gets in, evicting the coldest.
+        for _ in 0..6 {
+            store.find("rising", |_| true);
+        }
+        assert!(store.offer(Arc::new(entry("rising", "x", 1000))));
+        assert!(store.bytes() <= 10 * 1500);
+    }
+
+    #[test]
+    fn sketch_counts_saturate_and_fade() {
+        let mut s = FrequencySketch::new(1024);
+        for _ in 0..40 {
+            s.record("a");
+        }
+        assert_eq!(s.estimate("a"), 15);
+        assert_eq!(s.estimate("b"), 0);
+        for i in 0..10 * 1024 {
+            s.record(&format!("other{i}"));
+        }
+        assert!(s.estimate("a") <= 7, "halved at least once");
     }
 }

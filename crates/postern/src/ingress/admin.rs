@@ -281,6 +281,7 @@ fn metrics(shared: &Shared) -> String {
                 ("postern_cache_revalidations_total", "Stored responses validated with the origin.", s.revalidations.load(Ordering::Relaxed)),
                 ("postern_cache_served_bytes_total", "Body bytes served from the cache.", s.bytes_served.load(Ordering::Relaxed)),
                 ("postern_cache_evictions_total", "Responses evicted from memory.", s.evictions.load(Ordering::Relaxed)),
+                ("postern_cache_admission_rejections_total", "New responses kept out of a full memory tier (TinyLFU).", s.rejections.load(Ordering::Relaxed)),
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
             }
@@ -344,12 +345,13 @@ fn status_json(shared: &Shared) -> String {
             let s = &c.store.stats;
             let _ = write!(
                 out,
-                "{{\"hits\":{},\"misses\":{},\"revalidations\":{},\"bytes_served\":{},\"evictions\":{},\"objects\":{},\"bytes\":{}}}",
+                "{{\"hits\":{},\"misses\":{},\"revalidations\":{},\"bytes_served\":{},\"evictions\":{},\"rejections\":{},\"objects\":{},\"bytes\":{}}}",
                 s.hits.load(Ordering::Relaxed),
                 s.misses.load(Ordering::Relaxed),
                 s.revalidations.load(Ordering::Relaxed),
                 s.bytes_served.load(Ordering::Relaxed),
                 s.evictions.load(Ordering::Relaxed),
+                s.rejections.load(Ordering::Relaxed),
                 c.store.objects(),
                 c.store.bytes()
             );
