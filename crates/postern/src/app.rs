@@ -37,6 +37,8 @@ pub struct Shared {
     /// Runtime state of the configured pools (health, load), swapped on reload.
     pub pools: ArcSwap<crate::reverse::pool::Pools>,
     pub pool: UpstreamPool,
+    /// Upstream connections of the HTTP/2 client path (hyper's client).
+    pub senders: crate::egress::senders::Senders,
     pub log: AccessLog,
     pub metrics: crate::observe::metrics::Metrics,
     pub guard: crate::guard::Guard,
@@ -160,6 +162,7 @@ async fn serve(config: Config) -> Result<()> {
             config.egress.pool_max_idle,
             config.timeouts.pool_idle,
         ),
+        senders: Default::default(),
         log,
         metrics: Default::default(),
         guard: crate::guard::Guard::default(),

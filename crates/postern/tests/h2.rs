@@ -71,6 +71,59 @@ async fn curl_http2_through_a_reverse_listener() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_share_kept_connections_to_servers() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let get = |path: &str| {
+        Request::builder()
+            .uri(format!("https://localhost{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let mut sender = h2_client(&ca, proxy.addr()).await;
+    for _ in 0..20 {
+        let r = sender.send_request(get("/bytes/5000")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, pattern_bytes(5000));
+    }
+    assert_eq!(origin.connections(), 1, "one kept connection served all 20");
+    // Concurrent streams need more connections, but they are kept too.
+    for _round in 0..3 {
+        let mut streams = Vec::new();
+        for _ in 0..8 {
+            let mut s = sender.clone();
+            let req = get("/bytes/2000");
+            streams.push(tokio::spawn(async move {
+                let r = s.send_request(req).await.unwrap();
+                r.into_body().collect().await.unwrap().to_bytes().len()
+            }));
+        }
+        for t in streams {
+            assert_eq!(t.await.unwrap(), 2000);
+        }
+    }
+    assert!(origin.connections() <= 9, "{}", origin.connections());
+    // A server that closes after each response: every request still succeeds.
+    for _ in 0..5 {
+        let r = sender
+            .send_request(get("/bytes/10?h=connection:close"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.into_body().collect().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// An HTTP/2 connection to `addr` over TLS trusting `ca`.
 async fn h2_client(
     ca: &TestCa,

@@ -5,6 +5,7 @@ pub mod connect;
 pub mod parent;
 pub mod pool;
 pub mod resolve;
+pub mod senders;
 pub mod stream;
 
 pub use connect::{AddressPermit, Connector, Destination};

@@ -24,6 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::app::Shared;
 use crate::config::{Config, Mode};
 use crate::context::RequestCtx;
+use crate::egress::Upstream;
+use crate::egress::senders::Sender;
 use crate::error::{ErrorKind, ProxyError, page_body, proxy_status_value};
 use crate::forward::http::{Outbound, upstream_head};
 use crate::forward::plan::Plan;
@@ -286,25 +288,48 @@ async fn route(
                 cache: None,
             };
             let bytes = upstream_head(cfg, &out, &target, false, peer.ip());
+            let via = out.via.map(str::to_string);
+            let pinned = admission.pinned.as_deref();
+            let dispatch = Dispatch {
+                shared,
+                key: Some(format!("fwd/{}", target.pool_key())),
+                http2: false,
+            };
+            let mut body = Some(req.into_body());
+            let mut unsent = None;
+            // Rules that looked at addresses approved only these.
+            let allowed = |a: SocketAddr| pinned.is_none_or(|p| p.contains(&a.ip()));
+            if let Some((sender, addr, tls)) = dispatch.kept(cfg, allowed) {
+                ctx.upstream = Some(addr);
+                let request = build_request(&bytes, body.take().expect("body"), false, tls)?;
+                match dispatch.exchange(cfg, sender, (addr, tls), request).await {
+                    Ok(response) => {
+                        return Ok(client_response(response, &scrubber, via.as_deref()));
+                    }
+                    Err((Some(request), _)) => unsent = Some(request),
+                    Err((None, e)) => return Err(e),
+                }
+            }
             let (stream, addr) = shared
                 .connector
                 .connect(
                     &target.dest,
                     target.port,
                     cfg.address_permit(),
-                    admission.pinned.as_deref(),
+                    pinned,
                     cfg.timeouts.connect,
                 )
                 .await?;
             ctx.upstream = Some(addr);
-            let via = out.via.map(str::to_string);
-            let response = send_http1(
-                cfg,
-                crate::egress::Upstream::Plain(stream),
-                &bytes,
-                req.into_body(),
-            )
-            .await?;
+            let sender = dispatch.fresh(Upstream::Plain(stream), addr).await?;
+            let request = match unsent {
+                Some(r) => r,
+                None => build_request(&bytes, body.take().expect("body"), false, false)?,
+            };
+            let response = dispatch
+                .exchange(cfg, sender, (addr, false), request)
+                .await
+                .map_err(|(_, e)| e)?;
             Ok(client_response(response, &scrubber, via.as_deref()))
         }
     }
@@ -360,9 +385,12 @@ async fn reverse(
         authority,
     );
     let key = client_key(peer.ip());
-    // Only connection failures are retried here: the request body is a stream
-    // that cannot be sent twice.
+    // Other servers are tried only when connecting fails: the request body
+    // is a stream that cannot be sent twice. A request a kept connection
+    // could not take goes out on a new one to the same server.
     let mut tried = Vec::new();
+    let mut body = Some(req.into_body());
+    let mut unsent = None;
     loop {
         let index = match pool.pick(
             &PickInput {
@@ -387,22 +415,70 @@ async fn reverse(
             }
         };
         let _inflight = pool.start(index);
-        let via = crate::reverse::Via::Server { listener, route };
-        let connected =
-            crate::reverse::open(cfg, shared, &pool, index, &via, (peer, Some(local))).await;
-        let (stream, addr) = match connected {
-            Ok(c) => c,
-            Err(e) => {
-                pool.report_failure(index);
-                tried.push(index);
-                if tried.len() > pool.spec.retries as usize {
-                    return Err(e);
+        let http2 = pool.spec.http2;
+        let dispatch = Dispatch {
+            shared,
+            // A PROXY header speaks for one client: such connections are not shared.
+            key: pool.spec.send_proxy.is_none().then(|| {
+                format!(
+                    "rev/{}/{:p}/{}",
+                    pool.spec.name,
+                    Arc::as_ptr(&pool.spec),
+                    pool.servers[index].spec.addr
+                )
+            }),
+            http2,
+        };
+        let outcome = if unsent.is_none()
+            && let Some((sender, addr, tls)) = dispatch.kept(cfg, |_| true)
+        {
+            ctx.upstream = Some(addr);
+            let request = build_request(&bytes, body.take().expect("body"), http2, tls)?;
+            match dispatch.exchange(cfg, sender, (addr, tls), request).await {
+                Err((Some(request), _)) => {
+                    unsent = Some(request);
+                    None
                 }
-                continue;
+                done => Some(done.map_err(|(_, e)| e)),
+            }
+        } else {
+            None
+        };
+        let response = match outcome {
+            Some(r) => r,
+            None => {
+                let via = crate::reverse::Via::Server { listener, route };
+                let connected =
+                    crate::reverse::open(cfg, shared, &pool, index, &via, (peer, Some(local)))
+                        .await;
+                let (stream, addr) = match connected {
+                    Ok(c) => c,
+                    Err(e) => {
+                        pool.report_failure(index);
+                        tried.push(index);
+                        if tried.len() > pool.spec.retries as usize {
+                            return Err(e);
+                        }
+                        continue;
+                    }
+                };
+                ctx.upstream = Some(addr);
+                let tls = stream.is_tls();
+                match dispatch.fresh(stream, addr).await {
+                    Ok(sender) => {
+                        let request = match unsent.take() {
+                            Some(r) => retarget(r, tls),
+                            None => build_request(&bytes, body.take().expect("body"), http2, tls)?,
+                        };
+                        dispatch
+                            .exchange(cfg, sender, (addr, tls), request)
+                            .await
+                            .map_err(|(_, e)| e)
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
-        ctx.upstream = Some(addr);
-        let response = send(cfg, stream, &bytes, req.into_body(), pool.spec.http2).await;
         match &response {
             Ok(r) if r.status().is_server_error() => pool.report_failure(index),
             Ok(_) => pool.report_success(index),
@@ -416,27 +492,74 @@ fn client_key(ip: IpAddr) -> String {
     ip.to_string()
 }
 
-/// Sends a request whose head was built as HTTP/1.1 bytes over a fresh
-/// HTTP/1.1 connection with hyper's client, streaming `body`.
-async fn send_http1(
-    cfg: &Config,
-    stream: crate::egress::Upstream,
-    head_bytes: &[u8],
-    body: Incoming,
-) -> Result<Response<Incoming>, ProxyError> {
-    send(cfg, stream, head_bytes, body, false).await
+/// Connections to one server for requests from HTTP/2 clients: a kept
+/// connection of `key` when one is ready, else a new one, kept afterwards.
+/// `key` is `None` for connections that must not be shared (opened with a
+/// client's PROXY header).
+struct Dispatch<'a> {
+    shared: &'a Shared,
+    key: Option<String>,
+    http2: bool,
 }
 
-/// The same over HTTP/1.1 or, for `http2` pools, HTTP/2 (h2c on plain
-/// connections, h2 over TLS): the Host field becomes `:authority` and
-/// connection-specific fields are left out (RFC 9113 §8.2.2).
-async fn send(
-    cfg: &Config,
-    stream: crate::egress::Upstream,
+impl Dispatch<'_> {
+    /// A kept connection ready for a request, to an address `accept` allows
+    /// (the SSRF pins of forward rules): its sender, address and TLS-ness.
+    fn kept(
+        &self,
+        cfg: &Config,
+        accept: impl Fn(SocketAddr) -> bool,
+    ) -> Option<(Sender, SocketAddr, bool)> {
+        let key = self.key.as_deref()?;
+        self.shared
+            .senders
+            .checkout(key, cfg.timeouts.pool_idle, accept)
+    }
+
+    /// Starts HTTP/1.1 or HTTP/2 on a new connection; an HTTP/2 one is shared
+    /// from now on.
+    async fn fresh(
+        &self,
+        stream: crate::egress::Upstream,
+        addr: SocketAddr,
+    ) -> Result<Sender, ProxyError> {
+        let tls = stream.is_tls();
+        let sender = handshake(stream, self.http2).await?;
+        if let (Some(key), Sender::Http2(s)) = (&self.key, &sender) {
+            self.shared
+                .senders
+                .checkin(key, Sender::Http2(s.clone()), addr, tls);
+        }
+        Ok(sender)
+    }
+
+    /// Sends `req` and waits for the response head; an HTTP/1.1 connection
+    /// is kept for the next request. On failure the request comes back when
+    /// it was never sent, so it can go out on another connection.
+    async fn exchange(
+        &self,
+        cfg: &Config,
+        mut sender: Sender,
+        (addr, tls): (SocketAddr, bool),
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, (Option<Request<Incoming>>, ProxyError)> {
+        let response = dispatch(cfg, &mut sender, req).await?;
+        if let (Some(key), Sender::Http1(_)) = (&self.key, &sender) {
+            self.shared.senders.checkin(key, sender, addr, tls);
+        }
+        Ok(response)
+    }
+}
+
+/// The request for hyper's client from a head built as HTTP/1.1 bytes: for
+/// HTTP/2 the Host field becomes `:authority` and connection-specific
+/// fields are left out (RFC 9113 §8.2.2).
+fn build_request(
     head_bytes: &[u8],
     body: Incoming,
     http2: bool,
-) -> Result<Response<Incoming>, ProxyError> {
+    tls: bool,
+) -> Result<Request<Incoming>, ProxyError> {
     let mut fields = [httparse::EMPTY_HEADER; 128];
     let mut parsed = httparse::Request::new(&mut fields);
     if !matches!(parsed.parse(head_bytes), Ok(httparse::Status::Complete(_))) {
@@ -453,7 +576,7 @@ async fn send(
             .find(|h| h.name.eq_ignore_ascii_case("host"))
             .map(|h| String::from_utf8_lossy(h.value).into_owned())
             .unwrap_or_else(|| "localhost".into());
-        let scheme = if stream.is_tls() { "https" } else { "http" };
+        let scheme = if tls { "https" } else { "http" };
         format!("{scheme}://{host}{path}")
     } else {
         path.to_string()
@@ -499,38 +622,84 @@ async fn send(
     if let Some(h) = builder.headers_mut() {
         *h = headers;
     }
-    let request = builder
+    builder
         .body(body)
-        .map_err(|e| ProxyError::new(ErrorKind::BadRequest, e.to_string()))?;
-    let sent = if http2 {
-        let (mut sender, connection) =
+        .map_err(|e| ProxyError::new(ErrorKind::BadRequest, e.to_string()))
+}
+
+/// A request built for one connection, moved to another: only the scheme
+/// of an HTTP/2 request's URI can differ (TLS or not).
+fn retarget(mut req: Request<Incoming>, tls: bool) -> Request<Incoming> {
+    if req.version() == hyper::Version::HTTP_2
+        && let Some(pq) = req.uri().path_and_query().cloned()
+        && let Some(authority) = req.uri().authority().cloned()
+        && let Ok(uri) = hyper::Uri::builder()
+            .scheme(if tls { "https" } else { "http" })
+            .authority(authority)
+            .path_and_query(pq)
+            .build()
+    {
+        *req.uri_mut() = uri;
+    }
+    req
+}
+
+async fn handshake(stream: crate::egress::Upstream, http2: bool) -> Result<Sender, ProxyError> {
+    let failed = |e: hyper::Error| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string());
+    if http2 {
+        let (sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                 .await
-                .map_err(|e| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string()))?;
+                .map_err(failed)?;
         tokio::spawn(connection);
-        tokio::time::timeout(cfg.timeouts.first_byte, async move {
-            sender.send_request(request).await
-        })
-        .await
+        Ok(Sender::Http2(sender))
     } else {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string()))?;
+            .map_err(failed)?;
         tokio::spawn(connection);
-        tokio::time::timeout(cfg.timeouts.first_byte, async move {
-            sender.send_request(request).await
-        })
-        .await
-    };
+        Ok(Sender::Http1(sender))
+    }
+}
+
+/// Sends `req` and waits for the response head (first-byte timeout). On
+/// failure, the request comes back when it was never sent.
+async fn dispatch(
+    cfg: &Config,
+    sender: &mut Sender,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, (Option<Request<Incoming>>, ProxyError)> {
+    let sent = tokio::time::timeout(cfg.timeouts.first_byte, async {
+        match sender {
+            Sender::Http1(s) => {
+                if s.ready().await.is_err() {
+                    return Err(None);
+                }
+                s.try_send_request(req).await.map_err(Some)
+            }
+            Sender::Http2(s) => {
+                if s.ready().await.is_err() {
+                    return Err(None);
+                }
+                s.try_send_request(req).await.map_err(Some)
+            }
+        }
+    })
+    .await;
+    let terminated = |e: String| ProxyError::new(ErrorKind::UpstreamTerminated, e);
     match sent {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(ProxyError::new(
-            ErrorKind::UpstreamTerminated,
-            e.to_string(),
-        )),
-        Err(_) => Err(ProxyError::new(
-            ErrorKind::UpstreamTimeout,
-            "no response within the first-byte timeout",
+        Ok(Err(Some(mut e))) => {
+            let message = e.error().to_string();
+            Err((e.take_message(), terminated(message)))
+        }
+        Ok(Err(None)) => Err((None, terminated("the connection closed".into()))),
+        Err(_) => Err((
+            None,
+            ProxyError::new(
+                ErrorKind::UpstreamTimeout,
+                "no response within the first-byte timeout",
+            ),
         )),
     }
 }
