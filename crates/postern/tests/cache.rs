@@ -127,6 +127,64 @@ async fn stale_responses_are_validated_and_304_refreshes_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_serves_at_once_and_revalidates_in_the_background() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/etag/v1?h=cache-control:max-age=0,%20stale-while-revalidate=60&h=x-v:1");
+    swr_round(&origin, |extra| get(&proxy, &url, extra)).await;
+    // The same through a reverse listener, whose servers come from a pool.
+    let origin = Origin::start().await;
+    let reverse = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let url = format!(
+        "http://{}/etag/v1?h=cache-control:max-age=0,%20stale-while-revalidate=60",
+        reverse.addr()
+    );
+    swr_round(&origin, |extra| {
+        let mut args = extra.to_vec();
+        args.push(&url);
+        async move { curl_fetch_async(&args).await }
+    })
+    .await;
+}
+
+async fn swr_round<'a, F, Fut>(origin: &Origin, get: F)
+where
+    F: Fn(&'a [&'a str]) -> Fut,
+    Fut: std::future::Future<Output = Fetch>,
+{
+    assert_eq!(get(&[]).await.body, b"tag v1");
+    assert_eq!(origin.requests(), 1);
+    // RFC 5861 §3: the stale response is served without waiting for the
+    // origin (a hit, not a foreground validation)…
+    let stale = get(&["-H", "Range: bytes=0-2"]).await;
+    assert_eq!(stale.status, 206);
+    assert_eq!(stale.body, b"tag");
+    let cs = stale.header("cache-status").unwrap();
+    assert!(cs.contains("hit") && !cs.contains("fwd="), "{cs}");
+    // …and the cache revalidates it by itself, with its own validators and
+    // without the client's Range.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while origin.requests() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background revalidation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = origin.last_request().unwrap();
+    assert_eq!(seen.header("if-none-match"), Some("\"v1\""));
+    assert_eq!(seen.header("range"), None);
+    let again = get(&[]).await;
+    assert_eq!(again.body, b"tag v1");
+    assert!(again.header("cache-status").unwrap().contains("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_directives_are_honoured() {
     let origin = Origin::start().await;
     let proxy = cache_proxy();

@@ -51,6 +51,9 @@ impl Ticket {
 
 pub enum Before {
     Served(Forwarded),
+    /// Served stale within `stale-while-revalidate`: the caller starts a
+    /// background revalidation of this response (RFC 5861 §3).
+    ServedStale(Forwarded, Arc<Entry>, Directives),
     Origin(Box<Pending>),
 }
 
@@ -153,6 +156,9 @@ pub async fn before(
                         ctx,
                     )
                     .await;
+                    if found.usable == Use::StaleWhileRevalidate {
+                        return Ok(Before::ServedStale(done, found.entry, req_cc));
+                    }
                     return Ok(Before::Served(done));
                 }
                 Use::Validate => {

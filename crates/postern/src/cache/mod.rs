@@ -13,6 +13,7 @@ pub mod disk;
 pub mod flow;
 pub mod policy;
 pub mod range;
+pub mod refresh;
 pub mod store;
 
 pub use flow::Ticket;
@@ -44,6 +45,23 @@ pub struct Cache {
     pub max_object_size: usize,
     pub disk: Option<Arc<disk::DiskStore>>,
     collapsing: Mutex<HashMap<String, Arc<Notify>>>,
+    /// URLs with a background revalidation running.
+    refreshing: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// A running background revalidation of a URL; ends the claim when dropped.
+pub struct RefreshClaim {
+    set: Arc<Mutex<std::collections::HashSet<String>>>,
+    url: String,
+}
+
+impl Drop for RefreshClaim {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.url);
+    }
 }
 
 /// Leadership of a miss: others asking for the same URL wait until it ends.
@@ -78,6 +96,7 @@ impl Cache {
             max_object_size,
             disk: disk.map(Arc::new),
             collapsing: Mutex::new(HashMap::new()),
+            refreshing: Arc::default(),
         }
     }
 
@@ -105,6 +124,15 @@ impl Cache {
         if entry.body.len() <= self.max_object_size {
             self.store.offer(entry);
         }
+    }
+
+    /// The right to revalidate `url` in the background, unless taken.
+    pub fn claim_refresh(&self, url: &str) -> Option<RefreshClaim> {
+        let mut set = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(url.to_string()).then(|| RefreshClaim {
+            set: self.refreshing.clone(),
+            url: url.to_string(),
+        })
     }
 
     /// A response from the disk tier, verified, promoted to memory.

@@ -91,6 +91,10 @@ pub async fn forward(
         let mut req = req;
         let mut pending = match before(cfg, client, cache, url, &req, ctx).await? {
             Before::Served(done) => return Ok(done),
+            Before::ServedStale(done, stale, req_cc) => {
+                refresh_in_background(cfg, shared, target, &req, client.peer.ip(), stale, req_cc);
+                return Ok(done);
+            }
             Before::Origin(p) => p,
         };
         // An origin error may be covered by a stale response (RFC 5861 §4).
@@ -111,6 +115,64 @@ pub async fn forward(
             ErrorKind::BadResponse,
             "response withheld without a cache",
         )),
+    }
+}
+
+/// Revalidates a response just served stale (RFC 5861 §3) on a connection
+/// of its own, as the client's GET would have gone.
+fn refresh_in_background(
+    cfg: &Config,
+    shared: &Shared,
+    target: &HttpTarget,
+    req: &Outbound<'_>,
+    client_ip: IpAddr,
+    stale: std::sync::Arc<crate::cache::store::Entry>,
+    req_cc: crate::cache::policy::Directives,
+) {
+    let Some(cache) = &shared.cache else {
+        return;
+    };
+    if !req.head.is_method("GET") {
+        return;
+    }
+    let upstream = upstream_head(cfg, req, target, false, client_ip);
+    let refresh = crate::cache::refresh::Refresh {
+        cache: cache.clone(),
+        head_bytes: crate::cache::refresh::request_head(upstream, &stale),
+        stale,
+        request: req.head.clone(),
+        req_cc,
+        limits: response_limits(cfg),
+        first_byte: cfg.timeouts.first_byte,
+        io: cfg.timeouts.io,
+    };
+    let connector = shared.connector.clone();
+    let (dest, port) = (target.dest.clone(), target.port);
+    let (private, ips) = (
+        cfg.egress.allow_private_destinations,
+        cfg.egress.allow_ips.clone(),
+    );
+    let pinned = req.admission.pinned.clone();
+    let timeout = cfg.timeouts.connect;
+    refresh.spawn(Box::pin(async move {
+        let permit = crate::egress::AddressPermit {
+            private,
+            ips: &ips,
+            any: false,
+        };
+        let (stream, _) = connector
+            .connect(&dest, port, permit, pinned.as_deref(), timeout)
+            .await?;
+        Ok(Upstream::Plain(stream))
+    }));
+}
+
+/// Bounds on a response head from upstream.
+pub fn response_limits(cfg: &Config) -> HeadLimits {
+    HeadLimits {
+        max_line: cfg.limits.max_header_size,
+        max_size: cfg.limits.max_header_size,
+        max_fields: cfg.limits.max_headers.max(200),
     }
 }
 
@@ -785,11 +847,7 @@ async fn read_final_head(
     interim_out: &mut u64,
 ) -> Result<ResponseHead, HeadFailure> {
     use tokio::io::AsyncReadExt;
-    let limits = HeadLimits {
-        max_line: cfg.limits.max_header_size,
-        max_size: cfg.limits.max_header_size,
-        max_fields: cfg.limits.max_headers.max(200),
-    };
+    let limits = response_limits(cfg);
     let mut any = false;
     loop {
         if !ubuf.is_empty() {

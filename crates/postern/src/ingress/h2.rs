@@ -447,10 +447,15 @@ async fn reverse(
         let response = match outcome {
             Some(r) => r,
             None => {
-                let via = crate::reverse::Via::Server { listener, route };
-                let connected =
-                    crate::reverse::open(cfg, shared, &pool, index, &via, (peer, Some(local)))
-                        .await;
+                let connected = crate::reverse::open(
+                    &shared.connector,
+                    cfg.timeouts.connect,
+                    &pool,
+                    index,
+                    None,
+                    (peer, Some(local)),
+                )
+                .await;
                 let (stream, addr) = match connected {
                     Ok(c) => c,
                     Err(e) => {

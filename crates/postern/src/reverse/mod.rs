@@ -149,6 +149,22 @@ pub async fn serve(
     };
     let mut pending = match before(cfg, client, cache, url, &probe, ctx).await? {
         Before::Served(done) => return Ok(done.client_keep_alive),
+        Before::ServedStale(done, stale, req_cc) => {
+            if head.is_method("GET") {
+                refresh_in_background(
+                    cfg,
+                    shared,
+                    client,
+                    head,
+                    conn,
+                    (listener, route),
+                    &pool,
+                    stale,
+                    req_cc,
+                );
+            }
+            return Ok(done.client_keep_alive);
+        }
         Before::Origin(p) => p,
     };
     let stale_cover = pending.stale.is_some() && body == BodyKind::None;
@@ -177,6 +193,62 @@ pub async fn serve(
     Ok(after(cfg, client, &probe, &pending, result, ctx)
         .await?
         .client_keep_alive)
+}
+
+/// Revalidates a response just served stale (RFC 5861 §3) with a server of
+/// the route's pool, on a connection of its own.
+#[allow(clippy::too_many_arguments)]
+fn refresh_in_background(
+    cfg: &Config,
+    shared: &Shared,
+    client: &Client,
+    head: &RequestHead,
+    conn: &ConnectionOptions<'_>,
+    (listener, route): (&ListenerConfig, &RouteSpec),
+    pool: &Arc<Pool>,
+    stale: Arc<crate::cache::store::Entry>,
+    req_cc: crate::cache::policy::Directives,
+) {
+    let Some(cache) = &shared.cache else {
+        return;
+    };
+    let ip = canonical(client.peer.ip()).to_string();
+    let input = PickInput {
+        hash_key: ip.as_bytes(),
+        sticky: None,
+    };
+    let Pick::Server(index) = pool.pick(&input, &[]) else {
+        return;
+    };
+    let tls = matches!(client.stream, ClientStream::Tls(_));
+    let upstream = reverse_head(
+        head,
+        BodyKind::None,
+        conn,
+        false,
+        listener,
+        route,
+        (client.peer.ip(), tls),
+        &host_of(head, &pool.servers[index].spec.addr),
+    );
+    let refresh = crate::cache::refresh::Refresh {
+        cache: cache.clone(),
+        head_bytes: crate::cache::refresh::request_head(upstream, &stale),
+        stale,
+        request: head.clone(),
+        req_cc,
+        limits: crate::forward::http::response_limits(cfg),
+        first_byte: cfg.timeouts.first_byte,
+        io: cfg.timeouts.io,
+    };
+    let (connector, pool) = (shared.connector.clone(), pool.clone());
+    let timeout = cfg.timeouts.connect;
+    let ends = (client.peer, client.stream.local_addr().ok());
+    refresh.spawn(Box::pin(async move {
+        let _inflight = pool.start(index);
+        let (upstream, _) = open(&connector, timeout, &pool, index, None, ends).await?;
+        Ok(upstream)
+    }));
 }
 
 fn origin_done(r: FromOrigin) -> Result<bool, ProxyError> {
@@ -322,11 +394,14 @@ pub async fn dispatch_covered(
         let (mut upstream, addr) = match pooled {
             Some(c) => c,
             None => match open(
-                cfg,
-                shared,
+                &shared.connector,
+                cfg.timeouts.connect,
                 pool,
                 index,
-                via,
+                match via {
+                    Via::Parent { target, .. } => Some(*target),
+                    Via::Server { .. } => None,
+                },
                 (client.peer, client.stream.local_addr().ok()),
             )
             .await
@@ -457,20 +532,17 @@ pub async fn dispatch_covered(
 /// SOCKS parents, TLS for pools that want it — in that order, as each wraps
 /// the next.
 pub async fn open(
-    cfg: &Config,
-    shared: &Shared,
+    connector: &crate::egress::Connector,
+    connect: std::time::Duration,
     pool: &Pool,
     index: usize,
-    via: &Via<'_>,
+    socks_target: Option<&HttpTarget>,
     (peer, local): (std::net::SocketAddr, Option<std::net::SocketAddr>),
 ) -> Result<(Upstream, std::net::SocketAddr), ProxyError> {
     let spec = &pool.spec;
     let server = &pool.servers[index];
-    let connect_timeout = spec
-        .per_try_timeout
-        .map_or(cfg.timeouts.connect, |t| t.min(cfg.timeouts.connect));
-    let (mut tcp, addr) = shared
-        .connector
+    let connect_timeout = spec.per_try_timeout.map_or(connect, |t| t.min(connect));
+    let (mut tcp, addr) = connector
         .connect(
             &server.spec.host,
             server.spec.port,
@@ -485,7 +557,7 @@ pub async fn open(
             .await
             .map_err(|e| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string()))?;
     }
-    if let Via::Parent { target, .. } = via
+    if let Some(target) = socks_target
         && spec.protocol == ParentProtocol::Socks5
     {
         crate::egress::parent::socks5_connect(
@@ -493,7 +565,7 @@ pub async fn open(
             &target.dest,
             target.port,
             spec.credentials.as_ref(),
-            cfg.timeouts.connect,
+            connect,
         )
         .await?;
     }
