@@ -124,6 +124,35 @@ async fn http2_clients_share_kept_connections_to_servers() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_of_a_reverse_listener_hold_for_http2_clients() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n\n\
+         [[rule]]\naction = \"deny\"\nurl_regex = [\"^/status/2\"]\n\n[[rule]]\naction = \"allow\"\n",
+        origin.addr()
+    ));
+    let ca_pem = ca.write_ca_pem(&dir);
+    let base = format!("https://localhost:{}", proxy.addr().port());
+    for (path, want) in [("/status/200", 403), ("/status/404", 404)] {
+        let f = curl_fetch_async(&[
+            "--http2",
+            "--cacert",
+            &ca_pem.to_string_lossy(),
+            &format!("{base}{path}"),
+        ])
+        .await;
+        assert!(f.headers.starts_with("HTTP/2"), "{}", f.headers);
+        assert_eq!(f.status, want, "{path}");
+    }
+    assert_eq!(origin.requests(), 1, "the denied request never left");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// An HTTP/2 connection to `addr` over TLS trusting `ca`.
 async fn h2_client(
     ca: &TestCa,

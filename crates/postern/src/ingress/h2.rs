@@ -366,6 +366,17 @@ async fn reverse(
                 format!("no route matches host `{host}`"),
             )
         })?;
+    let admission = crate::reverse::admit(
+        cfg,
+        shared,
+        peer.ip(),
+        &listener.name,
+        head,
+        &host,
+        local.port(),
+    )
+    .await?;
+    ctx.user = admission.user.clone();
     let pool = shared
         .pools
         .load()

@@ -79,31 +79,17 @@ pub async fn serve(
                 ),
             )
         })?;
-    // Reverse listeners serve everyone unless rules are written.
-    let admission = if cfg.rules.rules().is_empty() {
-        Admission::default()
-    } else {
-        let local = client.stream.local_addr().map(|a| a.port()).unwrap_or(80);
-        shared
-            .guard
-            .admit(
-                cfg,
-                &shared.connector.resolver,
-                &Subject {
-                    client: client.peer.ip(),
-                    listener: &ctx.listener,
-                    method: head.method(),
-                    scheme: "http",
-                    host: &host,
-                    literal_ip: host.parse().ok(),
-                    port: local,
-                    url: path,
-                    proxy_authorization: None,
-                    assume_user: None,
-                },
-            )
-            .await?
-    };
+    let local = client.stream.local_addr().map(|a| a.port()).unwrap_or(80);
+    let admission = admit(
+        cfg,
+        shared,
+        client.peer.ip(),
+        &ctx.listener,
+        head,
+        &host,
+        local,
+    )
+    .await?;
     ctx.user = admission.user.clone();
     let pools = shared.pools.load();
     let pool = pools
@@ -193,6 +179,42 @@ pub async fn serve(
     Ok(after(cfg, client, &probe, &pending, result, ctx)
         .await?
         .client_keep_alive)
+}
+
+/// The rules' verdict on a request to a reverse listener, for HTTP/1 and
+/// HTTP/2 clients alike. Reverse listeners serve everyone unless rules are
+/// written.
+pub async fn admit<'c>(
+    cfg: &'c Config,
+    shared: &Shared,
+    client: std::net::IpAddr,
+    listener: &str,
+    head: &RequestHead,
+    host: &str,
+    local_port: u16,
+) -> Result<Admission<'c>, ProxyError> {
+    if cfg.rules.rules().is_empty() {
+        return Ok(Admission::default());
+    }
+    shared
+        .guard
+        .admit(
+            cfg,
+            &shared.connector.resolver,
+            &Subject {
+                client,
+                listener,
+                method: head.method(),
+                scheme: "http",
+                host,
+                literal_ip: host.parse().ok(),
+                port: local_port,
+                url: head.target(),
+                proxy_authorization: None,
+                assume_user: None,
+            },
+        )
+        .await
 }
 
 /// Revalidates a response just served stale (RFC 5861 §3) with a server of
