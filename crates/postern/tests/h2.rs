@@ -153,6 +153,62 @@ async fn rules_of_a_reverse_listener_hold_for_http2_clients() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_use_the_cache() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let ca_pem = ca.write_ca_pem(&dir);
+    let ca_pem = ca_pem.to_string_lossy().into_owned();
+    let base = format!("https://localhost:{}", proxy.addr().port());
+    let fetch = |version: &'static str, path: &str, extra: &[&str]| {
+        let mut args: Vec<String> = vec![version.into(), "--cacert".into(), ca_pem.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("{base}{path}"));
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl_fetch_async(&refs).await
+        }
+    };
+    let path = "/chunked/40000?h=cache-control:max-age=60";
+    let miss = fetch("--http2", path, &[]).await;
+    assert_eq!(miss.body, pattern_bytes(40_000));
+    let cs = miss.header("cache-status").unwrap();
+    assert!(cs.contains("fwd=uri-miss") && cs.contains("stored"), "{cs}");
+    let hit = fetch("--http2", path, &[]).await;
+    assert!(hit.headers.starts_with("HTTP/2 200"), "{}", hit.headers);
+    assert_eq!(hit.body, pattern_bytes(40_000));
+    assert!(hit.header("cache-status").unwrap().contains("hit"));
+    assert!(hit.header("age").is_some());
+    // One store for both protocols; ranges come from it too.
+    let h1 = fetch("--http1.1", path, &["-r", "0-9"]).await;
+    assert_eq!(h1.status, 206);
+    assert_eq!(h1.body, &pattern_bytes(40_000)[..10]);
+    let h2_range = fetch("--http2", path, &["-r", "100-109"]).await;
+    assert_eq!(h2_range.status, 206);
+    assert_eq!(h2_range.body, &pattern_bytes(40_000)[100..110]);
+    assert_eq!(origin.requests(), 1);
+    // RFC 9111 §4.4: a successful unsafe request invalidates.
+    let post = fetch("--http2", path, &["-d", "x"]).await;
+    assert_eq!(post.status, 200);
+    let after = fetch("--http2", path, &[]).await;
+    assert!(
+        after
+            .header("cache-status")
+            .unwrap()
+            .contains("fwd=uri-miss")
+    );
+    assert_eq!(origin.requests(), 3);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// An HTTP/2 connection to `addr` over TLS trusting `ca`.
 async fn h2_client(
     ca: &TestCa,

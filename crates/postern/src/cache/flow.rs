@@ -69,7 +69,7 @@ pub struct Pending {
     pub _leader: Option<CollapseGuard>,
 }
 
-fn request_directives(head: &RequestHead) -> Directives {
+pub(crate) fn request_directives(head: &RequestHead) -> Directives {
     let mut cc = Directives::parse(head.values("cache-control"));
     // RFC 9111 §5.4: Pragma: no-cache, when there is no Cache-Control.
     if !head.has("cache-control")
@@ -312,8 +312,87 @@ fn clone_entry(e: &Entry) -> Entry {
     }
 }
 
-/// Writes a stored response to the client: Age (§5.1), Cache-Status, the
-/// client's conditional (304) and byte ranges (206, 416) honoured.
+/// What a stored response answers to one request: the client's conditional
+/// (304, RFC 9110 §13) and byte ranges (206, 416, §14) honoured.
+pub struct StoredAnswer<'e> {
+    pub status: u16,
+    /// What follows the head (empty for 304 and 416; the caller leaves it out for HEAD).
+    pub body: Bytes,
+    entry: &'e Entry,
+    content_range: Option<String>,
+    /// Several ranges: the `multipart/byteranges` boundary.
+    boundary: Option<String>,
+}
+
+impl<'e> StoredAnswer<'e> {
+    pub fn new(head: &RequestHead, entry: &'e Entry) -> StoredAnswer<'e> {
+        let mut answer = StoredAnswer {
+            status: entry.status,
+            body: entry.body.clone(),
+            entry,
+            content_range: None,
+            boundary: None,
+        };
+        if super::not_modified_for(head, entry) {
+            answer.status = 304;
+            answer.body = Bytes::new();
+            return answer;
+        }
+        let len = entry.body.len() as u64;
+        match super::range::answer(head, entry, len) {
+            RangeAnswer::Whole => {}
+            RangeAnswer::Partial(ranges) if ranges.len() == 1 => {
+                let (a, b) = ranges[0];
+                answer.status = 206;
+                answer.content_range = Some(format!("bytes {a}-{b}/{len}"));
+                answer.body = entry.body.slice(a as usize..=b as usize);
+            }
+            RangeAnswer::Partial(ranges) => {
+                answer.status = 206;
+                let (parts, boundary) =
+                    super::range::multipart(&entry.body, &ranges, entry.header("content-type"));
+                answer.body = parts;
+                answer.boundary = Some(boundary);
+            }
+            RangeAnswer::Unsatisfiable => {
+                answer.status = 416;
+                answer.content_range = Some(format!("bytes */{len}"));
+                answer.body = Bytes::new();
+            }
+        }
+        answer
+    }
+
+    /// The stored fields that go with this answer: all but Age (restated by
+    /// the caller, §5.1) and what the answer's own fields replace.
+    pub fn stored_fields(&self) -> impl Iterator<Item = (&'e str, &'e [u8])> + '_ {
+        self.entry.headers.iter().filter_map(move |(name, value)| {
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            let dropped = is("age")
+                || (self.status == 304 && (is("content-type") || is("content-encoding")))
+                || (self.boundary.is_some() && is("content-type"));
+            (!dropped).then_some((name.as_str(), value.as_ref()))
+        })
+    }
+
+    /// Content-Range, or the multipart Content-Type.
+    pub fn own_fields(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        let range = self
+            .content_range
+            .as_ref()
+            .map(|r| ("Content-Range", r.clone()));
+        let multipart = self.boundary.as_ref().map(|b| {
+            (
+                "Content-Type",
+                format!("multipart/byteranges; boundary={b}"),
+            )
+        });
+        range.into_iter().chain(multipart)
+    }
+}
+
+/// Writes a stored response to the client: Age (§5.1), Cache-Status, and
+/// the [`StoredAnswer`] for this request.
 #[allow(clippy::too_many_arguments)]
 async fn serve_entry(
     cfg: &Config,
@@ -329,37 +408,8 @@ async fn serve_entry(
     let keep = req.body == crate::http1::body::BodyKind::None
         && req.conn.persistent(head.minor)
         && !crate::app::shutting_down();
-    let mut status = entry.status;
-    let mut body: Bytes = entry.body.clone();
-    let mut content_range = None;
-    let mut multipart_boundary = None;
-    if super::not_modified_for(head, entry) {
-        status = 304;
-        body = Bytes::new();
-    } else {
-        let len = entry.body.len() as u64;
-        match super::range::answer(head, entry, len) {
-            RangeAnswer::Whole => {}
-            RangeAnswer::Partial(ranges) if ranges.len() == 1 => {
-                let (a, b) = ranges[0];
-                status = 206;
-                content_range = Some(format!("bytes {a}-{b}/{len}"));
-                body = entry.body.slice(a as usize..=b as usize);
-            }
-            RangeAnswer::Partial(ranges) => {
-                status = 206;
-                let (parts, boundary) =
-                    super::range::multipart(&entry.body, &ranges, entry.header("content-type"));
-                body = parts;
-                multipart_boundary = Some(boundary);
-            }
-            RangeAnswer::Unsatisfiable => {
-                status = 416;
-                content_range = Some(format!("bytes */{len}"));
-                body = Bytes::new();
-            }
-        }
-    }
+    let answer = StoredAnswer::new(head, entry);
+    let (status, body) = (answer.status, &answer.body);
     let mut out = Vec::with_capacity(body.len() + 512);
     out.extend_from_slice(if head.minor == 0 {
         b"HTTP/1.0 "
@@ -370,27 +420,22 @@ async fn serve_entry(
     out.push(b' ');
     out.extend_from_slice(crate::error::reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &entry.headers {
-        let lower = name.to_ascii_lowercase();
-        if lower == "age"
-            || (status == 304 && (lower == "content-type" || lower == "content-encoding"))
-            || (multipart_boundary.is_some() && lower == "content-type")
-        {
-            continue;
-        }
+    for (name, value) in answer.stored_fields() {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("Age: {age}\r\nCache-Status: {cache_status}\r\n").as_bytes());
-    if let Some(range) = &content_range {
-        out.extend_from_slice(format!("Content-Range: {range}\r\n").as_bytes());
-    }
-    if let Some(boundary) = &multipart_boundary {
-        out.extend_from_slice(
-            format!("Content-Type: multipart/byteranges; boundary={boundary}\r\n").as_bytes(),
-        );
+    out.extend_from_slice(b"Age: ");
+    crate::http1::push_decimal(&mut out, age);
+    out.extend_from_slice(b"\r\nCache-Status: ");
+    out.extend_from_slice(cache_status.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in answer.own_fields() {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if let Some(via) = req.via {
         out.extend_from_slice(format!("Via: 1.1 {via}\r\n").as_bytes());
@@ -407,7 +452,7 @@ async fn serve_entry(
     }
     out.extend_from_slice(b"\r\n");
     if !head.is_method("HEAD") && status != 304 {
-        out.extend_from_slice(&body);
+        out.extend_from_slice(body);
     }
     ctx.status = status;
     ctx.result = if status == 304 {

@@ -11,6 +11,7 @@
 
 pub mod disk;
 pub mod flow;
+pub mod h2;
 pub mod policy;
 pub mod range;
 pub mod refresh;

@@ -120,7 +120,7 @@ pub async fn forward(
 
 /// Revalidates a response just served stale (RFC 5861 §3) on a connection
 /// of its own, as the client's GET would have gone.
-fn refresh_in_background(
+pub fn refresh_in_background(
     cfg: &Config,
     shared: &Shared,
     target: &HttpTarget,

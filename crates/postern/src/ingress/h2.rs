@@ -22,6 +22,7 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::app::Shared;
+use crate::cache::h2::Looked;
 use crate::config::{Config, Mode};
 use crate::context::RequestCtx;
 use crate::egress::Upstream;
@@ -287,6 +288,35 @@ async fn route(
                 first_byte: cfg.timeouts.first_byte,
                 cache: None,
             };
+            let miss = match &shared.cache {
+                None => None,
+                Some(cache) => {
+                    let name = cfg.http.via.as_deref().unwrap_or("postern");
+                    let url = format!("http://{}{}", target.host_field(), target.path);
+                    match crate::cache::h2::look(cache, name, url, &head).await? {
+                        Looked::Hit(response, refresh) => {
+                            ctx.result = "TCP_HIT";
+                            if let Some((stale, req_cc)) = refresh {
+                                crate::forward::http::refresh_in_background(
+                                    cfg,
+                                    shared,
+                                    &target,
+                                    &out,
+                                    peer.ip(),
+                                    stale,
+                                    req_cc,
+                                );
+                            }
+                            return Ok(client_response(response, &scrubber, out.via));
+                        }
+                        Looked::Miss(miss) => Some(miss),
+                    }
+                }
+            };
+            let respond = |response: Response<Incoming>, via: Option<&str>| match miss {
+                Some(miss) => client_response(miss.finish(&head, response), &scrubber, via),
+                None => client_response(response, &scrubber, via),
+            };
             let bytes = upstream_head(cfg, &out, &target, false, peer.ip());
             let via = out.via.map(str::to_string);
             let pinned = admission.pinned.as_deref();
@@ -303,9 +333,7 @@ async fn route(
                 ctx.upstream = Some(addr);
                 let request = build_request(&bytes, body.take().expect("body"), false, tls)?;
                 match dispatch.exchange(cfg, sender, (addr, tls), request).await {
-                    Ok(response) => {
-                        return Ok(client_response(response, &scrubber, via.as_deref()));
-                    }
+                    Ok(response) => return Ok(respond(response, via.as_deref())),
                     Err((Some(request), _)) => unsent = Some(request),
                     Err((None, e)) => return Err(e),
                 }
@@ -330,7 +358,7 @@ async fn route(
                 .exchange(cfg, sender, (addr, false), request)
                 .await
                 .map_err(|(_, e)| e)?;
-            Ok(client_response(response, &scrubber, via.as_deref()))
+            Ok(respond(response, via.as_deref()))
         }
     }
 }
@@ -383,6 +411,32 @@ async fn reverse(
         .get(&route.pool)
         .cloned()
         .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
+    let miss = match &shared.cache {
+        None => None,
+        Some(cache) => {
+            let name = cfg.http.via.as_deref().unwrap_or("postern");
+            let url = format!("http://{authority}{}", head.target());
+            match crate::cache::h2::look(cache, name, url, head).await? {
+                Looked::Hit(response, refresh) => {
+                    ctx.result = "TCP_HIT";
+                    if let Some((stale, req_cc)) = refresh {
+                        crate::reverse::refresh_stale(
+                            cfg,
+                            shared,
+                            (peer, Some(local)),
+                            head,
+                            (listener, route),
+                            &pool,
+                            stale,
+                            req_cc,
+                        );
+                    }
+                    return Ok(client_response(response, &route.rewrite, None));
+                }
+                Looked::Miss(miss) => Some(miss),
+            }
+        }
+    };
     let conn = connection_options(head);
     let body = request_body(head).map_err(|m| ProxyError::new(ErrorKind::BadRequest, m))?;
     let bytes = reverse_head(
@@ -500,7 +554,11 @@ async fn reverse(
             Ok(_) => pool.report_success(index),
             Err(_) => pool.report_failure(index),
         }
-        return Ok(client_response(response?, &route.rewrite, None));
+        let response = response?;
+        return Ok(match miss {
+            Some(miss) => client_response(miss.finish(head, response), &route.rewrite, None),
+            None => client_response(response, &route.rewrite, None),
+        });
     }
 }
 
@@ -722,11 +780,14 @@ async fn dispatch(
 
 /// The response for the HTTP/2 client: connection-specific fields removed
 /// (RFC 9113 §8.2.2), the route's or listener's response rules, Via.
-fn client_response(
-    response: Response<Incoming>,
+fn client_response<B>(
+    response: Response<B>,
     scrubber: &postern_policy::headers::Scrubber,
     via: Option<&str>,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
     let (mut parts, body) = response.into_parts();
     let named: Vec<String> = parts
         .headers

@@ -136,19 +136,16 @@ pub async fn serve(
     let mut pending = match before(cfg, client, cache, url, &probe, ctx).await? {
         Before::Served(done) => return Ok(done.client_keep_alive),
         Before::ServedStale(done, stale, req_cc) => {
-            if head.is_method("GET") {
-                refresh_in_background(
-                    cfg,
-                    shared,
-                    client,
-                    head,
-                    conn,
-                    (listener, route),
-                    &pool,
-                    stale,
-                    req_cc,
-                );
-            }
+            refresh_stale(
+                cfg,
+                shared,
+                (client.peer, client.stream.local_addr().ok()),
+                head,
+                (listener, route),
+                &pool,
+                stale,
+                req_cc,
+            );
             return Ok(done.client_keep_alive);
         }
         Before::Origin(p) => p,
@@ -218,14 +215,14 @@ pub async fn admit<'c>(
 }
 
 /// Revalidates a response just served stale (RFC 5861 §3) with a server of
-/// the route's pool, on a connection of its own.
+/// the route's pool, on a connection of its own; for GET requests from
+/// HTTP/1 and HTTP/2 clients.
 #[allow(clippy::too_many_arguments)]
-fn refresh_in_background(
+pub fn refresh_stale(
     cfg: &Config,
     shared: &Shared,
-    client: &Client,
+    ends: (std::net::SocketAddr, Option<std::net::SocketAddr>),
     head: &RequestHead,
-    conn: &ConnectionOptions<'_>,
     (listener, route): (&ListenerConfig, &RouteSpec),
     pool: &Arc<Pool>,
     stale: Arc<crate::cache::store::Entry>,
@@ -234,7 +231,11 @@ fn refresh_in_background(
     let Some(cache) = &shared.cache else {
         return;
     };
-    let ip = canonical(client.peer.ip()).to_string();
+    if !head.is_method("GET") {
+        return;
+    }
+    let peer = ends.0;
+    let ip = canonical(peer.ip()).to_string();
     let input = PickInput {
         hash_key: ip.as_bytes(),
         sticky: None,
@@ -242,15 +243,16 @@ fn refresh_in_background(
     let Pick::Server(index) = pool.pick(&input, &[]) else {
         return;
     };
-    let tls = matches!(client.stream, ClientStream::Tls(_));
+    // The listener's TLS says which scheme the client used.
+    let tls = listener.tls.is_some();
     let upstream = reverse_head(
         head,
         BodyKind::None,
-        conn,
+        &crate::http1::fields::connection_options(head),
         false,
         listener,
         route,
-        (client.peer.ip(), tls),
+        (peer.ip(), tls),
         &host_of(head, &pool.servers[index].spec.addr),
     );
     let refresh = crate::cache::refresh::Refresh {
@@ -265,7 +267,6 @@ fn refresh_in_background(
     };
     let (connector, pool) = (shared.connector.clone(), pool.clone());
     let timeout = cfg.timeouts.connect;
-    let ends = (client.peer, client.stream.local_addr().ok());
     refresh.spawn(Box::pin(async move {
         let _inflight = pool.start(index);
         let (upstream, _) = open(&connector, timeout, &pool, index, None, ends).await?;

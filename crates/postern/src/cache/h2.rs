@@ -1,0 +1,309 @@
+//! The cache for requests from HTTP/2 clients (served by hyper): the same
+//! store, keys and rules as the HTTP/1 path, with answers built as hyper
+//! responses and misses stored while their body streams to the client.
+//!
+//! Differences from the HTTP/1 path, kept small on purpose: a stale
+//! response that needs validation is fetched again in full (no validators
+//! are added), and concurrent misses are not collapsed.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use super::flow::{StoredAnswer, request_directives};
+use super::policy::{Directives, Use};
+use super::store::Entry;
+use super::{Cache, Storing};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http1::RequestHead;
+use crate::http1::fields::connection_options;
+use crate::http1::head::{Fields, HeadLimits, ResponseHead, parse_response};
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+pub enum Looked {
+    /// Answered from storage; when served stale within
+    /// `stale-while-revalidate`, the entry to revalidate in the background.
+    Hit(Response<BoxBody>, Option<(Arc<Entry>, Directives)>),
+    Miss(Miss),
+}
+
+/// A request that goes to the origin with the cache's interest in it.
+pub struct Miss {
+    cache: Arc<Cache>,
+    url: String,
+    req_cc: Directives,
+    request_time: i64,
+    /// RFC 9211 `fwd` reason.
+    note: &'static str,
+    name: String,
+}
+
+/// Looks `url` up for `head`, as the HTTP/1 path does (RFC 9111 §4).
+pub async fn look(
+    cache: &Arc<Cache>,
+    name: &str,
+    url: String,
+    head: &RequestHead,
+) -> Result<Looked, ProxyError> {
+    let req_cc = request_directives(head);
+    let miss = |note: &'static str, req_cc: Directives| Miss {
+        cache: cache.clone(),
+        url: url.clone(),
+        req_cc,
+        request_time: super::now(),
+        note,
+        name: name.to_string(),
+    };
+    if !head.is_method("GET") && !head.is_method("HEAD") {
+        let safe = head.is_method("OPTIONS") || head.is_method("TRACE");
+        return Ok(Looked::Miss(miss(
+            if safe { "bypass" } else { "method" },
+            req_cc,
+        )));
+    }
+    let mut found = cache.lookup(&url, head, &req_cc);
+    if found.is_none() && cache.lookup_disk(&url, head).await.is_some() {
+        found = cache.lookup(&url, head, &req_cc);
+    }
+    let stats = &cache.store.stats;
+    let count = |c: &std::sync::atomic::AtomicU64| {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    match found {
+        Some(f) if f.usable != Use::Validate => {
+            count(&stats.hits);
+            let ttl = f.entry.lifetime as i64 - f.age as i64;
+            let status = format!("{name}; hit; ttl={ttl}");
+            let response = stored_response(cache, head, &f.entry, f.age, &status);
+            let refresh = (f.usable == Use::StaleWhileRevalidate).then_some((f.entry, req_cc));
+            Ok(Looked::Hit(response, refresh))
+        }
+        Some(_) => {
+            count(&stats.revalidations);
+            Ok(Looked::Miss(miss("stale", req_cc)))
+        }
+        None if req_cc.only_if_cached => Err(ProxyError::new(
+            ErrorKind::NotCached,
+            "only-if-cached, and nothing usable is stored",
+        )),
+        None => {
+            count(&stats.misses);
+            let note = if req_cc.no_cache {
+                "request"
+            } else {
+                "uri-miss"
+            };
+            Ok(Looked::Miss(miss(note, req_cc)))
+        }
+    }
+}
+
+/// A stored response as an HTTP/2 answer.
+fn stored_response(
+    cache: &Cache,
+    head: &RequestHead,
+    entry: &Entry,
+    age: u64,
+    cache_status: &str,
+) -> Response<BoxBody> {
+    let answer = StoredAnswer::new(head, entry);
+    let mut response = Response::new(if head.is_method("HEAD") {
+        empty()
+    } else {
+        cache.store.stats.bytes_served.fetch_add(
+            answer.body.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Full::new(answer.body.clone())
+            .map_err(|never| match never {})
+            .boxed()
+    });
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let h = response.headers_mut();
+    for (name, value) in answer.stored_fields() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            h.append(n, v);
+        }
+    }
+    for (name, value) in answer.own_fields() {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    h.insert("age", age.into());
+    if let Ok(v) = HeaderValue::from_str(cache_status) {
+        h.insert("cache-status", v);
+    }
+    if answer.status != 304 && answer.status != 204 {
+        h.insert("content-length", answer.body.len().into());
+    }
+    response
+}
+
+fn empty() -> BoxBody {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+impl Miss {
+    /// What the origin answered, as the client gets it: with `Cache-Status`,
+    /// and stored as it streams when it may be (§3); a successful unsafe
+    /// request invalidates (§4.4).
+    pub fn finish(self, head: &RequestHead, response: Response<Incoming>) -> Response<BoxBody> {
+        let (mut parts, body) = response.into_parts();
+        let mut cache_status = format!("{}; fwd={}", self.name, self.note);
+        let view = response_head(parts.status.as_u16(), &parts.headers);
+        let status = parts.status.as_u16();
+        let mut body: BoxBody = body.boxed();
+        if let Some(view) = view {
+            if self.note == "method" && (200..400).contains(&status) {
+                self.cache.invalidate(&self.url, &view);
+            } else if head.is_method("GET")
+                && let Some(storing) =
+                    Storing::decide(&self.url, head, &self.req_cc, &view, self.request_time)
+                && let Some(expect) = verifiable_length(&view, parts.version)
+            {
+                cache_status.push_str("; stored");
+                body = Tee {
+                    inner: body,
+                    keep: Some(Keep {
+                        cache: self.cache.clone(),
+                        storing,
+                        head: view,
+                        data: Vec::new(),
+                        limit: self.cache.tap_limit(),
+                        expect,
+                    }),
+                }
+                .boxed();
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&cache_status) {
+            parts.headers.insert("cache-status", v);
+        }
+        Response::from_parts(parts, body)
+    }
+}
+
+/// Whether the end of the body can be told from a cut: `Some(Some(n))` for
+/// Content-Length `n`, `Some(None)` for chunked or HTTP/2 framing, `None`
+/// for a body delimited by the connection closing (never stored).
+fn verifiable_length(head: &ResponseHead, version: hyper::Version) -> Option<Option<u64>> {
+    if let Some(n) = head
+        .first("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+    {
+        return Some(Some(n));
+    }
+    let chunked = head.values("transfer-encoding").any(|v| {
+        String::from_utf8_lossy(v)
+            .to_ascii_lowercase()
+            .contains("chunked")
+    });
+    (chunked || version == hyper::Version::HTTP_2).then_some(None)
+}
+
+/// The response's head in the form the cache's rules read.
+fn response_head(status: u16, headers: &hyper::HeaderMap) -> Option<ResponseHead> {
+    let mut text = format!("HTTP/1.1 {status} X\r\n").into_bytes();
+    for (name, value) in headers {
+        text.extend_from_slice(name.as_str().as_bytes());
+        text.extend_from_slice(b": ");
+        text.extend_from_slice(value.as_bytes());
+        text.extend_from_slice(b"\r\n");
+    }
+    text.extend_from_slice(b"\r\n");
+    let limits = HeadLimits {
+        max_line: text.len(),
+        max_size: text.len(),
+        max_fields: headers.len() + 1,
+    };
+    let (n, parts) = parse_response(&text, limits).ok()??;
+    Some(ResponseHead::new(Bytes::from(text).slice(..n), parts))
+}
+
+/// A response body passed to the client while a copy is kept for the cache;
+/// the copy is stored only when the body ended whole.
+struct Tee {
+    inner: BoxBody,
+    keep: Option<Keep>,
+}
+
+struct Keep {
+    cache: Arc<Cache>,
+    storing: Storing,
+    head: ResponseHead,
+    data: Vec<u8>,
+    limit: usize,
+    expect: Option<u64>,
+}
+
+impl Keep {
+    fn store(self) {
+        if self.expect.is_some_and(|n| n != self.data.len() as u64) {
+            return;
+        }
+        let conn = connection_options(&self.head);
+        let entry = self.storing.entry(&self.head, &conn, self.data);
+        self.cache.keep(entry);
+    }
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref()
+                    && let Some(keep) = &mut this.keep
+                {
+                    if keep.data.len() + data.len() > keep.limit {
+                        this.keep = None;
+                    } else {
+                        keep.data.extend_from_slice(data);
+                    }
+                }
+                // hyper may stop polling once the body says it has ended.
+                if this.inner.is_end_stream()
+                    && let Some(keep) = this.keep.take()
+                {
+                    keep.store();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.keep = None,
+            Poll::Ready(None) => {
+                if let Some(keep) = this.keep.take() {
+                    keep.store();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
