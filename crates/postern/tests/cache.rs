@@ -338,6 +338,30 @@ async fn stale_if_error_covers_an_origin_that_went_away() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_listeners_revalidate_with_the_stored_validators() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let url = format!(
+        "http://{}/etag/v1?h=cache-control:max-age=0",
+        proxy.addr()
+    );
+    assert_eq!(curl_fetch_async(&[&url]).await.body, b"tag v1");
+    let second = curl_fetch_async(&[&url]).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, b"tag v1");
+    let cs = second.header("cache-status").unwrap();
+    assert!(cs.contains("fwd=stale") && cs.contains("fwd-status=304"), "{cs}");
+    let seen = origin.last_request().unwrap();
+    assert_eq!(seen.header("if-none-match"), Some("\"v1\""));
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reverse_listeners_cache_and_purge() {
     let origin = Origin::start().await;
     let proxy = start(&format!(

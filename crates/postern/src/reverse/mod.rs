@@ -166,7 +166,7 @@ pub async fn serve(
         &pool,
         &admission,
         &mut ticket,
-        stale_cover,
+        (stale_cover, &pending.extra),
         ctx,
     ))
     .await;
@@ -323,13 +323,25 @@ pub async fn dispatch(
     ctx: &mut RequestCtx,
 ) -> Result<FromOrigin, ProxyError> {
     dispatch_covered(
-        cfg, shared, client, head, body, conn, via, pool, admission, ticket, false, ctx,
+        cfg,
+        shared,
+        client,
+        head,
+        body,
+        conn,
+        via,
+        pool,
+        admission,
+        ticket,
+        (false, &[]),
+        ctx,
     )
     .await
 }
 
 /// `dispatch`, where a stale stored response may cover a last 502/503/504
-/// (`stale_cover`): it is then withheld for the cache instead of relayed.
+/// (`stale_cover`): it is then withheld for the cache instead of relayed;
+/// `validators` are the cache's conditional fields (RFC 9111 §4.3.1).
 #[allow(clippy::too_many_arguments)]
 pub async fn dispatch_covered(
     cfg: &Config,
@@ -342,7 +354,7 @@ pub async fn dispatch_covered(
     pool: &Arc<Pool>,
     admission: &Admission<'_>,
     ticket: &mut Option<crate::cache::Ticket>,
-    stale_cover: bool,
+    (stale_cover, validators): (bool, &[u8]),
     ctx: &mut RequestCtx,
 ) -> Result<FromOrigin, ProxyError> {
     let spec = &pool.spec;
@@ -489,6 +501,12 @@ pub async fn dispatch_covered(
                 }
             }
         };
+        let mut head_bytes = head_bytes;
+        if !validators.is_empty() {
+            // Before the blank line that ends the head.
+            let end = head_bytes.len() - 2;
+            head_bytes.splice(end..end, validators.iter().copied());
+        }
         let result = exchange(cfg, client, &mut upstream, head_bytes, &out, upgrade, ctx).await;
         // The ticket goes back for the next attempt or the caller.
         *ticket = out.cache.take();
