@@ -346,19 +346,79 @@ async fn reverse_listeners_revalidate_with_the_stored_validators() {
          [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
         origin.addr()
     ));
-    let url = format!(
-        "http://{}/etag/v1?h=cache-control:max-age=0",
-        proxy.addr()
-    );
+    let url = format!("http://{}/etag/v1?h=cache-control:max-age=0", proxy.addr());
     assert_eq!(curl_fetch_async(&[&url]).await.body, b"tag v1");
     let second = curl_fetch_async(&[&url]).await;
     assert_eq!(second.status, 200);
     assert_eq!(second.body, b"tag v1");
     let cs = second.header("cache-status").unwrap();
-    assert!(cs.contains("fwd=stale") && cs.contains("fwd-status=304"), "{cs}");
+    assert!(
+        cs.contains("fwd=stale") && cs.contains("fwd-status=304"),
+        "{cs}"
+    );
     let seen = origin.last_request().unwrap();
     assert_eq!(seen.header("if-none-match"), Some("\"v1\""));
     assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_error_reaches_the_client_when_nothing_may_cover_it() {
+    let origin = Origin::start().await;
+    // One server and the default retries: no other server could answer.
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let url = format!("http://{}/status/503?h=x-from:origin", proxy.addr());
+    let f = curl_fetch_async(&[&url]).await;
+    assert_eq!(f.status, 503);
+    assert_eq!(f.header("x-from").as_deref(), Some("origin"));
+    assert_eq!(f.body, b"status 503");
+    // A stale stored response without stale-if-error does not hide the
+    // origin's answer either (RFC 5861 §4 is what allows serving stale).
+    let flaky = flaky_origin().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{flaky}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n"
+    ));
+    let url = format!("http://{}/page", proxy.addr());
+    assert_eq!(curl_fetch_async(&[&url]).await.status, 200);
+    let f = curl_fetch_async(&[&url]).await;
+    assert_eq!(f.status, 503);
+    assert_eq!(f.body, b"busy");
+    assert!(f.header("proxy-status").is_none(), "the origin's own 503");
+}
+
+/// An origin whose first answer is a stale-at-once 200 and every later one
+/// a 503.
+async fn flaky_origin() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut served = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            served += 1;
+            let reply: &[u8] = if served == 1 {
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=0\r\nETag: \"a\"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            } else {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
+            };
+            let _ = s.write_all(reply).await;
+        }
+    });
+    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

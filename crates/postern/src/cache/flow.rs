@@ -57,6 +57,28 @@ pub enum Before {
     Origin(Box<Pending>),
 }
 
+impl Pending {
+    /// Whether a stale response may stand in for an origin error now
+    /// (RFC 5861 §4): only then is a 502/503/504 held back from the client.
+    pub fn stale_may_cover(&self) -> bool {
+        self.stale.as_ref().is_some_and(|found| {
+            let age = super::policy::current_age(
+                found.entry.age_value,
+                found.entry.date,
+                found.entry.request_time,
+                found.entry.response_time,
+                super::now(),
+            );
+            super::policy::stale_if_error(
+                &self.ticket.req_cc,
+                &found.entry.cc,
+                age,
+                found.entry.lifetime,
+            )
+        })
+    }
+}
+
 /// A request going to the origin on the cache's behalf.
 pub struct Pending {
     pub ticket: Ticket,

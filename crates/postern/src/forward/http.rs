@@ -98,7 +98,7 @@ pub async fn forward(
             Before::Origin(p) => p,
         };
         // An origin error may be covered by a stale response (RFC 5861 §4).
-        req.retry_statuses |= pending.stale.is_some() && req.body == BodyKind::None;
+        req.retry_statuses |= pending.stale_may_cover() && req.body == BodyKind::None;
         req.cache = Some(std::mem::replace(
             &mut pending.ticket,
             crate::cache::Ticket::placeholder(cache),

@@ -150,7 +150,7 @@ pub async fn serve(
         }
         Before::Origin(p) => p,
     };
-    let stale_cover = pending.stale.is_some() && body == BodyKind::None;
+    let stale_cover = pending.stale_may_cover() && body == BodyKind::None;
     let mut ticket = Some(std::mem::replace(
         &mut pending.ticket,
         crate::cache::flow::Ticket::placeholder(cache),
@@ -473,7 +473,10 @@ pub async fn dispatch_covered(
             via: resp_via,
             set_cookie,
             // A parent's own 502/503/504 says the parent failed: try another.
-            retry_statuses: (may_retry && replayable) || stale_cover,
+            // Only when another server could answer: with none left, the
+            // server's own 502/503/504 is the answer the client gets.
+            retry_statuses: (may_retry && replayable && pool.has_other_usable(index, &tried))
+                || stale_cover,
             first_byte: spec.per_try_timeout.unwrap_or(cfg.timeouts.first_byte),
             cache: ticket.take(),
         };

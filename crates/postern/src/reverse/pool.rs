@@ -300,6 +300,15 @@ impl Pool {
         Pick::Server(chosen)
     }
 
+    /// Whether a server other than `current` and those in `tried` may take
+    /// a request now (a retry has somewhere to go).
+    pub fn has_other_usable(&self, current: usize, tried: &[usize]) -> bool {
+        self.servers
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i != current && !tried.contains(&i) && s.usable(false))
+    }
+
     fn has_room(&self, i: usize) -> bool {
         let max = self.spec.max_connections;
         max == 0 || self.servers[i].inflight.load(Ordering::Relaxed) < max
