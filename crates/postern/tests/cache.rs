@@ -62,6 +62,10 @@ async fn what_must_not_be_stored_is_not() {
         origin.url("/bytes/11?h=cache-control:private,max-age=60"),
         origin.url("/bytes/12?h=vary:*&h=cache-control:max-age=60"),
         origin.url("/status/302"),
+        // Errors a request provokes, even when marked fresh (cache-poisoned
+        // denial of service: one bad request must not deny the URL).
+        origin.url("/status/400?h=cache-control:max-age=60"),
+        origin.url("/status/431?h=cache-control:max-age=60"),
     ]
     .iter()
     .enumerate()
@@ -78,12 +82,19 @@ async fn what_must_not_be_stored_is_not() {
     let url = origin.url("/bytes/13?h=cache-control:max-age=60");
     get(&proxy, &url, &["-H", "Authorization: Basic eDp5"]).await;
     get(&proxy, &url, &["-H", "Authorization: Basic eDp5"]).await;
-    assert_eq!(origin.requests(), 10);
+    assert_eq!(origin.requests(), 14);
     // Request no-store: neither served from nor stored.
     let url = origin.url("/bytes/14?h=cache-control:max-age=60");
     get(&proxy, &url, &["-H", "Cache-Control: no-store"]).await;
     get(&proxy, &url, &[]).await;
-    assert_eq!(origin.requests(), 12);
+    assert_eq!(origin.requests(), 16);
+    // Any other final status the origin marks fresh is stored (RFC 9111 §3).
+    let url = origin.url("/status/503?h=cache-control:max-age=60");
+    assert_eq!(get(&proxy, &url, &[]).await.status, 503);
+    let again = get(&proxy, &url, &[]).await;
+    assert_eq!(again.status, 503);
+    assert!(again.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(origin.requests(), 17);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

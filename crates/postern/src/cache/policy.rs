@@ -108,6 +108,12 @@ pub fn understood(status: u16) -> bool {
     )
 }
 
+/// 400 Bad Request, 413 Content Too Large, 431 Request Header Fields Too
+/// Large: answers to something in the request, not to the URL.
+pub fn provoked_by_request(status: u16) -> bool {
+    matches!(status, 400 | 413 | 431)
+}
+
 /// RFC 9110 §15.1: statuses cacheable by default, so heuristic freshness applies.
 pub fn heuristically_cacheable(status: u16) -> bool {
     matches!(
@@ -150,8 +156,15 @@ pub fn storable(
     if has_authorization && !(r.cc.public || r.cc.s_maxage.is_some() || r.cc.must_revalidate) {
         return false;
     }
-    // Partial content and unknown statuses are not stored by this cache.
-    if r.status == 206 || !understood(r.status) {
+    // §3: only final responses; 206 and 304 only by a cache that handles
+    // them, which this one does not store.
+    if r.status < 200 || r.status == 206 || r.status == 304 {
+        return false;
+    }
+    // Errors a request can provoke are never stored, whatever their
+    // freshness: one oversized or malformed request must not deny a URL to
+    // everyone (cache-poisoned denial of service).
+    if provoked_by_request(r.status) {
         return false;
     }
     r.has_expires
@@ -335,6 +348,27 @@ mod tests {
             has_expires: false,
             vary_star: false,
         }
+    }
+
+    #[test]
+    fn any_final_status_with_explicit_freshness_is_stored_but_request_errors() {
+        let none = Directives::default();
+        let max_age = cc("max-age=60");
+        for status in [299, 404, 499, 500, 502, 503, 504, 599] {
+            assert!(
+                storable("GET", &none, false, &resp(status, &max_age)),
+                "{status}"
+            );
+        }
+        for status in [100, 206, 304, 400, 413, 431] {
+            assert!(
+                !storable("GET", &none, false, &resp(status, &max_age)),
+                "{status}"
+            );
+        }
+        // Without explicit freshness only heuristically cacheable statuses.
+        assert!(storable("GET", &none, false, &resp(404, &none)));
+        assert!(!storable("GET", &none, false, &resp(500, &none)));
     }
 
     #[test]
