@@ -433,6 +433,53 @@ async fn flaky_origin() -> std::net::SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_steers_reverse_listeners_only() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [egress]\nallow_private_destinations = true\nhttp_ports = [{}]\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr().port(),
+        origin.addr()
+    ));
+    let web = proxy.addr_of("web");
+    let forward = format!("http://{}", proxy.addr_of("proxy"));
+    let twice = |url: String, via_forward: bool| {
+        let forward = forward.clone();
+        async move {
+            let mut hits = 0;
+            for _ in 0..2 {
+                let f = if via_forward {
+                    curl_fetch_async(&["-x", &forward, &url]).await
+                } else {
+                    curl_fetch_async(&[&url]).await
+                };
+                assert_eq!(f.status, 200, "{url}");
+                hits += usize::from(f.header("cache-status").unwrap().contains("hit"));
+            }
+            hits
+        }
+    };
+    // RFC 9213: a CDN obeys CDN-Cache-Control instead of Cache-Control…
+    let cdn_only = "/bytes/10?h=cache-control:no-store&h=cdn-cache-control:max-age=60";
+    assert_eq!(twice(format!("http://{web}{cdn_only}"), false).await, 1);
+    let cdn_forbids = "/bytes/11?h=cache-control:max-age=60&h=cdn-cache-control:no-store";
+    assert_eq!(twice(format!("http://{web}{cdn_forbids}"), false).await, 0);
+    // …an invalid one is ignored…
+    let invalid = "/bytes/12?h=cache-control:max-age=60&h=cdn-cache-control:Max-Age%20=%200";
+    assert_eq!(twice(format!("http://{web}{invalid}"), false).await, 1);
+    // …and a forward proxy is not a CDN.
+    let host = origin.addr();
+    assert_eq!(twice(format!("http://{host}{cdn_only}&f=1"), true).await, 0);
+    assert_eq!(
+        twice(format!("http://{host}{cdn_forbids}&f=1"), true).await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reverse_listeners_cache_and_purge() {
     let origin = Origin::start().await;
     let proxy = start(&format!(

@@ -448,6 +448,7 @@ mod tests {
             date: None,
             age_value: 0,
             lifetime: 60,
+            targeted: false,
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Ticket {
     /// The cache's name in `Cache-Status`.
     pub name: String,
     pub max_object_size: usize,
+    /// A reverse listener's request: `CDN-Cache-Control` applies (RFC 9213).
+    pub targeted: bool,
 }
 
 impl Ticket {
@@ -45,6 +47,7 @@ impl Ticket {
             note: "",
             name: String::new(),
             max_object_size: 0,
+            targeted: false,
         }
     }
 }
@@ -129,6 +132,10 @@ pub async fn before(
     let head = req.head;
     let name = cfg.http.via.clone().unwrap_or_else(|| "postern".into());
     let req_cc = request_directives(head);
+    let targeted = cfg
+        .listeners
+        .iter()
+        .any(|l| *l.name == *ctx.listener && l.mode == crate::config::Mode::Reverse);
     let ticket = |note: &'static str, validating: bool, req_cc: Directives| Ticket {
         cache: cache.clone(),
         url: url.clone(),
@@ -138,6 +145,7 @@ pub async fn before(
         note,
         name: name.clone(),
         max_object_size: cache.tap_limit(),
+        targeted,
     };
     let cacheable_method = head.is_method("GET") || head.is_method("HEAD");
     if !cacheable_method {
@@ -154,7 +162,7 @@ pub async fn before(
     let mut leader = None;
     for attempt in 0..2 {
         let mut found = cache.lookup(&url, head, &req_cc);
-        if found.is_none() && cache.lookup_disk(&url, head).await.is_some() {
+        if found.is_none() && cache.lookup_disk(&url, head, targeted).await.is_some() {
             found = cache.lookup(&url, head, &req_cc);
         }
         if let Some(found) = found {
@@ -331,6 +339,7 @@ fn clone_entry(e: &Entry) -> Entry {
         date: e.date,
         age_value: e.age_value,
         lifetime: e.lifetime,
+        targeted: e.targeted,
     }
 }
 

@@ -43,12 +43,14 @@ pub struct Miss {
     /// RFC 9211 `fwd` reason.
     note: &'static str,
     name: String,
+    targeted: bool,
 }
 
-/// Looks `url` up for `head`, as the HTTP/1 path does (RFC 9111 §4).
+/// Looks `url` up for `head`, as the HTTP/1 path does (RFC 9111 §4);
+/// `targeted` for reverse listeners (RFC 9213).
 pub async fn look(
     cache: &Arc<Cache>,
-    name: &str,
+    (name, targeted): (&str, bool),
     url: String,
     head: &RequestHead,
 ) -> Result<Looked, ProxyError> {
@@ -60,6 +62,7 @@ pub async fn look(
         request_time: super::now(),
         note,
         name: name.to_string(),
+        targeted,
     };
     if !head.is_method("GET") && !head.is_method("HEAD") {
         let safe = head.is_method("OPTIONS") || head.is_method("TRACE");
@@ -69,7 +72,7 @@ pub async fn look(
         )));
     }
     let mut found = cache.lookup(&url, head, &req_cc);
-    if found.is_none() && cache.lookup_disk(&url, head).await.is_some() {
+    if found.is_none() && cache.lookup_disk(&url, head, targeted).await.is_some() {
         found = cache.lookup(&url, head, &req_cc);
     }
     let stats = &cache.store.stats;
@@ -170,8 +173,13 @@ impl Miss {
             if self.note == "method" && (200..400).contains(&status) {
                 self.cache.invalidate(&self.url, &view);
             } else if head.is_method("GET")
-                && let Some(storing) =
-                    Storing::decide(&self.url, head, &self.req_cc, &view, self.request_time)
+                && let Some(storing) = Storing::decide(
+                    &self.url,
+                    head,
+                    &self.req_cc,
+                    &view,
+                    (self.request_time, self.targeted),
+                )
                 && let Some(expect) = verifiable_length(&view, parts.version)
             {
                 cache_status.push_str("; stored");

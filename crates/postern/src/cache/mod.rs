@@ -137,7 +137,8 @@ impl Cache {
     }
 
     /// A response from the disk tier, verified, promoted to memory.
-    pub async fn lookup_disk(&self, url: &str, head: &RequestHead) -> Option<()> {
+    /// `targeted`: the request came to a reverse listener (RFC 9213).
+    pub async fn lookup_disk(&self, url: &str, head: &RequestHead, targeted: bool) -> Option<()> {
         let disk = self.disk.as_ref()?;
         let (path, _) = disk.candidates(url).into_iter().rev().find(|(_, vary)| {
             vary.iter()
@@ -152,6 +153,7 @@ impl Cache {
                 url: meta.url,
                 request_time: meta.request_time,
                 vary: meta.vary,
+                targeted,
             },
             meta.status,
             meta.headers,
@@ -229,6 +231,19 @@ impl Cache {
     }
 }
 
+/// The Age field's value (RFC 9111 §5.1): a delta-seconds. A list or
+/// parameters sent by mistake keep their first number; anything that is
+/// not one (negative, fractional, text) counts as no Age at all.
+fn age_field(value: &str) -> u64 {
+    let first = value.split(',').next().unwrap_or("");
+    let number = first.split(';').next().unwrap_or("").trim();
+    if number.is_empty() || !number.bytes().all(|c| c.is_ascii_digit()) {
+        return 0;
+    }
+    // §1.2.2: a delta-seconds too large to hold is 2^31.
+    number.parse().unwrap_or(1 << 31)
+}
+
 fn e_age(e: &Entry) -> u64 {
     e.age_value
 }
@@ -249,6 +264,22 @@ pub struct Storing {
     pub url: String,
     pub request_time: i64,
     pub vary: Vec<(String, Option<String>)>,
+    /// `CDN-Cache-Control` applies (reverse listeners, RFC 9213).
+    pub targeted: bool,
+}
+
+/// Response directives the cache obeys: on reverse listeners a valid
+/// `CDN-Cache-Control` replaces Cache-Control (RFC 9213 §2.1); a forward
+/// proxy is not a CDN and ignores it.
+pub fn response_directives<'a, F, I>(targeted: bool, values: F) -> Directives
+where
+    F: Fn(&'static str) -> I,
+    I: Iterator<Item = &'a [u8]>,
+{
+    targeted
+        .then(|| Directives::parse_targeted(values("cdn-cache-control")))
+        .flatten()
+        .unwrap_or_else(|| Directives::parse(values("cache-control")))
 }
 
 impl Storing {
@@ -258,9 +289,9 @@ impl Storing {
         head: &RequestHead,
         req_cc: &Directives,
         response: &ResponseHead,
-        request_time: i64,
+        (request_time, targeted): (i64, bool),
     ) -> Option<Storing> {
-        let cc = Directives::parse(response.values("cache-control"));
+        let cc = response_directives(targeted, |n| response.values(n));
         let names = policy::vary_names(response.values("vary"));
         let r = policy::Response {
             status: response.status,
@@ -282,6 +313,7 @@ impl Storing {
             url: url.to_string(),
             request_time,
             vary,
+            targeted,
         })
     }
 
@@ -324,16 +356,16 @@ fn build_entry(
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     };
-    let cc = Directives::parse(
+    let cc = response_directives(s.targeted, |name| {
         headers
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
-            .map(|(_, v)| v.as_ref()),
-    );
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    });
     let date = get("date").and_then(|d| parse_http_date(&d));
     let expires = get("expires").map(|e| parse_http_date(&e));
     let last_modified = get("last-modified").and_then(|d| parse_http_date(&d));
-    let age_value = get("age").and_then(|a| a.trim().parse().ok()).unwrap_or(0);
+    let age_value = get("age").map_or(0, |a| age_field(&a));
     let lifetime =
         policy::freshness_lifetime(&cc, status, date, expires, last_modified, response_time);
     Entry {
@@ -348,6 +380,7 @@ fn build_entry(
         date,
         age_value,
         lifetime,
+        targeted: s.targeted,
     }
 }
 
@@ -387,6 +420,7 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
             url: old.url.clone(),
             request_time,
             vary: old.vary.clone(),
+            targeted: old.targeted,
         },
         old.status,
         headers,
@@ -472,4 +506,26 @@ pub fn purge(
         body.len()
     )
     .into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_values() {
+        for (text, age) in [
+            ("7200", 7200),
+            (" 7200 ", 7200),
+            ("7200, 0", 7200),
+            ("7200;foo=bar", 7200),
+            ("-7200", 0),
+            ("7200.0", 0),
+            ("abc", 0),
+            ("", 0),
+            ("99999999999999999999", 1 << 31),
+        ] {
+            assert_eq!(age_field(text), age, "{text:?}");
+        }
+    }
 }

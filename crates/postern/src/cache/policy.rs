@@ -73,6 +73,249 @@ impl Directives {
     }
 }
 
+impl Directives {
+    /// The directives of a targeted field such as `CDN-Cache-Control`
+    /// (RFC 9213), a Structured Fields dictionary (RFC 8941 §3.2). `None`
+    /// when it is absent or does not parse: the field is then ignored and
+    /// Cache-Control applies. A directive whose value has the wrong type is
+    /// ignored on its own.
+    pub fn parse_targeted<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Directives> {
+        let mut text = String::new();
+        for v in values {
+            if !text.is_empty() {
+                text.push_str(", ");
+            }
+            text.push_str(std::str::from_utf8(v).ok()?);
+        }
+        if text.is_empty() {
+            return None;
+        }
+        let members = sf_dictionary(&text)?;
+        let mut d = Directives::default();
+        for (key, value) in members {
+            let flag = !matches!(value, SfValue::Bool(false));
+            let secs = match value {
+                SfValue::Int(n) if n >= 0 => Some((n as u64).min(1 << 31)),
+                _ => None,
+            };
+            match key {
+                "no-store" => d.no_store |= flag,
+                "no-cache" => d.no_cache |= flag,
+                "private" => d.private |= flag,
+                "public" => d.public |= flag,
+                "must-revalidate" => d.must_revalidate |= flag,
+                "proxy-revalidate" => d.proxy_revalidate |= flag,
+                "must-understand" => d.must_understand |= flag,
+                "max-age" => d.max_age = secs.or(d.max_age),
+                "s-maxage" => d.s_maxage = secs.or(d.s_maxage),
+                "stale-while-revalidate" => {
+                    d.stale_while_revalidate = secs.or(d.stale_while_revalidate)
+                }
+                "stale-if-error" => d.stale_if_error = secs.or(d.stale_if_error),
+                _ => {}
+            }
+        }
+        Some(d)
+    }
+}
+
+/// A dictionary member's value, as far as directives care.
+enum SfValue {
+    Bool(bool),
+    Int(i64),
+    Other,
+}
+
+/// RFC 8941 §4.2.2: a dictionary; the last of a repeated key wins.
+fn sf_dictionary(text: &str) -> Option<Vec<(&str, SfValue)>> {
+    let mut p = SfParser {
+        s: text.trim_matches(' ').as_bytes(),
+        i: 0,
+        text: text.trim_matches(' '),
+    };
+    let mut out: Vec<(&str, SfValue)> = Vec::new();
+    loop {
+        let key = p.key()?;
+        let value = if p.eat(b'=') {
+            if p.peek() == Some(b'(') {
+                p.inner_list()?;
+                SfValue::Other
+            } else {
+                p.bare_item()?
+            }
+        } else {
+            SfValue::Bool(true)
+        };
+        p.parameters()?;
+        out.retain(|(k, _)| *k != key);
+        out.push((key, value));
+        p.ows();
+        if p.done() {
+            return Some(out);
+        }
+        if !p.eat(b',') {
+            return None;
+        }
+        p.ows();
+        if p.done() {
+            // A trailing comma is an error.
+            return None;
+        }
+    }
+}
+
+struct SfParser<'a> {
+    s: &'a [u8],
+    i: usize,
+    text: &'a str,
+}
+
+impl<'a> SfParser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn done(&self) -> bool {
+        self.i >= self.s.len()
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        let hit = self.peek() == Some(c);
+        self.i += usize::from(hit);
+        hit
+    }
+
+    fn ows(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.i += 1;
+        }
+    }
+
+    fn key(&mut self) -> Option<&'a str> {
+        let start = self.i;
+        match self.peek()? {
+            b'a'..=b'z' | b'*' => self.i += 1,
+            _ => return None,
+        }
+        while matches!(
+            self.peek(),
+            Some(b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*')
+        ) {
+            self.i += 1;
+        }
+        Some(&self.text[start..self.i])
+    }
+
+    fn parameters(&mut self) -> Option<()> {
+        while self.eat(b';') {
+            while self.eat(b' ') {}
+            self.key()?;
+            if self.eat(b'=') {
+                self.bare_item()?;
+            }
+        }
+        Some(())
+    }
+
+    fn inner_list(&mut self) -> Option<()> {
+        self.eat(b'(');
+        loop {
+            while self.eat(b' ') {}
+            if self.eat(b')') {
+                return self.parameters();
+            }
+            self.bare_item()?;
+            self.parameters()?;
+            if !matches!(self.peek(), Some(b' ' | b')')) {
+                return None;
+            }
+        }
+    }
+
+    fn bare_item(&mut self) -> Option<SfValue> {
+        match self.peek()? {
+            b'-' | b'0'..=b'9' => self.number(),
+            b'"' => {
+                self.i += 1;
+                loop {
+                    match self.peek()? {
+                        b'\\' => {
+                            self.i += 1;
+                            if !matches!(self.peek()?, b'"' | b'\\') {
+                                return None;
+                            }
+                            self.i += 1;
+                        }
+                        b'"' => {
+                            self.i += 1;
+                            return Some(SfValue::Other);
+                        }
+                        0x20..=0x7e => self.i += 1,
+                        _ => return None,
+                    }
+                }
+            }
+            b'?' => {
+                self.i += 1;
+                let v = match self.peek()? {
+                    b'0' => false,
+                    b'1' => true,
+                    _ => return None,
+                };
+                self.i += 1;
+                Some(SfValue::Bool(v))
+            }
+            b':' => {
+                self.i += 1;
+                while self.peek()?.is_ascii_alphanumeric()
+                    || matches!(self.peek()?, b'+' | b'/' | b'=')
+                {
+                    self.i += 1;
+                }
+                self.eat(b':').then_some(SfValue::Other)
+            }
+            c if c.is_ascii_alphabetic() || c == b'*' => {
+                self.i += 1;
+                while let Some(c) = self.peek() {
+                    let tchar = c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&c);
+                    if !tchar {
+                        break;
+                    }
+                    self.i += 1;
+                }
+                Some(SfValue::Other)
+            }
+            _ => None,
+        }
+    }
+
+    /// §4.2.4: integers of up to 15 digits, decimals of up to 12.3.
+    fn number(&mut self) -> Option<SfValue> {
+        let start = self.i;
+        self.eat(b'-');
+        let digits_start = self.i;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        let int_digits = self.i - digits_start;
+        if int_digits == 0 {
+            return None;
+        }
+        if self.eat(b'.') {
+            let frac_start = self.i;
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+            let frac = self.i - frac_start;
+            return (int_digits <= 12 && (1..=3).contains(&frac)).then_some(SfValue::Other);
+        }
+        if int_digits > 15 {
+            return None;
+        }
+        self.text[start..self.i].parse().ok().map(SfValue::Int)
+    }
+}
+
 /// Splits on commas outside quoted strings.
 fn split_directives(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
@@ -348,6 +591,31 @@ mod tests {
             has_expires: false,
             vary_star: false,
         }
+    }
+
+    #[test]
+    fn targeted_fields_are_structured_dictionaries() {
+        let t = |s: &str| Directives::parse_targeted(std::iter::once(s.as_bytes()));
+        let d = t("max-age=600, no-cache;x=1, ext=\"a\", other=(a b)").unwrap();
+        assert_eq!(d.max_age, Some(600));
+        assert!(d.no_cache && !d.no_store);
+        assert_eq!(t("max-age=99999999999").unwrap().max_age, Some(1 << 31));
+        assert!(t("private").unwrap().private);
+        // A value of the wrong type drops that directive only.
+        let wrong = t("max-age=\"600\", no-store").unwrap();
+        assert_eq!(wrong.max_age, None);
+        assert!(wrong.no_store);
+        // Not a dictionary at all: the field is ignored.
+        for bad in [
+            "Max-Age=600",
+            "max-age = 600",
+            "max-age=600,",
+            "max-age=1.5.5",
+            "",
+        ] {
+            assert!(t(bad).is_none(), "{bad}");
+        }
+        assert!(Directives::parse_targeted(std::iter::empty()).is_none());
     }
 
     #[test]

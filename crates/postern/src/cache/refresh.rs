@@ -113,7 +113,7 @@ impl Refresh {
             &self.request,
             &self.req_cc,
             &head,
-            request_time,
+            (request_time, self.stale.targeted),
         ) else {
             return Ok(());
         };
@@ -232,6 +232,7 @@ mod tests {
             date: None,
             age_value: 0,
             lifetime: 0,
+            targeted: false,
         };
         let head = b"GET /x HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\nIf-None-Match: \"v0\"\r\nAccept: */*\r\n\r\n".to_vec();
         assert_eq!(

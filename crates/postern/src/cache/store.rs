@@ -28,6 +28,8 @@ pub struct Entry {
     pub date: Option<i64>,
     pub age_value: u64,
     pub lifetime: u64,
+    /// Stored from a reverse listener, where `CDN-Cache-Control` applies.
+    pub targeted: bool,
 }
 
 impl Entry {
@@ -326,6 +328,7 @@ mod tests {
             date: None,
             age_value: 0,
             lifetime: 60,
+            targeted: false,
         }
     }
 

@@ -682,7 +682,13 @@ pub(crate) async fn exchange(
     }
     check_content(cfg, &head, resp_kind).map_err(Failure::Upstream)?;
     let storing = req.cache.as_ref().and_then(|t| {
-        crate::cache::Storing::decide(&t.url, req.head, &t.req_cc, &head, t.request_time)
+        crate::cache::Storing::decide(
+            &t.url,
+            req.head,
+            &t.req_cc,
+            &head,
+            (t.request_time, t.targeted),
+        )
     });
     let cache_status = req.cache.as_ref().map(|t| {
         format!(

@@ -293,7 +293,7 @@ async fn route(
                 Some(cache) => {
                     let name = cfg.http.via.as_deref().unwrap_or("postern");
                     let url = format!("http://{}{}", target.host_field(), target.path);
-                    match crate::cache::h2::look(cache, name, url, &head).await? {
+                    match crate::cache::h2::look(cache, (name, false), url, &head).await? {
                         Looked::Hit(response, refresh) => {
                             ctx.result = "TCP_HIT";
                             if let Some((stale, req_cc)) = refresh {
@@ -416,7 +416,7 @@ async fn reverse(
         Some(cache) => {
             let name = cfg.http.via.as_deref().unwrap_or("postern");
             let url = format!("http://{authority}{}", head.target());
-            match crate::cache::h2::look(cache, name, url, head).await? {
+            match crate::cache::h2::look(cache, (name, true), url, head).await? {
                 Looked::Hit(response, refresh) => {
                     ctx.result = "TCP_HIT";
                     if let Some((stale, req_cc)) = refresh {

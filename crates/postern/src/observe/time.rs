@@ -85,46 +85,128 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// Seconds since the epoch of an HTTP-date (RFC 9110 §5.6.7): IMF-fixdate,
-/// and the obsolete RFC 850 and asctime forms recipients must accept.
+/// and the obsolete RFC 850 and asctime forms recipients must accept, each
+/// to its grammar (single spaces, two-digit hours); anything else is not a
+/// date, which for Expires means "already expired" (RFC 9111 §5.3). Names
+/// are matched case-insensitively, as RFC 9111 §4.2 asks of caches.
 pub fn parse_http_date(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let month_of = |m: &str| MONTHS.iter().position(|x| *x == m).map(|i| i as u32 + 1);
-    let hms = |s: &str| -> Option<(u32, u32, u32)> {
-        let mut it = s.split(':').map(|x| x.parse::<u32>().ok());
-        let (h, m, sec) = (it.next()??, it.next()??, it.next()??);
-        (h < 24 && m < 60 && sec <= 60 && it.next().is_none()).then_some((h, m, sec))
-    };
-    let parts: Vec<&str> = t.split_whitespace().collect();
-    let (year, month, day, (h, m, s)) = match parts.as_slice() {
-        // Sun, 06 Nov 1994 08:49:37 GMT
-        [_, d, mon, y, time, "GMT"] if parts[0].ends_with(',') && !d.contains('-') => (
-            y.parse::<i64>().ok()?,
-            month_of(mon)?,
-            d.parse::<u32>().ok()?,
-            hms(time)?,
-        ),
-        // Sunday, 06-Nov-94 08:49:37 GMT
-        [_, date, time, "GMT"] if parts[0].ends_with(',') => {
-            let mut it = date.split('-');
-            let (d, mon, y) = (it.next()?, it.next()?, it.next()?);
-            let y: i64 = y.parse().ok()?;
-            // RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is in the past.
-            let y = if y < 100 {
-                if y < 70 { 2000 + y } else { 1900 + y }
-            } else {
-                y
-            };
-            (y, month_of(mon)?, d.parse().ok()?, hms(time)?)
-        }
-        // Sun Nov  6 08:49:37 1994
-        [_, mon, d, time, y] => (y.parse().ok()?, month_of(mon)?, d.parse().ok()?, hms(time)?),
-        _ => return None,
-    };
+    let t = text.trim_matches(|c| c == ' ' || c == '\t');
+    // The grammar is ASCII; checking first keeps the slicing below on
+    // character boundaries.
+    if !t.is_ascii() {
+        return None;
+    }
+    let (year, month, day, (h, m, s)) = imf_fixdate(t)
+        .or_else(|| rfc850_date(t))
+        .or_else(|| asctime_date(t))?;
     if !(1..=31).contains(&day) {
         return None;
     }
     let days = days_from_civil(year, month, day);
     Some(days * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s))
+}
+
+type DateParts = (i64, u32, u32, (u32, u32, u32));
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`
+fn imf_fixdate(t: &str) -> Option<DateParts> {
+    let b = t.as_bytes();
+    if b.len() != 29 || &b[3..5] != b", " || b[7] != b' ' || b[11] != b' ' || b[16] != b' ' {
+        return None;
+    }
+    day_name(&t[..3], false)?;
+    if !t[25..].eq_ignore_ascii_case(" GMT") {
+        return None;
+    }
+    Some((
+        digits(&t[12..16])?,
+        month(&t[8..11])?,
+        digits(&t[5..7])? as u32,
+        time_of_day(&t[17..25])?,
+    ))
+}
+
+/// `Sunday, 06-Nov-94 08:49:37 GMT`
+fn rfc850_date(t: &str) -> Option<DateParts> {
+    let (name, rest) = t.split_once(", ")?;
+    day_name(name, true)?;
+    let b = rest.as_bytes();
+    if b.len() != 22 || b[2] != b'-' || b[6] != b'-' || b[9] != b' ' {
+        return None;
+    }
+    if !rest[18..].eq_ignore_ascii_case(" GMT") {
+        return None;
+    }
+    // RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is in the past.
+    let y = digits(&rest[7..9])?;
+    let year = if y < 70 { 2000 + y } else { 1900 + y };
+    Some((
+        year,
+        month(&rest[3..6])?,
+        digits(&rest[..2])? as u32,
+        time_of_day(&rest[10..18])?,
+    ))
+}
+
+/// `Sun Nov  6 08:49:37 1994`
+fn asctime_date(t: &str) -> Option<DateParts> {
+    let b = t.as_bytes();
+    if b.len() != 24 || b[3] != b' ' || b[7] != b' ' || b[10] != b' ' || b[19] != b' ' {
+        return None;
+    }
+    day_name(&t[..3], false)?;
+    let day = match (b[8], b[9]) {
+        (b' ', d) if d.is_ascii_digit() => u32::from(d - b'0'),
+        _ => digits(&t[8..10])? as u32,
+    };
+    Some((
+        digits(&t[20..24])?,
+        month(&t[4..7])?,
+        day,
+        time_of_day(&t[11..19])?,
+    ))
+}
+
+/// All ASCII digits (no sign, no spaces), as a number.
+fn digits(s: &str) -> Option<i64> {
+    (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// `HH:MM:SS`, two digits each.
+fn time_of_day(s: &str) -> Option<(u32, u32, u32)> {
+    let b = s.as_bytes();
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    let (h, m, sec) = (digits(&s[..2])?, digits(&s[3..5])?, digits(&s[6..])?);
+    (h < 24 && m < 60 && sec <= 60).then_some((h as u32, m as u32, sec as u32))
+}
+
+fn month(s: &str) -> Option<u32> {
+    MONTHS
+        .iter()
+        .position(|x| x.eq_ignore_ascii_case(s))
+        .map(|i| i as u32 + 1)
+}
+
+fn day_name(s: &str, long: bool) -> Option<()> {
+    const SHORT: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const LONG: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let names: &[&str] = if long { &LONG } else { &SHORT };
+    names
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(s))
+        .then_some(())
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant).
@@ -151,12 +233,27 @@ mod tests {
         ] {
             assert_eq!(parse_http_date(form), Some(784_111_777), "{form}");
         }
+        // RFC 9111 §4.2: caches match names case-insensitively.
+        assert_eq!(
+            parse_http_date("sun, 06 NOV 1994 08:49:37 gmt"),
+            Some(784_111_777)
+        );
         for bad in [
             "",
+            "0",
             "yesterday",
             "Sun, 32 Nov 1994 08:49:37 GMT",
             "Sun, 06 Nov 1994 25:00:00 GMT",
             "Sun, 06 Nov 1994 08:49:37 PST",
+            "Thu, 18  Aug  2050 02:01:18 GMT",
+            "Thu, 18-Aug-2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050 2:01:18 GMT",
+            "Thursday, 18 Aug 2050 02:01:18 GMT",
+            "Sun, 06 Nov 1994 08:49:37 GMT extra",
+            "Sun, +6 Nov 1994 08:49:37 GMT",
+            "Sun Nov 6 08:49:37 1994",
+            "Sün, 06 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Növ 1994 08:49:37 GMT",
         ] {
             assert_eq!(parse_http_date(bad), None, "{bad}");
         }
