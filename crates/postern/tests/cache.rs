@@ -349,6 +349,26 @@ async fn stale_if_error_covers_an_origin_that_went_away() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_cache_serves_stale_unless_forbidden() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let ok = origin.url("/bytes/300?h=cache-control:max-age=0");
+    let strict = origin.url("/bytes/301?h=cache-control:max-age=0,must-revalidate");
+    get(&proxy, &ok, &[]).await;
+    get(&proxy, &strict, &[]).await;
+    drop(origin);
+    // RFC 9111 §4.2.4: the origin cannot be reached; stale may stand in…
+    let f = get(&proxy, &ok, &[]).await;
+    assert_eq!(f.status, 200, "{}", f.headers);
+    assert_eq!(f.body, pattern_bytes(300));
+    assert!(f.header("cache-status").unwrap().contains("fwd=stale"));
+    // …unless the response forbids it or the client wants it validated.
+    assert_eq!(get(&proxy, &strict, &[]).await.status, 502);
+    let insist = get(&proxy, &ok, &["-H", "Cache-Control: no-cache"]).await;
+    assert_eq!(insist.status, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reverse_listeners_revalidate_with_the_stored_validators() {
     let origin = Origin::start().await;
     let proxy = start(&format!(

@@ -312,11 +312,30 @@ pub async fn after(
                 format!("the origin answered {code}"),
             )),
         },
-        Err(e) => match pending
-            .stale
-            .as_ref()
-            .and_then(|f| stale_ok(f).map(|a| (f, a)))
-        {
+        // The origin could not be reached or failed mid-answer: a stale
+        // response may stand in (stale-if-error, or §4.2.4 when disconnected).
+        Err(e) => match pending.stale.as_ref().and_then(|f| {
+            stale_ok(f)
+                .or_else(|| {
+                    let max = cfg.cache.as_ref()?.stale_if_unreachable.as_secs();
+                    let age = super::policy::current_age(
+                        f.entry.age_value,
+                        f.entry.date,
+                        f.entry.request_time,
+                        f.entry.response_time,
+                        super::now(),
+                    );
+                    super::policy::stale_when_disconnected(
+                        &ticket.req_cc,
+                        &f.entry.cc,
+                        age,
+                        f.entry.lifetime,
+                        max,
+                    )
+                    .then_some(age)
+                })
+                .map(|a| (f, a))
+        }) {
             Some((found, age)) if e.kind.is_upstream() => {
                 let status = format!("{name}; hit; fwd=stale; detail={}", e.kind.proxy_status());
                 Ok(serve_entry(cfg, cache, client, req, &found.entry, age, &status, ctx).await)

@@ -519,6 +519,25 @@ pub fn stale_if_error(req: &Directives, resp: &Directives, age: u64, lifetime: u
         .is_some_and(|w| staleness <= w)
 }
 
+/// RFC 9111 §4.2.4: a cache that cannot reach the origin ("disconnected")
+/// may serve a stale response, up to `max` seconds stale, unless the
+/// response forbids stale use or the client asked for a validated one.
+pub fn stale_when_disconnected(
+    req: &Directives,
+    resp: &Directives,
+    age: u64,
+    lifetime: u64,
+    max: u64,
+) -> bool {
+    if resp.must_revalidate || resp.proxy_revalidate || resp.s_maxage.is_some() || resp.no_cache {
+        return false;
+    }
+    if req.no_cache || req.max_age == Some(0) {
+        return false;
+    }
+    age.saturating_sub(lifetime) <= max
+}
+
 /// RFC 9111 §4.1: the request's value for one field named by Vary, in a form
 /// where equivalent spellings compare equal (whitespace and case of list
 /// items around commas normalised; absent is distinct from empty).
@@ -591,6 +610,32 @@ mod tests {
             has_expires: false,
             vary_star: false,
         }
+    }
+
+    #[test]
+    fn stale_for_a_disconnected_cache() {
+        let none = Directives::default();
+        assert!(stale_when_disconnected(&none, &none, 100, 10, 3600));
+        assert!(!stale_when_disconnected(&none, &none, 5000, 10, 3600));
+        for forbids in [
+            "must-revalidate",
+            "proxy-revalidate",
+            "s-maxage=5",
+            "no-cache",
+        ] {
+            assert!(
+                !stale_when_disconnected(&none, &cc(forbids), 100, 10, 3600),
+                "{forbids}"
+            );
+        }
+        assert!(!stale_when_disconnected(
+            &cc("no-cache"),
+            &none,
+            100,
+            10,
+            3600
+        ));
+        assert!(!stale_when_disconnected(&none, &none, 100, 10, 0));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct CacheConfig {
     pub memory: usize,
     pub max_object_size: usize,
     pub purge_from: Vec<Cidr>,
+    /// RFC 9111 §4.2.4: a disconnected cache may serve stale; up to this
+    /// much staleness (zero: never, unless `stale-if-error` allows it).
+    pub stale_if_unreachable: Duration,
     pub disk: Option<DiskCacheConfig>,
 }
 

@@ -54,6 +54,8 @@ pub struct RawCache {
     pub max_object_size: Option<Spanned<RawSize>>,
     /// Clients that may PURGE (default: loopback).
     pub purge_from: Option<Vec<Spanned<String>>>,
+    /// How stale a response may be to stand in for an unreachable origin.
+    pub stale_if_unreachable: Option<Spanned<RawDuration>>,
     pub disk: Option<RawDiskCache>,
 }
 

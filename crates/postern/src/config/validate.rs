@@ -377,6 +377,16 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             "max_object_size",
         ),
         purge_from: cidrs(p, c.purge_from.as_ref(), true),
+        stale_if_unreachable: match &c.stale_if_unreachable {
+            None => Duration::from_secs(86_400),
+            Some(v) => units::duration(v.get_ref()).unwrap_or_else(|e| {
+                p.push(Problem::new(
+                    v.span(),
+                    format!("`stale_if_unreachable`: {e}"),
+                ));
+                Duration::ZERO
+            }),
+        },
         disk: c.disk.as_ref().map(|d| DiskCacheConfig {
             path: base.join(d.path.get_ref()),
             size: size_in(p, &Some(d.size.clone()), 1 << 20..=1 << 50, 1 << 30, "size") as u64,
