@@ -350,3 +350,32 @@ async fn a_large_download_streams_in_bounded_memory() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_downloads_go_through_the_cache() {
+    let dir = tree();
+    // Ten days old: a day of heuristic freshness (RFC 9111 §4.2.2).
+    let file = std::fs::File::options()
+        .write(true)
+        .open(dir.join("pub/data.bin"))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(10 * 86_400))
+        .unwrap();
+    let ftp = FtpServer::start(&dir, false);
+    let proxy = start(&private_config("[cache]\nmemory = \"16MiB\"\n"));
+    let url = ftp.url("pub/data.bin");
+    let miss = curl_fetch_async(&["-x", &proxy.proxy_url(), &url]).await;
+    assert_eq!(miss.status, 200, "{}", miss.stderr);
+    assert!(miss.header("last-modified").is_some(), "{}", miss.headers);
+    assert!(miss.header("cache-status").unwrap().contains("stored"));
+    drop(ftp);
+    // The server is gone: the second download can only come from the cache.
+    let hit = curl_fetch_async(&["-x", &proxy.proxy_url(), &url]).await;
+    assert_eq!(hit.status, 200, "{}", hit.headers);
+    assert_eq!(hit.body, pattern_bytes(300_000));
+    assert!(hit.header("cache-status").unwrap().contains("hit"));
+    let range = curl_fetch_async(&["-x", &proxy.proxy_url(), "-r", "0-9", &url]).await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body, &pattern_bytes(300_000)[..10]);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -362,6 +362,45 @@ fn clone_entry(e: &Entry) -> Entry {
     }
 }
 
+/// Answers from the cache when a usable stored response exists (fresh, or
+/// stale as allowed), for paths that cannot ask the origin conditionally
+/// (ftp://): `None` means go to the origin.
+pub async fn answer_if_stored(
+    cfg: &Config,
+    client: &mut Client,
+    cache: &Arc<Cache>,
+    url: &str,
+    req: &Outbound<'_>,
+    ctx: &mut RequestCtx,
+) -> Option<Forwarded> {
+    let req_cc = request_directives(req.head);
+    let found = cache.lookup(url, req.head, &req_cc)?;
+    if found.usable == Use::Validate {
+        return None;
+    }
+    cache
+        .store
+        .stats
+        .hits
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = cfg.http.via.as_deref().unwrap_or("postern");
+    let ttl = found.entry.lifetime as i64 - found.age as i64;
+    let status = format!("{name}; hit; ttl={ttl}");
+    Some(
+        serve_entry(
+            cfg,
+            cache,
+            client,
+            req,
+            &found.entry,
+            found.age,
+            &status,
+            ctx,
+        )
+        .await,
+    )
+}
+
 /// What a stored response answers to one request: the client's conditional
 /// (304, RFC 9110 §13) and byte ranges (206, 416, §14) honoured.
 pub struct StoredAnswer<'e> {

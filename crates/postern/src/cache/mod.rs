@@ -127,6 +127,27 @@ impl Cache {
         }
     }
 
+    /// Stores a complete 200 response that did not come over HTTP (an
+    /// ftp:// download): its freshness comes from its fields as usual.
+    pub fn keep_plain(
+        &self,
+        url: &str,
+        request_time: i64,
+        headers: Vec<(String, Bytes)>,
+        body: Bytes,
+    ) {
+        let storing = Storing {
+            url: url.to_string(),
+            request_time,
+            vary: Vec::new(),
+            targeted: false,
+        };
+        let entry = build_entry(storing, 200, headers, body, now());
+        if entry.lifetime > 0 {
+            self.keep(entry);
+        }
+    }
+
     /// The right to revalidate `url` in the background, unless taken.
     pub fn claim_refresh(&self, url: &str) -> Option<RefreshClaim> {
         let mut set = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());

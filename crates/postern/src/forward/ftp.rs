@@ -12,14 +12,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::config::Config;
 use crate::context::RequestCtx;
-use crate::egress::{Connector, Destination};
+use crate::egress::Destination;
 use crate::error::{Answer, ErrorKind, ProxyError};
 use crate::guard::Admission;
 use crate::http1::RequestHead;
@@ -93,6 +93,19 @@ pub fn parse(url: &str) -> Result<FtpTarget, &'static str> {
         path: decode(path)?,
         ascii,
     })
+}
+
+/// The cache key of an anonymous download: the URL without its user part;
+/// `None` for logins with a real user.
+fn cache_key(target: &FtpTarget, url: &str) -> Option<String> {
+    if !matches!(target.user.as_str(), "anonymous" | "ftp") {
+        return None;
+    }
+    let rest = url.get(6..)?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(format!("ftp://{}{path}", host.to_ascii_lowercase()))
 }
 
 /// One FTP reply: code and text (the last line of a multi-line reply).
@@ -264,9 +277,10 @@ fn content_type(path: &str) -> &'static str {
 
 /// Serves an ftp:// request. `Err`: nothing was sent to the client yet.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     cfg: &Config,
-    connector: &Connector,
+    shared: &crate::app::Shared,
     client: &mut Client,
     head: &RequestHead,
     body: BodyKind,
@@ -274,7 +288,38 @@ pub async fn serve(
     admission: &Admission<'_>,
     ctx: &mut RequestCtx,
 ) -> Result<bool, ProxyError> {
-    let (stream, peer) = connector
+    let listing = target.path.is_empty() || target.path.ends_with('/');
+    // Anonymous downloads go through the cache (RFC 9111 §3.5 keeps
+    // anything fetched with credentials out of a shared cache).
+    let cached = shared
+        .cache
+        .as_ref()
+        .filter(|_| !listing && (head.is_method("GET") || head.is_method("HEAD")))
+        .and_then(|c| Some((c, cache_key(target, head.target())?)));
+    if let Some((cache, key)) = &cached {
+        let scrubber = cfg.scrubber(&ctx.listener);
+        let conn = crate::http1::fields::connection_options(head);
+        let probe = crate::forward::http::Outbound {
+            head,
+            body,
+            conn: &conn,
+            admission,
+            scrubber: &scrubber,
+            via: cfg.http.via.as_deref(),
+            set_cookie: None,
+            retry_statuses: false,
+            first_byte: cfg.timeouts.first_byte,
+            cache: None,
+        };
+        if let Some(done) =
+            crate::cache::flow::answer_if_stored(cfg, client, cache, key, &probe, ctx).await
+        {
+            return Ok(done.client_keep_alive);
+        }
+    }
+    let request_time = crate::cache::now();
+    let (stream, peer) = shared
+        .connector
         .connect(
             &target.dest,
             target.port,
@@ -320,9 +365,23 @@ pub async fn serve(
             "ftp:// supports GET, HEAD and PUT",
         ));
     }
-    let listing = target.path.is_empty() || target.path.ends_with('/');
     if !listing {
         let size = ctl.command(&format!("SIZE {}", target.path)).await?;
+        // RFC 3659 §3: the modification time, as Last-Modified (which also
+        // gives the cache a heuristic freshness, §4.2.2).
+        let mdtm = ctl.command(&format!("MDTM {}", target.path)).await?;
+        let last_modified = (mdtm.code == 213)
+            .then(|| {
+                mdtm.text
+                    .get(4..)
+                    .and_then(crate::observe::time::parse_ftp_time)
+            })
+            .flatten()
+            .map(|t| {
+                crate::observe::time::http_date(
+                    std::time::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64),
+                )
+            });
         let length = (size.code == 213)
             .then(|| {
                 size.text
@@ -360,6 +419,25 @@ pub async fn serve(
             Some(n) => out.push_str(&format!("Content-Length: {n}\r\n")),
             None => out.push_str("Connection: close\r\n"),
         }
+        if let Some(lm) = &last_modified {
+            out.push_str(&format!("Last-Modified: {lm}\r\n"));
+        }
+        // Only a download with a length and a date can be stored and
+        // judged fresh later.
+        let mut copy = cached
+            .as_ref()
+            .filter(|(c, _)| {
+                head.is_method("GET")
+                    && last_modified.is_some()
+                    && length.is_some_and(|n| n <= c.tap_limit() as u64)
+            })
+            .map(|_| Vec::new());
+        if copy.is_some() {
+            out.push_str(&format!(
+                "Cache-Status: {}; fwd=uri-miss; stored\r\n",
+                cfg.http.via.as_deref().unwrap_or("postern")
+            ));
+        }
         if let Some(via) = &cfg.http.via {
             out.push_str(&format!("Via: 1.1 {via}\r\n"));
         }
@@ -371,7 +449,7 @@ pub async fn serve(
         if head.is_method("HEAD") {
             return Ok(keep && !framing_close);
         }
-        let copied = copy_data(&mut data, client, cfg.timeouts.io, length).await;
+        let copied = copy_data(&mut data, client, cfg.timeouts.io, length, copy.as_mut()).await;
         ctx.bytes_out += copied.0;
         let done = ctl
             .reply()
@@ -381,6 +459,18 @@ pub async fn serve(
         if !copied.1 || !done || length.is_some_and(|n| n != copied.0) {
             ctx.aborted = true;
             return Ok(false);
+        }
+        if let (Some((cache, key)), Some(body), Some(lm)) = (&cached, copy, last_modified) {
+            let now = crate::observe::time::http_date(std::time::SystemTime::now());
+            let headers = vec![
+                (
+                    "Content-Type".to_string(),
+                    Bytes::from_static(content_type(&target.path).as_bytes()),
+                ),
+                ("Last-Modified".to_string(), Bytes::from(lm)),
+                ("Date".to_string(), Bytes::from(now)),
+            ];
+            cache.keep_plain(key, request_time, headers, Bytes::from(body));
         }
         let _ = ctl.command("QUIT").await;
         return Ok(keep && !framing_close);
@@ -441,12 +531,14 @@ pub async fn serve(
     Ok(keep)
 }
 
-/// Copies the data connection to the client; (bytes, ended cleanly).
+/// Copies the data connection to the client, and into `copy` when given;
+/// (bytes, ended cleanly).
 async fn copy_data(
     data: &mut TcpStream,
     client: &mut Client,
     io: Duration,
     length: Option<u64>,
+    mut copy: Option<&mut Vec<u8>>,
 ) -> (u64, bool) {
     let mut total = 0u64;
     let mut chunk = vec![0u8; 64 * 1024];
@@ -461,6 +553,9 @@ async fn copy_data(
         }
         if !client.send(&chunk[..n], io).await {
             return (total, false);
+        }
+        if let Some(copy) = copy.as_mut() {
+            copy.extend_from_slice(&chunk[..n]);
         }
         total += n as u64;
     }

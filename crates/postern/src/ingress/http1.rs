@@ -315,14 +315,7 @@ async fn route(
         }
         Plan::Ftp(ftp) => {
             Box::pin(crate::forward::ftp::serve(
-                cfg,
-                &shared.connector,
-                client,
-                head,
-                body,
-                &ftp,
-                &admission,
-                ctx,
+                cfg, shared, client, head, body, &ftp, &admission, ctx,
             ))
             .await
         }

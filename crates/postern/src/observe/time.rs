@@ -209,6 +209,24 @@ fn day_name(s: &str, long: bool) -> Option<()> {
         .then_some(())
 }
 
+/// Seconds since the epoch of an FTP modification time (RFC 3659 §2.3,
+/// `YYYYMMDDHHMMSS[.sss]`, UTC).
+pub fn parse_ftp_time(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let whole = t.split('.').next()?;
+    if whole.len() != 14 || !whole.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| whole[r].parse::<u32>().ok();
+    let (y, mo, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (h, mi, s) = (n(8..10)?, n(10..12)?, n(12..14)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(i64::from(y), mo, d);
+    Some(days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s))
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -262,6 +280,15 @@ mod tests {
         assert_eq!(parse_http_date(&http_date(now)), Some(secs));
     }
     use std::time::Duration;
+
+    #[test]
+    fn ftp_modification_times() {
+        assert_eq!(parse_ftp_time("19941106084937"), Some(784_111_777));
+        assert_eq!(parse_ftp_time("19941106084937.123"), Some(784_111_777));
+        for bad in ["", "1994110608493", "19941306084937", "1994-11-06 08:49"] {
+            assert_eq!(parse_ftp_time(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn formats_known_instants() {
