@@ -277,7 +277,6 @@ fn content_type(path: &str) -> &'static str {
 
 /// Serves an ftp:// request. `Err`: nothing was sent to the client yet.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     cfg: &Config,
     shared: &crate::app::Shared,
