@@ -300,6 +300,60 @@ async fn http2_forward_proxy_with_trailers_and_connect() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_forward_traffic_goes_through_the_parent() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let origin = Origin::start().await;
+    let port = origin.addr().port();
+    let parent = start(&common::config(
+        "",
+        &format!("allow_private_destinations = true\nconnect_ports = [{port}]"),
+        "",
+    ));
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\nparent = \"up\"\n\
+         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [egress]\nallow_private_destinations = true\nconnect_ports = [{port}]\n\n\
+         [[pool]]\nname = \"up\"\nservers = [\"{}\"]\n",
+        parent.addr()
+    ));
+    let mut h2 = h2_client(&ca, proxy.addr()).await;
+    for _ in 0..2 {
+        let req = Request::builder()
+            .uri(origin.url("/bytes/5000"))
+            .body(Empty::new())
+            .unwrap();
+        let resp = h2.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, Bytes::from(pattern_bytes(5000)));
+    }
+    // The parent fetched it (absolute-form request), over one kept connection.
+    common::wait_log_line(&parent, &["TCP_MISS/200", "/bytes/5000"]);
+    assert_eq!(origin.connections(), 1);
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("127.0.0.1:{port}"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut tunnel = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    tunnel
+        .write_all(b"GET /bytes/1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tunnel.read_to_end(&mut got).await.unwrap();
+    assert!(got.ends_with(&pattern_bytes(1000)));
+    drop(tunnel);
+    // The parent logs the tunnel when it ends.
+    common::wait_log_line(&parent, &["TCP_TUNNEL/200"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A body of one data frame and then trailers, as gRPC responses end.
 struct DataThenTrailers(Option<Bytes>, Option<hyper::HeaderMap>);
 

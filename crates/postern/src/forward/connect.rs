@@ -85,7 +85,7 @@ pub async fn tunnel(
 /// A tunnel through a parent of `pool`: the next parent is tried when one
 /// cannot be reached or fails the handshake (nothing was sent to the
 /// destination yet, so this is always safe).
-async fn through_parent(
+pub(crate) async fn through_parent(
     cfg: &Config,
     shared: &Shared,
     pool: &Arc<Pool>,

@@ -247,16 +247,25 @@ async fn route(
             ),
         )),
         Plan::Tunnel { dest, port } => {
-            let (upstream, addr) = shared
-                .connector
-                .connect(
-                    &dest,
-                    port,
-                    cfg.address_permit(),
-                    admission.pinned.as_deref(),
-                    cfg.timeouts.connect,
-                )
-                .await?;
+            let parent = crate::ingress::http1::parent_pool(cfg, shared, listener, &dest)?;
+            let (upstream, addr, pending) = match &parent {
+                Some(pool) => {
+                    crate::forward::connect::through_parent(cfg, shared, pool, &dest, port).await?
+                }
+                None => {
+                    let (s, a) = shared
+                        .connector
+                        .connect(
+                            &dest,
+                            port,
+                            cfg.address_permit(),
+                            admission.pinned.as_deref(),
+                            cfg.timeouts.connect,
+                        )
+                        .await?;
+                    (s, a, Vec::new())
+                }
+            };
             ctx.upstream = Some(addr);
             ctx.result = "TCP_TUNNEL";
             let on_upgrade = hyper::upgrade::on(&mut req);
@@ -264,9 +273,17 @@ async fn route(
             let buckets = admission.buckets.clone();
             tokio::spawn(async move {
                 if let Ok(upgraded) = on_upgrade.await {
+                    let mut client = TokioIo::new(upgraded);
+                    // What a parent sent after its 200 belongs to the tunnel.
+                    if !pending.is_empty()
+                        && tokio::io::AsyncWriteExt::write_all(&mut client, &pending)
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
                     let mut upstream = upstream;
-                    crate::relay::tunnel_io(TokioIo::new(upgraded), &mut upstream, idle, &buckets)
-                        .await;
+                    crate::relay::tunnel_io(client, &mut upstream, idle, &buckets).await;
                 }
             });
             Ok(Response::new(full(Bytes::new())))
@@ -319,6 +336,14 @@ async fn route(
             };
             let bytes = upstream_head(cfg, &out, &target, false, peer.ip());
             let via = out.via.map(str::to_string);
+            if let Some(pool) =
+                crate::ingress::http1::parent_pool(cfg, shared, listener, &target.dest)?
+            {
+                let body = req.into_body();
+                let response =
+                    through_parent(cfg, shared, &pool, &target, bytes, body, peer, ctx).await?;
+                return Ok(respond(response, via.as_deref()));
+            }
             let pinned = admission.pinned.as_deref();
             let dispatch = Dispatch {
                 shared,
@@ -559,6 +584,124 @@ async fn reverse(
             Some(miss) => client_response(miss.finish(head, response), &route.rewrite, None),
             None => client_response(response, &route.rewrite, None),
         });
+    }
+}
+
+/// A forwarded request through a parent of `pool`: absolute-form to an HTTP
+/// parent, origin-form through a SOCKS5 parent's tunnel. Another parent is
+/// tried only when connecting fails (the body is a stream).
+#[allow(clippy::too_many_arguments)]
+async fn through_parent(
+    cfg: &Config,
+    shared: &Shared,
+    pool: &Arc<crate::reverse::pool::Pool>,
+    target: &crate::forward::target::HttpTarget,
+    origin_form: Vec<u8>,
+    body: Incoming,
+    peer: SocketAddr,
+    ctx: &mut RequestCtx,
+) -> Result<Response<Incoming>, ProxyError> {
+    use crate::reverse::spec::ParentProtocol;
+    let spec = &pool.spec;
+    let socks = spec.protocol == ParentProtocol::Socks5;
+    let bytes = if socks {
+        origin_form
+    } else {
+        crate::reverse::absolute_form(origin_form, target, spec.credentials.as_ref())
+    };
+    let mut tried = Vec::new();
+    loop {
+        let input = PickInput {
+            hash_key: target.pool_key().as_bytes(),
+            sticky: None,
+        };
+        let index = match pool.pick(&input, &tried) {
+            Pick::Server(i) => i,
+            Pick::Busy if pool.wait_for_room().await => continue,
+            Pick::Busy => {
+                return Err(ProxyError::new(
+                    ErrorKind::QueueFull,
+                    format!("parent pool {}: every parent is busy", spec.name),
+                ));
+            }
+            Pick::NoneUsable => {
+                return Err(ProxyError::new(
+                    ErrorKind::NoServer,
+                    format!("parent pool {}: no parent is up", spec.name),
+                ));
+            }
+        };
+        let _inflight = pool.start(index);
+        let server = &pool.servers[index].spec.addr;
+        let dispatch = Dispatch {
+            shared,
+            // A SOCKS connection is bound to its destination.
+            key: Some(if socks {
+                format!(
+                    "socks/{:p}/{server}/{}",
+                    Arc::as_ptr(spec),
+                    target.pool_key()
+                )
+            } else {
+                format!("parent/{:p}/{server}", Arc::as_ptr(spec))
+            }),
+            http2: false,
+        };
+        if let Some((sender, addr, tls)) = dispatch.kept(cfg, |_| true) {
+            ctx.upstream = Some(addr);
+            let request = build_request(&bytes, body, false, tls)?;
+            return match dispatch.exchange(cfg, sender, (addr, tls), request).await {
+                Ok(r) => Ok(r),
+                Err((Some(request), _)) => {
+                    // The kept connection closed while idle: a new one.
+                    let (stream, addr) = crate::reverse::open(
+                        &shared.connector,
+                        cfg.timeouts.connect,
+                        pool,
+                        index,
+                        socks.then_some(target),
+                        (peer, None),
+                    )
+                    .await?;
+                    ctx.upstream = Some(addr);
+                    let sender = dispatch.fresh(stream, addr).await?;
+                    dispatch
+                        .exchange(cfg, sender, (addr, false), request)
+                        .await
+                        .map_err(|(_, e)| e)
+                }
+                Err((None, e)) => Err(e),
+            };
+        }
+        let connected = crate::reverse::open(
+            &shared.connector,
+            cfg.timeouts.connect,
+            pool,
+            index,
+            socks.then_some(target),
+            (peer, None),
+        )
+        .await;
+        let (stream, addr) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                pool.report_failure(index);
+                tried.push(index);
+                if tried.len() > spec.retries as usize {
+                    return Err(e);
+                }
+                continue;
+            }
+        };
+        pool.report_success(index);
+        ctx.upstream = Some(addr);
+        let tls = stream.is_tls();
+        let sender = dispatch.fresh(stream, addr).await?;
+        let request = build_request(&bytes, body, false, tls)?;
+        return dispatch
+            .exchange(cfg, sender, (addr, tls), request)
+            .await
+            .map_err(|(_, e)| e);
     }
 }
 

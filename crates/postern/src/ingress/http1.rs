@@ -399,7 +399,7 @@ async fn route(
 
 /// The parent pool of a forward listener, if it has one. The parent resolves
 /// names; an address literal is still checked here against the SSRF guard.
-fn parent_pool(
+pub(crate) fn parent_pool(
     cfg: &Config,
     shared: &Shared,
     listener: &str,

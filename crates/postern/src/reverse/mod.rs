@@ -801,7 +801,7 @@ pub fn reverse_head(
 
 /// An origin-form head rewritten for an HTTP parent: absolute-form target
 /// (RFC 9112 §3.2.2) and the parent's credentials.
-fn absolute_form(
+pub(crate) fn absolute_form(
     origin_form: Vec<u8>,
     target: &HttpTarget,
     credentials: Option<&(String, String)>,
