@@ -34,6 +34,7 @@ async fn curl_http2_through_a_reverse_listener() {
     let origin = Origin::start().await;
     let proxy = start(&format!(
         "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [log]\naccess = \"{{dir}}/access.log\"\n\n\
          [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
         origin.addr()
     ));
@@ -52,6 +53,8 @@ async fn curl_http2_through_a_reverse_listener() {
     assert_eq!(f.exit, 0, "{}", f.stderr);
     assert!(f.headers.starts_with("HTTP/2 200"), "{}", f.headers);
     assert_eq!(f.body, pattern_bytes(100_000));
+    // Logged once the body was sent, with its size.
+    common::wait_log_line(&proxy, &["TCP_MISS/200 100000 GET", "/bytes/100000"]);
     // A streamed upload goes to the HTTP/1.1 server chunked and comes back.
     let upload = dir.join("upload");
     std::fs::write(&upload, pattern_bytes(70_000)).unwrap();

@@ -79,7 +79,9 @@ async fn handle(
     ctx.version = "HTTP/2";
     ctx.method = req.method().to_string();
     ctx.url = req.uri().to_string();
-    let response = match route(&cfg, &shared, &listener, peer, local, req, &mut ctx).await {
+    let mut tunnel = None;
+    let ends = (peer, local);
+    let response = match route(&cfg, &shared, &listener, ends, req, &mut ctx, &mut tunnel).await {
         Ok(r) => r,
         Err(e) => {
             ctx.record_error(&e);
@@ -87,8 +89,88 @@ async fn handle(
         }
     };
     ctx.status = response.status().as_u16();
-    shared.finish(&ctx);
-    response
+    // The log line is written when the exchange ends, with what moved.
+    if let Some(ended) = tunnel {
+        tokio::spawn(async move {
+            if let Ok(stats) = ended.await {
+                let stats: crate::relay::TunnelStats = stats;
+                ctx.bytes_in = stats.up;
+                ctx.bytes_out = stats.down;
+                if stats.idle_timeout {
+                    ctx.error = Some("connection_read_timeout");
+                }
+            }
+            shared.finish(&ctx);
+        });
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = Logged {
+        inner: body,
+        end: Some((shared, ctx)),
+    };
+    Response::from_parts(parts, body.boxed())
+}
+
+/// A response body that writes the access log line when it has been sent
+/// (or the client reset the stream), with the bytes sent and the duration.
+struct Logged {
+    inner: Body,
+    end: Option<(Arc<Shared>, RequestCtx)>,
+}
+
+impl hyper::body::Body for Logged {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some((_, ctx))) = (frame.data_ref(), this.end.as_mut()) {
+                    ctx.bytes_out += data.len() as u64;
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_))) => {
+                if let Some((_, ctx)) = this.end.as_mut() {
+                    ctx.aborted = true;
+                }
+            }
+            std::task::Poll::Ready(None) => this.finish(false),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Logged {
+    fn finish(&mut self, cut: bool) {
+        if let Some((shared, mut ctx)) = self.end.take() {
+            ctx.aborted |= cut;
+            shared.finish(&ctx);
+        }
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away (or reset the stream),
+        // unless the body had nothing left to send.
+        let cut = !hyper::body::Body::is_end_stream(&self.inner);
+        self.finish(cut);
+    }
 }
 
 fn error_response(cfg: &Config, err: &ProxyError) -> Response<Body> {
@@ -160,14 +242,15 @@ fn http1_view(
     }
 }
 
+/// `tunnel` receives how a CONNECT stream's tunnel ended, for the log.
 async fn route(
     cfg: &Config,
     shared: &Shared,
     listener: &str,
-    peer: SocketAddr,
-    local: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     mut req: Request<Incoming>,
     ctx: &mut RequestCtx,
+    tunnel: &mut Option<tokio::sync::oneshot::Receiver<crate::relay::TunnelStats>>,
 ) -> Result<Response<Body>, ProxyError> {
     let listener_cfg = cfg
         .listeners
@@ -271,6 +354,8 @@ async fn route(
             let on_upgrade = hyper::upgrade::on(&mut req);
             let idle = cfg.timeouts.tunnel_idle;
             let buckets = admission.buckets.clone();
+            let (ended, end) = tokio::sync::oneshot::channel();
+            *tunnel = Some(end);
             tokio::spawn(async move {
                 if let Ok(upgraded) = on_upgrade.await {
                     let mut client = TokioIo::new(upgraded);
@@ -283,7 +368,9 @@ async fn route(
                         return;
                     }
                     let mut upstream = upstream;
-                    crate::relay::tunnel_io(client, &mut upstream, idle, &buckets).await;
+                    let stats =
+                        crate::relay::tunnel_io(client, &mut upstream, idle, &buckets).await;
+                    let _ = ended.send(stats);
                 }
             });
             Ok(Response::new(full(Bytes::new())))
