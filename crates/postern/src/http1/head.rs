@@ -232,9 +232,25 @@ pub fn parse_request(
                 }
                 Ok(None)
             }
+            Err(httparse::Error::Version) if !names_http_version(buf) => Err(HeadError::Malformed(
+                "the request line does not end in an HTTP version",
+            )),
             Err(e) => Err(map_httparse(e)),
         }
     })
+}
+
+/// RFC 9112 §2.3: whether the request line ends in `HTTP/DIGIT.DIGIT`. A
+/// well-formed version this proxy does not speak gets 505; anything else
+/// there is a malformed request line (400).
+fn names_http_version(buf: &[u8]) -> bool {
+    let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    let line = buf[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..line_end]);
+    let version = line.rsplit(|b| *b == b' ').next().unwrap_or_default();
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
 /// Parses a response head at the start of `buf`, like `parse_request`.
@@ -369,6 +385,14 @@ mod tests {
             );
         }
         assert_eq!(req("GET / HTTP/2.0\r\n\r\n"), Err(HeadError::Version));
+        assert!(matches!(
+            req("INVALID CONNECTION PREFACE\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+        assert!(matches!(
+            req("GET / HTTP/1.1x\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
     }
 
     #[test]
