@@ -352,18 +352,24 @@ async fn stale_if_error_covers_an_origin_that_went_away() {
 async fn a_disconnected_cache_serves_stale_unless_forbidden() {
     let origin = Origin::start().await;
     let proxy = cache_proxy();
-    let ok = origin.url("/bytes/300?h=cache-control:max-age=0");
-    let strict = origin.url("/bytes/301?h=cache-control:max-age=0,must-revalidate");
-    get(&proxy, &ok, &[]).await;
-    get(&proxy, &strict, &[]).await;
+    let ok = origin.url("/bytes/300?h=cache-control:max-age=1");
+    let strict = origin.url("/bytes/301?h=cache-control:max-age=1,must-revalidate");
+    let never_fresh = origin.url("/bytes/302?h=cache-control:max-age=0");
+    for url in [&ok, &strict, &never_fresh] {
+        get(&proxy, url, &[]).await;
+    }
     drop(origin);
+    // Wait until the stored responses are stale (max-age=1).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     // RFC 9111 §4.2.4: the origin cannot be reached; stale may stand in…
     let f = get(&proxy, &ok, &[]).await;
     assert_eq!(f.status, 200, "{}", f.headers);
     assert_eq!(f.body, pattern_bytes(300));
     assert!(f.header("cache-status").unwrap().contains("fwd=stale"));
-    // …unless the response forbids it or the client wants it validated.
+    // …unless the response forbids it or was never fresh, or the client
+    // wants it validated.
     assert_eq!(get(&proxy, &strict, &[]).await.status, 502);
+    assert_eq!(get(&proxy, &never_fresh, &[]).await.status, 502);
     let insist = get(&proxy, &ok, &["-H", "Cache-Control: no-cache"]).await;
     assert_eq!(insist.status, 502);
 }

@@ -521,7 +521,9 @@ pub fn stale_if_error(req: &Directives, resp: &Directives, age: u64, lifetime: u
 
 /// RFC 9111 §4.2.4: a cache that cannot reach the origin ("disconnected")
 /// may serve a stale response, up to `max` seconds stale, unless the
-/// response forbids stale use or the client asked for a validated one.
+/// response forbids stale use or the client asked for a validated one. A
+/// response that was never fresh (lifetime 0) was not meant for reuse and
+/// is not served this way.
 pub fn stale_when_disconnected(
     req: &Directives,
     resp: &Directives,
@@ -532,7 +534,7 @@ pub fn stale_when_disconnected(
     if resp.must_revalidate || resp.proxy_revalidate || resp.s_maxage.is_some() || resp.no_cache {
         return false;
     }
-    if req.no_cache || req.max_age == Some(0) {
+    if req.no_cache || req.max_age == Some(0) || lifetime == 0 {
         return false;
     }
     age.saturating_sub(lifetime) <= max
@@ -636,6 +638,10 @@ mod tests {
             3600
         ));
         assert!(!stale_when_disconnected(&none, &none, 100, 10, 0));
+        assert!(
+            !stale_when_disconnected(&none, &none, 100, 0, 3600),
+            "never fresh"
+        );
     }
 
     #[test]
