@@ -190,6 +190,10 @@ async fn serve(config: Config) -> Result<()> {
     if let Some(disk) = shared.cache.as_ref().and_then(|c| c.disk.as_ref()) {
         eprintln!("postern: disk cache: {} objects found", disk.objects());
     }
+    shared
+        .connector
+        .resolver
+        .set_hosts(shared.config().egress.hosts.clone());
     start_pools(&shared, &shared.config());
     for (listener, cfg) in bound {
         start_listener(&shared, listener, cfg);
@@ -348,6 +352,10 @@ pub fn reload_now(shared: &Arc<Shared>) -> std::result::Result<String, String> {
                 .connector
                 .sources
                 .store(Arc::new(new.egress.bind.clone()));
+            shared
+                .connector
+                .resolver
+                .set_hosts(new.egress.hosts.clone());
             let new = Arc::new(new);
             start_pools(shared, &new);
             shared.config.store(new.clone());

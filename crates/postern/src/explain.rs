@@ -84,6 +84,7 @@ pub async fn explain(cfg: &Config, q: &Question) -> Result<(String, bool), Strin
             .unwrap_or_default()
     );
     let resolver = Resolver::from_system();
+    resolver.set_hosts(cfg.egress.hosts.clone());
     match decide(cfg, &resolver, &head, q, &listener.name, listener.bind).await {
         Ok((plan, admission, reached)) => {
             let _ = writeln!(out, "decision: allow, by {}", admission.by);

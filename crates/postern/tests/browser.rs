@@ -1,6 +1,7 @@
 //! In headless Chromium: the admin dashboard renders with live numbers that
-//! change under load (a screenshot is kept in target/test-artifacts), and
-//! the PAC file loads and routes through Postern.
+//! change under load (a screenshot is kept in target/test-artifacts), the
+//! PAC file's logic, and Chromium browsing through Postern with only the
+//! PAC URL configured.
 
 mod common;
 
@@ -148,4 +149,41 @@ async fn chromium_runs_the_pac_file() {
     assert!(!log.contains("Uncaught"), "{log}");
     let out = cell(&dom, "out");
     assert_eq!(out, format!("PROXY {addr}; DIRECT|DIRECT|DIRECT"), "{dom}");
+}
+
+/// Chromium configured with nothing but the PAC URL reaches an origin
+/// through Postern. Chromium never proxies loopback names or addresses, so
+/// the origin has a name of its own, which Postern answers from
+/// `egress.hosts` (Chromium itself never resolves it: the PAC sends it to
+/// the proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_with_only_the_pac_url_browses_through_postern() {
+    let origin = Origin::start().await;
+    let port = origin.addr().port();
+    let proxy = start(&common::config(
+        "",
+        "allow_private_destinations = true\nhosts = { \"pac-origin.test\" = \"127.0.0.1\" }",
+        "",
+    ));
+    let pac_url = format!("http://{}/proxy.pac", proxy.addr());
+    let page = format!("http://pac-origin.test:{port}/status/200");
+    let profile = common::scratch_dir();
+    let pac_arg = format!("--proxy-pac-url={pac_url}");
+    let (dom, log) = tokio::task::spawn_blocking(move || {
+        chromium(
+            &[&pac_arg, "--virtual-time-budget=5000", "--dump-dom", &page],
+            &profile,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(dom.contains("status 200"), "{dom}\n{log}");
+    common::wait_log_line(&proxy, &["/proxy.pac"]);
+    common::wait_log_line(
+        &proxy,
+        &[
+            "TCP_MISS/200",
+            &format!("GET http://pac-origin.test:{port}/status/200"),
+        ],
+    );
 }

@@ -195,6 +195,9 @@ pub struct EgressConfig {
     pub bind: Vec<std::net::IpAddr>,
     /// The address SOCKS5 UDP ASSOCIATE replies name (behind NAT).
     pub udp_advertise: Option<std::net::IpAddr>,
+    /// Names answered without DNS (lowercase, no trailing dot), like a
+    /// hosts file of the proxy's own.
+    pub hosts: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
 }
 
 #[derive(Debug, Clone)]

@@ -131,6 +131,16 @@ pub struct RawEgress {
     pub bind: Option<Vec<Spanned<String>>>,
     /// The address SOCKS5 UDP ASSOCIATE replies name (for clients behind NAT).
     pub udp_advertise: Option<Spanned<String>>,
+    /// Names answered without DNS: name → address or addresses.
+    pub hosts: Option<Spanned<std::collections::BTreeMap<String, RawAddresses>>>,
+}
+
+/// One address or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawAddresses {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `via = "name"` sets the pseudonym; `via = false` leaves Via out.

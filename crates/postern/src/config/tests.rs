@@ -89,3 +89,31 @@ fn admin_login_file_is_checked_where_it_is_given() {
         "{e:?}"
     );
 }
+
+#[test]
+fn egress_hosts_are_names_with_addresses() {
+    let c = Config::parse(
+        "[egress]\nhosts = { \"Intranet.Example.\" = \"10.0.0.5\", \"two.test\" = [\"10.0.0.6\", \"::1\"] }\n",
+        Some(Path::new("p.toml")),
+    )
+    .unwrap();
+    assert_eq!(
+        c.egress.hosts["intranet.example"],
+        vec!["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(c.egress.hosts["two.test"].len(), 2);
+    let e =
+        errors("[egress]\nhosts = { \"a.test\" = \"10.0.0.300\", \"bad name\" = \"10.0.0.1\" }\n");
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e.iter()
+            .any(|l| l.contains("`10.0.0.300` (for `a.test`) is not an IP address")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("`bad name` is not a host name")),
+        "{e:?}"
+    );
+    assert!(e[0].starts_with("p.toml:2:9:"), "{e:?}");
+}

@@ -248,7 +248,51 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             })
             .ok()
     });
+    let mut hosts = std::collections::HashMap::new();
+    if let Some(map) = &raw.egress.hosts {
+        for (name, addrs) in map.get_ref() {
+            let texts: Vec<&String> = match addrs {
+                super::raw::RawAddresses::One(a) => vec![a],
+                super::raw::RawAddresses::Many(list) => list.iter().collect(),
+            };
+            let ips: Vec<std::net::IpAddr> = texts
+                .iter()
+                .filter_map(|t| {
+                    t.parse()
+                        .map_err(|_| {
+                            p.push(Problem::new(
+                                map.span(),
+                                format!("egress.hosts: `{t}` (for `{name}`) is not an IP address"),
+                            ))
+                        })
+                        .ok()
+                })
+                .collect();
+            let key = name.trim_end_matches('.').to_ascii_lowercase();
+            let valid = !key.is_empty()
+                && key.len() <= 253
+                && key.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                });
+            if !valid {
+                p.push(Problem::new(
+                    map.span(),
+                    format!("egress.hosts: `{name}` is not a host name"),
+                ));
+            } else if ips.is_empty() && texts.is_empty() {
+                p.push(Problem::new(
+                    map.span(),
+                    format!("egress.hosts: `{name}` has no address"),
+                ));
+            } else {
+                hosts.insert(key, ips);
+            }
+        }
+    }
     let egress = EgressConfig {
+        hosts,
         udp_advertise,
         http_ports,
         allow_ips,

@@ -18,6 +18,8 @@ pub enum ResolveError {
 
 pub struct Resolver {
     inner: TokioResolver,
+    /// `egress.hosts`: names answered without DNS (replaced on reload).
+    hosts: arc_swap::ArcSwap<std::collections::HashMap<String, Vec<IpAddr>>>,
 }
 
 impl Resolver {
@@ -39,7 +41,13 @@ impl Resolver {
         opts.attempts = 2;
         Resolver {
             inner: builder.build(),
+            hosts: Default::default(),
         }
+    }
+
+    /// Sets the configured names (`egress.hosts`).
+    pub fn set_hosts(&self, hosts: std::collections::HashMap<String, Vec<IpAddr>>) {
+        self.hosts.store(std::sync::Arc::new(hosts));
     }
 
     /// All addresses of `host`, which is a name (IP literals never reach here).
@@ -49,6 +57,12 @@ impl Resolver {
             || host.to_ascii_lowercase().ends_with(".localhost")
         {
             return Ok(vec![Ipv6Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()]);
+        }
+        let hosts = self.hosts.load();
+        if !hosts.is_empty()
+            && let Some(ips) = hosts.get(&host.trim_end_matches('.').to_ascii_lowercase())
+        {
+            return Ok(ips.clone());
         }
         // A trailing dot makes the name absolute, so no search domains are tried.
         let fqdn = if host.ends_with('.') {
