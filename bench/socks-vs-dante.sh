@@ -57,12 +57,12 @@ done
 
 curl -s -o /dev/null -w 'origin check: %{http_code} %{size_download}\n' "http://$ORIGIN/100m" >&2
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-bulk() { # proxy-url or "direct"
+bulk() { # proxy-url or "direct"; curl on the load CPU with the origin, as the harness pins it
   for _ in $(seq "$REPEATS"); do
     if [ "$1" = direct ]; then
-      curl -s -o /dev/null -w '%{speed_download}\n' "http://$ORIGIN/100m"
+      taskset -c 0 curl -s -o /dev/null -w '%{speed_download}\n' "http://$ORIGIN/100m"
     else
-      curl -s -o /dev/null -w '%{speed_download}\n' --socks5 "$1" "http://$ORIGIN/100m"
+      taskset -c 0 curl -s -o /dev/null -w '%{speed_download}\n' --socks5 "$1" "http://$ORIGIN/100m"
     fi
   done | awk '{printf "%.0f\n", $1 / 1048576}' | median
 }
