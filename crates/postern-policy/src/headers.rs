@@ -204,17 +204,30 @@ impl Scrubber {
         if !xff.is_empty() {
             xff.push_str(", ");
         }
-        xff.push_str(&client.to_string());
+        crate::addr::push_ip(&mut xff, client);
         let mut fwd = join_values(sent_forwarded);
         if !fwd.is_empty() {
             fwd.push_str(", ");
         }
         // RFC 7239 §6: IPv6 addresses are bracketed and the value quoted.
         match client {
-            IpAddr::V4(v4) => fwd.push_str(&format!("for={v4}")),
-            IpAddr::V6(v6) => fwd.push_str(&format!("for=\"[{v6}]\"")),
+            IpAddr::V4(_) => {
+                fwd.push_str("for=");
+                crate::addr::push_ip(&mut fwd, client);
+            }
+            IpAddr::V6(_) => {
+                fwd.push_str("for=\"[");
+                crate::addr::push_ip(&mut fwd, client);
+                fwd.push_str("]\"");
+            }
         }
         Some((xff, fwd))
+    }
+
+    /// Whether any rule removes or replaces response fields (when none does,
+    /// fields need not be asked about one by one).
+    pub fn rewrites_responses(&self) -> bool {
+        !self.rules.response_remove.is_empty() || !self.rules.response_set.is_empty()
     }
 
     /// Whether a response field from the server is left out (removed, or
@@ -239,7 +252,7 @@ impl Scrubber {
 }
 
 fn join_values(values: &[&[u8]]) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(64);
     for v in values {
         let v = String::from_utf8_lossy(v);
         let v = v.trim();

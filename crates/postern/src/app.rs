@@ -71,7 +71,8 @@ impl Shared {
     /// the access log.
     pub fn finish(&self, ctx: &crate::context::RequestCtx) {
         let mode = self
-            .config()
+            .config
+            .load()
             .listeners
             .iter()
             .find(|l| *l.name == *ctx.listener)

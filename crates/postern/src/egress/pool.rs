@@ -2,7 +2,6 @@
 //! (per destination and in total) and in age, like Squid's server persistent
 //! connections.
 
-use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -18,7 +17,7 @@ struct Idle {
 
 #[derive(Default)]
 struct Idles {
-    by_key: HashMap<String, Vec<Idle>>,
+    by_key: crate::fasthash::FastMap<String, Vec<Idle>>,
     total: usize,
 }
 

@@ -25,7 +25,9 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::guard::Admission;
 use crate::http1::body::{self, BodyError, BodyKind, OutFraming, Sink, Source};
 use crate::http1::fields::{ConnectionOptions, connection_options, list, response_body};
-use crate::http1::head::{Fields, HeadLimits, RequestHead, ResponseHead, parse_response};
+use crate::http1::head::{
+    Fields, HeadLimits, Known, RequestHead, ResponseHead, copy_field_lines, parse_response,
+};
 use crate::ingress::Client;
 use crate::relay;
 use postern_policy::headers::{FieldFate, Scrubber};
@@ -413,37 +415,31 @@ pub fn upstream_head(
     out.extend_from_slice(b"\r\n");
     let mut had_length = false;
     let hop_limited = head.is_method("OPTIONS") || head.is_method("TRACE");
-    let mut max_forwards = max_forwards(head);
-    for f in &head.fields {
-        let name = head.name(f);
+    // RFC 9110 §7.6.2: for OPTIONS and TRACE, one decremented Max-Forwards.
+    let decremented = hop_limited
+        .then(|| max_forwards(head).map(|n| n.saturating_sub(1).to_string()))
+        .flatten();
+    let mut max_forwards_sent = false;
+    copy_field_lines(head, &mut out, |f, name| {
         // Content-Length is restated below from the framing, whatever
         // Connection lists.
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if f.kind == Known::ContentLength {
             had_length = true;
-            continue;
+            return FieldFate::Drop;
         }
-        if name.eq_ignore_ascii_case(b"host") || req.conn.is_hop_by_hop(name) {
-            continue;
+        if f.kind == Known::Host || req.conn.drops(f, name) {
+            return FieldFate::Drop;
         }
-        // RFC 9110 §7.6.2: for OPTIONS and TRACE, one decremented Max-Forwards.
         if hop_limited && name.eq_ignore_ascii_case(b"max-forwards") {
-            if let Some(n) = max_forwards.take() {
-                out.extend_from_slice(
-                    format!("Max-Forwards: {}\r\n", n.saturating_sub(1)).as_bytes(),
-                );
-            }
-            continue;
+            return match &decremented {
+                Some(n) if !std::mem::replace(&mut max_forwards_sent, true) => {
+                    FieldFate::Replace(n)
+                }
+                _ => FieldFate::Drop,
+            };
         }
-        let value = match req.scrubber.request_field(name) {
-            FieldFate::Keep => head.value(f),
-            FieldFate::Drop => continue,
-            FieldFate::Replace(v) => v.as_bytes(),
-        };
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
+        req.scrubber.request_field(name)
+    });
     for (name, value) in req.scrubber.added_fields(|n| head.has(n)) {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
@@ -791,8 +787,8 @@ pub(crate) async fn exchange(
 /// refused media types, and a Content-Length above the size limit.
 fn check_content(cfg: &Config, head: &ResponseHead, kind: BodyKind) -> Result<(), ProxyError> {
     let rules = &cfg.content;
-    if let Some(ct) = head.first("content-type")
-        && !rules.deny_types.is_empty()
+    if !rules.deny_types.is_empty()
+        && let Some(ct) = head.first("content-type")
     {
         let ct = String::from_utf8_lossy(ct);
         if let Some(denied) = rules.denies_type(&ct) {
@@ -974,23 +970,22 @@ fn response_head_bytes(
     out.push(b' ');
     out.extend_from_slice(head.reason());
     out.extend_from_slice(b"\r\n");
-    for f in &head.fields {
-        let name = head.name(f);
+    let rewrites = fields.scrubber.rewrites_responses();
+    copy_field_lines(head, &mut out, |f, name| {
         // Framing is decided here, never by what Connection lists: the length
         // (validated when the head was read) stays exactly when the body is
         // passed on as received.
-        if name.eq_ignore_ascii_case(b"content-length") {
-            if !matches!(framing, Framing::AsIs | Framing::AsIsClose) {
-                continue;
-            }
-        } else if conn.is_hop_by_hop(name) || fields.scrubber.drops_response_field(name) {
-            continue;
+        let keep = if f.kind == Known::ContentLength {
+            matches!(framing, Framing::AsIs | Framing::AsIsClose)
+        } else {
+            !(conn.drops(f, name) || (rewrites && fields.scrubber.drops_response_field(name)))
+        };
+        if keep {
+            FieldFate::Keep
+        } else {
+            FieldFate::Drop
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(head.value(f));
-        out.extend_from_slice(b"\r\n");
-    }
+    });
     if let Some(status) = fields.cache_status {
         out.extend_from_slice(b"Cache-Status: ");
         out.extend_from_slice(status.as_bytes());

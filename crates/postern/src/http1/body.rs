@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::timeout;
 
 use crate::guard::limits::Bucket;
 
@@ -85,7 +84,7 @@ impl<R: AsyncRead + Unpin> Source<'_, R> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(READ_CHUNK);
         }
-        match timeout(self.timeout, self.io.read_buf(self.buf)).await {
+        match crate::deadline::within(self.timeout, self.io.read_buf(self.buf)).await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(BodyError::Read(e)),
             Err(_) => Err(BodyError::ReadTimeout),
@@ -194,7 +193,7 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             return Ok(());
         }
         self.admit(self.pending.len()).await?;
-        let res = timeout(self.timeout, self.io.write_all(&self.pending)).await;
+        let res = crate::deadline::within(self.timeout, self.io.write_all(&self.pending)).await;
         self.written += self.pending.len() as u64;
         self.pending.clear();
         match res {
@@ -215,7 +214,7 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             return Ok(());
         }
         self.admit(data.len()).await?;
-        let res = timeout(self.timeout, self.io.write_all(data)).await;
+        let res = crate::deadline::within(self.timeout, self.io.write_all(data)).await;
         self.written += data.len() as u64;
         match res {
             Ok(Ok(())) => Ok(()),

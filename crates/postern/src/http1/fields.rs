@@ -3,7 +3,7 @@
 //! not forward.
 
 use super::body::BodyKind;
-use super::head::{Fields, RequestHead, ResponseHead};
+use super::head::{Field, Fields, Known, RequestHead, ResponseHead};
 
 /// Fields that only concern one connection and are never forwarded as received
 /// (RFC 9110 §7.6.1). Framing fields are rewritten by the proxy itself.
@@ -31,18 +31,19 @@ pub struct ConnectionOptions<'a> {
 
 pub fn connection_options<'a>(head: &'a impl Fields) -> ConnectionOptions<'a> {
     let mut opts = ConnectionOptions::default();
-    for name in ["connection", "proxy-connection"] {
-        for value in head.values(name) {
-            for token in list(value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    opts.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    opts.keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    opts.upgrade = true;
-                } else {
-                    opts.listed.push(token);
-                }
+    for f in head.field_list() {
+        if !matches!(f.kind, Known::Connection | Known::ProxyConnection) {
+            continue;
+        }
+        for token in list(head.value(f)) {
+            if token.eq_ignore_ascii_case(b"close") {
+                opts.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                opts.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                opts.upgrade = true;
+            } else {
+                opts.listed.push(token);
             }
         }
     }
@@ -53,6 +54,11 @@ impl ConnectionOptions<'_> {
     /// RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`.
     pub fn persistent(&self, minor: u8) -> bool {
         !self.close && (minor >= 1 || self.keep_alive)
+    }
+
+    /// Whether a parsed field must be dropped when the message is forwarded.
+    pub fn drops(&self, field: &Field, name: &[u8]) -> bool {
+        field.kind.is_hop_by_hop() || self.listed.iter().any(|l| name.eq_ignore_ascii_case(l))
     }
 
     /// Whether a field must be dropped when the message is forwarded.

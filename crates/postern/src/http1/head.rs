@@ -2,9 +2,11 @@
 //! things `httparse` tolerates (bare LF line endings) and kept as byte ranges into
 //! the received bytes, so nothing is copied per header.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::Bytes;
+use postern_policy::headers::FieldFate;
 
 /// Why a head could not be accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,70 @@ pub enum HeadError {
 pub struct Field {
     pub name: Range<usize>,
     pub value: Range<usize>,
+    /// Which field the proxy itself interprets this is, if any.
+    pub kind: Known,
+}
+
+/// The header fields the proxy interprets on every message, recognised once
+/// when the head is parsed so later lookups compare a tag, not a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    Other,
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    ProxyConnection,
+    KeepAlive,
+    Te,
+    Trailer,
+    Upgrade,
+    ProxyAuthorization,
+    ProxyAuthenticate,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Forwarded,
+}
+
+impl Known {
+    pub fn of(name: &[u8]) -> Known {
+        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        match name.len() {
+            2 if is("te") => Known::Te,
+            4 if is("host") => Known::Host,
+            7 if is("trailer") => Known::Trailer,
+            7 if is("upgrade") => Known::Upgrade,
+            9 if is("forwarded") => Known::Forwarded,
+            10 if is("connection") => Known::Connection,
+            10 if is("keep-alive") => Known::KeepAlive,
+            14 if is("content-length") => Known::ContentLength,
+            15 if is("x-forwarded-for") => Known::XForwardedFor,
+            16 if is("proxy-connection") => Known::ProxyConnection,
+            16 if is("x-forwarded-host") => Known::XForwardedHost,
+            17 if is("transfer-encoding") => Known::TransferEncoding,
+            17 if is("x-forwarded-proto") => Known::XForwardedProto,
+            18 if is("proxy-authenticate") => Known::ProxyAuthenticate,
+            19 if is("proxy-authorization") => Known::ProxyAuthorization,
+            _ => Known::Other,
+        }
+    }
+
+    /// RFC 9110 §7.6.1: fields that only concern one connection.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Known::Connection
+                | Known::KeepAlive
+                | Known::ProxyConnection
+                | Known::Te
+                | Known::Trailer
+                | Known::TransferEncoding
+                | Known::Upgrade
+                | Known::ProxyAuthorization
+                | Known::ProxyAuthenticate
+        )
+    }
 }
 
 /// A parsed request head. `raw` holds the bytes; everything else indexes into it.
@@ -62,9 +128,13 @@ pub trait Fields {
 
     /// Every value of the fields called `name` (case-insensitive).
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let kind = Known::of(name.as_bytes());
         self.field_list()
             .iter()
-            .filter(move |f| self.name(f).eq_ignore_ascii_case(name.as_bytes()))
+            .filter(move |f| match kind {
+                Known::Other => self.name(f).eq_ignore_ascii_case(name.as_bytes()),
+                known => f.kind == known,
+            })
             .map(move |f| self.value(f))
     }
 
@@ -113,6 +183,42 @@ impl RequestHead {
 impl ResponseHead {
     pub fn reason(&self) -> &[u8] {
         &self.raw[self.reason.clone()]
+    }
+}
+
+/// Writes the field lines of `head` as `fate` decides. Kept lines are copied
+/// byte for byte (their syntax was checked when the head was parsed), and
+/// adjacent kept lines in one copy; replaced lines are restated.
+pub fn copy_field_lines<'v>(
+    head: &impl Fields,
+    out: &mut Vec<u8>,
+    mut fate: impl FnMut(&Field, &[u8]) -> FieldFate<'v>,
+) {
+    let raw = head.raw();
+    // A parsed head is its start line, its field lines and an empty line.
+    let end_of_fields = raw.len().saturating_sub(2);
+    let mut run: Option<usize> = None;
+    for f in head.field_list() {
+        let name = &raw[f.name.clone()];
+        match fate(f, name) {
+            FieldFate::Keep => {
+                run.get_or_insert(f.name.start);
+            }
+            other => {
+                if let Some(start) = run.take() {
+                    out.extend_from_slice(&raw[start..f.name.start]);
+                }
+                if let FieldFate::Replace(value) = other {
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+    }
+    if let Some(start) = run {
+        out.extend_from_slice(&raw[start..end_of_fields]);
     }
 }
 
@@ -182,18 +288,25 @@ fn fields_of(headers: &[httparse::Header], range: &impl Fn(&[u8]) -> Range<usize
         .map(|h| Field {
             name: range(h.name.as_bytes()),
             value: range(h.value),
+            kind: Known::of(h.name.as_bytes()),
         })
         .collect()
 }
 
 /// Runs `f` with room for `max` parsed fields: on the stack for ordinary limits,
-/// on the heap beyond.
-fn with_field_slots<'b, R>(max: usize, f: impl FnOnce(&mut [httparse::Header<'b>]) -> R) -> R {
+/// on the heap beyond. The slots are left uninitialised (httparse writes each
+/// one before it is read): initialising 128 of them cost more than parsing.
+fn with_field_slots<'b, R>(
+    max: usize,
+    f: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R,
+) -> R {
     if max <= STACK_FIELDS {
-        let mut stack = [httparse::EMPTY_HEADER; STACK_FIELDS];
+        let mut stack = [const { MaybeUninit::uninit() }; STACK_FIELDS];
         f(&mut stack[..max])
     } else {
-        f(&mut vec![httparse::EMPTY_HEADER; max])
+        let mut heap: Vec<MaybeUninit<httparse::Header<'b>>> = Vec::with_capacity(max);
+        heap.resize_with(max, MaybeUninit::uninit);
+        f(&mut heap)
     }
 }
 
@@ -204,10 +317,10 @@ pub fn parse_request(
     limits: HeadLimits,
 ) -> Result<Option<(usize, RequestParts)>, HeadError> {
     with_field_slots(limits.max_fields, |headers| {
-        let mut req = httparse::Request::new(headers);
-        match req.parse(buf) {
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(buf, headers) {
             Ok(httparse::Status::Complete(len)) => {
-                check_line_endings(&buf[..len])?;
+                check_line_endings(&buf[..len], req.headers)?;
                 if request_line_len(buf) > limits.max_line {
                     return Err(HeadError::LineTooLong);
                 }
@@ -259,10 +372,12 @@ pub fn parse_response(
     limits: HeadLimits,
 ) -> Result<Option<(usize, ResponseParts)>, HeadError> {
     with_field_slots(limits.max_fields, |headers| {
-        let mut resp = httparse::Response::new(headers);
-        match resp.parse(buf) {
+        let mut resp = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, headers)
+        {
             Ok(httparse::Status::Complete(len)) => {
-                check_line_endings(&buf[..len])?;
+                check_line_endings(&buf[..len], resp.headers)?;
                 if len > limits.max_size {
                     return Err(HeadError::TooLarge);
                 }
@@ -302,11 +417,28 @@ fn map_httparse(e: httparse::Error) -> HeadError {
 
 /// RFC 9112 §2.2: a bare LF as line terminator is tolerated by httparse but is a
 /// classic smuggling vector when the next hop disagrees, so it is refused.
-fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
-    for i in memchr::memchr_iter(b'\n', head) {
-        if i == 0 || head[i - 1] != b'\r' {
-            return Err(HeadError::Malformed("bare LF line ending"));
+/// httparse has already split the head into lines (obs-fold is refused), so
+/// only the ends of those lines are looked at: the start line's, each field
+/// line's (after the value and any trailing blanks) and the final empty line.
+fn check_line_endings(head: &[u8], fields: &[httparse::Header<'_>]) -> Result<(), HeadError> {
+    const BARE_LF: HeadError = HeadError::Malformed("bare LF line ending");
+    let crlf_at = |i: usize| head.get(i..i + 2) == Some(b"\r\n");
+    let start_end = memchr::memchr(b'\n', head).ok_or(BARE_LF)?;
+    if start_end == 0 || head[start_end - 1] != b'\r' {
+        return Err(BARE_LF);
+    }
+    let base = head.as_ptr() as usize;
+    for f in fields {
+        let mut end = f.value.as_ptr() as usize - base + f.value.len();
+        while matches!(head.get(end), Some(b' ' | b'\t')) {
+            end += 1;
         }
+        if !crlf_at(end) {
+            return Err(BARE_LF);
+        }
+    }
+    if head.len() < 2 || !crlf_at(head.len() - 2) {
+        return Err(BARE_LF);
     }
     if memchr::memchr(0, head).is_some() {
         return Err(HeadError::Malformed("NUL byte in the message head"));
@@ -372,6 +504,12 @@ mod tests {
         for bad in [
             "GET / HTTP/1.1\nHost: a\n\n",
             "GET / HTTP/1.1\r\nHost: a\n\r\n",
+            "GET / HTTP/1.1\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Blank:  \t\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a \n\r\n",
+            "GET / HTTP/1.1\n\n",
             "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
@@ -403,6 +541,47 @@ mod tests {
         assert_eq!(head.status, 200);
         assert_eq!(head.reason(), b"OK");
         assert!(parse_response(b"HTTP/1.1 200 OK\nA: b\n\n", LIMITS).is_err());
+        for bare in [
+            &b"HTTP/1.1 200 OK\nA: b\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nA: b\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: b\r\n\n",
+            b"HTTP/1.1 200 OK\r\nA:\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: b  \n\r\n",
+            b"HTTP/1.1 204 No Content\n\n",
+        ] {
+            assert_eq!(
+                parse_response(bare, LIMITS).map(|r| r.is_some()),
+                Err(HeadError::Malformed("bare LF line ending")),
+                "{:?}",
+                String::from_utf8_lossy(bare)
+            );
+        }
+        for fine in [
+            &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nA:\r\nB: c \t\r\n\r\n",
+        ] {
+            assert!(matches!(parse_response(fine, LIMITS), Ok(Some(_))));
+        }
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nA : b\r\n\r\n", LIMITS).is_err());
+    }
+
+    #[test]
+    fn field_lines_are_copied_as_received_or_restated() {
+        let text = "GET / HTTP/1.1\r\nA:1\r\nB: 2 \r\nC: 3\r\nD: 4\r\nE:\r\n\r\n";
+        let (n, parts) = parse_request(text.as_bytes(), LIMITS).unwrap().unwrap();
+        let head = RequestHead::new(Bytes::copy_from_slice(&text.as_bytes()[..n]), parts);
+        let mut out = Vec::new();
+        copy_field_lines(&head, &mut out, |_, name| match name {
+            b"C" => FieldFate::Drop,
+            b"D" => FieldFate::Replace("four"),
+            _ => FieldFate::Keep,
+        });
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "A:1\r\nB: 2 \r\nD: four\r\nE:\r\n"
+        );
+        let mut none = Vec::new();
+        copy_field_lines(&head, &mut none, |_, _| FieldFate::Drop);
+        assert!(none.is_empty());
     }
 }

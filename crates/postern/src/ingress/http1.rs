@@ -51,8 +51,9 @@ pub async fn serve_connection(
         tunneled: false,
     };
     let mut first = true;
+    let mut shutdown = shared.shutdown_signal();
     loop {
-        let head = read_head(&cfg, &shared, &mut client, first).await;
+        let head = read_head(&cfg, &mut shutdown, &mut client, first).await;
         first = false;
         let keep_alive = match head {
             HeadRead::Head(head) => handle(&cfg, &shared, &mut client, &listener, head).await,
@@ -97,13 +98,17 @@ fn proxy_name(cfg: &Config) -> &str {
 /// Reads one request head. The first byte of a request may take up to the idle
 /// timeout (keep-alive) or header timeout (new connection); once it arrives, the
 /// whole head must follow within the header timeout (slowloris guard).
-async fn read_head(cfg: &Config, shared: &Shared, client: &mut Client, first: bool) -> HeadRead {
+async fn read_head(
+    cfg: &Config,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    client: &mut Client,
+    first: bool,
+) -> HeadRead {
     let limits = HeadLimits {
         max_line: cfg.limits.max_request_line,
         max_size: cfg.limits.max_header_size,
         max_fields: cfg.limits.max_headers,
     };
-    let mut shutdown = shared.shutdown_signal();
     let mut deadline = None;
     loop {
         if !client.buf.is_empty() {
@@ -130,7 +135,7 @@ async fn read_head(cfg: &Config, shared: &Shared, client: &mut Client, first: bo
                 };
                 tokio::select! {
                     r = timeout(wait, client.stream.read_buf(&mut client.buf)) => r,
-                    _ = crate::app::stopped(&mut shutdown) => return HeadRead::Closed,
+                    _ = crate::app::stopped(shutdown) => return HeadRead::Closed,
                 }
             }
         };

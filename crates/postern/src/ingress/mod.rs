@@ -41,7 +41,7 @@ impl Client {
     pub async fn send(&mut self, bytes: &[u8], limit: Duration) -> bool {
         use tokio::io::AsyncWriteExt;
         matches!(
-            tokio::time::timeout(limit, self.stream.write_all(bytes)).await,
+            crate::deadline::within(limit, self.stream.write_all(bytes)).await,
             Ok(Ok(()))
         )
     }

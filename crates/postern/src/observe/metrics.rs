@@ -46,7 +46,7 @@ struct PerListener {
 
 #[derive(Default)]
 pub struct Metrics {
-    listeners: Mutex<HashMap<String, PerListener>>,
+    listeners: Mutex<crate::fasthash::FastMap<String, PerListener>>,
     denials: Mutex<HashMap<&'static str, u64>>,
     /// Recent refusals for the dashboard: (time, client, URL, reason).
     recent_denials: Mutex<std::collections::VecDeque<(String, String, String, String)>>,

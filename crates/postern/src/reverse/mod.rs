@@ -28,7 +28,7 @@ use crate::guard::{Admission, Subject};
 use crate::http1::RequestHead;
 use crate::http1::body::BodyKind;
 use crate::http1::fields::{ConnectionOptions, list};
-use crate::http1::head::Fields;
+use crate::http1::head::{Fields, Known, copy_field_lines};
 use crate::ingress::Client;
 use crate::ingress::stream::ClientStream;
 use pool::{Pick, PickInput, Pool};
@@ -51,14 +51,13 @@ pub async fn serve(
         .iter()
         .find(|l| *l.name == *ctx.listener)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute, "listener not configured"))?;
-    let host_field = head
-        .first("host")
-        .map(|h| String::from_utf8_lossy(h).into_owned());
-    let host = host_field
-        .as_deref()
-        .map(host_without_port)
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let host_field = head.first("host").map(String::from_utf8_lossy);
+    let host = lowercase(
+        host_field
+            .as_deref()
+            .map(host_without_port)
+            .unwrap_or_default(),
+    );
     let path = head.target();
     let route = cfg
         .routes
@@ -79,7 +78,12 @@ pub async fn serve(
                 ),
             )
         })?;
-    let local = client.stream.local_addr().map(|a| a.port()).unwrap_or(80);
+    // The listener's port is asked of the socket only when a rule may test it.
+    let local = if cfg.rules.rules().is_empty() {
+        0
+    } else {
+        client.stream.local_addr().map(|a| a.port()).unwrap_or(80)
+    };
     let admission = admit(
         cfg,
         shared,
@@ -363,7 +367,9 @@ pub async fn dispatch_covered(
     pool.active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(pool);
     let cookie = |name: &str| cookie_value(head, name);
+    // Only `balance = "hash"` reads the key.
     let key: Vec<u8> = match &spec.hash_on {
+        _ if spec.balance != spec::Balance::Hash => Vec::new(),
         HashOn::Client => canonical(client.peer.ip()).to_string().into_bytes(),
         HashOn::Uri => head.target().as_bytes().to_vec(),
         HashOn::Header(name) => head.first(name).unwrap_or_default().to_vec(),
@@ -414,14 +420,14 @@ pub async fn dispatch_covered(
         // keeps its place for its further attempts.
         let may_retry =
             tried.len() < spec.retries as usize && (retrying.is_some() || pool.may_retry());
-        let pool_key = match via {
-            Via::Server { .. } => server.spec.addr.clone(),
+        let pool_key: std::borrow::Cow<str> = match via {
+            Via::Server { .. } => server.spec.addr.as_str().into(),
             Via::Parent { target, .. } => match spec.protocol {
                 // A SOCKS connection is bound to its destination.
                 ParentProtocol::Socks5 => {
-                    format!("socks5 {} {}", server.spec.addr, target.pool_key())
+                    format!("socks5 {} {}", server.spec.addr, target.pool_key()).into()
                 }
-                ParentProtocol::Http => format!("parent {}", server.spec.addr),
+                ParentProtocol::Http => format!("parent {}", server.spec.addr).into(),
             },
         };
         let pooled = shared.pool.checkout(&pool_key, !idempotent);
@@ -666,10 +672,18 @@ fn host_without_port(h: &str) -> &str {
     h.rsplit_once(':').map_or(h, |(host, _)| host)
 }
 
-fn host_of(head: &RequestHead, server: &str) -> String {
+fn host_of<'a>(head: &'a RequestHead, server: &'a str) -> std::borrow::Cow<'a, str> {
     head.first("host")
-        .map(|h| String::from_utf8_lossy(h).into_owned())
-        .unwrap_or_else(|| server.to_string())
+        .map_or(server.into(), String::from_utf8_lossy)
+}
+
+/// Host names are matched in lower case; most arrive that way already.
+fn lowercase(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    }
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -717,31 +731,18 @@ pub fn reverse_head(
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut had_length = false;
-    for f in &head.fields {
-        let name = head.name(f);
-        if name.eq_ignore_ascii_case(b"content-length") {
+    copy_field_lines(head, &mut out, |f, name| match f.kind {
+        Known::ContentLength => {
             had_length = true;
-            continue;
+            FieldFate::Drop
         }
-        if name.eq_ignore_ascii_case(b"host") || conn.is_hop_by_hop(name) {
-            continue;
-        }
-        if forwarded
-            && (name.eq_ignore_ascii_case(b"x-forwarded-for")
-                || name.eq_ignore_ascii_case(b"forwarded")
-                || (!trusted
-                    && (name.eq_ignore_ascii_case(b"x-forwarded-proto")
-                        || name.eq_ignore_ascii_case(b"x-forwarded-host"))))
-        {
-            continue;
-        }
-        let value = match route.rewrite.request_field(name) {
-            FieldFate::Keep => head.value(f),
-            FieldFate::Drop => continue,
-            FieldFate::Replace(v) => v.as_bytes(),
-        };
-        push_field(&mut out, name, value);
-    }
+        Known::Host => FieldFate::Drop,
+        // Restated below from what this hop knows.
+        Known::XForwardedFor | Known::Forwarded if forwarded => FieldFate::Drop,
+        Known::XForwardedProto | Known::XForwardedHost if forwarded && !trusted => FieldFate::Drop,
+        _ if conn.drops(f, name) => FieldFate::Drop,
+        _ => route.rewrite.request_field(name),
+    });
     for (name, value) in route.rewrite.added_fields(|n| head.has(n)) {
         push_field(&mut out, name.as_bytes(), value.as_bytes());
     }
@@ -754,13 +755,12 @@ pub fn reverse_head(
         } else {
             (Vec::new(), Vec::new())
         };
-        if let Some((xff, fwd)) = route.rewrite.forwarding_fields(peer, &xff, &fwd) {
+        if let Some((xff, mut fwd)) = route.rewrite.forwarding_fields(peer, &xff, &fwd) {
             push_field(&mut out, b"X-Forwarded-For", xff.as_bytes());
-            let host_param = host.replace('"', "");
-            let fwd = format!(
-                "{fwd};host=\"{host_param}\";proto={}",
-                String::from_utf8_lossy(proto)
-            );
+            fwd.push_str(";host=\"");
+            fwd.extend(host.chars().filter(|c| *c != '"'));
+            fwd.push_str("\";proto=");
+            fwd.push_str(if tls { "https" } else { "http" });
             push_field(&mut out, b"Forwarded", fwd.as_bytes());
         }
         if !trusted || !head.has("x-forwarded-proto") {

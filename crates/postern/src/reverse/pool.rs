@@ -3,6 +3,7 @@
 //! server per request with the configured algorithm. State carries over a
 //! reload for servers that keep their address.
 
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -246,7 +247,8 @@ impl Pool {
                 Pick::Busy
             };
         }
-        let usable = |backup: bool| -> Vec<usize> {
+        // Inline up to 16 servers: a pick is made for every request.
+        let usable = |backup: bool| -> SmallVec<[usize; 16]> {
             (0..self.servers.len())
                 .filter(|i| {
                     let s = &self.servers[*i];
@@ -269,25 +271,24 @@ impl Pool {
                 Pick::Busy
             };
         }
-        let with_room: Vec<usize> = candidates
-            .into_iter()
-            .filter(|i| self.has_room(*i))
-            .collect();
-        if with_room.is_empty() {
-            return Pick::Busy;
-        }
-        let view: Vec<Candidate> = with_room
+        // Only p2c reads the latency estimate (a clock read and a power).
+        let p2c = self.spec.balance == Balance::P2c;
+        let view: SmallVec<[Candidate; 16]> = candidates
             .iter()
+            .filter(|&&i| self.has_room(i))
             .map(|&i| {
                 let s = &self.servers[i];
                 Candidate {
                     index: i,
                     weight: s.effective_weight(self.spec.slow_start),
                     inflight: s.inflight.load(Ordering::Relaxed),
-                    latency_us: s.latency_estimate(),
+                    latency_us: if p2c { s.latency_estimate() } else { 0 },
                 }
             })
             .collect();
+        if view.is_empty() {
+            return Pick::Busy;
+        }
         let chosen = match self.spec.balance {
             Balance::RoundRobin => {
                 let mut current = self.rr.lock().expect("rr state");
