@@ -459,3 +459,51 @@ async fn grpc_style_over_h2c_both_ways() {
             .contains("http_protocol_error")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_idempotent_requests_are_retried_on_another_server() {
+    let bad = postern_testkit::RawOrigin::start(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy",
+    )
+    .await;
+    let good = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\", \"{}\"]\nretries = 2\nretry_budget = 1.0\n\
+         [pool.outlier]\nconsecutive_failures = 0\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        bad.addr(),
+        good.addr()
+    ));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Round robin sends every other GET to the failing server first.
+    for _ in 0..10 {
+        let req = Request::builder()
+            .uri(format!("http://{}/status/200", proxy.addr()))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+    }
+    assert!(good.requests() >= 10, "{}", good.requests());
+    // A POST with a body is not sent twice: its 503 reaches the client.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{}/echo", proxy.addr()))
+            .body(http_body_util::Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        statuses.push(resp.status().as_u16());
+        resp.into_body().collect().await.unwrap();
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+}

@@ -8,12 +8,33 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use bytes::Bytes;
 use hyper::client::conn::{http1, http2};
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a request sent on this path: an HTTP/2 client's stream, or
+/// nothing (a request retried on another server carries no body).
+pub type UpBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A request body as `UpBody`.
+pub fn up_body<B>(body: B) -> UpBody
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    body.map_err(Into::into).boxed()
+}
+
+/// An empty request body.
+pub fn no_body() -> UpBody {
+    up_body(http_body_util::Empty::<Bytes>::new())
+}
+
 pub enum Sender {
-    Http1(http1::SendRequest<Incoming>),
-    Http2(http2::SendRequest<Incoming>),
+    Http1(http1::SendRequest<UpBody>),
+    Http2(http2::SendRequest<UpBody>),
 }
 
 impl Sender {

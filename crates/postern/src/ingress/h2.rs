@@ -26,7 +26,7 @@ use crate::cache::h2::Looked;
 use crate::config::{Config, Mode};
 use crate::context::RequestCtx;
 use crate::egress::Upstream;
-use crate::egress::senders::Sender;
+use crate::egress::senders::{Sender, UpBody, no_body, up_body};
 use crate::error::{ErrorKind, ProxyError, page_body, proxy_status_value};
 use crate::forward::http::{Outbound, upstream_head};
 use crate::forward::plan::Plan;
@@ -426,7 +426,7 @@ async fn route(
             if let Some(pool) =
                 crate::ingress::http1::parent_pool(cfg, shared, listener, &target.dest)?
             {
-                let body = req.into_body();
+                let body = up_body(req.into_body());
                 let response =
                     through_parent(cfg, shared, &pool, &target, bytes, body, peer, ctx).await?;
                 return Ok(respond(response, via.as_deref()));
@@ -437,7 +437,7 @@ async fn route(
                 key: Some(format!("fwd/{}", target.pool_key())),
                 http2: false,
             };
-            let mut body = Some(req.into_body());
+            let mut body = Some(up_body(req.into_body()));
             let mut unsent = None;
             // Rules that looked at addresses approved only these.
             let allowed = |a: SocketAddr| pinned.is_none_or(|p| p.contains(&a.ip()));
@@ -561,12 +561,23 @@ async fn reverse(
         (peer.ip(), true),
         authority,
     );
-    let key = client_key(peer.ip());
-    // Other servers are tried only when connecting fails: the request body
-    // is a stream that cannot be sent twice. A request a kept connection
-    // could not take goes out on a new one to the same server.
+    let key = if pool.spec.balance == crate::reverse::spec::Balance::Hash {
+        client_key(peer.ip())
+    } else {
+        String::new()
+    };
+    // A connect failure moves any request to another server. After the
+    // request went out, only an idempotent one without a body is sent again
+    // (to another server, within the pool's retries and retry budget) when
+    // the server answers 502/503/504 or fails before the response head: a
+    // body is a stream that cannot be sent twice. A request a kept
+    // connection could not take goes out on a new one to the same server.
+    let replayable =
+        crate::reverse::is_idempotent(head) && hyper::body::Body::is_end_stream(req.body());
+    let _active = crate::reverse::ActiveGuard::new(&pool);
+    let mut retrying = None;
     let mut tried = Vec::new();
-    let mut body = Some(req.into_body());
+    let mut body = Some(up_body(req.into_body()));
     let mut unsent = None;
     loop {
         let index = match pool.pick(
@@ -666,6 +677,22 @@ async fn reverse(
             Ok(_) => pool.report_success(index),
             Err(_) => pool.report_failure(index),
         }
+        let retry_worthy = match &response {
+            Ok(r) => matches!(r.status().as_u16(), 502..=504),
+            Err(_) => true,
+        };
+        if replayable
+            && retry_worthy
+            && tried.len() < pool.spec.retries as usize
+            && pool.has_other_usable(index, &tried)
+            && (retrying.is_some() || pool.may_retry())
+        {
+            tried.push(index);
+            retrying.get_or_insert_with(|| crate::reverse::RetryGuard::new(&pool));
+            body = Some(no_body());
+            unsent = None;
+            continue;
+        }
         let response = response?;
         return Ok(match miss {
             Some(miss) => client_response(miss.finish(head, response), &route.rewrite, None),
@@ -684,7 +711,7 @@ async fn through_parent(
     pool: &Arc<crate::reverse::pool::Pool>,
     target: &crate::forward::target::HttpTarget,
     origin_form: Vec<u8>,
-    body: Incoming,
+    body: UpBody,
     peer: SocketAddr,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -845,8 +872,8 @@ impl Dispatch<'_> {
         cfg: &Config,
         mut sender: Sender,
         (addr, tls): (SocketAddr, bool),
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, (Option<Request<Incoming>>, ProxyError)> {
+        req: Request<UpBody>,
+    ) -> Result<Response<Incoming>, (Option<Request<UpBody>>, ProxyError)> {
         let response = dispatch(cfg, &mut sender, req).await?;
         if let (Some(key), Sender::Http1(_)) = (&self.key, &sender) {
             self.shared.senders.checkin(key, sender, addr, tls);
@@ -860,10 +887,10 @@ impl Dispatch<'_> {
 /// fields are left out (RFC 9113 §8.2.2).
 fn build_request(
     head_bytes: &[u8],
-    body: Incoming,
+    body: UpBody,
     http2: bool,
     tls: bool,
-) -> Result<Request<Incoming>, ProxyError> {
+) -> Result<Request<UpBody>, ProxyError> {
     let mut fields = [httparse::EMPTY_HEADER; 128];
     let mut parsed = httparse::Request::new(&mut fields);
     if !matches!(parsed.parse(head_bytes), Ok(httparse::Status::Complete(_))) {
@@ -933,7 +960,7 @@ fn build_request(
 
 /// A request built for one connection, moved to another: only the scheme
 /// of an HTTP/2 request's URI can differ (TLS or not).
-fn retarget(mut req: Request<Incoming>, tls: bool) -> Request<Incoming> {
+fn retarget(mut req: Request<UpBody>, tls: bool) -> Request<UpBody> {
     if req.version() == hyper::Version::HTTP_2
         && let Some(pq) = req.uri().path_and_query().cloned()
         && let Some(authority) = req.uri().authority().cloned()
@@ -971,8 +998,8 @@ async fn handshake(stream: crate::egress::Upstream, http2: bool) -> Result<Sende
 async fn dispatch(
     cfg: &Config,
     sender: &mut Sender,
-    req: Request<Incoming>,
-) -> Result<Response<Incoming>, (Option<Request<Incoming>>, ProxyError)> {
+    req: Request<UpBody>,
+) -> Result<Response<Incoming>, (Option<Request<UpBody>>, ProxyError)> {
     let sent = tokio::time::timeout(cfg.timeouts.first_byte, async {
         match sender {
             Sender::Http1(s) => {

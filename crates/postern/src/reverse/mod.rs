@@ -303,7 +303,16 @@ pub enum Via<'a> {
     },
 }
 
-struct ActiveGuard<'a>(&'a Pool);
+/// Counts a request in flight through a pool (the retry budget is a share
+/// of these).
+pub(crate) struct ActiveGuard<'a>(&'a Pool);
+
+impl<'a> ActiveGuard<'a> {
+    pub(crate) fn new(pool: &'a Pool) -> ActiveGuard<'a> {
+        pool.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(pool)
+    }
+}
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
@@ -364,8 +373,7 @@ pub async fn dispatch_covered(
     let spec = &pool.spec;
     let parent = matches!(via, Via::Parent { .. });
     // In flight through the pool: the retry budget is a share of these.
-    pool.active.fetch_add(1, Ordering::Relaxed);
-    let _active = ActiveGuard(pool);
+    let _active = ActiveGuard::new(pool);
     let cookie = |name: &str| cookie_value(head, name);
     // Only `balance = "hash"` reads the key.
     let key: Vec<u8> = match &spec.hash_on {
@@ -643,10 +651,11 @@ pub async fn open(
 }
 
 /// Counts a request that is being retried against the pool's budget.
-struct RetryGuard(Arc<Pool>);
+/// Counts a request that is being retried, for the pool's retry budget.
+pub(crate) struct RetryGuard(Arc<Pool>);
 
 impl RetryGuard {
-    fn new(pool: &Arc<Pool>) -> RetryGuard {
+    pub(crate) fn new(pool: &Arc<Pool>) -> RetryGuard {
         pool.retrying.fetch_add(1, Ordering::Relaxed);
         RetryGuard(pool.clone())
     }
@@ -659,7 +668,7 @@ impl Drop for RetryGuard {
 }
 
 /// RFC 9110 §9.2.2.
-fn is_idempotent(head: &RequestHead) -> bool {
+pub(crate) fn is_idempotent(head: &RequestHead) -> bool {
     ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
         .iter()
         .any(|m| head.is_method(m))
