@@ -449,15 +449,33 @@ async fn grpc_style_over_h2c_both_ways() {
         collected.to_bytes(),
         Bytes::from_static(b"HTTP/2.0 echo:10")
     );
-    // The same listener still speaks HTTP/1.1 to everyone else; HTTP/1.1
-    // requests go to servers over HTTP/1.1, which this one refuses.
-    let (resp, _) = common::one_response(proxy.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert_eq!(resp.status, 502, "{}", resp.head);
-    assert!(
-        resp.header("proxy-status")
-            .unwrap()
-            .contains("http_protocol_error")
-    );
+    // The same listener still speaks HTTP/1.1 to everyone else, and their
+    // requests reach the HTTP/2-only server as HTTP/2: the answer comes back
+    // chunked, with the server's trailers.
+    let (resp, mut conn) =
+        common::one_response(proxy.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    assert!(resp.chunked, "{}", resp.head);
+    assert_eq!(resp.body, b"HTTP/2.0 echo:0");
+    assert_eq!(resp.trailers, vec!["grpc-status: 0".to_string()]);
+    // On the same connection: an upload with a length, then a chunked one.
+    conn.send(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .await;
+    let resp = conn.read_response(false).await;
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    assert_eq!(resp.body, b"HTTP/2.0 echo:5");
+    conn.send(
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+    )
+    .await;
+    let resp = conn.read_response(false).await;
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    assert_eq!(resp.body, b"HTTP/2.0 echo:7");
+    // An HTTP/1.0 client gets the body delimited by the close.
+    let (resp, _) = common::one_response(proxy.addr(), b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    assert!(!resp.chunked && resp.head.to_ascii_lowercase().contains("connection: close"));
+    assert_eq!(resp.body, b"HTTP/2.0 echo:0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

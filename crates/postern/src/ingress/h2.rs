@@ -827,16 +827,16 @@ fn client_key(ip: IpAddr) -> String {
 /// connection of `key` when one is ready, else a new one, kept afterwards.
 /// `key` is `None` for connections that must not be shared (opened with a
 /// client's PROXY header).
-struct Dispatch<'a> {
-    shared: &'a Shared,
-    key: Option<String>,
-    http2: bool,
+pub(crate) struct Dispatch<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) key: Option<String>,
+    pub(crate) http2: bool,
 }
 
 impl Dispatch<'_> {
     /// A kept connection ready for a request, to an address `accept` allows
     /// (the SSRF pins of forward rules): its sender, address and TLS-ness.
-    fn kept(
+    pub(crate) fn kept(
         &self,
         cfg: &Config,
         accept: impl Fn(SocketAddr) -> bool,
@@ -849,7 +849,7 @@ impl Dispatch<'_> {
 
     /// Starts HTTP/1.1 or HTTP/2 on a new connection; an HTTP/2 one is shared
     /// from now on.
-    async fn fresh(
+    pub(crate) async fn fresh(
         &self,
         stream: crate::egress::Upstream,
         addr: SocketAddr,
@@ -867,7 +867,7 @@ impl Dispatch<'_> {
     /// Sends `req` and waits for the response head; an HTTP/1.1 connection
     /// is kept for the next request. On failure the request comes back when
     /// it was never sent, so it can go out on another connection.
-    async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         cfg: &Config,
         mut sender: Sender,
@@ -885,7 +885,7 @@ impl Dispatch<'_> {
 /// The request for hyper's client from a head built as HTTP/1.1 bytes: for
 /// HTTP/2 the Host field becomes `:authority` and connection-specific
 /// fields are left out (RFC 9113 §8.2.2).
-fn build_request(
+pub(crate) fn build_request(
     head_bytes: &[u8],
     body: UpBody,
     http2: bool,
@@ -960,7 +960,7 @@ fn build_request(
 
 /// A request built for one connection, moved to another: only the scheme
 /// of an HTTP/2 request's URI can differ (TLS or not).
-fn retarget(mut req: Request<UpBody>, tls: bool) -> Request<UpBody> {
+pub(crate) fn retarget(mut req: Request<UpBody>, tls: bool) -> Request<UpBody> {
     if req.version() == hyper::Version::HTTP_2
         && let Some(pq) = req.uri().path_and_query().cloned()
         && let Some(authority) = req.uri().authority().cloned()

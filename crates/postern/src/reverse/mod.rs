@@ -9,6 +9,7 @@
 //! not tried yet, within `retries` and the pool's retry budget.
 
 pub mod balance;
+mod bridge;
 pub mod health;
 pub mod pool;
 pub mod spec;
@@ -101,6 +102,20 @@ pub async fn serve(
         .cloned()
         .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
     drop(pools);
+    if pool.spec.http2 {
+        return Box::pin(bridge::serve(
+            cfg,
+            shared,
+            client,
+            head,
+            body,
+            conn,
+            (listener, route),
+            &pool,
+            ctx,
+        ))
+        .await;
+    }
     let via = Via::Server { listener, route };
     let Some(cache) = &shared.cache else {
         let mut none = None;
@@ -681,7 +696,7 @@ fn host_without_port(h: &str) -> &str {
     h.rsplit_once(':').map_or(h, |(host, _)| host)
 }
 
-fn host_of<'a>(head: &'a RequestHead, server: &'a str) -> std::borrow::Cow<'a, str> {
+pub(crate) fn host_of<'a>(head: &'a RequestHead, server: &'a str) -> std::borrow::Cow<'a, str> {
     head.first("host")
         .map_or(server.into(), String::from_utf8_lossy)
 }

@@ -1,0 +1,482 @@
+//! HTTP/1.x clients to a pool whose servers speak HTTP/2 (`http2 = true`):
+//! the request head built for the server is sent as an HTTP/2 request (h2c,
+//! or h2 over TLS) on a connection shared with every other request to that
+//! server, the client's body streamed into it; the response comes back as
+//! HTTP/1.1 (chunked, with trailers, when the server did not give a length).
+//!
+//! Retries follow the pool's rules: a connect failure moves any request to
+//! another server; an idempotent request without a body also moves after a
+//! 502/503/504 or a failure before the response head.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::{HeaderMap, Response};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::pool::{Pick, PickInput, Pool};
+use super::spec::RouteSpec;
+use crate::config::{Config, ListenerConfig};
+use crate::context::RequestCtx;
+use crate::egress::senders::{BoxError, UpBody, no_body, up_body};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http1::RequestHead;
+use crate::http1::body::{self, BodyKind, OutFraming, Sink, Source};
+use crate::http1::fields::ConnectionOptions;
+use crate::ingress::Client;
+use crate::ingress::h2::{Dispatch, build_request, retarget};
+use crate::ingress::stream::ClientStream;
+
+/// Serves one request of an HTTP/1.x client through `pool`'s HTTP/2
+/// servers; returns whether the client connection may carry another.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    cfg: &Config,
+    shared: &crate::app::Shared,
+    client: &mut Client,
+    head: &RequestHead,
+    body: BodyKind,
+    conn: &ConnectionOptions<'_>,
+    (listener, route): (&ListenerConfig, &RouteSpec),
+    pool: &Arc<Pool>,
+    ctx: &mut RequestCtx,
+) -> Result<bool, ProxyError> {
+    let tls_client = matches!(client.stream, ClientStream::Tls(_));
+    let host = super::host_of(head, "localhost").into_owned();
+    let head_bytes = super::reverse_head(
+        head,
+        body,
+        conn,
+        false,
+        listener,
+        route,
+        (client.peer.ip(), tls_client),
+        &host,
+    );
+    let replayable = super::is_idempotent(head) && body == BodyKind::None;
+    let _active = super::ActiveGuard::new(pool);
+    let (mut cr, mut cw) = client.stream.split();
+    let io_timeout = cfg.timeouts.io;
+
+    // The client's body flows through a bounded channel into the HTTP/2
+    // request while the response is awaited.
+    let (request_body, feed) = if body == BodyKind::None {
+        (no_body(), None)
+    } else {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(4);
+        (up_body(ChannelBody { rx }), Some(tx))
+    };
+    let feeding = async {
+        let Some(tx) = feed else {
+            return Ok(0u64);
+        };
+        let mut writer = ChannelWriter {
+            tx: Some(tx.clone()),
+            reserving: std::sync::Mutex::new(None),
+        };
+        let mut src = Source {
+            io: &mut cr,
+            buf: &mut client.buf,
+            timeout: io_timeout,
+        };
+        let mut sink = Sink::new(&mut writer, Vec::new(), io_timeout);
+        let relayed = body::relay(
+            &mut src,
+            &mut sink,
+            body,
+            OutFraming::Raw,
+            cfg.limits.max_header_size,
+        )
+        .await;
+        match relayed {
+            Ok(stats) => Ok(stats.payload),
+            Err(e) => {
+                // The server must not take a cut body for a whole one.
+                let _ = tx.send(Err(e.to_string().into())).await;
+                Err(e)
+            }
+        }
+    };
+    let responding = send(cfg, shared, pool, head_bytes, request_body, replayable, ctx);
+    let (fed, response) = tokio::join!(feeding, responding);
+    let response = response?;
+    let request_complete = match fed {
+        Ok(n) => {
+            ctx.bytes_in += n;
+            true
+        }
+        Err(e) if e.is_read_side() => {
+            return Err(ProxyError::new(
+                ErrorKind::BadRequest,
+                format!("request body: {e}"),
+            ));
+        }
+        Err(_) => false,
+    };
+    ctx.status = response.status().as_u16();
+    let keep_alive =
+        conn.persistent(head.minor) && request_complete && !crate::app::shutting_down();
+    let (written, ended) = write_response(
+        &mut cw,
+        response,
+        (head.minor, head.is_method("HEAD"), keep_alive),
+        &route.rewrite,
+        io_timeout,
+    )
+    .await;
+    ctx.bytes_out += written;
+    Ok(ended && keep_alive)
+}
+
+/// Picks a server, sends the request (a kept connection first), and moves
+/// the request to another server when the rules allow.
+async fn send(
+    cfg: &Config,
+    shared: &crate::app::Shared,
+    pool: &Arc<Pool>,
+    head_bytes: Vec<u8>,
+    body: UpBody,
+    replayable: bool,
+    ctx: &mut RequestCtx,
+) -> Result<Response<Incoming>, ProxyError> {
+    let mut tried = Vec::new();
+    let mut retrying = None;
+    let mut body = Some(body);
+    let mut unsent = None;
+    loop {
+        let index = match pool.pick(
+            &PickInput {
+                hash_key: &[],
+                sticky: None,
+            },
+            &tried,
+        ) {
+            Pick::Server(i) => i,
+            Pick::Busy if pool.wait_for_room().await => continue,
+            Pick::Busy => {
+                return Err(ProxyError::new(
+                    ErrorKind::QueueFull,
+                    format!("pool {}: every server is busy", pool.spec.name),
+                ));
+            }
+            Pick::NoneUsable => {
+                return Err(ProxyError::new(
+                    ErrorKind::NoServer,
+                    format!("pool {}: no server is up", pool.spec.name),
+                ));
+            }
+        };
+        let _inflight = pool.start(index);
+        ctx.result = "TCP_MISS";
+        let dispatch = Dispatch {
+            shared,
+            // A PROXY header speaks for one client: such connections are not shared.
+            key: pool.spec.send_proxy.is_none().then(|| {
+                format!(
+                    "rev/{}/{:p}/{}",
+                    pool.spec.name,
+                    Arc::as_ptr(&pool.spec),
+                    pool.servers[index].spec.addr
+                )
+            }),
+            http2: true,
+        };
+        let take_body = |body: &mut Option<UpBody>| body.take().unwrap_or_else(no_body);
+        let mut outcome = None;
+        if unsent.is_none()
+            && let Some((sender, addr, tls)) = dispatch.kept(cfg, |_| true)
+        {
+            ctx.upstream = Some(addr);
+            let request = build_request(&head_bytes, take_body(&mut body), true, tls)?;
+            match dispatch.exchange(cfg, sender, (addr, tls), request).await {
+                Err((Some(request), _)) => unsent = Some(request),
+                done => outcome = Some(done.map_err(|(_, e)| e)),
+            }
+        }
+        let response = match outcome {
+            Some(r) => r,
+            None => {
+                let connected = super::open(
+                    &shared.connector,
+                    cfg.timeouts.connect,
+                    pool,
+                    index,
+                    None,
+                    (ctx.client, None),
+                )
+                .await;
+                let (stream, addr) = match connected {
+                    Ok(c) => c,
+                    Err(e) => {
+                        pool.report_failure(index);
+                        tried.push(index);
+                        if tried.len() > pool.spec.retries as usize {
+                            return Err(e);
+                        }
+                        continue;
+                    }
+                };
+                ctx.upstream = Some(addr);
+                let tls = stream.is_tls();
+                match dispatch.fresh(stream, addr).await {
+                    Ok(sender) => {
+                        let request = match unsent.take() {
+                            Some(r) => retarget(r, tls),
+                            None => build_request(&head_bytes, take_body(&mut body), true, tls)?,
+                        };
+                        dispatch
+                            .exchange(cfg, sender, (addr, tls), request)
+                            .await
+                            .map_err(|(_, e)| e)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match &response {
+            Ok(r) if r.status().is_server_error() => pool.report_failure(index),
+            Ok(_) => pool.report_success(index),
+            Err(_) => pool.report_failure(index),
+        }
+        let retry_worthy = match &response {
+            Ok(r) => matches!(r.status().as_u16(), 502..=504),
+            Err(_) => true,
+        };
+        if replayable
+            && retry_worthy
+            && tried.len() < pool.spec.retries as usize
+            && pool.has_other_usable(index, &tried)
+            && (retrying.is_some() || pool.may_retry())
+        {
+            tried.push(index);
+            retrying.get_or_insert_with(|| super::RetryGuard::new(pool));
+            unsent = None;
+            continue;
+        }
+        return response;
+    }
+}
+
+/// Writes the server's response as HTTP/1.x: its length when the server
+/// gave one, else chunked (HTTP/1.1, trailers included) or until close
+/// (HTTP/1.0). Returns the bytes written and whether the body ended whole.
+async fn write_response<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    response: Response<Incoming>,
+    (minor, is_head, keep_alive): (u8, bool, bool),
+    scrubber: &postern_policy::headers::Scrubber,
+    io_timeout: std::time::Duration,
+) -> (u64, bool) {
+    let (parts, mut incoming) = response.into_parts();
+    let status = parts.status.as_u16();
+    let bodiless = is_head || status == 204 || status == 304;
+    let length = parts.headers.get("content-length").is_some();
+    let chunked = !bodiless && !length && minor >= 1;
+    let close = !keep_alive || (!bodiless && !length && minor == 0);
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(if minor == 0 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    crate::http1::push_decimal(&mut head, u64::from(status));
+    head.push(b' ');
+    head.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    head.extend_from_slice(b"\r\n");
+    push_fields(&mut head, &parts.headers, |name| {
+        // RFC 9113 §8.2.2: nothing connection-specific crosses; framing is
+        // restated below.
+        !matches!(
+            name,
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "upgrade"
+                | "te"
+                | "trailer"
+        ) && !scrubber.drops_response_field(name.as_bytes())
+    });
+    for (name, value) in scrubber.response_added() {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    if close {
+        head.extend_from_slice(b"Connection: close\r\n");
+    } else if minor == 0 {
+        head.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    // The head goes out with the first piece of the body.
+    let mut pending = head;
+    let mut written = 0u64;
+    let mut whole = true;
+    let mut ended = false;
+    if !bodiless {
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_frame(cx));
+            let frame = match tokio::time::timeout(io_timeout, frame).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => break,
+                // A body cut short is never completed for the client.
+                Ok(Some(Err(_))) | Err(_) => {
+                    whole = false;
+                    break;
+                }
+            };
+            if frame.is_data() {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    pending.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    pending.extend_from_slice(&data);
+                    pending.extend_from_slice(b"\r\n");
+                } else {
+                    pending.extend_from_slice(&data);
+                }
+            } else if let Ok(trailers) = frame.into_trailers()
+                && chunked
+            {
+                pending.extend_from_slice(b"0\r\n");
+                push_fields(&mut pending, &trailers, |_| true);
+                pending.extend_from_slice(b"\r\n");
+                ended = true;
+            }
+            if !put(out, &mut pending, &mut written, io_timeout).await {
+                return (written, false);
+            }
+        }
+    }
+    if whole && chunked && !ended {
+        pending.extend_from_slice(b"0\r\n\r\n");
+    }
+    let flushed = put(out, &mut pending, &mut written, io_timeout).await;
+    (written, whole && flushed && !close)
+}
+
+/// Writes what is pending; false when the client does not take it.
+async fn put<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    pending: &mut Vec<u8>,
+    written: &mut u64,
+    io_timeout: std::time::Duration,
+) -> bool {
+    if pending.is_empty() {
+        return true;
+    }
+    let ok = matches!(
+        crate::deadline::within(io_timeout, out.write_all(pending)).await,
+        Ok(Ok(()))
+    );
+    *written += pending.len() as u64;
+    pending.clear();
+    ok
+}
+
+fn push_fields(out: &mut Vec<u8>, headers: &HeaderMap, keep: impl Fn(&str) -> bool) {
+    for (name, value) in headers {
+        if !keep(name.as_str()) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The client's body as the HTTP/2 request's body.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+type Reserving = Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    mpsc::OwnedPermit<Result<Bytes, BoxError>>,
+                    mpsc::error::SendError<()>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// Bytes written here go into the channel, waiting for room (back-pressure
+/// from the server's flow control reaches the client).
+struct ChannelWriter {
+    tx: Option<mpsc::Sender<Result<Bytes, BoxError>>>,
+    /// In a mutex only to be `Sync` (it is reached through `&mut self`).
+    reserving: std::sync::Mutex<Option<Reserving>>,
+}
+
+impl AsyncWrite for ChannelWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let Some(tx) = self.tx.clone() else {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        };
+        let slot = self.reserving.get_mut().unwrap_or_else(|e| e.into_inner());
+        let reserving = slot.get_or_insert_with(|| Box::pin(tx.reserve_owned()));
+        let ready = reserving.as_mut().poll(cx);
+        if ready.is_ready() {
+            *slot = None;
+        }
+        match ready {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(permit)) => {
+                permit.send(Ok(Bytes::copy_from_slice(buf)));
+                Poll::Ready(Ok(buf.len()))
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.tx = None;
+        Poll::Ready(Ok(()))
+    }
+}
