@@ -160,6 +160,14 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     None
 }
 
+/// The textual form of `ip`, as `to_string` gives it, without the
+/// formatting machinery for IPv4 (see `push_ip`).
+pub fn ip_string(ip: IpAddr) -> String {
+    let mut out = String::with_capacity(15);
+    push_ip(&mut out, ip);
+    out
+}
+
 /// Appends the textual form of `ip` (RFC 5952 for IPv6). IPv4, the common
 /// case on every request that carries forwarding fields, is written digit by
 /// digit: `Display` costs several times more through the formatting machinery.

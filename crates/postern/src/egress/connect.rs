@@ -45,7 +45,7 @@ impl Destination {
     pub fn rule_host(&self) -> Cow<'_, str> {
         match self {
             Destination::Name(n) => Cow::Borrowed(n),
-            Destination::Ip(ip) => Cow::Owned(ip.to_string()),
+            Destination::Ip(ip) => Cow::Owned(postern_policy::addr::ip_string(*ip)),
         }
     }
 
@@ -180,7 +180,7 @@ impl Connector {
         let deadline = Instant::now() + connect_timeout;
         let (ips, name) = match (dest, pinned) {
             (_, Some(ips)) => (ips.to_vec(), dest.rule_host().into_owned()),
-            (Destination::Ip(ip), None) => (vec![*ip], ip.to_string()),
+            (Destination::Ip(ip), None) => (vec![*ip], postern_policy::addr::ip_string(*ip)),
             (Destination::Name(name), None) => {
                 let ips = match timeout(connect_timeout, self.resolver.resolve(name)).await {
                     Err(_) => return Err(resolve_error(name, ResolveError::Timeout)),

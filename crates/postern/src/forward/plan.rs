@@ -93,7 +93,7 @@ impl Plan {
     /// The host as rules see it.
     pub fn rule_host(&self) -> Cow<'_, str> {
         match self {
-            Plan::Local(a) => Cow::Owned(a.ip().to_string()),
+            Plan::Local(a) => Cow::Owned(postern_policy::addr::ip_string(a.ip())),
             Plan::Tunnel { dest, .. } => dest.rule_host(),
             Plan::Http(t) => t.dest.rule_host(),
             Plan::Ftp(t) => t.dest.rule_host(),
@@ -133,10 +133,20 @@ impl Plan {
     /// The URL rules see: the target as received, or `host:port` for tunnels.
     pub fn rule_url<'h>(&self, head: &'h RequestHead) -> Cow<'h, str> {
         match self {
-            Plan::Tunnel { dest, port } => Cow::Owned(match dest {
-                Destination::Ip(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
-                _ => format!("{}:{port}", dest.rule_host()),
-            }),
+            Plan::Tunnel { dest, port } => {
+                let mut url = String::with_capacity(32);
+                match dest {
+                    Destination::Ip(std::net::IpAddr::V6(v6)) => {
+                        url.push('[');
+                        postern_policy::addr::push_ip(&mut url, (*v6).into());
+                        url.push(']');
+                    }
+                    _ => url.push_str(&dest.rule_host()),
+                }
+                url.push(':');
+                url.push_str(crate::http1::decimal(u64::from(*port), &mut [0; 20]));
+                Cow::Owned(url)
+            }
             _ => Cow::Borrowed(head.target()),
         }
     }

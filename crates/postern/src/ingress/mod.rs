@@ -128,13 +128,13 @@ pub async fn serve(
                 return;
             };
             if admin_mode {
-                admin::serve(shared, name, stream, peer).await;
+                Box::pin(admin::serve(shared, name, stream, peer)).await;
                 drop(permit);
                 drop(guard);
                 return;
             }
             if ftp_mode {
-                ftp_relay::serve(shared, name, stream, peer).await;
+                Box::pin(ftp_relay::serve(shared, name, stream, peer)).await;
                 drop(slot);
                 drop(permit);
                 drop(guard);
@@ -147,13 +147,13 @@ pub async fn serve(
                         .await
                         .is_some_and(|b| b == 4 || b == 5);
                 if is_socks {
-                    socks::serve(
+                    Box::pin(socks::serve(
                         shared,
                         name,
                         stream::ClientStream::Plain(stream),
                         peer,
                         initial,
-                    )
+                    ))
                     .await;
                     drop(slot);
                     drop(permit);
@@ -169,7 +169,7 @@ pub async fn serve(
                             prefix: initial.split(),
                             inner: stream,
                         };
-                        h2::serve(shared, name, io, peer, local).await;
+                        Box::pin(h2::serve(shared, name, io, peer, local)).await;
                         drop(slot);
                         drop(permit);
                         drop(guard);
@@ -180,7 +180,9 @@ pub async fn serve(
                 }
             }
             let stream = if tls {
-                let Some(s) = tls_handshake(&shared, &name, stream, initial.split()).await else {
+                let Some(s) =
+                    Box::pin(tls_handshake(&shared, &name, stream, initial.split())).await
+                else {
                     return;
                 };
                 s
@@ -191,14 +193,14 @@ pub async fn serve(
                 && tls.get_ref().1.alpn_protocol() == Some(b"h2")
             {
                 let local = stream.local_addr().unwrap_or(peer);
-                h2::serve(shared, name, stream, peer, local).await;
+                Box::pin(h2::serve(shared, name, stream, peer, local)).await;
                 drop(slot);
                 drop(permit);
                 drop(guard);
                 return;
             }
-            // Boxed: the connection's state machine is large; moving a pointer
-            // into the task is cheaper than copying the state.
+            // Every protocol's state machine is boxed: the task is spawned
+            // (and moved) small, and only the protocol in use is allocated.
             Box::pin(http1::serve_connection(shared, name, stream, peer, initial)).await;
             drop(slot);
             drop(permit);

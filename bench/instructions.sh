@@ -1,0 +1,48 @@
+#!/bin/bash
+# User-space instructions per proxied request, counted by callgrind: the
+# noise-free companion of the harness's CPU µs/req (the machines are shared).
+#
+#   bench/instructions.sh reverse [BIN]   # Postern, reverse-proxy scenario
+#   bench/instructions.sh forward [BIN]   # Postern, forward-http scenario
+#   bench/instructions.sh nginx           # nginx reverse proxy, same work
+#
+# Needs valgrind, wrk and nginx, and the harness's origin running on
+# 127.0.0.1:28080/28081 (it is started here from ../shared/bench's rendered
+# configuration when missing). Everything stays on 127.0.0.1.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+MODE=${1:?reverse, forward or nginx}
+BIN=${2:-$HERE/../target/release/postern}
+RUN=${RUN_DIR:-/tmp/bench-run}
+OUT=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
+
+if ! ss -ltn | grep -q ':28081 '; then
+  [ -f "$RUN/origin/nginx.conf" ] || { echo "run ../shared/bench once to render the origin" >&2; exit 1; }
+  nginx -c "$RUN/origin/nginx.conf" -e "$OUT/origin.log" &
+  for _ in $(seq 50); do ss -ltn | grep -q ':28081 ' && break; sleep 0.1; done
+fi
+
+case $MODE in
+  reverse) PORT=28501; CMD=("$BIN" -c "$HERE/postern-reverse.toml"); URI= ;;
+  forward) PORT=28500; CMD=("$BIN" -c "$HERE/postern-forward.toml"); URI=http://127.0.0.1:28080/1k ;;
+  nginx)
+    PORT=28210; URI=
+    sed 's/^daemon off;/daemon off;\nmaster_process off;/' "$RUN/target-nginx/nginx.conf" > "$OUT/nginx.conf"
+    CMD=(nginx -c "$OUT/nginx.conf") ;;
+  *) echo "unknown mode $MODE" >&2; exit 2 ;;
+esac
+
+valgrind --tool=callgrind --callgrind-out-file="$OUT/cg" --instr-atstart=no "${CMD[@]}" \
+  >/dev/null 2>"$OUT/valgrind.log" &
+VG=$!
+for _ in $(seq 300); do ss -ltn | grep -q ":$PORT " && break; sleep 0.1; done
+export BENCH_ABS_URI=$URI
+wrk -t1 -c10 -d2s -s /work/shared/bench/lib/wrk.lua "http://127.0.0.1:$PORT/1k" >/dev/null
+callgrind_control -i on $VG >/dev/null
+wrk -t1 -c10 -d6s -s /work/shared/bench/lib/wrk.lua "http://127.0.0.1:$PORT/1k" > "$OUT/wrk.txt"
+callgrind_control -i off $VG >/dev/null
+callgrind_control -d $VG >/dev/null
+requests=$(grep -o '"requests":[0-9]*' "$OUT/wrk.txt" | cut -d: -f2)
+total=$(callgrind_annotate "$OUT"/cg.* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+echo "$MODE: $requests requests, $((total / requests)) instructions/request"
