@@ -39,10 +39,10 @@ VG=$!
 for _ in $(seq 300); do ss -ltn | grep -q ":$PORT " && break; sleep 0.1; done
 export BENCH_ABS_URI=$URI
 wrk -t1 -c10 -d2s -s /work/shared/bench/lib/wrk.lua "http://127.0.0.1:$PORT/1k" >/dev/null
-callgrind_control -i on $VG >/dev/null
+callgrind_control -i on $VG >/dev/null 2>&1
 wrk -t1 -c10 -d6s -s /work/shared/bench/lib/wrk.lua "http://127.0.0.1:$PORT/1k" > "$OUT/wrk.txt"
-callgrind_control -i off $VG >/dev/null
-callgrind_control -d $VG >/dev/null
+callgrind_control -i off $VG >/dev/null 2>&1
+callgrind_control -d $VG >/dev/null 2>&1
 requests=$(grep -o '"requests":[0-9]*' "$OUT/wrk.txt" | cut -d: -f2)
-total=$(callgrind_annotate "$OUT"/cg.* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+total=$(callgrind_annotate "$OUT"/cg.* 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",", "", $1); print $1}')
 echo "$MODE: $requests requests, $((total / requests)) instructions/request"

@@ -39,11 +39,24 @@ pub fn normalize_host(raw: &str) -> Result<Host, &'static str> {
             .map(|ip| Host::Ip(ip.into()))
             .map_err(|_| "invalid IPv6 address");
     }
+    // The common case, a canonical dotted quad, is already normal (the
+    // standard parser takes no other IPv4 form).
+    if let Ok(v4) = raw.parse::<Ipv4Addr>() {
+        return Ok(Host::Ip(v4.into()));
+    }
     let decoded = percent_decode(raw).ok_or("invalid percent-encoding in host")?;
-    if decoded
-        .chars()
-        .any(|c| c.is_control() || c.is_whitespace() || "/\\?#@[]:<>^|%".contains(c))
-    {
+    const FORBIDDEN: &str = "/\\?#@[]:<>^|%";
+    let forbidden = if decoded.is_ascii() {
+        // ASCII controls and whitespace are exactly the bytes up to space, and DEL.
+        decoded
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || FORBIDDEN.as_bytes().contains(&b))
+    } else {
+        decoded
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || FORBIDDEN.contains(c))
+    };
+    if forbidden {
         return Err("forbidden character in host");
     }
     let trimmed = decoded.strip_suffix('.').unwrap_or(&decoded);
