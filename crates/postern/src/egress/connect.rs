@@ -197,17 +197,36 @@ impl Connector {
 }
 
 /// One connection attempt, from `source` when given.
+///
+/// Built by hand rather than with `TcpStream::connect`: TCP_NODELAY is set
+/// before connecting, and the outcome is read from the readiness the reactor
+/// reports (an error or hang-up when the attempt failed) instead of asking
+/// the socket with `getsockopt(SO_ERROR)`: one system call fewer per
+/// connection, on a path that opens one per tunnel.
 async fn open(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let Some(source) = source else {
-        return TcpStream::connect(addr).await;
-    };
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.bind(SocketAddr::new(source, 0))?;
-    socket.connect(addr).await
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_nodelay(true)?;
+    if let Some(source) = source {
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let ready = stream.ready(tokio::io::Interest::WRITABLE).await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(stream)
 }
 
 /// RFC 8305 §4: alternate address families, starting with the first one given.
@@ -240,10 +259,7 @@ impl Connector {
             // One candidate (an address literal, usually): nothing to race.
             let source = self.source_for(addr);
             return match tokio::time::timeout_at(deadline, open(addr, source)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    Ok((stream, addr))
-                }
+                Ok(Ok(stream)) => Ok((stream, addr)),
                 Ok(Err(e)) => Err(connect_error(Some(e))),
                 Err(_) => Err(ProxyError::new(
                     ErrorKind::ConnectionTimeout,
@@ -271,8 +287,7 @@ impl Connector {
                 joined = attempts.join_next() => {
                     match joined {
                         Some(Ok((addr, Ok(stream)))) => {
-                            let _ = stream.set_nodelay(true);
-                            return Ok((stream, addr));
+                                    return Ok((stream, addr));
                         }
                         Some(Ok((_, Err(e)))) => {
                             last_error = Some(e);
