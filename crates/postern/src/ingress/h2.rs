@@ -26,7 +26,7 @@ use crate::cache::h2::Looked;
 use crate::config::{Config, Mode};
 use crate::context::RequestCtx;
 use crate::egress::Upstream;
-use crate::egress::senders::{Sender, UpBody, no_body, up_body};
+use crate::egress::senders::{Sender, UpBody, up_body};
 use crate::error::{ErrorKind, ProxyError, page_body, proxy_status_value};
 use crate::forward::http::{Outbound, upstream_head};
 use crate::forward::plan::Plan;
@@ -566,139 +566,21 @@ async fn reverse(
     } else {
         String::new()
     };
-    // A connect failure moves any request to another server. After the
-    // request went out, only an idempotent one without a body is sent again
-    // (to another server, within the pool's retries and retry budget) when
-    // the server answers 502/503/504 or fails before the response head: a
-    // body is a stream that cannot be sent twice. A request a kept
-    // connection could not take goes out on a new one to the same server.
     let replayable =
         crate::reverse::is_idempotent(head) && hyper::body::Body::is_end_stream(req.body());
-    let _active = crate::reverse::ActiveGuard::new(&pool);
-    let mut retrying = None;
-    let mut tried = Vec::new();
-    let mut body = Some(up_body(req.into_body()));
-    let mut unsent = None;
-    loop {
-        let index = match pool.pick(
-            &PickInput {
-                hash_key: key.as_bytes(),
-                sticky: None,
-            },
-            &tried,
-        ) {
-            Pick::Server(i) => i,
-            Pick::Busy if pool.wait_for_room().await => continue,
-            Pick::Busy => {
-                return Err(ProxyError::new(
-                    ErrorKind::QueueFull,
-                    "every server is busy",
-                ));
-            }
-            Pick::NoneUsable => {
-                return Err(ProxyError::new(
-                    ErrorKind::NoServer,
-                    format!("pool {}: no server is up", pool.spec.name),
-                ));
-            }
-        };
-        let _inflight = pool.start(index);
-        let http2 = pool.spec.http2;
-        let dispatch = Dispatch {
-            shared,
-            // A PROXY header speaks for one client: such connections are not shared.
-            key: pool.spec.send_proxy.is_none().then(|| {
-                format!(
-                    "rev/{}/{:p}/{}",
-                    pool.spec.name,
-                    Arc::as_ptr(&pool.spec),
-                    pool.servers[index].spec.addr
-                )
-            }),
-            http2,
-        };
-        let outcome = if unsent.is_none()
-            && let Some((sender, addr, tls)) = dispatch.kept(cfg, |_| true)
-        {
-            ctx.upstream = Some(addr);
-            let request = build_request(&bytes, body.take().expect("body"), http2, tls)?;
-            match dispatch.exchange(cfg, sender, (addr, tls), request).await {
-                Err((Some(request), _)) => {
-                    unsent = Some(request);
-                    None
-                }
-                done => Some(done.map_err(|(_, e)| e)),
-            }
-        } else {
-            None
-        };
-        let response = match outcome {
-            Some(r) => r,
-            None => {
-                let connected = crate::reverse::open(
-                    &shared.connector,
-                    cfg.timeouts.connect,
-                    &pool,
-                    index,
-                    None,
-                    (peer, Some(local)),
-                )
-                .await;
-                let (stream, addr) = match connected {
-                    Ok(c) => c,
-                    Err(e) => {
-                        pool.report_failure(index);
-                        tried.push(index);
-                        if tried.len() > pool.spec.retries as usize {
-                            return Err(e);
-                        }
-                        continue;
-                    }
-                };
-                ctx.upstream = Some(addr);
-                let tls = stream.is_tls();
-                match dispatch.fresh(stream, addr).await {
-                    Ok(sender) => {
-                        let request = match unsent.take() {
-                            Some(r) => retarget(r, tls),
-                            None => build_request(&bytes, body.take().expect("body"), http2, tls)?,
-                        };
-                        dispatch
-                            .exchange(cfg, sender, (addr, tls), request)
-                            .await
-                            .map_err(|(_, e)| e)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        match &response {
-            Ok(r) if r.status().is_server_error() => pool.report_failure(index),
-            Ok(_) => pool.report_success(index),
-            Err(_) => pool.report_failure(index),
-        }
-        let retry_worthy = match &response {
-            Ok(r) => matches!(r.status().as_u16(), 502..=504),
-            Err(_) => true,
-        };
-        if replayable
-            && retry_worthy
-            && tried.len() < pool.spec.retries as usize
-            && pool.has_other_usable(index, &tried)
-            && (retrying.is_some() || pool.may_retry())
-        {
-            tried.push(index);
-            retrying.get_or_insert_with(|| crate::reverse::RetryGuard::new(&pool));
-            body = Some(no_body());
-            unsent = None;
-            continue;
-        }
-        let response = response?;
-        return Ok(match miss {
-            Some(miss) => client_response(miss.finish(head, response), &route.rewrite, None),
-            None => client_response(response, &route.rewrite, None),
-        });
-    }
+    let how = crate::reverse::bridge::Sending {
+        head_bytes: &bytes,
+        replayable,
+        http2: pool.spec.http2,
+        hash_key: key.as_bytes(),
+        ends: (peer, Some(local)),
+    };
+    let body = up_body(req.into_body());
+    let response = crate::reverse::bridge::send(cfg, shared, &pool, how, body, ctx).await?;
+    Ok(match miss {
+        Some(miss) => client_response(miss.finish(head, response), &route.rewrite, None),
+        None => client_response(response, &route.rewrite, None),
+    })
 }
 
 /// A forwarded request through a parent of `pool`: absolute-form to an HTTP

@@ -58,7 +58,6 @@ pub async fn serve(
         &host,
     );
     let replayable = super::is_idempotent(head) && body == BodyKind::None;
-    let _active = super::ActiveGuard::new(pool);
     let (mut cr, mut cw) = client.stream.split();
     let io_timeout = cfg.timeouts.io;
 
@@ -101,7 +100,14 @@ pub async fn serve(
             }
         }
     };
-    let responding = send(cfg, shared, pool, head_bytes, request_body, replayable, ctx);
+    let how = Sending {
+        head_bytes: &head_bytes,
+        replayable,
+        http2: true,
+        hash_key: &[],
+        ends: (client.peer, None),
+    };
+    let responding = send(cfg, shared, pool, how, request_body, ctx);
     let (fed, response) = tokio::join!(feeding, responding);
     let response = response?;
     let request_complete = match fed {
@@ -132,17 +138,43 @@ pub async fn serve(
     Ok(ended && keep_alive)
 }
 
-/// Picks a server, sends the request (a kept connection first), and moves
-/// the request to another server when the rules allow.
-async fn send(
+/// How a request goes to a pool through hyper's client.
+pub(crate) struct Sending<'a> {
+    /// The request head, built as HTTP/1.1 bytes for the server.
+    pub head_bytes: &'a [u8],
+    /// An idempotent request without a body may be sent twice.
+    pub replayable: bool,
+    /// Speak HTTP/2 to the servers (else HTTP/1.1).
+    pub http2: bool,
+    /// The key of `balance = "hash"`.
+    pub hash_key: &'a [u8],
+    /// The client's and the listener's addresses (for PROXY headers).
+    pub ends: (std::net::SocketAddr, Option<std::net::SocketAddr>),
+}
+
+/// Picks a server of `pool`, sends the request (on a kept connection
+/// first), and moves it to another server when the rules allow: a connect
+/// failure moves any request; a 502/503/504 or a failure before the
+/// response head moves a replayable one, to a server not tried yet, within
+/// the pool's retries and retry budget. A request a kept connection could
+/// not take goes out on a new one to the same server. For HTTP/2 clients
+/// and for HTTP/1.x clients of `http2` pools.
+pub(crate) async fn send(
     cfg: &Config,
     shared: &crate::app::Shared,
     pool: &Arc<Pool>,
-    head_bytes: Vec<u8>,
+    how: Sending<'_>,
     body: UpBody,
-    replayable: bool,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Incoming>, ProxyError> {
+    let Sending {
+        head_bytes,
+        replayable,
+        http2,
+        hash_key,
+        ends,
+    } = how;
+    let _active = super::ActiveGuard::new(pool);
     let mut tried = Vec::new();
     let mut retrying = None;
     let mut body = Some(body);
@@ -150,7 +182,7 @@ async fn send(
     loop {
         let index = match pool.pick(
             &PickInput {
-                hash_key: &[],
+                hash_key,
                 sticky: None,
             },
             &tried,
@@ -183,7 +215,7 @@ async fn send(
                     pool.servers[index].spec.addr
                 )
             }),
-            http2: true,
+            http2,
         };
         let take_body = |body: &mut Option<UpBody>| body.take().unwrap_or_else(no_body);
         let mut outcome = None;
@@ -191,7 +223,7 @@ async fn send(
             && let Some((sender, addr, tls)) = dispatch.kept(cfg, |_| true)
         {
             ctx.upstream = Some(addr);
-            let request = build_request(&head_bytes, take_body(&mut body), true, tls)?;
+            let request = build_request(head_bytes, take_body(&mut body), http2, tls)?;
             match dispatch.exchange(cfg, sender, (addr, tls), request).await {
                 Err((Some(request), _)) => unsent = Some(request),
                 done => outcome = Some(done.map_err(|(_, e)| e)),
@@ -206,7 +238,7 @@ async fn send(
                     pool,
                     index,
                     None,
-                    (ctx.client, None),
+                    ends,
                 )
                 .await;
                 let (stream, addr) = match connected {
@@ -226,7 +258,7 @@ async fn send(
                     Ok(sender) => {
                         let request = match unsent.take() {
                             Some(r) => retarget(r, tls),
-                            None => build_request(&head_bytes, take_body(&mut body), true, tls)?,
+                            None => build_request(head_bytes, take_body(&mut body), http2, tls)?,
                         };
                         dispatch
                             .exchange(cfg, sender, (addr, tls), request)

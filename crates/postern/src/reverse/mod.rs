@@ -9,7 +9,7 @@
 //! not tried yet, within `retries` and the pool's retry budget.
 
 pub mod balance;
-mod bridge;
+pub(crate) mod bridge;
 pub mod health;
 pub mod pool;
 pub mod spec;
