@@ -75,6 +75,24 @@ fn every_problem_is_reported_with_its_position() {
 }
 
 #[test]
+fn h2c_takes_true_false_or_only() {
+    let (code, _, stderr) = check_config(
+        BIN,
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = \"sometimes\"\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("postern.toml:4:7: `h2c` must be true, false or \"only\""),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check_config(
+        BIN,
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = \"only\"\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn check_needs_a_file_and_a_bad_file_stops_the_server() {
     let out = Command::new(BIN).arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(2));

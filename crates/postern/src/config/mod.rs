@@ -133,6 +133,18 @@ pub struct Rate {
     pub per: Duration,
 }
 
+/// HTTP/2 without TLS (h2c) by prior knowledge (RFC 9113 §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum H2c {
+    #[default]
+    Off,
+    /// Beside HTTP/1.x: told apart by the client's first bytes.
+    Also,
+    /// Only HTTP/2, like HAProxy's `proto h2`: a connection that does not
+    /// open with the preface is closed (RFC 9113 §3.4).
+    Only,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Forward,
@@ -173,7 +185,7 @@ pub struct ListenerConfig {
     /// TLS terminated on this listener.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// HTTP/2 by prior knowledge on a plain listener.
-    pub h2c: bool,
+    pub h2c: H2c,
     /// Forward: SOCKS clients on the same port (told apart by the first byte).
     pub socks: bool,
     /// Admin: clients allowed (default: loopback).

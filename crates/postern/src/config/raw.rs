@@ -88,8 +88,9 @@ pub struct RawListener {
     pub proxy_protocol_from: Option<Vec<Spanned<String>>>,
     /// Terminate TLS on this listener.
     pub tls: Option<RawTls>,
-    /// Accept HTTP/2 without TLS from clients that start with its preface.
-    pub h2c: Option<bool>,
+    /// Accept HTTP/2 without TLS from clients that start with its preface
+    /// (`true`), or speak only that (`"only"`).
+    pub h2c: Option<Spanned<RawH2c>>,
     /// Forward listeners: serve SOCKS4/5 clients on the same port too.
     pub socks: Option<bool>,
     /// Admin listeners: who may connect (default: loopback).
@@ -141,6 +142,14 @@ pub struct RawEgress {
 pub enum RawAddresses {
     One(String),
     Many(Vec<String>),
+}
+
+/// `h2c = true | false | "only"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawH2c {
+    On(bool),
+    Text(String),
 }
 
 /// `via = "name"` sets the pseudonym; `via = false` leaves Via out.

@@ -14,11 +14,37 @@ use postern_policy::matchers::PortSet;
 use toml::Spanned;
 
 use super::diag::{Problem, did_you_mean};
-use super::raw::{RawConfig, RawDuration, RawPort, RawSize, RawVia};
+use super::raw::{RawConfig, RawDuration, RawH2c, RawPort, RawSize, RawVia};
 use super::units;
 use super::*;
 
 const MODES: &[&str] = &["forward", "socks5", "ftp", "reverse", "admin"];
+
+/// `h2c = true | false | "only"`; with TLS, ALPN chooses HTTP/2 instead.
+fn h2c_mode(p: &mut Vec<Problem>, raw: Option<&Spanned<RawH2c>>, tls: bool) -> H2c {
+    let Some(raw) = raw else {
+        return H2c::Off;
+    };
+    let mode = match raw.get_ref() {
+        RawH2c::On(false) => H2c::Off,
+        RawH2c::On(true) => H2c::Also,
+        RawH2c::Text(t) if t == "only" => H2c::Only,
+        RawH2c::Text(_) => {
+            p.push(Problem::new(
+                raw.span(),
+                "`h2c` must be true, false or \"only\"",
+            ));
+            return H2c::Off;
+        }
+    };
+    if tls && mode == H2c::Only {
+        p.push(Problem::new(
+            raw.span(),
+            "`h2c = \"only\"` is for listeners without `tls` (with TLS, ALPN chooses HTTP/2)",
+        ));
+    }
+    mode
+}
 
 pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
@@ -161,7 +187,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             parent: l.parent.as_ref().map(|x| x.get_ref().clone()),
             proxy_protocol,
             tls,
-            h2c: l.h2c.unwrap_or(false),
+            h2c: h2c_mode(p, l.h2c.as_ref(), l.tls.is_some()),
             socks: l.socks.unwrap_or(false),
             admin_from: cidrs(p, l.admin_from.as_ref(), true),
             admin_users,
@@ -179,7 +205,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             parent: None,
             proxy_protocol: None,
             tls: None,
-            h2c: false,
+            h2c: H2c::Off,
             socks: false,
             admin_from: Vec::new(),
             admin_users: None,

@@ -33,6 +33,7 @@ use crate::forward::plan::Plan;
 use crate::http1::RequestHead;
 use crate::http1::fields::{connection_options, request_body};
 use crate::http1::head::{Fields, HeadLimits, parse_request};
+use crate::ingress::h2_streams::StreamStates;
 use crate::reverse::pool::{Pick, PickInput};
 use crate::reverse::reverse_head;
 
@@ -63,7 +64,7 @@ pub async fn serve<IO>(
         .max_header_list_size(cfg.limits.max_header_size as u32)
         .keep_alive_interval(None);
     let _ = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(StreamStates::new(stream)), service)
         .await;
 }
 
@@ -81,13 +82,30 @@ async fn handle(
     ctx.url = req.uri().to_string();
     let mut tunnel = None;
     let ends = (peer, local);
-    let response = match route(&cfg, &shared, &listener, ends, req, &mut ctx, &mut tunnel).await {
+    let (parts, body) = req.into_parts();
+    // A client waiting for 100 (Continue) sends no body before the answer.
+    let waits = parts.headers.contains_key(hyper::header::EXPECT);
+    let mut body = Some(body);
+    let req = Request::from_parts(parts, ());
+    let routed = route(
+        &cfg,
+        &shared,
+        &listener,
+        ends,
+        (req, &mut body),
+        &mut ctx,
+        &mut tunnel,
+    );
+    let response = match routed.await {
         Ok(r) => r,
         Err(e) => {
             ctx.record_error(&e);
             error_response(&cfg, &e)
         }
     };
+    if tunnel.is_none() && !waits {
+        finish_reading(body).await;
+    }
     ctx.status = response.status().as_u16();
     // The log line is written when the exchange ends, with what moved.
     if let Some(ended) = tunnel {
@@ -173,6 +191,44 @@ impl Drop for Logged {
     }
 }
 
+/// The request body, for the request sent on (each path takes it once).
+fn take(body: &mut Option<Incoming>) -> Result<Incoming, ProxyError> {
+    body.take()
+        .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "request body already used"))
+}
+
+/// How much of a request body is read before an answer made here.
+const READ_BEFORE_ANSWER: usize = 64 * 1024;
+/// How long an answer made here waits for the rest of the request.
+const WAIT_BEFORE_ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads the rest of a request body that an answer made here does not use
+/// (an error page, a cache hit, the info page).
+///
+/// RFC 9113 §8.1 lets a server answer early. Waiting briefly has two gains:
+/// the answer follows the whole request, as it would from an origin server;
+/// and a fault later in the request's stream (a reset, a body that does not
+/// match its content-length) ends the stream before it is answered.
+///
+/// The wait is bounded in bytes and time; after it, hyper resets what is left.
+async fn finish_reading(body: Option<Incoming>) {
+    let Some(mut body) = body else { return };
+    if hyper::body::Body::is_end_stream(&body) {
+        return;
+    }
+    let mut left = READ_BEFORE_ANSWER;
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, Bytes::len);
+            if n >= left {
+                return;
+            }
+            left -= n;
+        }
+    };
+    let _ = tokio::time::timeout(WAIT_BEFORE_ANSWER, read).await;
+}
+
 fn error_response(cfg: &Config, err: &ProxyError) -> Response<Body> {
     let name = cfg.http.via.as_deref().unwrap_or("postern");
     let (content_type, body) = page_body(err, false, name);
@@ -201,7 +257,8 @@ fn full(text: impl Into<Bytes>) -> Body {
 /// The request as an HTTP/1.1 head, for the planning and header code.
 fn http1_view(
     cfg: &Config,
-    req: &Request<Incoming>,
+    req: &Request<()>,
+    body: &Option<Incoming>,
     target: &str,
     authority: &str,
 ) -> Result<RequestHead, ProxyError> {
@@ -223,7 +280,9 @@ fn http1_view(
     }
     // A body of unknown length travels chunked on HTTP/1.1.
     if !req.headers().contains_key("content-length")
-        && !hyper::body::Body::is_end_stream(req.body())
+        && body
+            .as_ref()
+            .is_some_and(|b| !hyper::body::Body::is_end_stream(b))
     {
         text.push_str("Transfer-Encoding: chunked\r\n");
     }
@@ -248,7 +307,7 @@ async fn route(
     shared: &Shared,
     listener: &str,
     (peer, local): (SocketAddr, SocketAddr),
-    mut req: Request<Incoming>,
+    (mut req, unread): (Request<()>, &mut Option<Incoming>),
     ctx: &mut RequestCtx,
     tunnel: &mut Option<tokio::sync::oneshot::Receiver<crate::relay::TunnelStats>>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -282,7 +341,7 @@ async fn route(
                 "CONNECT is not served on a reverse listener",
             ));
         }
-        let head = http1_view(cfg, &req, &path, &authority)?;
+        let head = http1_view(cfg, &req, unread, &path, &authority)?;
         return reverse(
             cfg,
             shared,
@@ -290,7 +349,7 @@ async fn route(
             (peer, local),
             &head,
             &authority,
-            req,
+            unread,
             ctx,
         )
         .await;
@@ -307,7 +366,7 @@ async fn route(
     } else {
         path.clone()
     };
-    let head = http1_view(cfg, &req, &target, &authority)?;
+    let head = http1_view(cfg, &req, unread, &target, &authority)?;
     let plan = Plan::new(cfg, &head, local)?;
     let host = plan.rule_host();
     let url = plan.rule_url(&head);
@@ -426,7 +485,7 @@ async fn route(
             if let Some(pool) =
                 crate::ingress::http1::parent_pool(cfg, shared, listener, &target.dest)?
             {
-                let body = up_body(req.into_body());
+                let body = up_body(take(unread)?);
                 let response =
                     through_parent(cfg, shared, &pool, &target, bytes, body, peer, ctx).await?;
                 return Ok(respond(response, via.as_deref()));
@@ -437,7 +496,7 @@ async fn route(
                 key: Some(format!("fwd/{}", target.pool_key())),
                 http2: false,
             };
-            let mut body = Some(up_body(req.into_body()));
+            let mut body = Some(up_body(take(unread)?));
             let mut unsent = None;
             // Rules that looked at addresses approved only these.
             let allowed = |a: SocketAddr| pinned.is_none_or(|p| p.contains(&a.ip()));
@@ -483,7 +542,7 @@ async fn reverse(
     (peer, local): (SocketAddr, SocketAddr),
     head: &RequestHead,
     authority: &str,
-    req: Request<Incoming>,
+    unread: &mut Option<Incoming>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     let host = authority
@@ -566,8 +625,8 @@ async fn reverse(
     } else {
         String::new()
     };
-    let replayable =
-        crate::reverse::is_idempotent(head) && hyper::body::Body::is_end_stream(req.body());
+    let body = take(unread)?;
+    let replayable = crate::reverse::is_idempotent(head) && hyper::body::Body::is_end_stream(&body);
     let how = crate::reverse::bridge::Sending {
         head_bytes: &bytes,
         replayable,
@@ -575,7 +634,7 @@ async fn reverse(
         hash_key: key.as_bytes(),
         ends: (peer, Some(local)),
     };
-    let body = up_body(req.into_body());
+    let body = up_body(body);
     let response = crate::reverse::bridge::send(cfg, shared, &pool, how, body, ctx).await?;
     Ok(match miss {
         Some(miss) => client_response(miss.finish(head, response), &route.rewrite, None),

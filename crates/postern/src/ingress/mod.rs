@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod ftp_relay;
 pub mod h2;
+pub mod h2_streams;
 pub mod http1;
 pub mod proxy_protocol;
 pub mod socks;
@@ -161,7 +162,7 @@ pub async fn serve(
                     return;
                 }
             }
-            if h2c && !tls {
+            if h2c != crate::config::H2c::Off && !tls {
                 match h2_preface(&stream, &mut initial, &shared).await {
                     Some(true) => {
                         let local = stream.local_addr().unwrap_or(peer);
@@ -175,6 +176,9 @@ pub async fn serve(
                         drop(guard);
                         return;
                     }
+                    // RFC 9113 §3.4: an invalid preface is a connection
+                    // error; GOAWAY may be left out, and is (nothing was agreed).
+                    Some(false) if h2c == crate::config::H2c::Only => return,
                     Some(false) => {}
                     None => return,
                 }

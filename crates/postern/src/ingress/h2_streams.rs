@@ -1,0 +1,410 @@
+//! RFC 9113 §5.1 for client streams, enforced under hyper.
+//!
+//! The h2 crate forgets a stream once both sides have ended it. A client
+//! that then sends DATA or HEADERS on it gets only RST_STREAM, and its
+//! connection stays open. RFC 9113 §5.1 lets a closed stream's frames be
+//! treated as a connection error of type STREAM_CLOSED, and RFC 7540 §5.1
+//! required it.
+//!
+//! `StreamStates` wraps the connection's byte stream. It reads the frame
+//! headers going both ways and tracks each client stream. It ends the
+//! connection when the client sends DATA or HEADERS on a stream that closed
+//! normally. Every other case is left to h2:
+//! - half-closed (remote): a stream error;
+//! - a stream either side reset: ignored, or a stream error;
+//! - an idle stream: a connection error.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// RFC 9113 §3.4: the client's preface comes before its first frame.
+const PREFACE_LEN: usize = 24;
+const FRAME_HEADER_LEN: usize = 9;
+
+// RFC 9113 §6: the frame types and the flag this guard looks at.
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const END_STREAM: u8 = 0x1;
+
+/// Streams remembered at most. Past this, the lowest (oldest) is forgotten.
+/// h2 allows 256 concurrent streams, so only streams reset long ago are
+/// dropped.
+const MAX_TRACKED: usize = 1024;
+
+/// A client stream that is not yet closed normally. A stream missing from
+/// the map, with an id at or below the highest seen, closed normally.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stream {
+    /// The client may still send. `answered`: the server sent END_STREAM.
+    Open { answered: bool },
+    /// The client ended its side; the server has not yet ended its own.
+    HalfClosedRemote,
+    /// Reset by either side. Frames the client had in flight may follow.
+    Reset,
+}
+
+/// Frame boundaries in one direction of the byte stream.
+#[derive(Default)]
+struct FrameCursor {
+    /// Bytes still to skip before frame headers begin (the client preface).
+    skip_preface: usize,
+    header: [u8; FRAME_HEADER_LEN],
+    have: usize,
+    /// Payload bytes of the current frame still to pass.
+    payload_left: usize,
+}
+
+/// A frame's header: type, flags, stream id.
+struct FrameHead {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+}
+
+impl FrameCursor {
+    /// Walks `bytes` and calls `on_frame` for each complete frame header,
+    /// with the offset in `bytes` at which that header began (0 when it
+    /// began in an earlier call). `on_frame` returns false to stop; the
+    /// offset is then returned.
+    fn walk(&mut self, bytes: &[u8], mut on_frame: impl FnMut(FrameHead) -> bool) -> Option<usize> {
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.skip_preface > 0 {
+                let n = self.skip_preface.min(bytes.len() - at);
+                self.skip_preface -= n;
+                at += n;
+                continue;
+            }
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len() - at);
+                self.payload_left -= n;
+                at += n;
+                continue;
+            }
+            let began = if self.have > 0 { 0 } else { at };
+            let n = (FRAME_HEADER_LEN - self.have).min(bytes.len() - at);
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[at..at + n]);
+            self.have += n;
+            at += n;
+            if self.have < FRAME_HEADER_LEN {
+                break;
+            }
+            self.have = 0;
+            let h = &self.header;
+            self.payload_left = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+            let head = FrameHead {
+                kind: h[3],
+                flags: h[4],
+                stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
+            };
+            if !on_frame(head) {
+                return Some(began);
+            }
+        }
+        None
+    }
+}
+
+/// What the guard knows of the connection's client streams.
+#[derive(Default)]
+struct Tracker {
+    streams: BTreeMap<u32, Stream>,
+    highest: u32,
+}
+
+impl Tracker {
+    /// A frame from the client. Returns false when it arrives on a stream
+    /// that closed normally, which ends the connection.
+    fn client_sent(&mut self, f: &FrameHead) -> bool {
+        // Stream 0 and server-initiated (even) ids are h2's business.
+        if f.stream == 0 || f.stream.is_multiple_of(2) {
+            return true;
+        }
+        let ends = f.flags & END_STREAM != 0;
+        match f.kind {
+            HEADERS if f.stream > self.highest => {
+                self.highest = f.stream;
+                let state = if ends {
+                    Stream::HalfClosedRemote
+                } else {
+                    Stream::Open { answered: false }
+                };
+                self.remember(f.stream, state);
+            }
+            // DATA on an idle stream: h2's connection error (§5.1).
+            DATA if f.stream > self.highest => {}
+            DATA | HEADERS => match self.streams.get(&f.stream).copied() {
+                None => return false,
+                Some(Stream::Open { answered }) if ends => {
+                    if answered {
+                        self.streams.remove(&f.stream);
+                    } else {
+                        self.streams.insert(f.stream, Stream::HalfClosedRemote);
+                    }
+                }
+                Some(_) => {}
+            },
+            RST_STREAM if f.stream <= self.highest => {
+                self.streams.insert(f.stream, Stream::Reset);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// A frame the server sent.
+    fn server_sent(&mut self, f: &FrameHead) {
+        if f.stream == 0 || f.stream.is_multiple_of(2) {
+            return;
+        }
+        let Some(state) = self.streams.get(&f.stream).copied() else {
+            return;
+        };
+        match f.kind {
+            RST_STREAM => {
+                if state == Stream::HalfClosedRemote {
+                    // The client had ended its side: nothing may follow.
+                    self.streams.remove(&f.stream);
+                } else {
+                    self.streams.insert(f.stream, Stream::Reset);
+                }
+            }
+            DATA | HEADERS if f.flags & END_STREAM != 0 => match state {
+                Stream::Open { .. } => {
+                    self.streams
+                        .insert(f.stream, Stream::Open { answered: true });
+                }
+                Stream::HalfClosedRemote => {
+                    self.streams.remove(&f.stream);
+                }
+                Stream::Reset => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn remember(&mut self, id: u32, state: Stream) {
+        self.streams.insert(id, state);
+        if self.streams.len() > MAX_TRACKED {
+            self.streams.pop_first();
+        }
+    }
+}
+
+/// The client connection, with its streams' states enforced (see the module
+/// comment).
+pub struct StreamStates<IO> {
+    inner: IO,
+    reading: FrameCursor,
+    writing: FrameCursor,
+    tracker: Tracker,
+    /// A breach was found: the bytes before it went to h2; reads now fail.
+    breached: bool,
+}
+
+impl<IO> StreamStates<IO> {
+    /// `inner` is read from the start of the client's preface.
+    pub fn new(inner: IO) -> Self {
+        StreamStates {
+            inner,
+            reading: FrameCursor {
+                skip_preface: PREFACE_LEN,
+                ..FrameCursor::default()
+            },
+            writing: FrameCursor::default(),
+            tracker: Tracker::default(),
+            breached: false,
+        }
+    }
+
+    fn saw_written(&mut self, bytes: &[u8]) {
+        let tracker = &mut self.tracker;
+        self.writing.walk(bytes, |f| {
+            tracker.server_sent(&f);
+            true
+        });
+    }
+}
+
+fn breach() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "HTTP/2 frame on a closed stream (STREAM_CLOSED)",
+    )
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for StreamStates<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.breached {
+            return Poll::Ready(Err(breach()));
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            let tracker = &mut this.tracker;
+            let new = &buf.filled()[before..];
+            if let Some(at) = this.reading.walk(new, |f| tracker.client_sent(&f)) {
+                // h2 gets what came before the offending frame, then the error.
+                this.breached = true;
+                buf.set_filled(before + at);
+                if at == 0 {
+                    return Poll::Ready(Err(breach()));
+                }
+            }
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for StreamStates<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            this.saw_written(&buf[..n]);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = result {
+            let mut left = n;
+            for b in bufs {
+                if left == 0 {
+                    break;
+                }
+                let take = left.min(b.len());
+                this.saw_written(&b[..take]);
+                left -= take;
+            }
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: usize) -> Vec<u8> {
+        let len = (payload as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.resize(FRAME_HEADER_LEN + payload, 0);
+        f
+    }
+
+    /// Feeds client bytes one at a time (the worst split); returns the
+    /// offset of the first offending frame.
+    fn client(t: &mut Tracker, c: &mut FrameCursor, bytes: &[u8]) -> Option<usize> {
+        for (i, b) in bytes.iter().enumerate() {
+            if c.walk(std::slice::from_ref(b), |f| t.client_sent(&f))
+                .is_some()
+            {
+                return Some(i + 1 - FRAME_HEADER_LEN);
+            }
+        }
+        None
+    }
+
+    fn server(t: &mut Tracker, c: &mut FrameCursor, bytes: &[u8]) {
+        c.walk(bytes, |f| {
+            t.server_sent(&f);
+            true
+        });
+    }
+
+    #[test]
+    fn data_after_both_sides_ended_is_refused() {
+        let (mut t, mut wc) = <(Tracker, FrameCursor)>::default();
+        let mut rc = FrameCursor {
+            skip_preface: PREFACE_LEN,
+            ..FrameCursor::default()
+        };
+        let mut up = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        up.extend(frame(4, 0, 0, 6)); // SETTINGS
+        up.extend(frame(HEADERS, END_STREAM | 0x4, 1, 10));
+        assert_eq!(client(&mut t, &mut rc, &up), None);
+        assert_eq!(t.highest, 1);
+        // Half-closed (remote): h2 answers with a stream error.
+        assert_eq!(client(&mut t, &mut rc, &frame(DATA, 0, 1, 3)), None);
+        server(&mut t, &mut wc, &frame(HEADERS, 0x4, 1, 5));
+        server(&mut t, &mut wc, &frame(DATA, END_STREAM, 1, 20));
+        let late = [frame(DATA, 0, 3, 0), frame(DATA, 0, 1, 4)].concat();
+        // Stream 3 is idle (h2's business); stream 1 is closed.
+        assert_eq!(
+            client(&mut t, &mut rc, &late),
+            Some(FRAME_HEADER_LEN),
+            "the frame on stream 1 is refused"
+        );
+    }
+
+    #[test]
+    fn in_flight_data_after_a_reset_passes() {
+        let (mut t, mut rc, mut wc) = <(Tracker, FrameCursor, FrameCursor)>::default();
+        assert_eq!(client(&mut t, &mut rc, &frame(HEADERS, 0x4, 5, 8)), None);
+        server(&mut t, &mut wc, &frame(RST_STREAM, 0, 5, 4));
+        let more = [frame(DATA, 0, 5, 100), frame(DATA, END_STREAM, 5, 0)].concat();
+        assert_eq!(client(&mut t, &mut rc, &more), None);
+        // The client resets a stream, then (wrongly) sends on it: h2's
+        // stream error, not a connection error.
+        assert_eq!(client(&mut t, &mut rc, &frame(HEADERS, 0x4, 7, 8)), None);
+        assert_eq!(client(&mut t, &mut rc, &frame(RST_STREAM, 0, 7, 4)), None);
+        assert_eq!(client(&mut t, &mut rc, &frame(DATA, 0, 7, 1)), None);
+    }
+
+    #[test]
+    fn uploads_continue_after_the_answer_until_the_client_ends() {
+        let (mut t, mut rc, mut wc) = <(Tracker, FrameCursor, FrameCursor)>::default();
+        assert_eq!(client(&mut t, &mut rc, &frame(HEADERS, 0x4, 1, 8)), None);
+        server(&mut t, &mut wc, &frame(HEADERS, 0x4 | END_STREAM, 1, 5));
+        assert_eq!(client(&mut t, &mut rc, &frame(DATA, 0, 1, 50)), None);
+        assert_eq!(
+            client(&mut t, &mut rc, &frame(DATA, END_STREAM, 1, 0)),
+            None
+        );
+        assert!(t.streams.is_empty(), "closed streams are forgotten");
+        assert!(client(&mut t, &mut rc, &frame(DATA, 0, 1, 1)).is_some());
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let (mut t, mut rc) = <(Tracker, FrameCursor)>::default();
+        for id in (1..10_000u32).step_by(2) {
+            client(&mut t, &mut rc, &frame(HEADERS, 0x4, id, 0));
+        }
+        assert_eq!(t.streams.len(), MAX_TRACKED);
+    }
+}
