@@ -209,7 +209,85 @@ async fn http2_clients_use_the_cache() {
             .contains("fwd=uri-miss")
     );
     assert_eq!(origin.requests(), 3);
+    // RFC 9111 §4.3: a stale response is validated with its ETag, and the
+    // origin's 304 refreshes it (§4.3.4); the client gets the stored body.
+    let stale = "/etag/v1?h=cache-control:max-age=0";
+    let first = fetch("--http2", stale, &[]).await;
+    assert_eq!(first.body, b"tag v1");
+    let again = fetch("--http2", stale, &[]).await;
+    assert_eq!(again.status, 200, "{}", again.headers);
+    assert_eq!(again.body, b"tag v1");
+    let cs = again.header("cache-status").unwrap();
+    assert!(
+        cs.contains("fwd=stale") && cs.contains("fwd-status=304"),
+        "{cs}"
+    );
+    let seen = origin.last_request().unwrap();
+    assert!(
+        seen.headers
+            .iter()
+            .any(|(n, v)| n == "if-none-match" && v == "\"v1\""),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(origin.requests(), 5);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_misses_for_one_url_are_collapsed() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let sender = h2_client(&ca, proxy.addr()).await;
+    // Eight streams at once for a slow answer: one goes to the origin, the
+    // others wait for its copy.
+    let asks = (0..8).map(|_| {
+        let mut sender = sender.clone();
+        async move {
+            let req = Request::get("https://localhost/delay/300?h=cache-control:max-age=60")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status();
+            let cs = resp.headers()["cache-status"].to_str().unwrap().to_string();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, cs, body)
+        }
+    });
+    let answers = futures_join_all(asks).await;
+    for (status, cs, body) in &answers {
+        assert_eq!(*status, 200);
+        assert_eq!(&body[..], b"delayed", "{cs}");
+    }
+    let hits = answers
+        .iter()
+        .filter(|(_, cs, _)| cs.contains("hit"))
+        .count();
+    assert_eq!(hits, 7, "{answers:?}");
+    assert_eq!(origin.requests(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs the futures concurrently, in order of their results.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
 }
 
 /// An HTTP/2 connection to `addr` over TLS trusting `ca`.

@@ -64,21 +64,9 @@ impl Pending {
     /// Whether a stale response may stand in for an origin error now
     /// (RFC 5861 §4): only then is a 502/503/504 held back from the client.
     pub fn stale_may_cover(&self) -> bool {
-        self.stale.as_ref().is_some_and(|found| {
-            let age = super::policy::current_age(
-                found.entry.age_value,
-                found.entry.date,
-                found.entry.request_time,
-                found.entry.response_time,
-                super::now(),
-            );
-            super::policy::stale_if_error(
-                &self.ticket.req_cc,
-                &found.entry.cc,
-                age,
-                found.entry.lifetime,
-            )
-        })
+        self.stale
+            .as_ref()
+            .is_some_and(|found| stale_cover(&self.ticket.req_cc, found, None).is_some())
     }
 }
 
@@ -109,7 +97,7 @@ pub(crate) fn request_directives(head: &RequestHead) -> Directives {
     cc
 }
 
-fn has_own_validators(head: &RequestHead) -> bool {
+pub(crate) fn has_own_validators(head: &RequestHead) -> bool {
     [
         "if-none-match",
         "if-modified-since",
@@ -264,17 +252,7 @@ pub async fn after(
     let ticket = &pending.ticket;
     let cache = &ticket.cache;
     let name = &ticket.name;
-    let stale_ok = |found: &Found| {
-        let age = super::policy::current_age(
-            found.entry.age_value,
-            found.entry.date,
-            found.entry.request_time,
-            found.entry.response_time,
-            super::now(),
-        );
-        super::policy::stale_if_error(&ticket.req_cc, &found.entry.cc, age, found.entry.lifetime)
-            .then_some(age)
-    };
+    let unreachable_max = cfg.cache.as_ref().map(|c| c.stale_if_unreachable.as_secs());
     match result {
         Ok(FromOrigin::Done(done)) => Ok(done),
         Ok(FromOrigin::NotModified(head)) => {
@@ -301,7 +279,7 @@ pub async fn after(
         Ok(FromOrigin::Withheld(code)) => match pending
             .stale
             .as_ref()
-            .and_then(|f| stale_ok(f).map(|a| (f, a)))
+            .and_then(|f| stale_cover(&ticket.req_cc, f, None).map(|a| (f, a)))
         {
             Some((found, age)) => {
                 let status = format!("{name}; hit; fwd=stale; fwd-status={code}");
@@ -314,28 +292,11 @@ pub async fn after(
         },
         // The origin could not be reached or failed mid-answer: a stale
         // response may stand in (stale-if-error, or §4.2.4 when disconnected).
-        Err(e) => match pending.stale.as_ref().and_then(|f| {
-            stale_ok(f)
-                .or_else(|| {
-                    let max = cfg.cache.as_ref()?.stale_if_unreachable.as_secs();
-                    let age = super::policy::current_age(
-                        f.entry.age_value,
-                        f.entry.date,
-                        f.entry.request_time,
-                        f.entry.response_time,
-                        super::now(),
-                    );
-                    super::policy::stale_when_disconnected(
-                        &ticket.req_cc,
-                        &f.entry.cc,
-                        age,
-                        f.entry.lifetime,
-                        max,
-                    )
-                    .then_some(age)
-                })
-                .map(|a| (f, a))
-        }) {
+        Err(e) => match pending
+            .stale
+            .as_ref()
+            .and_then(|f| stale_cover(&ticket.req_cc, f, unreachable_max).map(|a| (f, a)))
+        {
             Some((found, age)) if e.kind.is_upstream() => {
                 let status = format!("{name}; hit; fwd=stale; detail={}", e.kind.proxy_status());
                 Ok(serve_entry(cfg, cache, client, req, &found.entry, age, &status, ctx).await)
@@ -345,7 +306,31 @@ pub async fn after(
     }
 }
 
-fn clone_entry(e: &Entry) -> Entry {
+/// The age at which the stale `found` may stand in for the origin's
+/// failure: within stale-if-error (RFC 5861 §4), or, given
+/// `unreachable_max` (the origin could not be reached), as a disconnected
+/// cache may (RFC 9111 §4.2.4) up to that many seconds.
+pub(crate) fn stale_cover(
+    req_cc: &Directives,
+    found: &Found,
+    unreachable_max: Option<u64>,
+) -> Option<u64> {
+    let e = &found.entry;
+    let age = super::policy::current_age(
+        e.age_value,
+        e.date,
+        e.request_time,
+        e.response_time,
+        super::now(),
+    );
+    let covers = super::policy::stale_if_error(req_cc, &e.cc, age, e.lifetime)
+        || unreachable_max.is_some_and(|max| {
+            super::policy::stale_when_disconnected(req_cc, &e.cc, age, e.lifetime, max)
+        });
+    covers.then_some(age)
+}
+
+pub(crate) fn clone_entry(e: &Entry) -> Entry {
     Entry {
         url: e.url.clone(),
         status: e.status,

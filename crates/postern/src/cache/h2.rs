@@ -1,10 +1,9 @@
 //! The cache for requests from HTTP/2 clients (served by hyper): the same
 //! store, keys and rules as the HTTP/1 path, with answers built as hyper
 //! responses and misses stored while their body streams to the client.
-//!
-//! Differences from the HTTP/1 path, kept small on purpose: a stale
-//! response that needs validation is fetched again in full (no validators
-//! are added), and concurrent misses are not collapsed.
+//! As on that path, a stale response is validated with the origin (§4.3),
+//! may stand in when the origin fails (RFC 5861 §4, §4.2.4), and concurrent
+//! misses for one URL are collapsed into one fetch.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,10 +15,10 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use super::flow::{StoredAnswer, request_directives};
+use super::flow::{StoredAnswer, clone_entry, request_directives, stale_cover};
 use super::policy::{Directives, Use};
 use super::store::Entry;
-use super::{Cache, Storing};
+use super::{Cache, CollapseGuard, Found, Storing};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http1::RequestHead;
 use crate::http1::fields::connection_options;
@@ -44,15 +43,24 @@ pub struct Miss {
     note: &'static str,
     name: String,
     targeted: bool,
+    /// The stale response this request may refresh or fall back on.
+    stale: Option<Found>,
+    /// Validators were added for `stale`: a 304 answers the cache.
+    validating: bool,
+    /// The one fetch of a collapsed URL; others wait until it is stored.
+    leader: Option<CollapseGuard>,
 }
 
 /// Looks `url` up for `head`, as the HTTP/1 path does (RFC 9111 §4);
 /// `targeted` for reverse listeners (RFC 9213).
+/// `collapse_wait`: how long a request waits for another one fetching the
+/// same URL.
 pub async fn look(
     cache: &Arc<Cache>,
     (name, targeted): (&str, bool),
     url: String,
     head: &RequestHead,
+    collapse_wait: std::time::Duration,
 ) -> Result<Looked, ProxyError> {
     let req_cc = request_directives(head);
     let miss = |note: &'static str, req_cc: Directives| Miss {
@@ -63,6 +71,9 @@ pub async fn look(
         note,
         name: name.to_string(),
         targeted,
+        stale: None,
+        validating: false,
+        leader: None,
     };
     if !head.is_method("GET") && !head.is_method("HEAD") {
         let safe = head.is_method("OPTIONS") || head.is_method("TRACE");
@@ -71,41 +82,65 @@ pub async fn look(
             req_cc,
         )));
     }
-    let mut found = cache.lookup(&url, head, &req_cc);
-    if found.is_none() && cache.lookup_disk(&url, head, targeted).await.is_some() {
-        found = cache.lookup(&url, head, &req_cc);
-    }
     let stats = &cache.store.stats;
     let count = |c: &std::sync::atomic::AtomicU64| {
         c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
-    match found {
-        Some(f) if f.usable != Use::Validate => {
-            count(&stats.hits);
-            let ttl = f.entry.lifetime as i64 - f.age as i64;
-            let status = format!("{name}; hit; ttl={ttl}");
-            let response = stored_response(cache, head, &f.entry, f.age, &status);
-            let refresh = (f.usable == Use::StaleWhileRevalidate).then_some((f.entry, req_cc));
-            Ok(Looked::Hit(response, refresh))
+    let mut leader = None;
+    for attempt in 0..2 {
+        let mut found = cache.lookup(&url, head, &req_cc);
+        if found.is_none() && cache.lookup_disk(&url, head, targeted).await.is_some() {
+            found = cache.lookup(&url, head, &req_cc);
         }
-        Some(_) => {
-            count(&stats.revalidations);
-            Ok(Looked::Miss(miss("stale", req_cc)))
-        }
-        None if req_cc.only_if_cached => Err(ProxyError::new(
-            ErrorKind::NotCached,
-            "only-if-cached, and nothing usable is stored",
-        )),
-        None => {
-            count(&stats.misses);
-            let note = if req_cc.no_cache {
-                "request"
-            } else {
-                "uri-miss"
-            };
-            Ok(Looked::Miss(miss(note, req_cc)))
+        match found {
+            Some(f) if f.usable != Use::Validate => {
+                count(&stats.hits);
+                let ttl = f.entry.lifetime as i64 - f.age as i64;
+                let status = format!("{name}; hit; ttl={ttl}");
+                let response = stored_response(cache, head, &f.entry, f.age, &status);
+                let refresh = (f.usable == Use::StaleWhileRevalidate).then_some((f.entry, req_cc));
+                return Ok(Looked::Hit(response, refresh));
+            }
+            Some(f) => {
+                count(&stats.revalidations);
+                // A client's own validators go to the origin as they are, and
+                // its 304 is the client's (§4.3.2).
+                let validating = !super::flow::has_own_validators(head)
+                    && !super::validators(&f.entry).is_empty();
+                let mut m = miss("stale", req_cc);
+                m.stale = Some(f);
+                m.validating = validating;
+                m.leader = leader;
+                return Ok(Looked::Miss(m));
+            }
+            None if req_cc.only_if_cached => {
+                return Err(ProxyError::new(
+                    ErrorKind::NotCached,
+                    "only-if-cached, and nothing usable is stored",
+                ));
+            }
+            None if attempt == 0 && head.is_method("GET") => {
+                // One request fetches; the others wait for it, then look again.
+                match cache.collapse(&url, collapse_wait).await {
+                    Some(guard) => {
+                        leader = Some(guard);
+                        break;
+                    }
+                    None => continue,
+                }
+            }
+            None => break,
         }
     }
+    count(&stats.misses);
+    let note = if req_cc.no_cache {
+        "request"
+    } else {
+        "uri-miss"
+    };
+    let mut m = miss(note, req_cc);
+    m.leader = leader;
+    Ok(Looked::Miss(m))
 }
 
 /// A stored response as an HTTP/2 answer.
@@ -160,14 +195,79 @@ fn empty() -> BoxBody {
 }
 
 impl Miss {
+    /// The request head for the origin: with the stale response's
+    /// validators when this request validates it (§4.3.1).
+    pub fn conditional(&self, mut head_bytes: Vec<u8>) -> Vec<u8> {
+        if let (true, Some(stale)) = (self.validating, &self.stale) {
+            // Before the blank line that ends the head.
+            let end = head_bytes.len() - 2;
+            head_bytes.splice(end..end, super::validators(&stale.entry));
+        }
+        head_bytes
+    }
+
+    /// The origin could not answer: a stale response may stand in
+    /// (stale-if-error, or §4.2.4 within `unreachable_max` seconds when the
+    /// origin could not be reached).
+    pub fn failed(
+        self,
+        head: &RequestHead,
+        err: ProxyError,
+        unreachable_max: Option<u64>,
+    ) -> Result<Response<BoxBody>, ProxyError> {
+        let standing_in = self.stale.as_ref().and_then(|f| {
+            let max = unreachable_max.filter(|_| err.kind.is_upstream());
+            Some((f, stale_cover(&self.req_cc, f, max)?))
+        });
+        match standing_in {
+            Some((found, age)) if err.kind.is_upstream() => {
+                let status = format!(
+                    "{}; hit; fwd=stale; detail={}",
+                    self.name,
+                    err.kind.proxy_status()
+                );
+                Ok(stored_response(
+                    &self.cache,
+                    head,
+                    &found.entry,
+                    age,
+                    &status,
+                ))
+            }
+            _ => Err(err),
+        }
+    }
+
     /// What the origin answered, as the client gets it: with `Cache-Status`,
     /// and stored as it streams when it may be (§3); a successful unsafe
-    /// request invalidates (§4.4).
+    /// request invalidates (§4.4); a 304 to the cache's validators refreshes
+    /// the stored response (§4.3.4), and a 5xx may be covered by it.
     pub fn finish(self, head: &RequestHead, response: Response<Incoming>) -> Response<BoxBody> {
+        let status = response.status().as_u16();
+        if status == 304
+            && self.validating
+            && let Some(stale) = &self.stale
+            && let Some(view) = response_head(status, response.headers())
+        {
+            let fresh = super::refreshed(&stale.entry, &view, self.request_time);
+            let cache_status = format!(
+                "{}; fwd=stale; fwd-status=304; ttl={}",
+                self.name, fresh.lifetime
+            );
+            let answer = stored_response(&self.cache, head, &fresh, fresh.age_value, &cache_status);
+            self.cache.keep(clone_entry(&fresh));
+            return answer;
+        }
+        if matches!(status, 500 | 502..=504)
+            && let Some(found) = &self.stale
+            && let Some(age) = stale_cover(&self.req_cc, found, None)
+        {
+            let cache_status = format!("{}; hit; fwd=stale; fwd-status={status}", self.name);
+            return stored_response(&self.cache, head, &found.entry, age, &cache_status);
+        }
         let (mut parts, body) = response.into_parts();
         let mut cache_status = format!("{}; fwd={}", self.name, self.note);
         let view = response_head(parts.status.as_u16(), &parts.headers);
-        let status = parts.status.as_u16();
         let mut body: BoxBody = body.boxed();
         if let Some(view) = view {
             if self.note == "method" && (200..400).contains(&status) {
@@ -192,6 +292,7 @@ impl Miss {
                         data: Vec::new(),
                         limit: self.cache.tap_limit(),
                         expect,
+                        _leader: self.leader,
                     }),
                 }
                 .boxed();
@@ -255,6 +356,8 @@ struct Keep {
     data: Vec<u8>,
     limit: usize,
     expect: Option<u64>,
+    /// Waiting requests look again once this copy is stored or dropped.
+    _leader: Option<CollapseGuard>,
 }
 
 impl Keep {

@@ -456,7 +456,8 @@ async fn route(
                 Some(cache) => {
                     let name = cfg.http.via.as_deref().unwrap_or("postern");
                     let url = format!("http://{}{}", target.host_field(), target.path);
-                    match crate::cache::h2::look(cache, (name, false), url, &head).await? {
+                    let wait = cfg.timeouts.first_byte;
+                    match crate::cache::h2::look(cache, (name, false), url, &head, wait).await? {
                         Looked::Hit(response, refresh) => {
                             ctx.result = "TCP_HIT";
                             if let Some((stale, req_cc)) = refresh {
@@ -476,62 +477,94 @@ async fn route(
                     }
                 }
             };
-            let respond = |response: Response<Incoming>, via: Option<&str>| match miss {
-                Some(miss) => client_response(miss.finish(&head, response), &scrubber, via),
-                None => client_response(response, &scrubber, via),
-            };
             let bytes = upstream_head(cfg, &out, &target, false, peer.ip());
-            let via = out.via.map(str::to_string);
-            if let Some(pool) =
-                crate::ingress::http1::parent_pool(cfg, shared, listener, &target.dest)?
-            {
-                let body = up_body(take(unread)?);
-                let response =
-                    through_parent(cfg, shared, &pool, &target, bytes, body, peer, ctx).await?;
-                return Ok(respond(response, via.as_deref()));
-            }
-            let pinned = admission.pinned.as_deref();
-            let dispatch = Dispatch {
+            let bytes = match &miss {
+                Some(miss) => miss.conditional(bytes),
+                None => bytes,
+            };
+            let fetched = fetch_forward(
+                cfg,
                 shared,
-                key: Some(format!("fwd/{}", target.pool_key())),
-                http2: false,
+                listener,
+                (&target, admission.pinned.as_deref()),
+                bytes,
+                take(unread)?,
+                peer,
+                ctx,
+            )
+            .await;
+            let response = match miss {
+                Some(miss) => match fetched {
+                    Ok(response) => miss.finish(&head, response),
+                    Err(e) => miss.failed(&head, e, stale_if_unreachable(cfg))?,
+                },
+                None => fetched?.map(BodyExt::boxed),
             };
-            let mut body = Some(up_body(take(unread)?));
-            let mut unsent = None;
-            // Rules that looked at addresses approved only these.
-            let allowed = |a: SocketAddr| pinned.is_none_or(|p| p.contains(&a.ip()));
-            if let Some((sender, addr, tls)) = dispatch.kept(cfg, allowed) {
-                ctx.upstream = Some(addr);
-                let request = build_request(&bytes, body.take().expect("body"), false, tls)?;
-                match dispatch.exchange(cfg, sender, (addr, tls), request).await {
-                    Ok(response) => return Ok(respond(response, via.as_deref())),
-                    Err((Some(request), _)) => unsent = Some(request),
-                    Err((None, e)) => return Err(e),
-                }
-            }
-            let (stream, addr) = shared
-                .connector
-                .connect(
-                    &target.dest,
-                    target.port,
-                    cfg.address_permit(),
-                    pinned,
-                    cfg.timeouts.connect,
-                )
-                .await?;
-            ctx.upstream = Some(addr);
-            let sender = dispatch.fresh(Upstream::Plain(stream), addr).await?;
-            let request = match unsent {
-                Some(r) => r,
-                None => build_request(&bytes, body.take().expect("body"), false, false)?,
-            };
-            let response = dispatch
-                .exchange(cfg, sender, (addr, false), request)
-                .await
-                .map_err(|(_, e)| e)?;
-            Ok(respond(response, via.as_deref()))
+            Ok(client_response(response, &scrubber, out.via))
         }
     }
+}
+
+/// `[cache] stale_if_unreachable` in seconds, when there is a cache.
+fn stale_if_unreachable(cfg: &Config) -> Option<u64> {
+    cfg.cache.as_ref().map(|c| c.stale_if_unreachable.as_secs())
+}
+
+/// A forwarded request's exchange with the next hop (a parent, or the
+/// origin over a kept or new connection): the response head.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_forward(
+    cfg: &Config,
+    shared: &Shared,
+    listener: &str,
+    (target, pinned): (&crate::forward::target::HttpTarget, Option<&[IpAddr]>),
+    bytes: Vec<u8>,
+    body: Incoming,
+    peer: SocketAddr,
+    ctx: &mut RequestCtx,
+) -> Result<Response<Incoming>, ProxyError> {
+    if let Some(pool) = crate::ingress::http1::parent_pool(cfg, shared, listener, &target.dest)? {
+        let body = up_body(body);
+        return through_parent(cfg, shared, &pool, target, bytes, body, peer, ctx).await;
+    }
+    let dispatch = Dispatch {
+        shared,
+        key: Some(format!("fwd/{}", target.pool_key())),
+        http2: false,
+    };
+    let mut body = Some(up_body(body));
+    let mut unsent = None;
+    // Rules that looked at addresses approved only these.
+    let allowed = |a: SocketAddr| pinned.is_none_or(|p| p.contains(&a.ip()));
+    if let Some((sender, addr, tls)) = dispatch.kept(cfg, allowed) {
+        ctx.upstream = Some(addr);
+        let request = build_request(&bytes, body.take().expect("body"), false, tls)?;
+        match dispatch.exchange(cfg, sender, (addr, tls), request).await {
+            Ok(response) => return Ok(response),
+            Err((Some(request), _)) => unsent = Some(request),
+            Err((None, e)) => return Err(e),
+        }
+    }
+    let (stream, addr) = shared
+        .connector
+        .connect(
+            &target.dest,
+            target.port,
+            cfg.address_permit(),
+            pinned,
+            cfg.timeouts.connect,
+        )
+        .await?;
+    ctx.upstream = Some(addr);
+    let sender = dispatch.fresh(Upstream::Plain(stream), addr).await?;
+    let request = match unsent {
+        Some(r) => r,
+        None => build_request(&bytes, body.take().expect("body"), false, false)?,
+    };
+    dispatch
+        .exchange(cfg, sender, (addr, false), request)
+        .await
+        .map_err(|(_, e)| e)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -587,7 +620,8 @@ async fn reverse(
         Some(cache) => {
             let name = cfg.http.via.as_deref().unwrap_or("postern");
             let url = format!("http://{authority}{}", head.target());
-            match crate::cache::h2::look(cache, (name, true), url, head).await? {
+            let wait = cfg.timeouts.first_byte;
+            match crate::cache::h2::look(cache, (name, true), url, head, wait).await? {
                 Looked::Hit(response, refresh) => {
                     ctx.result = "TCP_HIT";
                     if let Some((stale, req_cc)) = refresh {
@@ -620,6 +654,10 @@ async fn reverse(
         (peer.ip(), true),
         authority,
     );
+    let bytes = match &miss {
+        Some(miss) => miss.conditional(bytes),
+        None => bytes,
+    };
     let key = if pool.spec.balance == crate::reverse::spec::Balance::Hash {
         client_key(peer.ip())
     } else {
@@ -635,11 +673,15 @@ async fn reverse(
         ends: (peer, Some(local)),
     };
     let body = up_body(body);
-    let response = crate::reverse::bridge::send(cfg, shared, &pool, how, body, ctx).await?;
-    Ok(match miss {
-        Some(miss) => client_response(miss.finish(head, response), &route.rewrite, None),
-        None => client_response(response, &route.rewrite, None),
-    })
+    let fetched = crate::reverse::bridge::send(cfg, shared, &pool, how, body, ctx).await;
+    let response = match miss {
+        Some(miss) => match fetched {
+            Ok(response) => miss.finish(head, response),
+            Err(e) => miss.failed(head, e, stale_if_unreachable(cfg))?,
+        },
+        None => fetched?.map(BodyExt::boxed),
+    };
+    Ok(client_response(response, &route.rewrite, None))
 }
 
 /// A forwarded request through a parent of `pool`: absolute-form to an HTTP

@@ -78,24 +78,41 @@ pub async fn serve(
     let name: Arc<str> = cfg.name.as_str().into();
     let mut shutdown = shared.shutdown_signal();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = crate::app::stopped(&mut shutdown) => return,
-            // Removed by a reload: stop accepting; running connections finish.
-            _ = crate::app::stopped(&mut removed) => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    eprintln!("postern: listener {name}: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+        // Removed by a reload: stop accepting; running connections finish.
+        if *shutdown.borrow() || *removed.borrow() {
+            return;
+        }
+        // Under load a slot is free and a connection already waits: take them
+        // without setting up the waits below (a fifth of the accept cost).
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = crate::app::stopped(&mut shutdown) => return,
+                _ = crate::app::stopped(&mut removed) => return,
             },
-            _ = crate::app::stopped(&mut shutdown) => return,
-            _ = crate::app::stopped(&mut removed) => return,
+        };
+        // The poll spends the task's cooperative budget: after a run of
+        // ready connections the wait below yields to the others.
+        let ready =
+            listener.poll_accept(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let accepted = match ready {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => tokio::select! {
+                r = listener.accept() => r,
+                _ = crate::app::stopped(&mut shutdown) => return,
+                _ = crate::app::stopped(&mut removed) => return,
+            },
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                eprintln!("postern: listener {name}: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
