@@ -68,6 +68,32 @@ async fn plain_http_and_connect_go_through_the_parent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_through_parents_is_cached() {
+    let origin = Origin::start().await;
+    let p1 = parent("", 443);
+    // A child with a cache; the parent has none.
+    let c = start(&config(
+        "parent = \"up\"",
+        "allow_private_destinations = true",
+        &format!(
+            "[cache]\nmemory = \"8MiB\"\n\n[[pool]]\nname = \"up\"\nservers = [\"{}\"]\n",
+            p1.addr()
+        ),
+    ));
+    let url = origin.url("/bytes/700?h=cache-control:max-age=60");
+    let miss = curl_fetch_async(&["-x", &c.proxy_url(), &url]).await;
+    assert_eq!((miss.exit, miss.status), (0, 200), "{}", miss.stderr);
+    let cs = miss.header("cache-status").unwrap();
+    assert!(cs.contains("fwd=uri-miss") && cs.contains("stored"), "{cs}");
+    let hit = curl_fetch_async(&["-x", &c.proxy_url(), &url]).await;
+    assert_eq!(hit.body, pattern_bytes(700));
+    assert!(hit.header("cache-status").unwrap().contains("hit"));
+    assert!(hit.header("via").is_some(), "{}", hit.headers);
+    assert_eq!(origin.requests(), 1);
+    common::wait_log_line(&c, &["TCP_HIT/200", "/bytes/700"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parent_credentials_are_sent() {
     let origin = Origin::start().await;
     let dir = scratch_dir();

@@ -354,6 +354,25 @@ async fn route(
                     scrubber: &scrubber,
                     via: Outbound::forward_via(cfg, &scrubber),
                 };
+                if let Some(cache) = &shared.cache {
+                    // Cached like direct traffic, under the same keys.
+                    // Background revalidation goes direct, so a response
+                    // served stale here is revalidated by the next request
+                    // after its window instead.
+                    let url = format!("http://{}{}", http_target.host_field(), http_target.path);
+                    let to = (&via, &pool, &admission, &*scrubber);
+                    return Box::pin(crate::reverse::dispatch_cached(
+                        cfg,
+                        shared,
+                        client,
+                        (head, body, &conn),
+                        to,
+                        (cache, url),
+                        None,
+                        ctx,
+                    ))
+                    .await;
+                }
                 let mut no_cache = None;
                 let done = Box::pin(crate::reverse::dispatch(
                     cfg,

@@ -139,14 +139,67 @@ pub async fn serve(
         }
         return Ok(body == BodyKind::None && conn.persistent(head.minor));
     }
+    let ends = (client.peer, client.stream.local_addr().ok());
+    let refresh = |stale, req_cc| {
+        refresh_stale(
+            cfg,
+            shared,
+            ends,
+            head,
+            (listener, route),
+            &pool,
+            stale,
+            req_cc,
+        );
+    };
+    let to = (&via, &pool, &admission, &route.rewrite);
+    dispatch_cached(
+        cfg,
+        shared,
+        client,
+        (head, body, conn),
+        to,
+        (cache, url),
+        Some(&refresh),
+        ctx,
+    )
+    .await
+}
+
+/// Where a request goes through a pool: the pool's kind, the pool, the
+/// rules' verdict, and the header rewriting.
+pub type Destination<'r> = (&'r Via<'r>, &'r Arc<Pool>, &'r Admission<'r>, &'r Scrubber);
+
+/// A request to a pool through the cache: answered from it, or sent (with
+/// validators for a stale copy, a stale copy standing in for a failure) and
+/// stored on the way back. `refresh` revalidates a response served stale
+/// within stale-while-revalidate; without it, the first request after the
+/// window does.
+#[allow(clippy::too_many_arguments)]
+pub async fn dispatch_cached(
+    cfg: &Config,
+    shared: &Shared,
+    client: &mut Client,
+    (head, body, conn): (&RequestHead, BodyKind, &ConnectionOptions<'_>),
+    (via, pool, admission, scrubber): Destination<'_>,
+    (cache, url): (&Arc<crate::cache::Cache>, String),
+    refresh: Option<
+        &(dyn Fn(Arc<crate::cache::store::Entry>, crate::cache::policy::Directives) + Sync),
+    >,
+    ctx: &mut RequestCtx,
+) -> Result<bool, ProxyError> {
     use crate::cache::flow::{Before, after, before};
     let probe = Outbound {
         head,
         body,
         conn,
-        admission: &admission,
-        scrubber: &route.rewrite,
-        via: None,
+        admission,
+        scrubber,
+        // Answers from the cache name the proxy as forwarded ones do.
+        via: match via {
+            Via::Parent { via, .. } => *via,
+            Via::Server { .. } => None,
+        },
         set_cookie: None,
         retry_statuses: false,
         first_byte: cfg.timeouts.first_byte,
@@ -155,16 +208,9 @@ pub async fn serve(
     let mut pending = match before(cfg, client, cache, url, &probe, ctx).await? {
         Before::Served(done) => return Ok(done.client_keep_alive),
         Before::ServedStale(done, stale, req_cc) => {
-            refresh_stale(
-                cfg,
-                shared,
-                (client.peer, client.stream.local_addr().ok()),
-                head,
-                (listener, route),
-                &pool,
-                stale,
-                req_cc,
-            );
+            if let Some(refresh) = refresh {
+                refresh(stale, req_cc);
+            }
             return Ok(done.client_keep_alive);
         }
         Before::Origin(p) => p,
@@ -181,9 +227,9 @@ pub async fn serve(
         head,
         body,
         conn,
-        &via,
-        &pool,
-        &admission,
+        via,
+        pool,
+        admission,
         &mut ticket,
         (stale_cover, &pending.extra),
         ctx,
