@@ -455,32 +455,40 @@ impl hyper::body::Body for DataThenTrailers {
 }
 
 /// An HTTP/2-only server (h2c) answering like a gRPC service: body, then
-/// trailers with `grpc-status`.
+/// trailers with `grpc-status`. `x-served` numbers its answers; a query
+/// with `cache` makes the answer cacheable for a minute.
 async fn grpc_like_server() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            let served = served.clone();
             tokio::spawn(async move {
                 let service =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let version = req.version();
-                        let got = req.into_body().collect().await.unwrap().to_bytes();
-                        let mut trailers = hyper::HeaderMap::new();
-                        trailers.insert("grpc-status", "0".parse().unwrap());
-                        let body = DataThenTrailers(
-                            Some(Bytes::from(format!("{version:?} echo:{}", got.len()))),
-                            Some(trailers),
-                        );
-                        Ok::<_, std::convert::Infallible>(
-                            hyper::Response::builder()
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        async move {
+                            let version = req.version();
+                            let cacheable = req.uri().query().is_some_and(|q| q.contains("cache"));
+                            let got = req.into_body().collect().await.unwrap().to_bytes();
+                            let mut trailers = hyper::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let body = DataThenTrailers(
+                                Some(Bytes::from(format!("{version:?} echo:{}", got.len()))),
+                                Some(trailers),
+                            );
+                            let mut response = hyper::Response::builder()
                                 .header("content-type", "application/grpc")
-                                .body(body)
-                                .unwrap(),
-                        )
+                                .header("x-served", n);
+                            if cacheable {
+                                response = response.header("cache-control", "max-age=60");
+                            }
+                            Ok::<_, std::convert::Infallible>(response.body(body).unwrap())
+                        }
                     });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), service)
@@ -489,6 +497,58 @@ async fn grpc_like_server() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_clients_of_an_http2_pool_use_the_cache() {
+    let server = grpc_like_server().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
+         [cache]\nmemory = \"8MiB\"\n\n\
+         [[pool]]\nname = \"grpc\"\nservers = [\"{server}\"]\nhttp2 = true\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"grpc\"\n"
+    ));
+    let request = b"GET /items?cache HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (miss, mut conn) = common::one_response(proxy.addr(), request).await;
+    assert_eq!(miss.status, 200, "{}", miss.head);
+    assert!(
+        miss.header("cache-status").unwrap().contains("stored"),
+        "{}",
+        miss.head
+    );
+    assert_eq!(miss.body, b"HTTP/2.0 echo:0");
+    // The same connection: answered from the cache, with a length.
+    conn.send(request).await;
+    let hit = conn.read_response(false).await;
+    assert_eq!(hit.status, 200, "{}", hit.head);
+    assert!(
+        hit.header("cache-status").unwrap().contains("hit"),
+        "{}",
+        hit.head
+    );
+    assert_eq!(hit.header("x-served"), miss.header("x-served"));
+    assert_eq!(hit.body, b"HTTP/2.0 echo:0");
+    // HTTP/2 clients share the stored copy.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://x/items?cache")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert!(
+        resp.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("hit")
+    );
+    assert_eq!(
+        resp.headers()["x-served"].to_str().unwrap(),
+        miss.header("x-served").unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,14 +207,15 @@ impl Miss {
     }
 
     /// The origin could not answer: a stale response may stand in
-    /// (stale-if-error, or §4.2.4 within `unreachable_max` seconds when the
-    /// origin could not be reached).
+    /// (stale-if-error, or §4.2.4 within `[cache] stale_if_unreachable`
+    /// when the origin could not be reached).
     pub fn failed(
         self,
+        cfg: &crate::config::Config,
         head: &RequestHead,
         err: ProxyError,
-        unreachable_max: Option<u64>,
     ) -> Result<Response<BoxBody>, ProxyError> {
+        let unreachable_max = cfg.cache.as_ref().map(|c| c.stale_if_unreachable.as_secs());
         let standing_in = self.stale.as_ref().and_then(|f| {
             let max = unreachable_max.filter(|_| err.kind.is_upstream());
             Some((f, stale_cover(&self.req_cc, f, max)?))

@@ -496,18 +496,13 @@ async fn route(
             let response = match miss {
                 Some(miss) => match fetched {
                     Ok(response) => miss.finish(&head, response),
-                    Err(e) => miss.failed(&head, e, stale_if_unreachable(cfg))?,
+                    Err(e) => miss.failed(cfg, &head, e)?,
                 },
                 None => fetched?.map(BodyExt::boxed),
             };
             Ok(client_response(response, &scrubber, out.via))
         }
     }
-}
-
-/// `[cache] stale_if_unreachable` in seconds, when there is a cache.
-fn stale_if_unreachable(cfg: &Config) -> Option<u64> {
-    cfg.cache.as_ref().map(|c| c.stale_if_unreachable.as_secs())
 }
 
 /// A forwarded request's exchange with the next hop (a parent, or the
@@ -677,7 +672,7 @@ async fn reverse(
     let response = match miss {
         Some(miss) => match fetched {
             Ok(response) => miss.finish(head, response),
-            Err(e) => miss.failed(head, e, stale_if_unreachable(cfg))?,
+            Err(e) => miss.failed(cfg, head, e)?,
         },
         None => fetched?.map(BodyExt::boxed),
     };

@@ -6,13 +6,15 @@
 //!
 //! Retries follow the pool's rules: a connect failure moves any request to
 //! another server; an idempotent request without a body also moves after a
-//! 502/503/504 or a failure before the response head.
+//! 502/503/504 or a failure before the response head. The cache is used as
+//! for HTTP/2 clients (`cache::h2`).
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{HeaderMap, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -20,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::pool::{Pick, PickInput, Pool};
 use super::spec::RouteSpec;
+use crate::cache::h2::Looked;
 use crate::config::{Config, ListenerConfig};
 use crate::context::RequestCtx;
 use crate::egress::senders::{BoxError, UpBody, no_body, up_body};
@@ -38,13 +41,56 @@ pub async fn serve(
     cfg: &Config,
     shared: &crate::app::Shared,
     client: &mut Client,
-    head: &RequestHead,
-    body: BodyKind,
-    conn: &ConnectionOptions<'_>,
+    (head, body, conn): (&RequestHead, BodyKind, &ConnectionOptions<'_>),
     (listener, route): (&ListenerConfig, &RouteSpec),
     pool: &Arc<Pool>,
+    url: String,
     ctx: &mut RequestCtx,
 ) -> Result<bool, ProxyError> {
+    let io_timeout = cfg.timeouts.io;
+    // The cache as HTTP/2 clients use it: the answer is a hyper response.
+    let miss = match &shared.cache {
+        None => None,
+        Some(cache) => {
+            let name = cfg.http.via.as_deref().unwrap_or("postern");
+            let wait = cfg.timeouts.first_byte;
+            match crate::cache::h2::look(cache, (name, true), url, head, wait).await? {
+                Looked::Hit(response, refresh) => {
+                    ctx.result = "TCP_HIT";
+                    ctx.status = response.status().as_u16();
+                    if let Some((stale, req_cc)) = refresh {
+                        let ends = (client.peer, client.stream.local_addr().ok());
+                        super::refresh_stale(
+                            cfg,
+                            shared,
+                            ends,
+                            head,
+                            (listener, route),
+                            pool,
+                            stale,
+                            req_cc,
+                        );
+                    }
+                    // A body sent with a GET is not read: the connection ends.
+                    let keep_alive = conn.persistent(head.minor)
+                        && body == BodyKind::None
+                        && !crate::app::shutting_down();
+                    let (_, mut cw) = client.stream.split();
+                    let (written, ended) = write_response(
+                        &mut cw,
+                        response,
+                        (head.minor, head.is_method("HEAD"), keep_alive),
+                        &route.rewrite,
+                        io_timeout,
+                    )
+                    .await;
+                    ctx.bytes_out += written;
+                    return Ok(ended && keep_alive);
+                }
+                Looked::Miss(miss) => Some(miss),
+            }
+        }
+    };
     let tls_client = matches!(client.stream, ClientStream::Tls(_));
     let host = super::host_of(head, "localhost").into_owned();
     let head_bytes = super::reverse_head(
@@ -57,9 +103,12 @@ pub async fn serve(
         (client.peer.ip(), tls_client),
         &host,
     );
+    let head_bytes = match &miss {
+        Some(miss) => miss.conditional(head_bytes),
+        None => head_bytes,
+    };
     let replayable = super::is_idempotent(head) && body == BodyKind::None;
     let (mut cr, mut cw) = client.stream.split();
-    let io_timeout = cfg.timeouts.io;
 
     // The client's body flows through a bounded channel into the HTTP/2
     // request while the response is awaited.
@@ -109,7 +158,13 @@ pub async fn serve(
     };
     let responding = send(cfg, shared, pool, how, request_body, ctx);
     let (fed, response) = tokio::join!(feeding, responding);
-    let response = response?;
+    let response = match miss {
+        Some(miss) => match response {
+            Ok(response) => miss.finish(head, response),
+            Err(e) => miss.failed(cfg, head, e)?,
+        },
+        None => response?.map(BodyExt::boxed),
+    };
     let request_complete = match fed {
         Ok(n) => {
             ctx.bytes_in += n;
@@ -296,13 +351,17 @@ pub(crate) async fn send(
 /// Writes the server's response as HTTP/1.x: its length when the server
 /// gave one, else chunked (HTTP/1.1, trailers included) or until close
 /// (HTTP/1.0). Returns the bytes written and whether the body ended whole.
-async fn write_response<W: AsyncWrite + Unpin>(
+async fn write_response<W, B>(
     out: &mut W,
-    response: Response<Incoming>,
+    response: Response<B>,
     (minor, is_head, keep_alive): (u8, bool, bool),
     scrubber: &postern_policy::headers::Scrubber,
     io_timeout: std::time::Duration,
-) -> (u64, bool) {
+) -> (u64, bool)
+where
+    W: AsyncWrite + Unpin,
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     let (parts, mut incoming) = response.into_parts();
     let status = parts.status.as_u16();
     let bodiless = is_head || status == 204 || status == 304;

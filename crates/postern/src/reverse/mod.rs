@@ -102,16 +102,31 @@ pub async fn serve(
         .cloned()
         .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
     drop(pools);
+    let url = format!("http://{}{}", host_field.as_deref().unwrap_or(&host), path);
+    if let Some(cache) = &shared.cache
+        && head.is_method("PURGE")
+    {
+        let allowed = cfg.cache.as_ref().map_or(&[][..], |c| &c.purge_from[..]);
+        let bytes = crate::cache::purge(cache, allowed, client.peer.ip(), &url)?;
+        ctx.status = if bytes.starts_with(b"HTTP/1.1 200") {
+            200
+        } else {
+            404
+        };
+        if !client.send(&bytes, cfg.timeouts.io).await {
+            return Ok(false);
+        }
+        return Ok(body == BodyKind::None && conn.persistent(head.minor));
+    }
     if pool.spec.http2 {
         return Box::pin(bridge::serve(
             cfg,
             shared,
             client,
-            head,
-            body,
-            conn,
+            (head, body, conn),
             (listener, route),
             &pool,
+            url,
             ctx,
         ))
         .await;
@@ -125,20 +140,6 @@ pub async fn serve(
         .await?;
         return origin_done(done);
     };
-    let url = format!("http://{}{}", host_field.as_deref().unwrap_or(&host), path);
-    if head.is_method("PURGE") {
-        let allowed = cfg.cache.as_ref().map_or(&[][..], |c| &c.purge_from[..]);
-        let bytes = crate::cache::purge(cache, allowed, client.peer.ip(), &url)?;
-        ctx.status = if bytes.starts_with(b"HTTP/1.1 200") {
-            200
-        } else {
-            404
-        };
-        if !client.send(&bytes, cfg.timeouts.io).await {
-            return Ok(false);
-        }
-        return Ok(body == BodyKind::None && conn.persistent(head.minor));
-    }
     let ends = (client.peer, client.stream.local_addr().ok());
     let refresh = |stale, req_cc| {
         refresh_stale(
