@@ -240,6 +240,30 @@ pub async fn before(
     })))
 }
 
+/// Answers `PURGE` of `url` (from clients in `[cache] purge_from`);
+/// `keep`: whether the connection may carry another request after it.
+pub async fn answer_purge(
+    cfg: &Config,
+    cache: &Cache,
+    client: &mut Client,
+    url: &str,
+    keep: bool,
+    ctx: &mut RequestCtx,
+) -> Result<bool, ProxyError> {
+    let allowed = cfg.cache.as_ref().map_or(&[][..], |c| &c.purge_from[..]);
+    let bytes = super::purge(cache, allowed, client.peer.ip(), url)?;
+    ctx.status = if bytes.starts_with(b"HTTP/1.1 200") {
+        200
+    } else {
+        404
+    };
+    if !client.send(&bytes, cfg.timeouts.io).await {
+        return Ok(false);
+    }
+    ctx.bytes_out += bytes.len() as u64;
+    Ok(keep)
+}
+
 /// Finishes a request that went to the origin.
 pub async fn after(
     cfg: &Config,

@@ -332,19 +332,8 @@ async fn route(
                 ));
             };
             let url = format!("http://{}{}", http_target.host_field(), http_target.path);
-            let allowed = cfg.cache.as_ref().map_or(&[][..], |c| &c.purge_from[..]);
-            let bytes = crate::cache::purge(cache, allowed, client.peer.ip(), &url)?;
-            ctx.status = if bytes.starts_with(b"HTTP/1.1 200") {
-                200
-            } else {
-                404
-            };
             let keep = body == BodyKind::None && conn.persistent(head.minor);
-            if !client.send(&bytes, cfg.timeouts.io).await {
-                return Ok(false);
-            }
-            ctx.bytes_out += bytes.len() as u64;
-            Ok(keep)
+            crate::cache::flow::answer_purge(cfg, cache, client, &url, keep, ctx).await
         }
         Plan::Http(http_target) => {
             let scrubber = cfg.scrubber(&ctx.listener);

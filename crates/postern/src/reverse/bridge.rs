@@ -57,7 +57,6 @@ pub async fn serve(
             match crate::cache::h2::look(cache, (name, true), url, head, wait).await? {
                 Looked::Hit(response, refresh) => {
                     ctx.result = "TCP_HIT";
-                    ctx.status = response.status().as_u16();
                     if let Some((stale, req_cc)) = refresh {
                         let ends = (client.peer, client.stream.local_addr().ok());
                         super::refresh_stale(
@@ -76,16 +75,8 @@ pub async fn serve(
                         && body == BodyKind::None
                         && !crate::app::shutting_down();
                     let (_, mut cw) = client.stream.split();
-                    let (written, ended) = write_response(
-                        &mut cw,
-                        response,
-                        (head.minor, head.is_method("HEAD"), keep_alive),
-                        &route.rewrite,
-                        io_timeout,
-                    )
-                    .await;
-                    ctx.bytes_out += written;
-                    return Ok(ended && keep_alive);
+                    let answer = (head, response, keep_alive);
+                    return Ok(respond(&mut cw, answer, &route.rewrite, io_timeout, ctx).await);
                 }
                 Looked::Miss(miss) => Some(miss),
             }
@@ -178,19 +169,30 @@ pub async fn serve(
         }
         Err(_) => false,
     };
-    ctx.status = response.status().as_u16();
     let keep_alive =
         conn.persistent(head.minor) && request_complete && !crate::app::shutting_down();
-    let (written, ended) = write_response(
-        &mut cw,
-        response,
-        (head.minor, head.is_method("HEAD"), keep_alive),
-        &route.rewrite,
-        io_timeout,
-    )
-    .await;
+    let answer = (head, response, keep_alive);
+    Ok(respond(&mut cw, answer, &route.rewrite, io_timeout, ctx).await)
+}
+
+/// Writes the answer to `head` for the HTTP/1.x client and logs it; whether
+/// the connection may carry another request (`keep_alive` and a whole body).
+async fn respond<W, B>(
+    out: &mut W,
+    (head, response, keep_alive): (&RequestHead, Response<B>, bool),
+    scrubber: &postern_policy::headers::Scrubber,
+    io_timeout: std::time::Duration,
+    ctx: &mut RequestCtx,
+) -> bool
+where
+    W: AsyncWrite + Unpin,
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    ctx.status = response.status().as_u16();
+    let how = (head.minor, head.is_method("HEAD"), keep_alive);
+    let (written, ended) = write_response(out, response, how, scrubber, io_timeout).await;
     ctx.bytes_out += written;
-    Ok(ended && keep_alive)
+    ended && keep_alive
 }
 
 /// How a request goes to a pool through hyper's client.

@@ -106,17 +106,8 @@ pub async fn serve(
     if let Some(cache) = &shared.cache
         && head.is_method("PURGE")
     {
-        let allowed = cfg.cache.as_ref().map_or(&[][..], |c| &c.purge_from[..]);
-        let bytes = crate::cache::purge(cache, allowed, client.peer.ip(), &url)?;
-        ctx.status = if bytes.starts_with(b"HTTP/1.1 200") {
-            200
-        } else {
-            404
-        };
-        if !client.send(&bytes, cfg.timeouts.io).await {
-            return Ok(false);
-        }
-        return Ok(body == BodyKind::None && conn.persistent(head.minor));
+        let keep = body == BodyKind::None && conn.persistent(head.minor);
+        return crate::cache::flow::answer_purge(cfg, cache, client, &url, keep, ctx).await;
     }
     if pool.spec.http2 {
         return Box::pin(bridge::serve(
