@@ -323,6 +323,31 @@ async fn concurrent_misses_collapse_into_one_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_client_holds_the_others_back_five_seconds_at_most() {
+    let origin = Origin::start().await;
+    let proxy = start(&private_config(
+        "[cache]\nmemory = \"128MiB\"\nmax_object_size = \"64MiB\"\n",
+    ));
+    let size = 32 << 20;
+    let url = origin.url(&format!("/bytes/{size}?h=cache-control:max-age=60"));
+    // The first request's client takes the head, then stops reading: its
+    // copy cannot be stored before the body has reached it.
+    let mut slow = common::Conn::connect(proxy.addr()).await;
+    let request = format!("GET {url} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr());
+    slow.send(request.as_bytes()).await;
+    assert!(slow.read_head().await.starts_with("HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    let f = get(&proxy, &url, &[]).await;
+    assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
+    assert_eq!(f.body.len(), size);
+    // Waited for the first one (5 s, not the 60 s first-byte timeout), then
+    // went to the origin.
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert_eq!(origin.requests(), 2);
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_cut_short_is_not_stored() {
     let origin = Origin::start().await;
     let proxy = cache_proxy();

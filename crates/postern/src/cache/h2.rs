@@ -245,11 +245,18 @@ impl Miss {
     /// the stored response (§4.3.4), and a 5xx may be covered by it.
     pub fn finish(self, head: &RequestHead, response: Response<Incoming>) -> Response<BoxBody> {
         let status = response.status().as_u16();
+        // A 304 to the cache's own validators is the cache's, never the
+        // client's (which asked without conditions).
         if status == 304
             && self.validating
             && let Some(stale) = &self.stale
-            && let Some(view) = response_head(status, response.headers())
         {
+            let Some(view) = response_head(status, response.headers()) else {
+                // The stored copy is confirmed, by fields that cannot be
+                // merged into it: served as it is, and not refreshed.
+                let cache_status = format!("{}; hit; fwd=stale; fwd-status=304", self.name);
+                return stored_response(&self.cache, head, &stale.entry, stale.age, &cache_status);
+            };
             let fresh = super::refreshed(&stale.entry, &view, self.request_time);
             let cache_status = format!(
                 "{}; fwd=stale; fwd-status=304; ttl={}",

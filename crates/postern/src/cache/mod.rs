@@ -65,6 +65,12 @@ impl Drop for RefreshClaim {
     }
 }
 
+/// The longest a request waits for another one fetching the same URL (as
+/// nginx's `proxy_cache_lock_timeout`): a leader whose client reads slowly
+/// holds its copy back until the body is through, and the others then go
+/// to the origin themselves.
+pub const COLLAPSE_WAIT: Duration = Duration::from_secs(5);
+
 /// Leadership of a miss: others asking for the same URL wait until it ends.
 pub struct CollapseGuard {
     cache: Arc<Cache>,
@@ -202,13 +208,16 @@ impl Cache {
         Some(Found { entry, age, usable })
     }
 
-    /// Becomes the one request fetching `url`, or waits (up to `wait`) for
-    /// the one that already is. `None`: waited; look again.
+    /// Becomes the one request fetching `url`, or waits for the one that
+    /// already is: until its response is stored or dropped, for at most
+    /// `wait` and [`COLLAPSE_WAIT`]. `None`: waited; look again.
     pub async fn collapse(self: &Arc<Self>, url: &str, wait: Duration) -> Option<CollapseGuard> {
-        let waiting = {
+        let notify;
+        let notified;
+        {
             let mut map = self.collapsing.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(url) {
-                Some(n) => n.clone(),
+                Some(n) => notify = n.clone(),
                 None => {
                     let notify = Arc::new(Notify::new());
                     map.insert(url.to_string(), notify.clone());
@@ -219,8 +228,11 @@ impl Cache {
                     });
                 }
             }
-        };
-        let _ = tokio::time::timeout(wait, waiting.notified()).await;
+            // Made while the leader cannot finish: a `Notified` receives
+            // `notify_waiters` from the moment it exists, polled or not.
+            notified = notify.notified();
+        }
+        let _ = tokio::time::timeout(wait.min(COLLAPSE_WAIT), notified).await;
         None
     }
 

@@ -9,12 +9,13 @@
 //! `StreamStates` wraps the connection's byte stream. It reads the frame
 //! headers going both ways and tracks each client stream. It ends the
 //! connection when the client sends DATA or HEADERS on a stream that closed
-//! normally. Every other case is left to h2:
-//! - half-closed (remote): a stream error;
+//! normally (the socket is closed; no GOAWAY is written, since h2 owns the
+//! writing side). Every other case is left to h2:
+//! - half-closed (remote): h2 ends the connection (PROTOCOL_ERROR);
 //! - a stream either side reset: ignored, or a stream error;
 //! - an idle stream: a connection error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -31,21 +32,18 @@ const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const END_STREAM: u8 = 0x1;
 
-/// Streams remembered at most. Past this, the lowest (oldest) is forgotten.
-/// h2 allows 256 concurrent streams, so only streams reset long ago are
-/// dropped.
+/// Streams remembered at most, in each of the two sets below. Past this,
+/// the lowest (oldest) id is forgotten, and a forgotten stream is left to
+/// h2: forgetting only makes the guard more lenient, never stricter.
 const MAX_TRACKED: usize = 1024;
 
-/// A client stream that is not yet closed normally. A stream missing from
-/// the map, with an id at or below the highest seen, closed normally.
+/// A client stream open on at least one side, and not reset.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Stream {
     /// The client may still send. `answered`: the server sent END_STREAM.
     Open { answered: bool },
     /// The client ended its side; the server has not yet ended its own.
     HalfClosedRemote,
-    /// Reset by either side. Frames the client had in flight may follow.
-    Reset,
 }
 
 /// Frame boundaries in one direction of the byte stream.
@@ -113,7 +111,13 @@ impl FrameCursor {
 /// What the guard knows of the connection's client streams.
 #[derive(Default)]
 struct Tracker {
-    streams: BTreeMap<u32, Stream>,
+    /// Streams open on at least one side. A stream that either side resets
+    /// leaves: what follows a reset is h2's business (ignored, or a stream
+    /// error).
+    live: BTreeMap<u32, Stream>,
+    /// Streams both sides ended, the most recent ones: a frame on one of
+    /// these ends the connection.
+    closed: BTreeSet<u32>,
     highest: u32,
 }
 
@@ -134,23 +138,21 @@ impl Tracker {
                 } else {
                     Stream::Open { answered: false }
                 };
-                self.remember(f.stream, state);
+                self.live.insert(f.stream, state);
+                bound(&mut self.live);
             }
             // DATA on an idle stream: h2's connection error (§5.1).
             DATA if f.stream > self.highest => {}
-            DATA | HEADERS => match self.streams.get(&f.stream).copied() {
-                None => return false,
-                Some(Stream::Open { answered }) if ends => {
-                    if answered {
-                        self.streams.remove(&f.stream);
-                    } else {
-                        self.streams.insert(f.stream, Stream::HalfClosedRemote);
-                    }
+            DATA | HEADERS if self.closed.contains(&f.stream) => return false,
+            DATA | HEADERS if ends => match self.live.get(&f.stream) {
+                Some(Stream::Open { answered: true }) => self.close(f.stream),
+                Some(Stream::Open { answered: false }) => {
+                    self.live.insert(f.stream, Stream::HalfClosedRemote);
                 }
-                Some(_) => {}
+                _ => {}
             },
-            RST_STREAM if f.stream <= self.highest => {
-                self.streams.insert(f.stream, Stream::Reset);
+            RST_STREAM => {
+                self.live.remove(&f.stream);
             }
             _ => {}
         }
@@ -159,40 +161,34 @@ impl Tracker {
 
     /// A frame the server sent.
     fn server_sent(&mut self, f: &FrameHead) {
-        if f.stream == 0 || f.stream.is_multiple_of(2) {
-            return;
-        }
-        let Some(state) = self.streams.get(&f.stream).copied() else {
-            return;
-        };
         match f.kind {
             RST_STREAM => {
-                if state == Stream::HalfClosedRemote {
-                    // The client had ended its side: nothing may follow.
-                    self.streams.remove(&f.stream);
-                } else {
-                    self.streams.insert(f.stream, Stream::Reset);
-                }
+                self.live.remove(&f.stream);
             }
-            DATA | HEADERS if f.flags & END_STREAM != 0 => match state {
-                Stream::Open { .. } => {
-                    self.streams
-                        .insert(f.stream, Stream::Open { answered: true });
+            DATA | HEADERS if f.flags & END_STREAM != 0 => match self.live.get(&f.stream) {
+                Some(Stream::Open { .. }) => {
+                    self.live.insert(f.stream, Stream::Open { answered: true });
                 }
-                Stream::HalfClosedRemote => {
-                    self.streams.remove(&f.stream);
-                }
-                Stream::Reset => {}
+                Some(Stream::HalfClosedRemote) => self.close(f.stream),
+                None => {}
             },
             _ => {}
         }
     }
 
-    fn remember(&mut self, id: u32, state: Stream) {
-        self.streams.insert(id, state);
-        if self.streams.len() > MAX_TRACKED {
-            self.streams.pop_first();
+    /// Both sides ended `id`.
+    fn close(&mut self, id: u32) {
+        self.live.remove(&id);
+        self.closed.insert(id);
+        if self.closed.len() > MAX_TRACKED {
+            self.closed.pop_first();
         }
+    }
+}
+
+fn bound(live: &mut BTreeMap<u32, Stream>) {
+    if live.len() > MAX_TRACKED {
+        live.pop_first();
     }
 }
 
@@ -395,16 +391,41 @@ mod tests {
             client(&mut t, &mut rc, &frame(DATA, END_STREAM, 1, 0)),
             None
         );
-        assert!(t.streams.is_empty(), "closed streams are forgotten");
+        assert!(t.live.is_empty(), "closed streams leave the live set");
         assert!(client(&mut t, &mut rc, &frame(DATA, 0, 1, 1)).is_some());
     }
 
     #[test]
     fn memory_is_bounded() {
-        let (mut t, mut rc) = <(Tracker, FrameCursor)>::default();
+        let (mut t, mut rc, mut wc) = <(Tracker, FrameCursor, FrameCursor)>::default();
         for id in (1..10_000u32).step_by(2) {
-            client(&mut t, &mut rc, &frame(HEADERS, 0x4, id, 0));
+            client(&mut t, &mut rc, &frame(HEADERS, 0x4 | END_STREAM, id, 0));
+            server(&mut t, &mut wc, &frame(HEADERS, 0x4 | END_STREAM, id, 0));
         }
-        assert_eq!(t.streams.len(), MAX_TRACKED);
+        assert_eq!(t.live.len(), 0);
+        assert_eq!(t.closed.len(), MAX_TRACKED);
+        // Resets of streams never seen cost nothing.
+        for id in (10_001..20_000u32).step_by(2) {
+            client(&mut t, &mut rc, &frame(RST_STREAM, 0, id, 4));
+        }
+        assert_eq!((t.live.len(), t.closed.len()), (0, MAX_TRACKED));
+    }
+
+    #[test]
+    fn a_long_stream_outlives_many_reset_ones() {
+        let (mut t, mut rc, mut wc) = <(Tracker, FrameCursor, FrameCursor)>::default();
+        // A long-lived tunnel or call on stream 1, then thousands of short
+        // streams the server or the client resets.
+        assert_eq!(client(&mut t, &mut rc, &frame(HEADERS, 0x4, 1, 8)), None);
+        for id in (3..6_000u32).step_by(2) {
+            assert_eq!(client(&mut t, &mut rc, &frame(HEADERS, 0x4, id, 8)), None);
+            if id % 4 == 1 {
+                server(&mut t, &mut wc, &frame(RST_STREAM, 0, id, 4));
+            } else {
+                client(&mut t, &mut rc, &frame(RST_STREAM, 0, id, 4));
+            }
+        }
+        let more = [frame(DATA, 0, 1, 10), frame(DATA, END_STREAM, 1, 0)].concat();
+        assert_eq!(client(&mut t, &mut rc, &more), None);
     }
 }
