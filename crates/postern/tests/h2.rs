@@ -290,6 +290,69 @@ where
     out
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_reaches_an_http1_server() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let mut h2 = h2_client(&ca, proxy.addr()).await;
+    // A first request: the proxy's SETTINGS (with ENABLE_CONNECT_PROTOCOL)
+    // have arrived before the extended CONNECTs.
+    let first = Request::get("https://localhost/bytes/1")
+        .body(Empty::new())
+        .unwrap();
+    assert_eq!(h2.send_request(first).await.unwrap().status(), 200);
+    let extended = |path: &str, protocol: &'static str| {
+        Request::builder()
+            .method(Method::CONNECT)
+            .uri(format!("https://localhost{path}"))
+            .extension(hyper::ext::Protocol::from_static(protocol))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    // RFC 8441: the stream becomes the server's upgraded connection.
+    let resp = h2
+        .send_request(extended("/upgrade", "testproto"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut tunnel = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    tunnel.write_all(b"ping over h2").await.unwrap();
+    let mut echo = [0u8; 12];
+    tunnel.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping over h2");
+    let seen = origin.last_request().unwrap();
+    assert_eq!(seen.method, "GET");
+    assert!(
+        seen.headers
+            .contains(&("upgrade".into(), "testproto".into()))
+    );
+    // A WebSocket request gets the key HTTP/1.1 servers require; a refusal
+    // keeps its status.
+    let resp = h2
+        .send_request(extended("/status/426", "websocket"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 426);
+    let seen = origin.last_request().unwrap();
+    let key = seen.headers.iter().find(|(n, _)| n == "sec-websocket-key");
+    assert_eq!(key.map(|(_, v)| v.len()), Some(24), "{:?}", seen.headers);
+    // A server that answers 200 without switching is not taken for a tunnel.
+    let resp = h2
+        .send_request(extended("/bytes/5", "websocket"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    drop(tunnel);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// An HTTP/2 connection to `addr` over TLS trusting `ca`.
 async fn h2_client(
     ca: &TestCa,
@@ -378,6 +441,16 @@ async fn http2_forward_proxy_with_trailers_and_connect() {
             .unwrap()
             .contains("http_request_denied")
     );
+    // Extended CONNECT (RFC 8441) is for reverse listeners: a forward proxy
+    // must not pass WebSocket frames to an origin that never upgraded.
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(origin.url("/upgrade"))
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 501);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -62,6 +62,8 @@ pub async fn serve<IO>(
         .max_pending_accept_reset_streams(Some(64))
         .max_local_error_reset_streams(Some(256))
         .max_header_list_size(cfg.limits.max_header_size as u32)
+        // RFC 8441: WebSocket (and other upgrades) over HTTP/2 streams.
+        .enable_connect_protocol()
         .keep_alive_interval(None);
     let _ = builder
         .serve_connection(TokioIo::new(StreamStates::new(stream)), service)
@@ -255,17 +257,22 @@ fn full(text: impl Into<Bytes>) -> Body {
 }
 
 /// The request as an HTTP/1.1 head, for the planning and header code.
+/// `upgrade`: the fields that turn an extended CONNECT into the GET of an
+/// HTTP/1.1 Upgrade.
 fn http1_view(
     cfg: &Config,
     req: &Request<()>,
     body: &Option<Incoming>,
-    target: &str,
-    authority: &str,
+    (target, authority): (&str, &str),
+    upgrade: Option<&str>,
 ) -> Result<RequestHead, ProxyError> {
-    let mut text = format!(
-        "{} {target} HTTP/1.1\r\nHost: {authority}\r\n",
-        req.method()
-    );
+    let method = if upgrade.is_some() {
+        "GET"
+    } else {
+        req.method().as_str()
+    };
+    let mut text = format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\n");
+    text.push_str(upgrade.unwrap_or_default());
     for (name, value) in req.headers() {
         if name == "host" {
             continue;
@@ -335,26 +342,45 @@ async fn route(
     let connect = req.method() == Method::CONNECT;
 
     if listener_cfg.mode == Mode::Reverse {
-        if connect {
-            return Err(ProxyError::new(
-                ErrorKind::MethodNotAllowed,
-                "CONNECT is not served on a reverse listener",
-            ));
-        }
-        let head = http1_view(cfg, &req, unread, &path, &authority)?;
+        let upgrade = match req.extensions().get::<hyper::ext::Protocol>() {
+            // RFC 8441 §4: `:protocol` names what the stream becomes.
+            Some(protocol) if connect => Some(crate::reverse::extended_connect::upgrade_fields(
+                protocol.as_str(),
+                req.headers().contains_key("sec-websocket-key"),
+            )),
+            _ if connect => {
+                return Err(ProxyError::new(
+                    ErrorKind::MethodNotAllowed,
+                    "CONNECT is not served on a reverse listener",
+                ));
+            }
+            _ => None,
+        };
+        let head = http1_view(cfg, &req, unread, (&path, &authority), upgrade.as_deref())?;
+        let exchange = match upgrade {
+            Some(_) => Exchange::Upgrade(&mut req, tunnel),
+            None => Exchange::Request(unread),
+        };
+        let ends = (peer, local);
         return reverse(
             cfg,
             shared,
             listener_cfg,
-            (peer, local),
+            ends,
             &head,
             &authority,
-            unread,
+            exchange,
             ctx,
         )
         .await;
     }
 
+    if connect && req.extensions().get::<hyper::ext::Protocol>().is_some() {
+        return Err(ProxyError::new(
+            ErrorKind::NotImplemented,
+            "extended CONNECT (RFC 8441) is served on reverse listeners only",
+        ));
+    }
     // Forward: CONNECT authority, or an absolute URI (`:scheme` + `:authority`).
     let target = if connect {
         authority.clone()
@@ -366,7 +392,7 @@ async fn route(
     } else {
         path.clone()
     };
-    let head = http1_view(cfg, &req, unread, &target, &authority)?;
+    let head = http1_view(cfg, &req, unread, (&target, &authority), None)?;
     let plan = Plan::new(cfg, &head, local)?;
     let host = plan.rule_host();
     let url = plan.rule_url(&head);
@@ -570,7 +596,7 @@ async fn reverse(
     (peer, local): (SocketAddr, SocketAddr),
     head: &RequestHead,
     authority: &str,
-    unread: &mut Option<Incoming>,
+    exchange: Exchange<'_>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     let host = authority
@@ -610,6 +636,23 @@ async fn reverse(
         .get(&route.pool)
         .cloned()
         .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
+    let unread = match exchange {
+        Exchange::Request(unread) => unread,
+        Exchange::Upgrade(req, tunnel) => {
+            let to = ((listener, &**route), &pool);
+            return upgraded(
+                cfg,
+                shared,
+                to,
+                (peer, local),
+                (head, authority),
+                req,
+                tunnel,
+                ctx,
+            )
+            .await;
+        }
+    };
     let miss = match &shared.cache {
         None => None,
         Some(cache) => {
@@ -677,6 +720,68 @@ async fn reverse(
         None => fetched?.map(BodyExt::boxed),
     };
     Ok(client_response(response, &route.rewrite, None))
+}
+
+/// What a reverse listener's stream asks of the route's pool.
+enum Exchange<'r> {
+    /// A request, with its body still to read: answered by a server or the
+    /// cache.
+    Request(&'r mut Option<Incoming>),
+    /// An extended CONNECT (RFC 8441): a tunnel to a server once it has
+    /// switched protocols; `tunnel` receives how it ended, for the log.
+    Upgrade(&'r mut Request<()>, &'r mut Option<TunnelEnd>),
+}
+
+type TunnelEnd = tokio::sync::oneshot::Receiver<crate::relay::TunnelStats>;
+
+/// An extended CONNECT sent to a server of `pool` as an HTTP/1.1 Upgrade;
+/// after its 101 the stream is a tunnel to it.
+#[allow(clippy::too_many_arguments)]
+async fn upgraded(
+    cfg: &Config,
+    shared: &Shared,
+    (route, pool): (
+        (
+            &crate::config::ListenerConfig,
+            &crate::reverse::spec::RouteSpec,
+        ),
+        &Arc<crate::reverse::pool::Pool>,
+    ),
+    ends: (SocketAddr, SocketAddr),
+    request: (&RequestHead, &str),
+    req: &mut Request<()>,
+    tunnel: &mut Option<TunnelEnd>,
+    ctx: &mut RequestCtx,
+) -> Result<Response<Body>, ProxyError> {
+    use crate::reverse::extended_connect;
+    let answer = extended_connect::upgrade(cfg, shared, route, pool, ends, request, ctx).await?;
+    let Some(switched) = answer.switched else {
+        // RFC 8441 §5: a 2xx would tell the client its tunnel is open.
+        if (200..300).contains(&answer.status) {
+            return Err(ProxyError::new(
+                ErrorKind::BadResponse,
+                format!(
+                    "the server answered {} without switching protocols",
+                    answer.status
+                ),
+            ));
+        }
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        return Ok(r);
+    };
+    ctx.result = "TCP_TUNNEL";
+    let on_upgrade = hyper::upgrade::on(req);
+    let idle = cfg.timeouts.tunnel_idle;
+    let (ended, end) = tokio::sync::oneshot::channel();
+    *tunnel = Some(end);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let stats = extended_connect::relay(TokioIo::new(upgraded), switched, idle).await;
+            let _ = ended.send(stats);
+        }
+    });
+    Ok(Response::new(full(Bytes::new())))
 }
 
 /// A forwarded request through a parent of `pool`: absolute-form to an HTTP

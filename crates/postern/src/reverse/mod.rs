@@ -10,6 +10,7 @@
 
 pub mod balance;
 pub(crate) mod bridge;
+pub mod extended_connect;
 pub mod health;
 pub mod pool;
 pub mod spec;
