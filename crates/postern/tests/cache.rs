@@ -161,6 +161,20 @@ async fn stale_while_revalidate_serves_at_once_and_revalidates_in_the_background
         async move { curl_fetch_async(&args).await }
     })
     .await;
+    // And through a parent proxy: the refresh goes through the parent too.
+    let origin = Origin::start().await;
+    let parent = start(&private_config(""));
+    let child = start(&common::config(
+        "parent = \"up\"",
+        "allow_private_destinations = true",
+        &format!(
+            "[cache]\nmemory = \"16MiB\"\n\n[[pool]]\nname = \"up\"\nservers = [\"{}\"]\n",
+            parent.addr()
+        ),
+    ));
+    let url = origin.url("/etag/v1?h=cache-control:max-age=0,%20stale-while-revalidate=60");
+    swr_round(&origin, |extra| get(&child, &url, extra)).await;
+    common::wait_log_line(&parent, &["TCP_MISS/304", "/etag/v1"]);
 }
 
 async fn swr_round<'a, F, Fut>(origin: &Origin, get: F)

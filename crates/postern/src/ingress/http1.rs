@@ -344,11 +344,34 @@ async fn route(
                     via: Outbound::forward_via(cfg, &scrubber),
                 };
                 if let Some(cache) = &shared.cache {
-                    // Cached like direct traffic, under the same keys.
-                    // Background revalidation goes direct, so a response
-                    // served stale here is revalidated by the next request
-                    // after its window instead.
+                    // Cached like direct traffic, under the same keys, and
+                    // revalidated through the parents too.
                     let url = format!("http://{}{}", http_target.host_field(), http_target.path);
+                    let as_sent = Outbound {
+                        head,
+                        body,
+                        conn: &conn,
+                        admission: &admission,
+                        scrubber: &scrubber,
+                        via: Outbound::forward_via(cfg, &scrubber),
+                        set_cookie: None,
+                        retry_statuses: false,
+                        first_byte: cfg.timeouts.first_byte,
+                        cache: None,
+                    };
+                    let peer = client.peer;
+                    let refresh = |stale, req_cc| {
+                        crate::reverse::refresh_through_parent(
+                            cfg,
+                            shared,
+                            &http_target,
+                            &as_sent,
+                            peer,
+                            &pool,
+                            stale,
+                            req_cc,
+                        );
+                    };
                     let to = (&via, &pool, &admission, &*scrubber);
                     return Box::pin(crate::reverse::dispatch_cached(
                         cfg,
@@ -357,7 +380,7 @@ async fn route(
                         (head, body, &conn),
                         to,
                         (cache, url),
-                        None,
+                        Some(&refresh),
                         ctx,
                     ))
                     .await;

@@ -332,6 +332,57 @@ pub fn refresh_stale(
     }));
 }
 
+/// Revalidates a forwarded response just served stale (RFC 5861 §3)
+/// through a parent of `pool`, as the client's GET went.
+#[allow(clippy::too_many_arguments)]
+pub fn refresh_through_parent(
+    cfg: &Config,
+    shared: &Shared,
+    target: &HttpTarget,
+    req: &Outbound<'_>,
+    peer: std::net::SocketAddr,
+    pool: &Arc<Pool>,
+    stale: Arc<crate::cache::store::Entry>,
+    req_cc: crate::cache::policy::Directives,
+) {
+    let Some(cache) = &shared.cache else {
+        return;
+    };
+    let input = PickInput {
+        hash_key: &[],
+        sticky: None,
+    };
+    if !req.head.is_method("GET") {
+        return;
+    }
+    let Pick::Server(index) = pool.pick(&input, &[]) else {
+        return;
+    };
+    let origin_form = upstream_head(cfg, req, target, false, peer.ip());
+    let head = match pool.spec.protocol {
+        ParentProtocol::Socks5 => origin_form,
+        ParentProtocol::Http => absolute_form(origin_form, target, pool.spec.credentials.as_ref()),
+    };
+    let refresh = crate::cache::refresh::Refresh {
+        cache: cache.clone(),
+        head_bytes: crate::cache::refresh::request_head(head, &stale),
+        stale,
+        request: req.head.clone(),
+        req_cc,
+        limits: crate::forward::http::response_limits(cfg),
+        first_byte: cfg.timeouts.first_byte,
+        io: cfg.timeouts.io,
+    };
+    let (connector, pool, target) = (shared.connector.clone(), pool.clone(), target.clone());
+    let timeout = cfg.timeouts.connect;
+    refresh.spawn(Box::pin(async move {
+        let _inflight = pool.start(index);
+        let ends = (peer, None);
+        let (upstream, _) = open(&connector, timeout, &pool, index, Some(&target), ends).await?;
+        Ok(upstream)
+    }));
+}
+
 fn origin_done(r: FromOrigin) -> Result<bool, ProxyError> {
     match r {
         FromOrigin::Done(d) => Ok(d.client_keep_alive),
