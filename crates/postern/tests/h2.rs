@@ -528,12 +528,15 @@ impl hyper::body::Body for DataThenTrailers {
 }
 
 /// An HTTP/2-only server (h2c) answering like a gRPC service: body, then
-/// trailers with `grpc-status`. `x-served` numbers its answers; a query
-/// with `cache` makes the answer cacheable for a minute.
-async fn grpc_like_server() -> std::net::SocketAddr {
+/// trailers with `grpc-status`. `x-served` numbers its answers (the counter
+/// is returned too). A query with `cache` makes the answer cacheable for a
+/// minute; with `swr`, stale at once but usable for a minute while it is
+/// revalidated, with an ETag that a conditional request gets 304 for.
+async fn grpc_like_server() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -546,7 +549,11 @@ async fn grpc_like_server() -> std::net::SocketAddr {
                         let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                         async move {
                             let version = req.version();
-                            let cacheable = req.uri().query().is_some_and(|q| q.contains("cache"));
+                            let query = req.uri().query().unwrap_or_default().to_string();
+                            let validated = req
+                                .headers()
+                                .get("if-none-match")
+                                .is_some_and(|v| v == "\"g1\"");
                             let got = req.into_body().collect().await.unwrap().to_bytes();
                             let mut trailers = hyper::HeaderMap::new();
                             trailers.insert("grpc-status", "0".parse().unwrap());
@@ -557,8 +564,17 @@ async fn grpc_like_server() -> std::net::SocketAddr {
                             let mut response = hyper::Response::builder()
                                 .header("content-type", "application/grpc")
                                 .header("x-served", n);
-                            if cacheable {
+                            if query.contains("cache") {
                                 response = response.header("cache-control", "max-age=60");
+                            }
+                            if query.contains("swr") {
+                                response = response
+                                    .header("cache-control", "max-age=0, stale-while-revalidate=60")
+                                    .header("etag", "\"g1\"");
+                                if validated {
+                                    let empty = DataThenTrailers(None, None);
+                                    return Ok(response.status(304).body(empty).unwrap());
+                                }
                             }
                             Ok::<_, std::convert::Infallible>(response.body(body).unwrap())
                         }
@@ -569,12 +585,12 @@ async fn grpc_like_server() -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_clients_of_an_http2_pool_use_the_cache() {
-    let server = grpc_like_server().await;
+    let (server, served) = grpc_like_server().await;
     let proxy = start(&format!(
         "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
          [cache]\nmemory = \"8MiB\"\n\n\
@@ -603,11 +619,11 @@ async fn http1_clients_of_an_http2_pool_use_the_cache() {
     assert_eq!(hit.body, b"HTTP/2.0 echo:0");
     // HTTP/2 clients share the stored copy.
     let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let (mut sender, conn) =
+    let (mut sender, h2_conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
             .unwrap();
-    tokio::spawn(conn);
+    tokio::spawn(h2_conn);
     let req = Request::get("http://x/items?cache")
         .body(Empty::<Bytes>::new())
         .unwrap();
@@ -622,11 +638,34 @@ async fn http1_clients_of_an_http2_pool_use_the_cache() {
         resp.headers()["x-served"].to_str().unwrap(),
         miss.header("x-served").unwrap()
     );
+    // Stale-while-revalidate: answered stale at once, then revalidated in
+    // the background over HTTP/2, the only protocol these servers speak.
+    let swr = b"GET /items?swr HTTP/1.1\r\nHost: x\r\n\r\n";
+    conn.send(swr).await;
+    let first = conn.read_response(false).await;
+    assert!(first.header("cache-status").unwrap().contains("stored"));
+    let before = served.load(std::sync::atomic::Ordering::SeqCst);
+    conn.send(swr).await;
+    let stale = conn.read_response(false).await;
+    assert!(
+        stale.header("cache-status").unwrap().contains("hit"),
+        "{}",
+        stale.head
+    );
+    assert_eq!(stale.body, b"HTTP/2.0 echo:0");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while served.load(std::sync::atomic::Ordering::SeqCst) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background revalidation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_style_over_h2c_both_ways() {
-    let server = grpc_like_server().await;
+    let (server, _) = grpc_like_server().await;
     let proxy = start(&format!(
         "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
          [[pool]]\nname = \"grpc\"\nservers = [\"{server}\"]\nhttp2 = true\n\n\

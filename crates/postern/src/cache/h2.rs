@@ -426,3 +426,69 @@ impl Body for Tee {
         self.inner.size_hint()
     }
 }
+
+/// Revalidates `stale` in the background (RFC 5861 §3) over an HTTP/2
+/// connection that `open` makes, for pools whose servers speak only HTTP/2.
+/// The answer goes through [`Miss::finish`] as a validating request's would:
+/// a 304 refreshes the stored copy, a new storable response replaces it.
+pub fn refresh_over_http2(
+    cache: &Arc<Cache>,
+    (stale, request, req_cc): (Arc<Entry>, RequestHead, Directives),
+    head_bytes: Vec<u8>,
+    open: super::refresh::Opener,
+    first_byte: std::time::Duration,
+) {
+    let Some(claim) = cache.claim_refresh(&stale.url) else {
+        return;
+    };
+    let miss = Miss {
+        cache: cache.clone(),
+        url: stale.url.clone(),
+        req_cc,
+        request_time: super::now(),
+        note: "stale",
+        name: String::new(),
+        targeted: stale.targeted,
+        stale: Some(Found {
+            entry: stale,
+            age: 0,
+            usable: Use::Validate,
+        }),
+        validating: true,
+        leader: None,
+    };
+    tokio::spawn(async move {
+        let _claim = claim;
+        let url = miss.url.clone();
+        let refreshed = async {
+            let upstream = open.await.map_err(|e| e.detail.clone())?;
+            let tls = matches!(upstream, crate::egress::Upstream::Tls(_));
+            let io = hyper_util::rt::TokioIo::new(upstream);
+            let executor = hyper_util::rt::TokioExecutor::new();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(executor, io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let body = crate::egress::senders::no_body();
+            let req = crate::ingress::h2::build_request(&head_bytes, body, true, tls)
+                .map_err(|e| e.detail.clone())?;
+            let response = tokio::time::timeout(first_byte, sender.send_request(req))
+                .await
+                .map_err(|_| "no answer in time".to_string())?
+                .map_err(|e| e.to_string())?;
+            // The copy is stored as the body passes through.
+            let answer = miss.finish(&request, response);
+            answer
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
+        };
+        if let Err(e) = refreshed.await {
+            // The stale copy stays; the next request after the window
+            // revalidates in the foreground.
+            eprintln!("postern: cache: background revalidation of {url}: {e}");
+        }
+    });
+}

@@ -313,9 +313,24 @@ pub fn refresh_stale(
         (peer.ip(), tls),
         &host_of(head, &pool.servers[index].spec.addr),
     );
+    let head_bytes = crate::cache::refresh::request_head(upstream, &stale);
+    let http2 = pool.spec.http2;
+    let (connector, pool) = (shared.connector.clone(), pool.clone());
+    let timeout = cfg.timeouts.connect;
+    let opener: crate::cache::refresh::Opener = Box::pin(async move {
+        let _inflight = pool.start(index);
+        let (upstream, _) = open(&connector, timeout, &pool, index, None, ends).await?;
+        Ok(upstream)
+    });
+    if http2 {
+        let what = (stale, head.clone(), req_cc);
+        let first_byte = cfg.timeouts.first_byte;
+        crate::cache::h2::refresh_over_http2(cache, what, head_bytes, opener, first_byte);
+        return;
+    }
     let refresh = crate::cache::refresh::Refresh {
         cache: cache.clone(),
-        head_bytes: crate::cache::refresh::request_head(upstream, &stale),
+        head_bytes,
         stale,
         request: head.clone(),
         req_cc,
@@ -323,13 +338,7 @@ pub fn refresh_stale(
         first_byte: cfg.timeouts.first_byte,
         io: cfg.timeouts.io,
     };
-    let (connector, pool) = (shared.connector.clone(), pool.clone());
-    let timeout = cfg.timeouts.connect;
-    refresh.spawn(Box::pin(async move {
-        let _inflight = pool.start(index);
-        let (upstream, _) = open(&connector, timeout, &pool, index, None, ends).await?;
-        Ok(upstream)
-    }));
+    refresh.spawn(opener);
 }
 
 /// Revalidates a forwarded response just served stale (RFC 5861 §3)
