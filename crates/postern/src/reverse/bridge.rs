@@ -20,7 +20,7 @@ use hyper::{HeaderMap, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::pool::{Pick, PickInput, Pool};
+use super::pool::{PickInput, Pool};
 use super::spec::RouteSpec;
 use crate::cache::h2::Looked;
 use crate::config::{Config, ListenerConfig};
@@ -237,28 +237,11 @@ pub(crate) async fn send(
     let mut body = Some(body);
     let mut unsent = None;
     loop {
-        let index = match pool.pick(
-            &PickInput {
-                hash_key,
-                sticky: None,
-            },
-            &tried,
-        ) {
-            Pick::Server(i) => i,
-            Pick::Busy if pool.wait_for_room().await => continue,
-            Pick::Busy => {
-                return Err(ProxyError::new(
-                    ErrorKind::QueueFull,
-                    format!("pool {}: every server is busy", pool.spec.name),
-                ));
-            }
-            Pick::NoneUsable => {
-                return Err(ProxyError::new(
-                    ErrorKind::NoServer,
-                    format!("pool {}: no server is up", pool.spec.name),
-                ));
-            }
+        let input = PickInput {
+            hash_key,
+            sticky: None,
         };
+        let index = pool.pick_or_queue(&input, &tried).await?;
         let _inflight = pool.start(index);
         ctx.result = "TCP_MISS";
         let dispatch = Dispatch {

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::pool::{Pick, PickInput, Pool};
+use super::pool::{PickInput, Pool};
 use super::spec::RouteSpec;
 use crate::app::Shared;
 use crate::config::{Config, ListenerConfig};
@@ -78,28 +78,11 @@ pub async fn upgrade(
     let _active = super::ActiveGuard::new(pool);
     let mut tried = Vec::new();
     loop {
-        let index = match pool.pick(
-            &PickInput {
-                hash_key: &[],
-                sticky: None,
-            },
-            &tried,
-        ) {
-            Pick::Server(i) => i,
-            Pick::Busy if pool.wait_for_room().await => continue,
-            Pick::Busy => {
-                return Err(ProxyError::new(
-                    ErrorKind::QueueFull,
-                    format!("pool {}: every server is busy", pool.spec.name),
-                ));
-            }
-            Pick::NoneUsable => {
-                return Err(ProxyError::new(
-                    ErrorKind::NoServer,
-                    format!("pool {}: no server is up", pool.spec.name),
-                ));
-            }
+        let input = PickInput {
+            hash_key: &[],
+            sticky: None,
         };
+        let index = pool.pick_or_queue(&input, &tried).await?;
         let _inflight = pool.start(index);
         let ends = (peer, Some(local));
         let opened = super::open(

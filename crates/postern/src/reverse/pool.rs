@@ -331,6 +331,35 @@ impl Pool {
         candidates[usize::from(table.1[slot])]
     }
 
+    /// A server for the next try, waiting in the queue while every server is
+    /// at `max_connections`. Fails when the queue is full or timed out, or
+    /// when no server is up.
+    pub async fn pick_or_queue(
+        &self,
+        input: &PickInput<'_>,
+        tried: &[usize],
+    ) -> Result<usize, crate::error::ProxyError> {
+        use crate::error::{ErrorKind, ProxyError};
+        loop {
+            match self.pick(input, tried) {
+                Pick::Server(i) => return Ok(i),
+                Pick::Busy if self.wait_for_room().await => continue,
+                Pick::Busy => {
+                    return Err(ProxyError::new(
+                        ErrorKind::QueueFull,
+                        format!("pool {}: every server is busy", self.spec.name),
+                    ));
+                }
+                Pick::NoneUsable => {
+                    return Err(ProxyError::new(
+                        ErrorKind::NoServer,
+                        format!("pool {}: no server is up", self.spec.name),
+                    ));
+                }
+            }
+        }
+    }
+
     /// Waits until a server has room or `queue_timeout` passes; `false` when
     /// the queue is full or the wait timed out.
     pub async fn wait_for_room(&self) -> bool {
