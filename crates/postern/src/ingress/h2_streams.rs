@@ -9,8 +9,9 @@
 //! `StreamStates` wraps the connection's byte stream. It reads the frame
 //! headers going both ways and tracks each client stream. It ends the
 //! connection when the client sends DATA or HEADERS on a stream that closed
-//! normally (the socket is closed; no GOAWAY is written, since h2 owns the
-//! writing side). Every other case is left to h2:
+//! normally: a GOAWAY with STREAM_CLOSED goes out when it can be slipped in
+//! between two of h2's frames at once (§5.4.1 says SHOULD), then the socket
+//! closes. Every other case is left to h2:
 //! - half-closed (remote): h2 ends the connection (PROTOCOL_ERROR);
 //! - a stream either side reset: ignored, or a stream error;
 //! - an idle stream: a connection error.
@@ -30,7 +31,10 @@ const FRAME_HEADER_LEN: usize = 9;
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
+const GOAWAY: u8 = 0x7;
 const END_STREAM: u8 = 0x1;
+/// RFC 9113 §7.
+const STREAM_CLOSED: u32 = 0x5;
 
 /// Streams remembered at most, in each of the two sets below. Past this,
 /// the lowest (oldest) id is forgotten, and a forgotten stream is left to
@@ -65,6 +69,11 @@ struct FrameHead {
 }
 
 impl FrameCursor {
+    /// Between two frames: nothing of a frame is half passed.
+    fn at_boundary(&self) -> bool {
+        self.skip_preface == 0 && self.have == 0 && self.payload_left == 0
+    }
+
     /// Walks `bytes` and calls `on_frame` for each complete frame header,
     /// with the offset in `bytes` at which that header began (0 when it
     /// began in an earlier call). `on_frame` returns false to stop; the
@@ -218,6 +227,26 @@ impl<IO> StreamStates<IO> {
         }
     }
 
+    /// A GOAWAY with STREAM_CLOSED (RFC 9113 §5.4.1), if it can go out now
+    /// without splitting one of h2's frames; the connection closes anyway.
+    fn goaway(&mut self, cx: &mut Context<'_>)
+    where
+        IO: AsyncWrite + Unpin,
+    {
+        if !self.writing.at_boundary() {
+            return;
+        }
+        let mut frame = [0u8, 0, 8, GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        frame[9..13].copy_from_slice(&self.tracker.highest.to_be_bytes());
+        frame[13..].copy_from_slice(&STREAM_CLOSED.to_be_bytes());
+        let inner = Pin::new(&mut self.inner);
+        if let Poll::Ready(Ok(n)) = inner.poll_write(cx, &frame)
+            && n == frame.len()
+        {
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
+    }
+
     fn saw_written(&mut self, bytes: &[u8]) {
         let tracker = &mut self.tracker;
         self.writing.walk(bytes, |f| {
@@ -234,7 +263,7 @@ fn breach() -> io::Error {
     )
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for StreamStates<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for StreamStates<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -253,6 +282,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for StreamStates<IO> {
                 // h2 gets what came before the offending frame, then the error.
                 this.breached = true;
                 buf.set_filled(before + at);
+                this.goaway(cx);
                 if at == 0 {
                     return Poll::Ready(Err(breach()));
                 }
