@@ -316,12 +316,18 @@ async fn websocket_over_http2_reaches_an_http1_server() {
             .body(Empty::<Bytes>::new())
             .unwrap()
     };
-    // RFC 8441: the stream becomes the server's upgraded connection.
+    // RFC 8441: the stream becomes the server's upgraded connection, and
+    // what the switch agreed on (a subprotocol, say) reaches the client.
     let resp = h2
-        .send_request(extended("/upgrade", "testproto"))
+        .send_request(extended(
+            "/upgrade?h=sec-websocket-protocol:chat",
+            "testproto",
+        ))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat");
+    assert!(resp.headers().get("upgrade").is_none());
     let mut tunnel = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
     tunnel.write_all(b"ping over h2").await.unwrap();
     let mut echo = [0u8; 12];
@@ -349,6 +355,9 @@ async fn websocket_over_http2_reaches_an_http1_server() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 502);
+    // `:protocol` must be a token: it becomes a field of the HTTP/1.1 head.
+    let resp = h2.send_request(extended("/upgrade", "test proto")).await;
+    assert!(resp.is_err() || resp.unwrap().status() == 400);
     drop(tunnel);
     let _ = std::fs::remove_dir_all(dir);
 }

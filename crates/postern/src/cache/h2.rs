@@ -436,7 +436,7 @@ pub fn refresh_over_http2(
     (stale, request, req_cc): (Arc<Entry>, RequestHead, Directives),
     head_bytes: Vec<u8>,
     open: super::refresh::Opener,
-    first_byte: std::time::Duration,
+    (first_byte, io): (std::time::Duration, std::time::Duration),
 ) {
     let Some(claim) = cache.claim_refresh(&stale.url) else {
         return;
@@ -463,9 +463,9 @@ pub fn refresh_over_http2(
         let refreshed = async {
             let upstream = open.await.map_err(|e| e.detail.clone())?;
             let tls = matches!(upstream, crate::egress::Upstream::Tls(_));
-            let io = hyper_util::rt::TokioIo::new(upstream);
+            let socket = hyper_util::rt::TokioIo::new(upstream);
             let executor = hyper_util::rt::TokioExecutor::new();
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(executor, io)
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(executor, socket)
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
@@ -476,13 +476,21 @@ pub fn refresh_over_http2(
                 .await
                 .map_err(|_| "no answer in time".to_string())?
                 .map_err(|e| e.to_string())?;
-            // The copy is stored as the body passes through.
-            let answer = miss.finish(&request, response);
-            answer
-                .into_body()
-                .collect()
+            // The copy is stored as the body passes through; past what may
+            // be stored, or when the server stalls, the refresh gives up.
+            let limit = miss.cache.tap_limit();
+            let mut body = miss.finish(&request, response).into_body();
+            let mut read = 0usize;
+            while let Some(frame) = tokio::time::timeout(io, body.frame())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| "the body stalled".to_string())?
+            {
+                let frame = frame.map_err(|e| e.to_string())?;
+                read += frame.data_ref().map_or(0, Bytes::len);
+                if read > limit {
+                    return Err("larger than the cache keeps".to_string());
+                }
+            }
             Ok::<(), String>(())
         };
         if let Err(e) = refreshed.await {

@@ -344,10 +344,14 @@ async fn route(
     if listener_cfg.mode == Mode::Reverse {
         let upgrade = match req.extensions().get::<hyper::ext::Protocol>() {
             // RFC 8441 §4: `:protocol` names what the stream becomes.
-            Some(protocol) if connect => Some(crate::reverse::extended_connect::upgrade_fields(
-                protocol.as_str(),
-                req.headers().contains_key("sec-websocket-key"),
-            )),
+            Some(protocol) if connect => {
+                let has_key = req.headers().contains_key("sec-websocket-key");
+                let fields =
+                    crate::reverse::extended_connect::upgrade_fields(protocol.as_str(), has_key);
+                Some(fields.ok_or_else(|| {
+                    ProxyError::new(ErrorKind::BadRequest, ":protocol is not a token")
+                })?)
+            }
             _ if connect => {
                 return Err(ProxyError::new(
                     ErrorKind::MethodNotAllowed,
@@ -640,17 +644,15 @@ async fn reverse(
         Exchange::Request(unread) => unread,
         Exchange::Upgrade(req, tunnel) => {
             let to = ((listener, &**route), &pool);
-            return upgraded(
-                cfg,
-                shared,
-                to,
-                (peer, local),
-                (head, authority),
-                req,
-                tunnel,
-                ctx,
-            )
-            .await;
+            let key = if pool.spec.balance == crate::reverse::spec::Balance::Hash {
+                client_key(peer.ip())
+            } else {
+                String::new()
+            };
+            let request = (head, authority, key.as_bytes());
+            let limits = admission.buckets.clone();
+            let ends = (peer, local);
+            return upgraded(cfg, shared, to, ends, request, (req, tunnel, limits), ctx).await;
         }
     };
     let miss = match &shared.cache {
@@ -748,27 +750,40 @@ async fn upgraded(
         &Arc<crate::reverse::pool::Pool>,
     ),
     ends: (SocketAddr, SocketAddr),
-    request: (&RequestHead, &str),
-    req: &mut Request<()>,
-    tunnel: &mut Option<TunnelEnd>,
+    request: (&RequestHead, &str, &[u8]),
+    (req, tunnel, limits): (
+        &mut Request<()>,
+        &mut Option<TunnelEnd>,
+        Vec<Arc<crate::guard::limits::Bucket>>,
+    ),
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     use crate::reverse::extended_connect;
     let answer = extended_connect::upgrade(cfg, shared, route, pool, ends, request, ctx).await?;
+    let mut response = Response::new(full(Bytes::new()));
+    for (name, value) in &answer.fields {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            response.headers_mut().append(n, v);
+        }
+    }
     let Some(switched) = answer.switched else {
-        // RFC 8441 §5: a 2xx would tell the client its tunnel is open.
-        if (200..300).contains(&answer.status) {
+        // RFC 8441 §5: a 2xx tells the client its tunnel is open, and HTTP/2
+        // has no 101 (RFC 9113 §8.1.1).
+        if answer.status == 101 || (200..300).contains(&answer.status) {
             return Err(ProxyError::new(
                 ErrorKind::BadResponse,
                 format!(
-                    "the server answered {} without switching protocols",
+                    "the server answered {} without switching to the protocol asked",
                     answer.status
                 ),
             ));
         }
-        let mut r = Response::new(full(Bytes::new()));
-        *r.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Ok(r);
+        *response.status_mut() =
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        return Ok(response);
     };
     ctx.result = "TCP_TUNNEL";
     let on_upgrade = hyper::upgrade::on(req);
@@ -777,11 +792,12 @@ async fn upgraded(
     *tunnel = Some(end);
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
-            let stats = extended_connect::relay(TokioIo::new(upgraded), switched, idle).await;
+            let client = TokioIo::new(upgraded);
+            let stats = extended_connect::relay(client, switched, idle, &limits).await;
             let _ = ended.send(stats);
         }
     });
-    Ok(Response::new(full(Bytes::new())))
+    Ok(response)
 }
 
 /// A forwarded request through a parent of `pool`: absolute-form to an HTTP

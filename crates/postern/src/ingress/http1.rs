@@ -347,9 +347,10 @@ async fn route(
                     // Cached like direct traffic, under the same keys, and
                     // revalidated through the parents too.
                     let url = format!("http://{}{}", http_target.host_field(), http_target.path);
+                    // The refresh is a GET of its own, without a body.
                     let as_sent = Outbound {
                         head,
-                        body,
+                        body: BodyKind::None,
                         conn: &conn,
                         admission: &admission,
                         scrubber: &scrubber,

@@ -324,8 +324,8 @@ pub fn refresh_stale(
     });
     if http2 {
         let what = (stale, head.clone(), req_cc);
-        let first_byte = cfg.timeouts.first_byte;
-        crate::cache::h2::refresh_over_http2(cache, what, head_bytes, opener, first_byte);
+        let timeouts = (cfg.timeouts.first_byte, cfg.timeouts.io);
+        crate::cache::h2::refresh_over_http2(cache, what, head_bytes, opener, timeouts);
         return;
     }
     let refresh = crate::cache::refresh::Refresh {
