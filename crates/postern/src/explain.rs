@@ -98,18 +98,7 @@ pub async fn explain(cfg: &Config, q: &Question) -> Result<(String, bool), Strin
                     let body = request_body(&head).map_err(|m| m.to_string())?;
                     let bytes = upstream_head(
                         cfg,
-                        &Outbound {
-                            head: &head,
-                            body,
-                            conn: &conn,
-                            admission: &admission,
-                            scrubber: &scrubber,
-                            via: Outbound::forward_via(cfg, &scrubber),
-                            set_cookie: None,
-                            retry_statuses: false,
-                            first_byte: cfg.timeouts.first_byte,
-                            cache: None,
-                        },
+                        &Outbound::forwarded(cfg, (&head, body, &conn), &admission, &scrubber),
                         target,
                         false,
                         q.client,

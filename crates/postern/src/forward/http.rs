@@ -60,6 +60,29 @@ pub struct Outbound<'a> {
 }
 
 impl<'a> Outbound<'a> {
+    /// A forwarded request as a forward listener sends it: its Via unless
+    /// the anonymity level hides the proxy, the usual first-byte timeout, no
+    /// cache interest yet.
+    pub fn forwarded(
+        cfg: &'a Config,
+        (head, body, conn): (&'a RequestHead, BodyKind, &'a ConnectionOptions<'a>),
+        admission: &'a Admission<'a>,
+        scrubber: &'a Scrubber,
+    ) -> Outbound<'a> {
+        Outbound {
+            head,
+            body,
+            conn,
+            admission,
+            scrubber,
+            via: Outbound::forward_via(cfg, scrubber),
+            set_cookie: None,
+            retry_statuses: false,
+            first_byte: cfg.timeouts.first_byte,
+            cache: None,
+        }
+    }
+
     /// The Via pseudonym, unless the listener's anonymity level hides the proxy.
     pub fn forward_via(cfg: &'a Config, scrubber: &Scrubber) -> Option<&'a str> {
         if scrubber.level.sends_via() {

@@ -280,12 +280,12 @@ async fn join_data(
     let Ok(Some(mut client)) = accepted else {
         return (0, 0);
     };
-    let Ok(Ok(mut upstream)) = timeout(cfg.timeouts.connect, TcpStream::connect(server)).await
-    else {
+    let Ok(Ok(upstream)) = timeout(cfg.timeouts.connect, TcpStream::connect(server)).await else {
         return (0, 0);
     };
-    let stats =
-        crate::relay::tunnel_io(&mut client, &mut upstream, cfg.timeouts.tunnel_idle, &[]).await;
+    let mut upstream = crate::egress::Upstream::Plain(upstream);
+    let idle = cfg.timeouts.tunnel_idle;
+    let stats = crate::relay::tunnel_io(&mut client, &mut upstream, &[], idle, &[]).await;
     (stats.up, stats.down)
 }
 

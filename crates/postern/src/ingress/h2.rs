@@ -456,9 +456,9 @@ async fn route(
                     {
                         return;
                     }
-                    let mut upstream = upstream;
+                    let mut upstream = Upstream::Plain(upstream);
                     let stats =
-                        crate::relay::tunnel_io(client, &mut upstream, idle, &buckets).await;
+                        crate::relay::tunnel_io(client, &mut upstream, &[], idle, &buckets).await;
                     let _ = ended.send(stats);
                 }
             });
@@ -469,18 +469,7 @@ async fn route(
             let conn = connection_options(&head);
             let body =
                 request_body(&head).map_err(|m| ProxyError::new(ErrorKind::BadRequest, m))?;
-            let out = Outbound {
-                head: &head,
-                body,
-                conn: &conn,
-                admission: &admission,
-                scrubber: &scrubber,
-                via: Outbound::forward_via(cfg, &scrubber),
-                set_cookie: None,
-                retry_statuses: false,
-                first_byte: cfg.timeouts.first_byte,
-                cache: None,
-            };
+            let out = Outbound::forwarded(cfg, (&head, body, &conn), &admission, &scrubber);
             let miss = match &shared.cache {
                 None => None,
                 Some(cache) => {

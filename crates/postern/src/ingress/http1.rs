@@ -348,18 +348,8 @@ async fn route(
                     // revalidated through the parents too.
                     let url = format!("http://{}{}", http_target.host_field(), http_target.path);
                     // The refresh is a GET of its own, without a body.
-                    let as_sent = Outbound {
-                        head,
-                        body: BodyKind::None,
-                        conn: &conn,
-                        admission: &admission,
-                        scrubber: &scrubber,
-                        via: Outbound::forward_via(cfg, &scrubber),
-                        set_cookie: None,
-                        retry_statuses: false,
-                        first_byte: cfg.timeouts.first_byte,
-                        cache: None,
-                    };
+                    let get = (head, BodyKind::None, &conn);
+                    let as_sent = Outbound::forwarded(cfg, get, &admission, &scrubber);
                     let peer = client.peer;
                     let refresh = |stale, req_cc| {
                         crate::reverse::refresh_through_parent(
@@ -414,18 +404,7 @@ async fn route(
                 shared,
                 client,
                 &http_target,
-                Outbound {
-                    head,
-                    body,
-                    conn: &conn,
-                    admission: &admission,
-                    scrubber: &scrubber,
-                    via: Outbound::forward_via(cfg, &scrubber),
-                    set_cookie: None,
-                    retry_statuses: false,
-                    first_byte: cfg.timeouts.first_byte,
-                    cache: None,
-                },
+                Outbound::forwarded(cfg, (head, body, &conn), &admission, &scrubber),
                 ctx,
             ))
             .await?;

@@ -6,7 +6,7 @@ mod tcp;
 
 #[cfg(test)]
 pub use tcp::tunnel_tcp;
-pub use tcp::{tunnel_client, tunnel_io, tunnel_io_to};
+pub use tcp::{tunnel_client, tunnel_io};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TunnelStats {

@@ -73,25 +73,10 @@ pub async fn tunnel_client(
     tunnel_halves(client, server, idle, downstream_limits).await
 }
 
-/// A tunnel from any byte stream (an HTTP/2 CONNECT stream, say) to a server.
+/// A tunnel from any byte stream (an HTTP/2 stream, say) to a server (plain
+/// or TLS); `server_pending` (read from the server already) goes to the
+/// client first.
 pub async fn tunnel_io<C>(
-    client: C,
-    server: &mut TcpStream,
-    idle: Duration,
-    downstream_limits: &[Arc<Bucket>],
-) -> TunnelStats
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    let (r, w) = tokio::io::split(client);
-    let (sr, sw) = server.split();
-    let (client, server) = ((NoRaw(r), NoRaw(w), &[][..]), (sr, sw, &[][..]));
-    tunnel_halves(client, server, idle, downstream_limits).await
-}
-
-/// A tunnel from any byte stream to a server (plain or TLS); `server_pending`
-/// (read from the server already) goes to the client first.
-pub async fn tunnel_io_to<C>(
     client: C,
     server: &mut Upstream,
     server_pending: &[u8],

@@ -247,5 +247,5 @@ where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let rest = std::mem::take(&mut switched.rest);
-    crate::relay::tunnel_io_to(client, &mut switched.server, &rest, idle, limits).await
+    crate::relay::tunnel_io(client, &mut switched.server, &rest, idle, limits).await
 }
