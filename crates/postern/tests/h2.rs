@@ -12,7 +12,7 @@ use common::{curl_fetch_async, scratch_dir, start};
 use http_body_util::{BodyExt, Empty};
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use postern_testkit::{Origin, TestCa, pattern_bytes};
+use postern_testkit::{Origin, TestCa, TestProxy, pattern_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn write_cert(ca: &TestCa, dir: &Path, names: &[&str]) -> (String, String) {
@@ -30,14 +30,13 @@ fn write_cert(ca: &TestCa, dir: &Path, names: &[&str]) -> (String, String) {
 async fn curl_http2_through_a_reverse_listener() {
     let ca = TestCa::new();
     let dir = scratch_dir();
-    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
     let origin = Origin::start().await;
-    let proxy = start(&format!(
-        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
-         [log]\naccess = \"{{dir}}/access.log\"\n\n\
-         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
-        origin.addr()
-    ));
+    let proxy = tls_reverse(
+        &ca,
+        &dir,
+        origin.addr(),
+        "[log]\naccess = \"{dir}/access.log\"\n\n",
+    );
     let base = format!("https://localhost:{}", proxy.addr().port());
     let ca_pem = ca.write_ca_pem(&dir);
     let ca_pem = ca_pem.to_string_lossy();
@@ -78,13 +77,8 @@ async fn curl_http2_through_a_reverse_listener() {
 async fn http2_clients_share_kept_connections_to_servers() {
     let ca = TestCa::new();
     let dir = scratch_dir();
-    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
     let origin = Origin::start().await;
-    let proxy = start(&format!(
-        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
-         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
-        origin.addr()
-    ));
+    let proxy = tls_reverse(&ca, &dir, origin.addr(), "");
     let get = |path: &str| {
         Request::builder()
             .uri(format!("https://localhost{path}"))
@@ -131,14 +125,9 @@ async fn http2_clients_share_kept_connections_to_servers() {
 async fn rules_of_a_reverse_listener_hold_for_http2_clients() {
     let ca = TestCa::new();
     let dir = scratch_dir();
-    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
     let origin = Origin::start().await;
-    let proxy = start(&format!(
-        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
-         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n\n\
-         [[rule]]\naction = \"deny\"\nurl_regex = [\"^/status/2\"]\n\n[[rule]]\naction = \"allow\"\n",
-        origin.addr()
-    ));
+    let rules = "[[rule]]\naction = \"deny\"\nurl_regex = [\"^/status/2\"]\n\n[[rule]]\naction = \"allow\"\n";
+    let proxy = tls_reverse(&ca, &dir, origin.addr(), rules);
     let ca_pem = ca.write_ca_pem(&dir);
     let base = format!("https://localhost:{}", proxy.addr().port());
     for (path, want) in [("/status/200", 403), ("/status/404", 404)] {
@@ -160,14 +149,8 @@ async fn rules_of_a_reverse_listener_hold_for_http2_clients() {
 async fn http2_clients_use_the_cache() {
     let ca = TestCa::new();
     let dir = scratch_dir();
-    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
     let origin = Origin::start().await;
-    let proxy = start(&format!(
-        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
-         [cache]\nmemory = \"16MiB\"\n\n\
-         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
-        origin.addr()
-    ));
+    let proxy = tls_reverse(&ca, &dir, origin.addr(), "[cache]\nmemory = \"16MiB\"\n\n");
     let ca_pem = ca.write_ca_pem(&dir);
     let ca_pem = ca_pem.to_string_lossy().into_owned();
     let base = format!("https://localhost:{}", proxy.addr().port());
@@ -238,14 +221,8 @@ async fn http2_clients_use_the_cache() {
 async fn http2_misses_for_one_url_are_collapsed() {
     let ca = TestCa::new();
     let dir = scratch_dir();
-    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
     let origin = Origin::start().await;
-    let proxy = start(&format!(
-        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
-         [cache]\nmemory = \"16MiB\"\n\n\
-         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
-        origin.addr()
-    ));
+    let proxy = tls_reverse(&ca, &dir, origin.addr(), "[cache]\nmemory = \"16MiB\"\n\n");
     let sender = h2_client(&ca, proxy.addr()).await;
     // Eight streams at once for a slow answer: one goes to the origin, the
     // others wait for its copy.
@@ -294,13 +271,8 @@ where
 async fn websocket_over_http2_reaches_an_http1_server() {
     let ca = TestCa::new();
     let dir = scratch_dir();
-    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
     let origin = Origin::start().await;
-    let proxy = start(&format!(
-        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
-         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n",
-        origin.addr()
-    ));
+    let proxy = tls_reverse(&ca, &dir, origin.addr(), "");
     let mut h2 = h2_client(&ca, proxy.addr()).await;
     // A first request: the proxy's SETTINGS (with ENABLE_CONNECT_PROTOCOL)
     // have arrived before the extended CONNECTs.
@@ -360,6 +332,18 @@ async fn websocket_over_http2_reaches_an_http1_server() {
     assert!(resp.is_err() || resp.unwrap().status() == 400);
     drop(tunnel);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A TLS reverse listener `web` (a certificate for localhost from `ca`)
+/// sending everything to `origin`; `extra` adds tables.
+fn tls_reverse(ca: &TestCa, dir: &Path, origin: std::net::SocketAddr, extra: &str) -> TestProxy {
+    let (cert, key) = write_cert(ca, dir, &["localhost"]);
+    start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
+         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n{extra}\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{origin}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n"
+    ))
 }
 
 /// An HTTP/2 connection to `addr` over TLS trusting `ca`.
