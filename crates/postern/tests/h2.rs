@@ -334,6 +334,45 @@ async fn websocket_over_http2_reaches_an_http1_server() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_keep_their_sticky_server() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let (d, e) = (Origin::start().await, Origin::start().await);
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
+         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\", \"{}\"]\nsticky_cookie = \"SRV\"\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        d.addr(),
+        e.addr()
+    ));
+    let mut h2 = h2_client(&ca, proxy.addr()).await;
+    let get = |cookie: Option<&str>| {
+        let mut req = Request::get("https://localhost/status/200");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.body(Empty::<Bytes>::new()).unwrap()
+    };
+    let first = h2.send_request(get(None)).await.unwrap();
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("SRV=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let pinned = if d.requests() == 1 { &d } else { &e };
+    for _ in 0..9 {
+        let r = h2.send_request(get(Some(&pair))).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+    assert_eq!(pinned.requests(), 10, "the cookie pins the client");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A TLS reverse listener `web` (a certificate for localhost from `ca`)
 /// sending everything to `origin`; `extra` adds tables.
 fn tls_reverse(ca: &TestCa, dir: &Path, origin: std::net::SocketAddr, extra: &str) -> TestProxy {

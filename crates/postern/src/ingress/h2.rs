@@ -694,11 +694,17 @@ async fn reverse(
     };
     let body = take(unread)?;
     let replayable = crate::reverse::is_idempotent(head) && hyper::body::Body::is_end_stream(&body);
+    let cookie = pool
+        .spec
+        .sticky_cookie
+        .as_deref()
+        .and_then(|name| crate::reverse::cookie_value(head, name));
     let how = crate::reverse::bridge::Sending {
         head_bytes: &bytes,
         replayable,
         http2: pool.spec.http2,
         hash_key: key.as_bytes(),
+        sticky: cookie.as_deref(),
         ends: (peer, Some(local)),
     };
     let body = up_body(body);

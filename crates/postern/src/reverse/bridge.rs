@@ -140,11 +140,17 @@ pub async fn serve(
             }
         }
     };
+    let cookie = pool
+        .spec
+        .sticky_cookie
+        .as_deref()
+        .and_then(|name| super::cookie_value(head, name));
     let how = Sending {
         head_bytes: &head_bytes,
         replayable,
         http2: true,
         hash_key: &[],
+        sticky: cookie.as_deref(),
         ends: (client.peer, None),
     };
     let responding = send(cfg, shared, pool, how, request_body, ctx);
@@ -205,6 +211,8 @@ pub(crate) struct Sending<'a> {
     pub http2: bool,
     /// The key of `balance = "hash"`.
     pub hash_key: &'a [u8],
+    /// The request's sticky-session cookie, for pools with `sticky_cookie`.
+    pub sticky: Option<&'a str>,
     /// The client's and the listener's addresses (for PROXY headers).
     pub ends: (std::net::SocketAddr, Option<std::net::SocketAddr>),
 }
@@ -229,6 +237,7 @@ pub(crate) async fn send(
         replayable,
         http2,
         hash_key,
+        sticky,
         ends,
     } = how;
     let _active = super::ActiveGuard::new(pool);
@@ -237,10 +246,7 @@ pub(crate) async fn send(
     let mut body = Some(body);
     let mut unsent = None;
     loop {
-        let input = PickInput {
-            hash_key,
-            sticky: None,
-        };
+        let input = PickInput { hash_key, sticky };
         let index = pool.pick_or_queue(&input, &tried).await?;
         let _inflight = pool.start(index);
         ctx.result = "TCP_MISS";
@@ -329,7 +335,18 @@ pub(crate) async fn send(
             unsent = None;
             continue;
         }
-        return response;
+        // A client not yet pinned to this server is from now on (as on the
+        // HTTP/1.1 path).
+        let id = &pool.servers[index].id;
+        return response.map(|mut r| {
+            if let Some(name) = &pool.spec.sticky_cookie
+                && sticky != Some(id.as_str())
+                && let Ok(v) = format!("{name}={id}; Path=/; HttpOnly").parse()
+            {
+                r.headers_mut().append(hyper::header::SET_COOKIE, v);
+            }
+            r
+        });
     }
 }
 

@@ -108,12 +108,18 @@ pub async fn upgrade(
         (peer.ip(), true),
         authority,
     );
+    // A sticky session's cookie comes along with the WebSocket.
+    let sticky = pool
+        .spec
+        .sticky_cookie
+        .as_deref()
+        .and_then(|name| super::cookie_value(head, name));
     let _active = super::ActiveGuard::new(pool);
     let mut tried = Vec::new();
     loop {
         let input = PickInput {
             hash_key,
-            sticky: None,
+            sticky: sticky.as_deref(),
         };
         let index = pool.pick_or_queue(&input, &tried).await?;
         let inflight = pool.start(index);

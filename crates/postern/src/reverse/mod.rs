@@ -817,7 +817,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The value of cookie `name` in the request's Cookie fields.
-fn cookie_value(head: &RequestHead, name: &str) -> Option<String> {
+pub(crate) fn cookie_value(head: &RequestHead, name: &str) -> Option<String> {
     head.values("cookie").find_map(|v| {
         let v = std::str::from_utf8(v).ok()?;
         v.split(';').find_map(|pair| {
