@@ -373,6 +373,45 @@ async fn http2_clients_keep_their_sticky_server() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_hashed_on_the_configured_key() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
+    let (d, e) = (Origin::start().await, Origin::start().await);
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
+         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\", \"{}\"]\n\
+         balance = \"hash\"\nhash_on = \"header:x-user\"\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        d.addr(),
+        e.addr()
+    ));
+    let mut h2 = h2_client(&ca, proxy.addr()).await;
+    // All from one address: only the header can spread them.
+    for user in 0..20 {
+        let before = (d.requests(), e.requests());
+        for _ in 0..3 {
+            let req = Request::get("https://localhost/status/200")
+                .header("x-user", format!("user-{user}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
+        }
+        let after = (d.requests() - before.0, e.requests() - before.1);
+        assert!(
+            after == (3, 0) || after == (0, 3),
+            "user-{user} split: {after:?}"
+        );
+    }
+    assert!(
+        d.requests() > 0 && e.requests() > 0,
+        "20 users on one server"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A TLS reverse listener `web` (a certificate for localhost from `ca`)
 /// sending everything to `origin`; `extra` adds tables.
 fn tls_reverse(ca: &TestCa, dir: &Path, origin: std::net::SocketAddr, extra: &str) -> TestProxy {

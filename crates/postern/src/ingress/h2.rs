@@ -633,12 +633,8 @@ async fn reverse(
         Exchange::Request(unread) => unread,
         Exchange::Upgrade(req, tunnel) => {
             let to = ((listener, &**route), &pool);
-            let key = if pool.spec.balance == crate::reverse::spec::Balance::Hash {
-                client_key(peer.ip())
-            } else {
-                String::new()
-            };
-            let request = (head, authority, key.as_bytes());
+            let key = crate::reverse::hash_key(&pool.spec, head, peer.ip());
+            let request = (head, authority, &key[..]);
             let limits = admission.buckets.clone();
             let ends = (peer, local);
             return upgraded(cfg, shared, to, ends, request, (req, tunnel, limits), ctx).await;
@@ -687,11 +683,7 @@ async fn reverse(
         Some(miss) => miss.conditional(bytes),
         None => bytes,
     };
-    let key = if pool.spec.balance == crate::reverse::spec::Balance::Hash {
-        client_key(peer.ip())
-    } else {
-        String::new()
-    };
+    let key = crate::reverse::hash_key(&pool.spec, head, peer.ip());
     let body = take(unread)?;
     let replayable = crate::reverse::is_idempotent(head) && hyper::body::Body::is_end_stream(&body);
     let cookie = pool
@@ -703,7 +695,7 @@ async fn reverse(
         head_bytes: &bytes,
         replayable,
         http2: pool.spec.http2,
-        hash_key: key.as_bytes(),
+        hash_key: &key,
         sticky: cookie.as_deref(),
         ends: (peer, Some(local)),
     };
@@ -911,10 +903,6 @@ async fn through_parent(
             .await
             .map_err(|(_, e)| e);
     }
-}
-
-fn client_key(ip: IpAddr) -> String {
-    ip.to_string()
 }
 
 /// Connections to one server for requests from HTTP/2 clients: a kept

@@ -145,11 +145,12 @@ pub async fn serve(
         .sticky_cookie
         .as_deref()
         .and_then(|name| super::cookie_value(head, name));
+    let key = super::hash_key(&pool.spec, head, client.peer.ip());
     let how = Sending {
         head_bytes: &head_bytes,
         replayable,
         http2: true,
-        hash_key: &[],
+        hash_key: &key,
         sticky: cookie.as_deref(),
         ends: (client.peer, None),
     };

@@ -488,16 +488,11 @@ pub async fn dispatch_covered(
     let parent = matches!(via, Via::Parent { .. });
     // In flight through the pool: the retry budget is a share of these.
     let _active = ActiveGuard::new(pool);
-    let cookie = |name: &str| cookie_value(head, name);
-    // Only `balance = "hash"` reads the key.
-    let key: Vec<u8> = match &spec.hash_on {
-        _ if spec.balance != spec::Balance::Hash => Vec::new(),
-        HashOn::Client => canonical(client.peer.ip()).to_string().into_bytes(),
-        HashOn::Uri => head.target().as_bytes().to_vec(),
-        HashOn::Header(name) => head.first(name).unwrap_or_default().to_vec(),
-        HashOn::Cookie(name) => cookie(name).unwrap_or_default().into_bytes(),
-    };
-    let sticky = spec.sticky_cookie.as_deref().and_then(cookie);
+    let key = hash_key(spec, head, client.peer.ip());
+    let sticky = spec
+        .sticky_cookie
+        .as_deref()
+        .and_then(|name| cookie_value(head, name));
     let idempotent = is_idempotent(head);
     let replayable = idempotent && body == BodyKind::None;
     let upgrade = conn.upgrade && head.minor >= 1 && head.has("upgrade");
@@ -817,6 +812,18 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The value of cookie `name` in the request's Cookie fields.
+/// What `balance = "hash"` hashes for this request (`hash_on`); empty for
+/// other algorithms, which do not read it.
+pub(crate) fn hash_key(spec: &spec::PoolSpec, head: &RequestHead, client: IpAddr) -> Vec<u8> {
+    match &spec.hash_on {
+        _ if spec.balance != spec::Balance::Hash => Vec::new(),
+        HashOn::Client => canonical(client).to_string().into_bytes(),
+        HashOn::Uri => head.target().as_bytes().to_vec(),
+        HashOn::Header(name) => head.first(name).unwrap_or_default().to_vec(),
+        HashOn::Cookie(name) => cookie_value(head, name).unwrap_or_default().into_bytes(),
+    }
+}
+
 pub(crate) fn cookie_value(head: &RequestHead, name: &str) -> Option<String> {
     head.values("cookie").find_map(|v| {
         let v = std::str::from_utf8(v).ok()?;
