@@ -338,16 +338,13 @@ async fn websocket_over_http2_reaches_an_http1_server() {
 async fn http2_clients_keep_their_sticky_server() {
     let ca = TestCa::new();
     let dir = scratch_dir();
-    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
     let (d, e) = (Origin::start().await, Origin::start().await);
-    let proxy = start(&format!(
-        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
-         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
-         [[pool]]\nname = \"app\"\nservers = [\"{}\", \"{}\"]\nsticky_cookie = \"SRV\"\n\n\
-         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
-        d.addr(),
-        e.addr()
-    ));
+    let proxy = tls_reverse_pool(
+        &ca,
+        &dir,
+        &[d.addr(), e.addr()],
+        "sticky_cookie = \"SRV\"\n",
+    );
     let mut h2 = h2_client(&ca, proxy.addr()).await;
     let get = |cookie: Option<&str>| {
         let mut req = Request::get("https://localhost/status/200");
@@ -377,17 +374,13 @@ async fn http2_clients_keep_their_sticky_server() {
 async fn http2_clients_are_hashed_on_the_configured_key() {
     let ca = TestCa::new();
     let dir = scratch_dir();
-    let (cert, key) = write_cert(&ca, &dir, &["localhost"]);
     let (d, e) = (Origin::start().await, Origin::start().await);
-    let proxy = start(&format!(
-        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
-         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
-         [[pool]]\nname = \"app\"\nservers = [\"{}\", \"{}\"]\n\
-         balance = \"hash\"\nhash_on = \"header:x-user\"\n\n\
-         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
-        d.addr(),
-        e.addr()
-    ));
+    let proxy = tls_reverse_pool(
+        &ca,
+        &dir,
+        &[d.addr(), e.addr()],
+        "balance = \"hash\"\nhash_on = \"header:x-user\"\n",
+    );
     let mut h2 = h2_client(&ca, proxy.addr()).await;
     // All from one address: only the header can spread them.
     for user in 0..20 {
@@ -415,12 +408,25 @@ async fn http2_clients_are_hashed_on_the_configured_key() {
 /// A TLS reverse listener `web` (a certificate for localhost from `ca`)
 /// sending everything to `origin`; `extra` adds tables.
 fn tls_reverse(ca: &TestCa, dir: &Path, origin: std::net::SocketAddr, extra: &str) -> TestProxy {
+    tls_reverse_pool(ca, dir, &[origin], extra)
+}
+
+/// The same over several servers. `extra` comes right after the pool's
+/// `servers`: keys of the pool, then any tables.
+fn tls_reverse_pool(
+    ca: &TestCa,
+    dir: &Path,
+    servers: &[std::net::SocketAddr],
+    extra: &str,
+) -> TestProxy {
     let (cert, key) = write_cert(ca, dir, &["localhost"]);
+    let servers: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
+    let servers = servers.join(", ");
     start(&format!(
         "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
-         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n{extra}\n\n\
-         [[pool]]\nname = \"app\"\nservers = [\"{origin}\"]\n\n\
-         [[route]]\nlistener = \"web\"\npool = \"app\"\n"
+         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [{servers}]\n{extra}\n"
     ))
 }
 
