@@ -3,9 +3,11 @@
 //! timer for each of them cost more than the write's own bookkeeping.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 pub use tokio::time::error::Elapsed;
 
@@ -20,6 +22,48 @@ pub async fn within<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Ela
     }
 }
 
+/// The limit of a [`Timer`] passed before the operation finished.
+#[derive(Debug)]
+pub struct TimedOut;
+
+/// A timer kept for one kind of wait on one connection (the client's next
+/// request, a server's answer). Re-arming it to a later deadline while it is
+/// still in the timer wheel only records the new deadline; a fresh timer per
+/// wait is inserted into the wheel and taken out again every time.
+#[derive(Default)]
+pub struct Timer(Option<Pin<Box<Sleep>>>);
+
+impl Timer {
+    /// Like [`within`]: `fut` is polled once before the timer is armed, and
+    /// `limit` counts from the first time it could not finish.
+    pub async fn within<F: Future>(
+        &mut self,
+        limit: Duration,
+        fut: F,
+    ) -> Result<F::Output, TimedOut> {
+        let mut fut = pin!(fut);
+        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        if let Poll::Ready(out) = first {
+            return Ok(out);
+        }
+        let deadline = Instant::now() + limit;
+        let sleep = match &mut self.0 {
+            Some(sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => self.0.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            sleep.as_mut().poll(cx).map(|()| Err(TimedOut))
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +75,39 @@ mod tests {
         assert!(within(Duration::from_millis(20), never).await.is_err());
         let later = tokio::time::sleep(Duration::from_millis(10));
         assert!(within(Duration::from_secs(5), later).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_kept_timer_rearms_for_each_wait() {
+        let mut timer = Timer::default();
+        assert_eq!(
+            timer.within(Duration::ZERO, async { 7 }).await.ok(),
+            Some(7)
+        );
+        let never = std::future::pending::<()>();
+        assert!(
+            timer
+                .within(Duration::from_millis(20), never)
+                .await
+                .is_err()
+        );
+        // Elapsed once, it arms again; then a later deadline replaces an
+        // earlier one that has not come yet.
+        let later = tokio::time::sleep(Duration::from_millis(10));
+        assert!(timer.within(Duration::from_secs(5), later).await.is_ok());
+        let later = tokio::time::sleep(Duration::from_millis(10));
+        assert!(timer.within(Duration::from_secs(10), later).await.is_ok());
+        let never = std::future::pending::<()>();
+        let started = Instant::now();
+        assert!(
+            timer
+                .within(Duration::from_millis(30), never)
+                .await
+                .is_err()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "an earlier deadline must be honoured"
+        );
     }
 }

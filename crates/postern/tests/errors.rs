@@ -164,3 +164,67 @@ async fn error_response_to_head_has_no_body() {
     assert_eq!(second.status, 200, "out of step: {}", second.head);
     assert!(String::from_utf8_lossy(&second.body).contains("Postern"));
 }
+
+/// The keep-alive limit counts from the end of the last response: a client
+/// that comes back within it is served, and one that stays away past it is
+/// disconnected then, not at a deadline left over from an earlier wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_idle_limit_counts_from_the_last_response() {
+    let origin = Origin::start().await;
+    let proxy = start(&config(
+        "",
+        "allow_private_destinations = true",
+        "[timeouts]\nclient_idle = \"600ms\"\n",
+    ));
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        origin.url("/bytes/10"),
+        origin.addr()
+    );
+    let mut conn = Conn::connect(proxy.addr()).await;
+    for _ in 0..3 {
+        conn.send(request.as_bytes()).await;
+        assert_eq!(conn.read_response(false).await.status, 200);
+        // Two thirds of the limit: each wait alone is within it, all three
+        // together are not.
+        assert!(conn.silent_for(Duration::from_millis(400)).await);
+    }
+    conn.send(request.as_bytes()).await;
+    assert_eq!(conn.read_response(false).await.status, 200);
+    let idle = Instant::now();
+    assert!(
+        conn.closes_within(Duration::from_secs(5)).await,
+        "idle connection kept open"
+    );
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "closed after {waited:?}, before the limit"
+    );
+}
+
+/// The first-byte limit applies to each request of a kept-alive connection,
+/// not only to the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_byte_limit_applies_to_later_requests_too() {
+    let origin = Origin::start().await;
+    let proxy = start(&private_config("[timeouts]\nfirst_byte = \"300ms\"\n"));
+    let get = |path: &str| {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            origin.url(path),
+            origin.addr()
+        )
+    };
+    let mut conn = Conn::connect(proxy.addr()).await;
+    for _ in 0..2 {
+        conn.send(get("/bytes/10").as_bytes()).await;
+        assert_eq!(conn.read_response(false).await.status, 200);
+    }
+    let started = Instant::now();
+    conn.send(get("/delay/5000").as_bytes()).await;
+    let resp = conn.read_response(false).await;
+    assert_eq!(resp.status, 504, "{}", resp.head);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use crate::ingress::stream::ClientWrite;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::timeout;
 
 use crate::app::Shared;
 use crate::config::Config;
@@ -575,8 +575,11 @@ pub(crate) async fn exchange(
         loop {
             let Some(sending) = send.as_mut().filter(|_| sent.is_none()) else {
                 // The request is out: the server now has `first_byte` to answer.
-                let deadline = Instant::now() + req.first_byte;
-                break match timeout_at(deadline, &mut read_head).await {
+                break match client
+                    .answer_timer
+                    .within(req.first_byte, &mut read_head)
+                    .await
+                {
                     Ok(head) => head,
                     Err(_) => Err(HeadFailure::Partial(ProxyError::new(
                         ErrorKind::UpstreamTimeout,

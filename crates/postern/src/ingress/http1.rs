@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::ingress::stream::ClientStream;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
 use crate::app::Shared;
 use crate::config::Config;
@@ -49,11 +49,16 @@ pub async fn serve_connection(
         buf,
         peer,
         tunneled: false,
+        idle_timer: Default::default(),
+        answer_timer: Default::default(),
     };
     let mut first = true;
     let mut shutdown = shared.shutdown_signal();
+    // One wait on shutdown for the whole connection: set up once, it stays
+    // registered between requests instead of being made for each wait.
+    let mut stopping = std::pin::pin!(crate::app::stopped(&mut shutdown));
     loop {
-        let head = read_head(&cfg, &mut shutdown, &mut client, first).await;
+        let head = read_head(&cfg, stopping.as_mut(), &mut client, first).await;
         first = false;
         let keep_alive = match head {
             HeadRead::Head(head) => handle(&cfg, &shared, &mut client, &listener, head).await,
@@ -100,7 +105,7 @@ fn proxy_name(cfg: &Config) -> &str {
 /// whole head must follow within the header timeout (slowloris guard).
 async fn read_head(
     cfg: &Config,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    mut stopping: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     client: &mut Client,
     first: bool,
 ) -> HeadRead {
@@ -126,16 +131,19 @@ async fn read_head(
             client.buf.reserve(IDLE_BUFFER);
         }
         let read = match deadline {
-            Some(d) => timeout_at(d, client.stream.read_buf(&mut client.buf)).await,
+            Some(d) => timeout_at(d, client.stream.read_buf(&mut client.buf))
+                .await
+                .map_err(|_| ()),
             None => {
                 let wait = if first {
                     cfg.timeouts.client_header
                 } else {
                     cfg.timeouts.client_idle
                 };
+                let read = client.stream.read_buf(&mut client.buf);
                 tokio::select! {
-                    r = timeout(wait, client.stream.read_buf(&mut client.buf)) => r,
-                    _ = crate::app::stopped(shutdown) => return HeadRead::Closed,
+                    r = client.idle_timer.within(wait, read) => r.map_err(|_| ()),
+                    () = stopping.as_mut() => return HeadRead::Closed,
                 }
             }
         };

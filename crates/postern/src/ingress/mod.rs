@@ -34,6 +34,10 @@ pub struct Client {
     pub peer: SocketAddr,
     /// The connection became a tunnel, which has ended it.
     pub tunneled: bool,
+    /// The wait for the next request, kept across requests.
+    pub idle_timer: crate::deadline::Timer,
+    /// The wait for a server's answer, kept across requests.
+    pub answer_timer: crate::deadline::Timer,
 }
 
 impl Client {
@@ -342,6 +346,8 @@ async fn client_slot(
         buf: BytesMut::new(),
         peer,
         tunneled: false,
+        idle_timer: Default::default(),
+        answer_timer: Default::default(),
     };
     if client.send(&page, cfg.timeouts.io).await {
         ctx.bytes_out = page.len() as u64;

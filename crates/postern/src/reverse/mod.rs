@@ -103,12 +103,13 @@ pub async fn serve(
         .cloned()
         .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
     drop(pools);
-    let url = format!("http://{}{}", host_field.as_deref().unwrap_or(&host), path);
+    // The cache's key and the bridge's target; plain forwarding needs neither.
+    let url = || format!("http://{}{}", host_field.as_deref().unwrap_or(&host), path);
     if let Some(cache) = &shared.cache
         && head.is_method("PURGE")
     {
         let keep = body == BodyKind::None && conn.persistent(head.minor);
-        return crate::cache::flow::answer_purge(cfg, cache, client, &url, keep, ctx).await;
+        return crate::cache::flow::answer_purge(cfg, cache, client, &url(), keep, ctx).await;
     }
     if pool.spec.http2 {
         return Box::pin(bridge::serve(
@@ -118,7 +119,7 @@ pub async fn serve(
             (head, body, conn),
             (listener, route),
             &pool,
-            url,
+            url(),
             ctx,
         ))
         .await;
@@ -152,7 +153,7 @@ pub async fn serve(
         client,
         (head, body, conn),
         to,
-        (cache, url),
+        (cache, url()),
         Some(&refresh),
         ctx,
     )

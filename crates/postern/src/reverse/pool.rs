@@ -4,7 +4,6 @@
 //! reload for servers that keep their address.
 
 use smallvec::SmallVec;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -474,7 +473,7 @@ impl Drop for InFlight {
 /// Every pool of the running configuration, by name.
 #[derive(Default)]
 pub struct Pools {
-    pub by_name: HashMap<String, Arc<Pool>>,
+    pub by_name: crate::fasthash::FastMap<String, Arc<Pool>>,
 }
 
 impl Pools {
