@@ -9,20 +9,37 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-pub use tokio::time::error::Elapsed;
-
 /// Like `tokio::time::timeout`, but polls `fut` once before the timer exists:
 /// the limit then counts from the first time `fut` could not finish.
-pub async fn within<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
+pub async fn within<F: Future>(limit: Duration, fut: F) -> Result<F::Output, TimedOut> {
     let mut fut = pin!(fut);
     let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout(limit, fut).await,
+    if let Poll::Ready(out) = first {
+        return Ok(out);
     }
+    wait_after_pending(fut, pin!(tokio::time::sleep(limit))).await
 }
 
-/// The limit of a [`Timer`] passed before the operation finished.
+/// Waits for `fut`, which has just been polled and is pending (so its waker
+/// is registered: polling it again at once would only repeat the work), or
+/// for `sleep`.
+async fn wait_after_pending<F: Future>(
+    mut fut: Pin<&mut F>,
+    mut sleep: Pin<&mut Sleep>,
+) -> Result<F::Output, TimedOut> {
+    let mut just_polled = true;
+    std::future::poll_fn(|cx| {
+        if !std::mem::take(&mut just_polled)
+            && let Poll::Ready(out) = fut.as_mut().poll(cx)
+        {
+            return Poll::Ready(Ok(out));
+        }
+        sleep.as_mut().poll(cx).map(|()| Err(TimedOut))
+    })
+    .await
+}
+
+/// The limit passed before the operation finished.
 #[derive(Debug)]
 pub struct TimedOut;
 
@@ -54,13 +71,7 @@ impl Timer {
             }
             None => self.0.insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Ok(out));
-            }
-            sleep.as_mut().poll(cx).map(|()| Err(TimedOut))
-        })
-        .await
+        wait_after_pending(fut, sleep.as_mut()).await
     }
 }
 

@@ -33,6 +33,16 @@ pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(decimal(n, &mut [0; 20]).as_bytes());
 }
 
+/// A field value as text, borrowed when it is valid UTF-8 (almost always):
+/// `str::from_utf8` checks ASCII a word at a time, where `from_utf8_lossy` walks
+/// byte by byte even when nothing needs replacing.
+pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.into(),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -142,6 +142,7 @@ async fn read_head(
                 };
                 let read = client.stream.read_buf(&mut client.buf);
                 tokio::select! {
+                    biased;
                     r = client.idle_timer.within(wait, read) => r.map_err(|_| ()),
                     () = stopping.as_mut() => return HeadRead::Closed,
                 }

@@ -53,7 +53,7 @@ pub async fn serve(
         .iter()
         .find(|l| *l.name == *ctx.listener)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute, "listener not configured"))?;
-    let host_field = head.first("host").map(String::from_utf8_lossy);
+    let host_field = head.first("host").map(crate::http1::text);
     let host = lowercase(
         host_field
             .as_deref()
@@ -792,8 +792,7 @@ fn host_without_port(h: &str) -> &str {
 }
 
 pub(crate) fn host_of<'a>(head: &'a RequestHead, server: &'a str) -> std::borrow::Cow<'a, str> {
-    head.first("host")
-        .map_or(server.into(), String::from_utf8_lossy)
+    head.first("host").map_or(server.into(), crate::http1::text)
 }
 
 /// Host names are matched in lower case; most arrive that way already.
