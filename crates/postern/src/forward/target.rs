@@ -46,7 +46,10 @@ pub enum TargetError {
 }
 
 pub fn parse_absolute(target: &str) -> Result<HttpTarget, TargetError> {
-    let Some((scheme, rest)) = target.split_once("://") else {
+    // The scheme ends at the first colon (RFC 3986 §3.1); searching for the
+    // colon alone is a byte scan, where "://" needs a substring searcher.
+    let split = target.split_once(':');
+    let Some((scheme, rest)) = split.and_then(|(s, r)| Some((s, r.strip_prefix("//")?))) else {
         return Err(TargetError::Malformed(
             "request target is not an absolute URI",
         ));
@@ -131,7 +134,11 @@ pub fn parse_authority(
     let host = match &dest {
         Destination::Name(n) => n.clone(),
         Destination::Ip(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
-        Destination::Ip(ip) => ip.to_string(),
+        Destination::Ip(ip) => {
+            let mut text = String::with_capacity(15);
+            postern_policy::addr::push_ip(&mut text, *ip);
+            text
+        }
     };
     Ok((host, dest, port))
 }
