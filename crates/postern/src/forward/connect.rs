@@ -162,14 +162,8 @@ pub(crate) async fn through_parent(
                 pool.report_success(index);
                 return Ok(done);
             }
-            Err(e) => {
-                pool.report_failure(index);
-                tried.push(index);
-                last_error = Some(e);
-                if tried.len() > spec.retries as usize {
-                    return Err(last_error.expect("set above"));
-                }
-            }
+            Err(e) if pool.failed_attempt(index, &mut tried) => last_error = Some(e),
+            Err(e) => return Err(e),
         }
     }
 }

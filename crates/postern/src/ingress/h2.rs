@@ -884,14 +884,8 @@ async fn through_parent(
         .await;
         let (stream, addr) = match connected {
             Ok(c) => c,
-            Err(e) => {
-                pool.report_failure(index);
-                tried.push(index);
-                if tried.len() > spec.retries as usize {
-                    return Err(e);
-                }
-                continue;
-            }
+            Err(_) if pool.failed_attempt(index, &mut tried) => continue,
+            Err(e) => return Err(e),
         };
         pool.report_success(index);
         ctx.upstream = Some(addr);

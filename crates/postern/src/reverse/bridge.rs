@@ -290,14 +290,8 @@ pub(crate) async fn send(
                 .await;
                 let (stream, addr) = match connected {
                     Ok(c) => c,
-                    Err(e) => {
-                        pool.report_failure(index);
-                        tried.push(index);
-                        if tried.len() > pool.spec.retries as usize {
-                            return Err(e);
-                        }
-                        continue;
-                    }
+                    Err(_) if pool.failed_attempt(index, &mut tried) => continue,
+                    Err(e) => return Err(e),
                 };
                 ctx.upstream = Some(addr);
                 let tls = stream.is_tls();

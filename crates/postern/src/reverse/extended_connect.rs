@@ -134,14 +134,8 @@ pub async fn upgrade(
         );
         let (mut server, addr) = match opened.await {
             Ok(c) => c,
-            Err(e) => {
-                pool.report_failure(index);
-                tried.push(index);
-                if tried.len() <= pool.spec.retries as usize {
-                    continue;
-                }
-                return Err(e);
-            }
+            Err(_) if pool.failed_attempt(index, &mut tried) => continue,
+            Err(e) => return Err(e),
         };
         ctx.upstream = Some(addr);
         ctx.result = "TCP_MISS";

@@ -385,6 +385,16 @@ impl Pool {
         }
     }
 
+    /// A server of this pool could not be reached for a request: the failure
+    /// counts toward its ejection, and the request does not try it again.
+    /// Returns whether the request may move on to another server (within
+    /// `retries`).
+    pub fn failed_attempt(&self, i: usize, tried: &mut Vec<usize>) -> bool {
+        self.report_failure(i);
+        tried.push(i);
+        tried.len() <= self.spec.retries as usize
+    }
+
     /// A connect failure or a 5xx: counts toward passive ejection.
     pub fn report_failure(&self, i: usize) {
         let s = &self.servers[i];
