@@ -9,9 +9,9 @@
 //! `StreamStates` wraps the connection's byte stream. It reads the frame
 //! headers going both ways and tracks each client stream. It ends the
 //! connection when the client sends DATA or HEADERS on a stream that closed
-//! normally: a GOAWAY with STREAM_CLOSED goes out when it can be slipped in
-//! between two of h2's frames at once (§5.4.1 says SHOULD), then the socket
-//! closes. Every other case is left to h2:
+//! normally: a GOAWAY with STREAM_CLOSED goes out if the write side is
+//! between two of h2's frames (§5.4.1 says SHOULD), whole and before any
+//! further frame of h2's, then the socket closes. Every other case is left to h2:
 //! - half-closed (remote): h2 ends the connection (PROTOCOL_ERROR);
 //! - a stream either side reset: ignored, or a stream error;
 //! - an idle stream: a connection error.
@@ -32,6 +32,8 @@ const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const GOAWAY: u8 = 0x7;
+/// A GOAWAY without debug data: the header and 8 bytes (§6.8).
+const GOAWAY_LEN: usize = FRAME_HEADER_LEN + 8;
 const END_STREAM: u8 = 0x1;
 /// RFC 9113 §7.
 const STREAM_CLOSED: u32 = 0x5;
@@ -210,6 +212,9 @@ pub struct StreamStates<IO> {
     tracker: Tracker,
     /// A breach was found: the bytes before it went to h2; reads now fail.
     breached: bool,
+    /// The part of the GOAWAY the socket did not take at once. It goes out
+    /// before anything else, so no frame of h2's lands inside it.
+    goaway_rest: Option<([u8; GOAWAY_LEN], usize)>,
 }
 
 impl<IO> StreamStates<IO> {
@@ -224,11 +229,12 @@ impl<IO> StreamStates<IO> {
             writing: FrameCursor::default(),
             tracker: Tracker::default(),
             breached: false,
+            goaway_rest: None,
         }
     }
 
-    /// A GOAWAY with STREAM_CLOSED (RFC 9113 §5.4.1), if it can go out now
-    /// without splitting one of h2's frames; the connection closes anyway.
+    /// A GOAWAY with STREAM_CLOSED (RFC 9113 §5.4.1), if it does not split
+    /// one of h2's frames; the connection closes anyway.
     fn goaway(&mut self, cx: &mut Context<'_>)
     where
         IO: AsyncWrite + Unpin,
@@ -236,15 +242,35 @@ impl<IO> StreamStates<IO> {
         if !self.writing.at_boundary() {
             return;
         }
-        let mut frame = [0u8, 0, 8, GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut frame = [0u8; GOAWAY_LEN];
+        frame[..FRAME_HEADER_LEN].copy_from_slice(&[0, 0, 8, GOAWAY, 0, 0, 0, 0, 0]);
         frame[9..13].copy_from_slice(&self.tracker.highest.to_be_bytes());
         frame[13..].copy_from_slice(&STREAM_CLOSED.to_be_bytes());
-        let inner = Pin::new(&mut self.inner);
-        if let Poll::Ready(Ok(n)) = inner.poll_write(cx, &frame)
-            && n == frame.len()
-        {
+        self.goaway_rest = Some((frame, 0));
+        if let Poll::Ready(Ok(())) = self.poll_goaway_rest(cx) {
             let _ = Pin::new(&mut self.inner).poll_flush(cx);
         }
+    }
+
+    /// Writes what is left of the GOAWAY; ready once none is.
+    fn poll_goaway_rest(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        IO: AsyncWrite + Unpin,
+    {
+        while let Some((frame, sent)) = &mut self.goaway_rest {
+            match Pin::new(&mut self.inner).poll_write(cx, &frame[*sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    *sent += n;
+                    if *sent == GOAWAY_LEN {
+                        self.goaway_rest = None;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn saw_written(&mut self, bytes: &[u8]) {
@@ -299,6 +325,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StreamStates<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_goaway_rest(cx))?;
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = result {
             this.saw_written(&buf[..n]);
@@ -312,6 +339,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StreamStates<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_goaway_rest(cx))?;
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = result {
             let mut left = n;
@@ -332,11 +360,15 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StreamStates<IO> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_goaway_rest(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_goaway_rest(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -457,5 +489,90 @@ mod tests {
         }
         let more = [frame(DATA, 0, 1, 10), frame(DATA, END_STREAM, 1, 0)].concat();
         assert_eq!(client(&mut t, &mut rc, &more), None);
+    }
+
+    /// A socket that takes at most `max_write` bytes per write and hands
+    /// out `input` on the first read.
+    struct Narrow {
+        input: Vec<u8>,
+        output: Vec<u8>,
+        max_write: usize,
+    }
+
+    impl AsyncRead for Narrow {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let input = std::mem::take(&mut self.get_mut().input);
+            buf.put_slice(&input);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Narrow {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let n = buf.len().min(this.max_write);
+            this.output.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_goaway_the_socket_takes_in_pieces_goes_out_whole_and_first() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut conn = StreamStates::new(Narrow {
+            input: [&preface[..], &frame(HEADERS, 0x4 | END_STREAM, 1, 0)].concat(),
+            output: Vec::new(),
+            max_write: usize::MAX,
+        });
+        let mut space = [0u8; 256];
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(matches!(
+            Pin::new(&mut conn).poll_read(&mut cx, &mut buf),
+            Poll::Ready(Ok(()))
+        ));
+        let answer = frame(HEADERS, 0x4 | END_STREAM, 1, 0);
+        assert!(
+            matches!(Pin::new(&mut conn).poll_write(&mut cx, &answer), Poll::Ready(Ok(n)) if n == answer.len())
+        );
+        // Stream 1 is closed; the client sends on it, and the socket now
+        // takes 5 bytes at a time.
+        conn.inner.input = frame(DATA, 0, 1, 1);
+        conn.inner.max_write = 5;
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(matches!(
+            Pin::new(&mut conn).poll_read(&mut cx, &mut buf),
+            Poll::Ready(Err(_))
+        ));
+        // h2 writes one more frame (it has not seen the error yet) and flushes.
+        let ping = frame(0x6, 0, 0, 8);
+        let mut left = &ping[..];
+        while !left.is_empty() {
+            match Pin::new(&mut conn).poll_write(&mut cx, left) {
+                Poll::Ready(Ok(n)) => left = &left[n..],
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            Pin::new(&mut conn).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        let mut goaway = vec![0, 0, 8, GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        goaway.extend_from_slice(&STREAM_CLOSED.to_be_bytes());
+        assert_eq!(conn.inner.output, [answer, goaway, ping].concat());
     }
 }
