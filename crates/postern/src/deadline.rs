@@ -13,11 +13,15 @@ use tokio::time::{Instant, Sleep};
 /// the limit then counts from the first time `fut` could not finish.
 pub async fn within<F: Future>(limit: Duration, fut: F) -> Result<F::Output, TimedOut> {
     let mut fut = pin!(fut);
-    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-    if let Poll::Ready(out) = first {
+    if let Poll::Ready(out) = poll_once(fut.as_mut()).await {
         return Ok(out);
     }
     wait_after_pending(fut, pin!(tokio::time::sleep(limit))).await
+}
+
+/// Polls `fut` once, with the calling task's waker.
+async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
 }
 
 /// Waits for `fut`, which has just been polled and is pending (so its waker
@@ -59,8 +63,7 @@ impl Timer {
         fut: F,
     ) -> Result<F::Output, TimedOut> {
         let mut fut = pin!(fut);
-        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        if let Poll::Ready(out) = first {
+        if let Poll::Ready(out) = poll_once(fut.as_mut()).await {
             return Ok(out);
         }
         let deadline = Instant::now() + limit;

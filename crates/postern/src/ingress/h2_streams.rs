@@ -242,8 +242,7 @@ impl<IO> StreamStates<IO> {
         if !self.writing.at_boundary() {
             return;
         }
-        let mut frame = [0u8; GOAWAY_LEN];
-        frame[..FRAME_HEADER_LEN].copy_from_slice(&[0, 0, 8, GOAWAY, 0, 0, 0, 0, 0]);
+        let mut frame: [u8; GOAWAY_LEN] = [0, 0, 8, GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         frame[9..13].copy_from_slice(&self.tracker.highest.to_be_bytes());
         frame[13..].copy_from_slice(&STREAM_CLOSED.to_be_bytes());
         self.goaway_rest = Some((frame, 0));

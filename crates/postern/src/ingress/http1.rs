@@ -44,14 +44,7 @@ pub async fn serve_connection(
     let cfg = shared.config();
     let mut buf = initial;
     buf.reserve(IDLE_BUFFER);
-    let mut client = Client {
-        stream,
-        buf,
-        peer,
-        tunneled: false,
-        idle_timer: Default::default(),
-        answer_timer: Default::default(),
-    };
+    let mut client = Client::new(stream, buf, peer);
     let mut first = true;
     let mut shutdown = shared.shutdown_signal();
     // One wait on shutdown for the whole connection: set up once, it stays

@@ -41,6 +41,17 @@ pub struct Client {
 }
 
 impl Client {
+    pub fn new(stream: stream::ClientStream, buf: BytesMut, peer: SocketAddr) -> Client {
+        Client {
+            stream,
+            buf,
+            peer,
+            tunneled: false,
+            idle_timer: Default::default(),
+            answer_timer: Default::default(),
+        }
+    }
+
     /// Writes bytes the proxy produced itself; false when the client is gone or
     /// does not take them within `limit`.
     pub async fn send(&mut self, bytes: &[u8], limit: Duration) -> bool {
@@ -341,14 +352,7 @@ async fn client_slot(
         connection: Some("close"),
     };
     let page = error_response(&err, style, cfg.http.via.as_deref().unwrap_or("postern"));
-    let mut client = Client {
-        stream: stream::ClientStream::Plain(stream),
-        buf: BytesMut::new(),
-        peer,
-        tunneled: false,
-        idle_timer: Default::default(),
-        answer_timer: Default::default(),
-    };
+    let mut client = Client::new(stream::ClientStream::Plain(stream), BytesMut::new(), peer);
     if client.send(&page, cfg.timeouts.io).await {
         ctx.bytes_out = page.len() as u64;
     }
