@@ -67,6 +67,103 @@ mod tests {
         assert_eq!((stats.up, stats.down, stats.idle_timeout), (11, 5, false));
     }
 
+    /// Segments the socket has received so far (TCP_INFO).
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn segments_in(stream: &TcpStream) -> u32 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: getsockopt fills at most `len` bytes of a plain C struct.
+        unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            assert_eq!(rc, 0, "TCP_INFO");
+            info.tcpi_segs_in
+        }
+    }
+
+    /// A server that answers and closes in one segment gets the same on the
+    /// client side, and the client can still send after the server's FIN.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_answer_and_its_fin_reach_the_client_in_one_segment() {
+        let (mut client_app, mut client_proxy) = pair().await;
+        let (mut server_app, mut server_proxy) = pair().await;
+        let relay = tokio::spawn(async move {
+            tunnel_tcp(
+                &mut client_proxy,
+                b"",
+                &mut server_proxy,
+                b"",
+                Duration::from_secs(5),
+                &[],
+            )
+            .await
+        });
+        // Once the server has the client's first bytes, the relay has tried
+        // (and found nothing) on the server's side: what comes next arrives
+        // as a readiness event, as it does in real tunnels.
+        client_app.write_all(b"hi").await.unwrap();
+        let mut hi = [0u8; 2];
+        server_app.read_exact(&mut hi).await.unwrap();
+        let before = segments_in(&client_app);
+        let server = socket2::SockRef::from(&server_app);
+        server
+            .send_with_flags(b"answer", libc::MSG_MORE)
+            .expect("send");
+        server.shutdown(std::net::Shutdown::Write).expect("FIN");
+        let mut got = Vec::new();
+        client_app.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"answer");
+        assert_eq!(segments_in(&client_app) - before, 1, "answer and FIN");
+        client_app.write_all(b"after").await.unwrap();
+        client_app.shutdown().await.unwrap();
+        let mut up = Vec::new();
+        server_app.read_to_end(&mut up).await.unwrap();
+        assert_eq!(up, b"after");
+        let stats = relay.await.unwrap();
+        assert_eq!((stats.up, stats.down), (7, 6));
+    }
+
+    /// An answer longer than one read still arrives whole when its FIN
+    /// comes with the last part.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_long_answer_ending_with_fin_is_exact() {
+        let (mut client_app, mut client_proxy) = pair().await;
+        let (server_app, mut server_proxy) = pair().await;
+        let relay = tokio::spawn(async move {
+            tunnel_tcp(
+                &mut client_proxy,
+                b"",
+                &mut server_proxy,
+                b"",
+                Duration::from_secs(5),
+                &[],
+            )
+            .await
+        });
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let server = socket2::SockRef::from(&server_app);
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = server.send_with_flags(rest, libc::MSG_MORE).expect("send");
+            rest = &rest[n..];
+        }
+        server.shutdown(std::net::Shutdown::Write).expect("FIN");
+        let mut got = Vec::new();
+        client_app.read_to_end(&mut got).await.unwrap();
+        assert!(got == data, "{} bytes of {}", got.len(), data.len());
+        drop(client_app);
+        assert_eq!(relay.await.unwrap().down, data.len() as u64);
+    }
+
     #[tokio::test]
     async fn bulk_switches_to_kernel_copy_and_stays_exact() {
         let (mut client_app, mut client_proxy) = pair().await;

@@ -208,11 +208,34 @@ async fn pump<R, W>(
             buf.clear();
             // A short read clears the socket's readiness, so no extra system
             // call is spent finding it empty.
-            let n = src.read_buf(&mut buf).await?;
+            let mut n = src.read_buf(&mut buf).await?;
             if n == 0 {
                 return Ok(());
             }
             activity.touch();
+            // A short read that came with the peer's FIN (a server answering
+            // and closing, say) is the direction's last: the bytes and the
+            // half-close go out as one segment instead of two.
+            #[cfg(target_os = "linux")]
+            if limits.is_empty()
+                && n < buf.capacity()
+                && let (Some(s), Some(d)) = (src.raw_tcp(), dst.raw_tcp())
+                && fin_arrived(s)
+            {
+                // Everything sent before the FIN is queued already, so this
+                // read does not wait.
+                let more = src.read_buf(&mut buf).await?;
+                if more == 0 {
+                    if !activity.one_ended.swap(true, Ordering::Relaxed) {
+                        send_with_fin(d, &buf).await?;
+                    } else {
+                        dst.write_all(&buf).await?;
+                    }
+                    moved.fetch_add(n as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                n += more;
+            }
             for bucket in limits {
                 let wait = bucket.take(n);
                 if !wait.is_zero() {
@@ -247,6 +270,32 @@ async fn pump<R, W>(
             }
         }
     }
+}
+
+/// Whether the reactor has seen the peer's FIN on `tcp` (a readiness flag that
+/// reads never clear).
+#[cfg(target_os = "linux")]
+fn fin_arrived(tcp: &TcpStream) -> bool {
+    use std::future::Future;
+    let ready = std::pin::pin!(tcp.ready(tokio::io::Interest::READABLE));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(ready.poll(&mut cx), std::task::Poll::Ready(Ok(r)) if r.is_read_closed())
+}
+
+/// The last bytes of a direction and its FIN in one segment: MSG_MORE holds
+/// the bytes back until the shutdown appends the FIN and pushes them.
+#[cfg(target_os = "linux")]
+async fn send_with_fin(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let sent = tcp
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(tcp)
+                    .send_with_flags(data, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+            })
+            .await?;
+        data = &data[sent..];
+    }
+    socket2::SockRef::from(tcp).shutdown(Shutdown::Write)
 }
 
 #[cfg(target_os = "linux")]
