@@ -37,14 +37,17 @@ mod tests {
         (far, near)
     }
 
-    #[tokio::test]
-    async fn relays_both_ways_and_half_closes() {
-        let (mut client_app, mut client_proxy) = pair().await;
-        let (mut server_app, mut server_proxy) = pair().await;
+    /// A client and a server application with a tunnel between them: the
+    /// client's end, the server's end, and the running relay.
+    async fn tunnel(
+        client_early: &'static [u8],
+    ) -> (TcpStream, TcpStream, tokio::task::JoinHandle<TunnelStats>) {
+        let (client_app, mut client_proxy) = pair().await;
+        let (server_app, mut server_proxy) = pair().await;
         let relay = tokio::spawn(async move {
             tunnel_tcp(
                 &mut client_proxy,
-                b"early",
+                client_early,
                 &mut server_proxy,
                 b"",
                 Duration::from_secs(5),
@@ -52,6 +55,12 @@ mod tests {
             )
             .await
         });
+        (client_app, server_app, relay)
+    }
+
+    #[tokio::test]
+    async fn relays_both_ways_and_half_closes() {
+        let (mut client_app, mut server_app, relay) = tunnel(b"early").await;
         client_app.write_all(b" hello").await.unwrap();
         client_app.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -93,19 +102,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn an_answer_and_its_fin_reach_the_client_in_one_segment() {
-        let (mut client_app, mut client_proxy) = pair().await;
-        let (mut server_app, mut server_proxy) = pair().await;
-        let relay = tokio::spawn(async move {
-            tunnel_tcp(
-                &mut client_proxy,
-                b"",
-                &mut server_proxy,
-                b"",
-                Duration::from_secs(5),
-                &[],
-            )
-            .await
-        });
+        let (mut client_app, mut server_app, relay) = tunnel(b"").await;
         // Once the server has the client's first bytes, the relay has tried
         // (and found nothing) on the server's side: what comes next arrives
         // as a readiness event, as it does in real tunnels.
@@ -136,19 +133,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_long_answer_ending_with_fin_is_exact() {
-        let (mut client_app, mut client_proxy) = pair().await;
-        let (server_app, mut server_proxy) = pair().await;
-        let relay = tokio::spawn(async move {
-            tunnel_tcp(
-                &mut client_proxy,
-                b"",
-                &mut server_proxy,
-                b"",
-                Duration::from_secs(5),
-                &[],
-            )
-            .await
-        });
+        let (mut client_app, server_app, relay) = tunnel(b"").await;
         let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
         let server = socket2::SockRef::from(&server_app);
         let mut rest = &data[..];
@@ -166,19 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn bulk_switches_to_kernel_copy_and_stays_exact() {
-        let (mut client_app, mut client_proxy) = pair().await;
-        let (mut server_app, mut server_proxy) = pair().await;
-        let relay = tokio::spawn(async move {
-            tunnel_tcp(
-                &mut client_proxy,
-                b"",
-                &mut server_proxy,
-                b"",
-                Duration::from_secs(5),
-                &[],
-            )
-            .await
-        });
+        let (mut client_app, mut server_app, relay) = tunnel(b"").await;
         let data: Vec<u8> = (0..4_000_000u32)
             .map(|i| (i * 7 + i / 4093) as u8)
             .collect();
