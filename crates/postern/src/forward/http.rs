@@ -24,9 +24,10 @@ use crate::context::RequestCtx;
 use crate::error::{ErrorKind, ProxyError};
 use crate::guard::Admission;
 use crate::http1::body::{self, BodyError, BodyKind, OutFraming, Sink, Source};
-use crate::http1::fields::{ConnectionOptions, connection_options, list, response_body};
+use crate::http1::fields::{ConnectionOptions, connection_options, response_body};
 use crate::http1::head::{
     Fields, HeadLimits, Known, RequestHead, ResponseHead, copy_field_lines, parse_response,
+    push_field, push_next_hop_fields,
 };
 use crate::ingress::Client;
 use crate::relay;
@@ -464,49 +465,15 @@ pub fn upstream_head(
         req.scrubber.request_field(name)
     });
     for (name, value) in req.scrubber.added_fields(|n| head.has(n)) {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(&mut out, name.as_bytes(), value.as_bytes());
     }
     let xff_sent: Vec<&[u8]> = head.values("x-forwarded-for").collect();
     let fwd_sent: Vec<&[u8]> = head.values("forwarded").collect();
     if let Some((xff, fwd)) = req.scrubber.forwarding_fields(client, &xff_sent, &fwd_sent) {
-        out.extend_from_slice(b"X-Forwarded-For: ");
-        out.extend_from_slice(xff.as_bytes());
-        out.extend_from_slice(b"\r\nForwarded: ");
-        out.extend_from_slice(fwd.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(&mut out, b"X-Forwarded-For", xff.as_bytes());
+        push_field(&mut out, b"Forwarded", fwd.as_bytes());
     }
-    // RFC 9110 §10.1.4: the proxy relays trailers, so a client's wish for them
-    // is restated for the next hop, with TE named in Connection as required.
-    let wants_trailers = head.minor >= 1
-        && head
-            .values("te")
-            .any(|v| list(v).any(|t| t.eq_ignore_ascii_case(b"trailers")));
-    match (upgrade, wants_trailers) {
-        (true, true) => out.extend_from_slice(b"Connection: upgrade, TE\r\nTE: trailers\r\n"),
-        (true, false) => out.extend_from_slice(b"Connection: upgrade\r\n"),
-        (false, true) => out.extend_from_slice(b"Connection: TE\r\nTE: trailers\r\n"),
-        (false, false) => {}
-    }
-    if upgrade {
-        for v in head.values("upgrade") {
-            out.extend_from_slice(b"Upgrade: ");
-            out.extend_from_slice(v);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    match req.body {
-        BodyKind::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            crate::http1::push_decimal(&mut out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        BodyKind::None if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
-        _ => {}
-    }
+    push_next_hop_fields(&mut out, head, upgrade, req.body, had_length);
     push_via(req.via(cfg), &mut out, head.minor);
     out.extend_from_slice(b"\r\n");
     out

@@ -222,6 +222,56 @@ pub fn copy_field_lines<'v>(
     }
 }
 
+/// One field line: `name: value`.
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The hop-by-hop fields a proxy states for the next hop itself, after the
+/// copied end-to-end ones: Connection with TE when the client asked for
+/// trailers (RFC 9110 §10.1.4: the proxy relays them, and TE must be named
+/// in Connection), the client's Upgrade when upgrading, and the framing of
+/// the body as this hop sends it (RFC 9112 §6). `had_length`: the client sent
+/// a Content-Length, restated as 0 for a body it did not frame.
+pub fn push_next_hop_fields(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    upgrade: bool,
+    body: crate::http1::body::BodyKind,
+    had_length: bool,
+) {
+    use crate::http1::body::BodyKind;
+    use crate::http1::fields::list;
+    let wants_trailers = head.minor >= 1
+        && head
+            .values("te")
+            .any(|v| list(v).any(|t| t.eq_ignore_ascii_case(b"trailers")));
+    match (upgrade, wants_trailers) {
+        (true, true) => out.extend_from_slice(b"Connection: upgrade, TE\r\nTE: trailers\r\n"),
+        (true, false) => out.extend_from_slice(b"Connection: upgrade\r\n"),
+        (false, true) => out.extend_from_slice(b"Connection: TE\r\nTE: trailers\r\n"),
+        (false, false) => {}
+    }
+    if upgrade {
+        for v in head.values("upgrade") {
+            push_field(out, b"Upgrade", v);
+        }
+    }
+    match body {
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            crate::http1::push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
+        _ => {}
+    }
+}
+
 /// Limits applied while a head is read.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {

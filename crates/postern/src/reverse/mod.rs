@@ -29,8 +29,8 @@ use crate::forward::target::HttpTarget;
 use crate::guard::{Admission, Subject};
 use crate::http1::RequestHead;
 use crate::http1::body::BodyKind;
-use crate::http1::fields::{ConnectionOptions, list};
-use crate::http1::head::{Fields, Known, copy_field_lines};
+use crate::http1::fields::ConnectionOptions;
+use crate::http1::head::{Fields, Known, copy_field_lines, push_field, push_next_hop_fields};
 use crate::ingress::Client;
 use crate::ingress::stream::ClientStream;
 use pool::{Pick, PickInput, Pool};
@@ -900,31 +900,7 @@ pub fn reverse_head(
             push_field(&mut out, b"X-Forwarded-Host", host.as_bytes());
         }
     }
-    let wants_trailers = head.minor >= 1
-        && head
-            .values("te")
-            .any(|v| list(v).any(|t| t.eq_ignore_ascii_case(b"trailers")));
-    match (upgrade, wants_trailers) {
-        (true, true) => out.extend_from_slice(b"Connection: upgrade, TE\r\nTE: trailers\r\n"),
-        (true, false) => out.extend_from_slice(b"Connection: upgrade\r\n"),
-        (false, true) => out.extend_from_slice(b"Connection: TE\r\nTE: trailers\r\n"),
-        (false, false) => {}
-    }
-    if upgrade {
-        for v in head.values("upgrade") {
-            push_field(&mut out, b"Upgrade", v);
-        }
-    }
-    match body {
-        BodyKind::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            crate::http1::push_decimal(&mut out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        BodyKind::None if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
-        _ => {}
-    }
+    push_next_hop_fields(&mut out, head, upgrade, body, had_length);
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -964,13 +940,6 @@ pub(crate) fn absolute_form(
     }
     out.extend_from_slice(b"\r\n");
     out
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A PROXY protocol header (v1 text or v2 binary) naming the client.
