@@ -760,7 +760,6 @@ pub async fn open(
     }
 }
 
-/// Counts a request that is being retried against the pool's budget.
 /// Counts a request that is being retried, for the pool's retry budget.
 pub(crate) struct RetryGuard(Arc<Pool>);
 
