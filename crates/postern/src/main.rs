@@ -1,5 +1,6 @@
 //! Postern: a forward, caching and load-balancing proxy server.
 
+mod alloc;
 mod app;
 mod cache;
 mod cli;
@@ -20,10 +21,8 @@ mod reverse;
 
 use std::process::ExitCode;
 
-/// Many short-lived buffers per request: mimalloc's thread-local free lists
-/// cost a fraction of the system allocator's consolidation work.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Mimalloc = alloc::Mimalloc;
 
 use clap::Parser;
 
