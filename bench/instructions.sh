@@ -13,15 +13,11 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODE=${1:?reverse, forward or nginx}
 BIN=${2:-$HERE/../target/release/postern}
-RUN=${RUN_DIR:-/tmp/bench-run}
+. "$HERE/lib.sh"
 OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
-if ! ss -ltn | grep -q ':28081 '; then
-  [ -f "$RUN/origin/nginx.conf" ] || { echo "run ../shared/bench once to render the origin" >&2; exit 1; }
-  nginx -c "$RUN/origin/nginx.conf" -e "$OUT/origin.log" &
-  for _ in $(seq 50); do ss -ltn | grep -q ':28081 ' && break; sleep 0.1; done
-fi
+start_origin "$OUT"
 
 case $MODE in
   reverse) PORT=28501; CMD=("$BIN" -c "$HERE/postern-reverse.toml"); URI= ;;
@@ -36,7 +32,7 @@ esac
 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg" --instr-atstart=no "${CMD[@]}" \
   >/dev/null 2>"$OUT/valgrind.log" &
 VG=$!
-for _ in $(seq 300); do ss -ltn | grep -q ":$PORT " && break; sleep 0.1; done
+wait_listening "$PORT" 1200
 export BENCH_ABS_URI=$URI
 wrk -t1 -c10 -d2s -s /work/shared/bench/lib/wrk.lua "http://127.0.0.1:$PORT/1k" >/dev/null
 callgrind_control -i on $VG >/dev/null 2>&1

@@ -14,16 +14,12 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODE=${1:?connect, forward or reverse}
 BIN=${2:-$HERE/../target/release/postern}
-RUN=${RUN_DIR:-/tmp/bench-run}
+. "$HERE/lib.sh"
 SHARED=$HERE/../../shared/bench
 OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
-if ! ss -ltn | grep -q ':28081 '; then
-  [ -f "$RUN/origin/nginx.conf" ] || { echo "run ../shared/bench once to render the origin" >&2; exit 1; }
-  nginx -c "$RUN/origin/nginx.conf" -e "$OUT/origin.log" &
-  for _ in $(seq 50); do ss -ltn | grep -q ':28081 ' && break; sleep 0.1; done
-fi
+start_origin "$OUT"
 
 case $MODE in
   connect|forward) PORT=28500; CONF=$HERE/postern-forward.toml ;;
@@ -31,7 +27,7 @@ case $MODE in
   *) echo "unknown mode $MODE" >&2; exit 2 ;;
 esac
 "$BIN" -c "$CONF" >/dev/null 2>&1 &
-for _ in $(seq 100); do ss -ltn | grep -q ":$PORT " && break; sleep 0.05; done
+wait_listening "$PORT"
 
 out_segs() { awk '/^Tcp:/ && ++n == 2 { print $12 }' /proc/net/snmp; }
 before=$(out_segs)
