@@ -29,16 +29,18 @@ case $MODE in
   *) echo "unknown mode $MODE" >&2; exit 2 ;;
 esac
 
+listening "$PORT" && { echo "port $PORT is busy: stop what listens there first" >&2; exit 1; }
 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg" --instr-atstart=no "${CMD[@]}" \
   >/dev/null 2>"$OUT/valgrind.log" &
 VG=$!
-wait_listening "$PORT" 1200
+wait_listening "$PORT" 1200 || { cat "$OUT/valgrind.log" >&2; exit 1; }
 export BENCH_ABS_URI=$URI
 wrk -t1 -c10 -d2s -s /work/shared/bench/lib/wrk.lua "http://127.0.0.1:$PORT/1k" >/dev/null
 callgrind_control -i on $VG >/dev/null 2>&1
 wrk -t1 -c10 -d6s -s /work/shared/bench/lib/wrk.lua "http://127.0.0.1:$PORT/1k" > "$OUT/wrk.txt"
 callgrind_control -i off $VG >/dev/null 2>&1
 callgrind_control -d $VG >/dev/null 2>&1
-requests=$(grep -o '"requests":[0-9]*' "$OUT/wrk.txt" | cut -d: -f2)
+requests=$(grep -o '"requests":[0-9]*' "$OUT/wrk.txt" | cut -d: -f2) || true
+[ -n "$requests" ] && [ "$requests" -gt 0 ] || { echo "no load completed:" >&2; cat "$OUT/wrk.txt" >&2; exit 1; }
 total=$(callgrind_annotate "$OUT"/cg.* 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",", "", $1); print $1}')
 echo "$MODE: $requests requests, $((total / requests)) instructions/request"

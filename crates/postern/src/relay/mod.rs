@@ -128,6 +128,34 @@ mod tests {
         assert_eq!((stats.up, stats.down), (7, 6));
     }
 
+    /// A server that answers and then resets (it closed with unread input)
+    /// still gets its answer to the client: the reset comes after the bytes.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_answer_followed_by_a_reset_still_reaches_the_client() {
+        let (mut client_app, mut server_app, relay) = tunnel(b"").await;
+        client_app.write_all(b"hi").await.unwrap();
+        let mut hi = [0u8; 2];
+        server_app.read_exact(&mut hi).await.unwrap();
+        server_app.write_all(b"answer").await.unwrap();
+        socket2::SockRef::from(&server_app)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(server_app);
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 64];
+        // The tunnel may end with a reset of its own once the bytes are out.
+        while let Ok(n) = client_app.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(got, b"answer");
+        drop(client_app);
+        assert_eq!(relay.await.unwrap().down, 6);
+    }
+
     /// An answer longer than one read still arrives whole when its FIN
     /// comes with the last part.
     #[cfg(target_os = "linux")]

@@ -224,17 +224,24 @@ async fn pump<R, W>(
             {
                 // Everything sent before the FIN is queued already, so this
                 // read does not wait.
-                let more = src.read_buf(&mut buf).await?;
-                if more == 0 {
-                    if !activity.one_ended.swap(true, Ordering::Relaxed) {
+                match src.read_buf(&mut buf).await {
+                    Ok(0) => {
                         send_with_fin(d, &buf).await?;
-                    } else {
-                        dst.write_all(&buf).await?;
+                        moved.fetch_add(n as u64, Ordering::Relaxed);
+                        // Set only now: until the FIN is out, the other
+                        // direction must not take this one as ended.
+                        activity.one_ended.store(true, Ordering::Relaxed);
+                        return Ok(());
                     }
-                    moved.fetch_add(n as u64, Ordering::Relaxed);
-                    return Ok(());
+                    Ok(more) => n += more,
+                    // A reset after the bytes (a server closing with unread
+                    // input): the bytes still go out before the tunnel ends.
+                    Err(e) => {
+                        dst.write_all(&buf).await?;
+                        moved.fetch_add(n as u64, Ordering::Relaxed);
+                        return Err(e);
+                    }
                 }
-                n += more;
             }
             for bucket in limits {
                 let wait = bucket.take(n);
@@ -283,7 +290,9 @@ fn fin_arrived(tcp: &TcpStream) -> bool {
 }
 
 /// The last bytes of a direction and its FIN in one segment: MSG_MORE holds
-/// the bytes back until the shutdown appends the FIN and pushes them.
+/// the bytes back until the shutdown appends the FIN and pushes them. (A
+/// shutdown after the other direction ended is redundant but harmless: both
+/// sockets close next.)
 #[cfg(target_os = "linux")]
 async fn send_with_fin(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     while !data.is_empty() {
@@ -295,7 +304,10 @@ async fn send_with_fin(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> 
             .await?;
         data = &data[sent..];
     }
-    socket2::SockRef::from(tcp).shutdown(Shutdown::Write)
+    // As for the plain half-close below: the bytes are out, whatever the
+    // shutdown says.
+    let _ = socket2::SockRef::from(tcp).shutdown(Shutdown::Write);
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
