@@ -97,18 +97,22 @@ mod tests {
         }
     }
 
+    /// Passes two bytes from the client to the server. Once the server has
+    /// them, the relay has tried the server's side and found nothing, so what
+    /// the server sends next arrives as a readiness event, as in real tunnels.
+    async fn relay_waits_on_the_server(client_app: &mut TcpStream, server_app: &mut TcpStream) {
+        client_app.write_all(b"hi").await.unwrap();
+        let mut hi = [0u8; 2];
+        server_app.read_exact(&mut hi).await.unwrap();
+    }
+
     /// A server that answers and closes in one segment gets the same on the
     /// client side, and the client can still send after the server's FIN.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn an_answer_and_its_fin_reach_the_client_in_one_segment() {
         let (mut client_app, mut server_app, relay) = tunnel(b"").await;
-        // Once the server has the client's first bytes, the relay has tried
-        // (and found nothing) on the server's side: what comes next arrives
-        // as a readiness event, as it does in real tunnels.
-        client_app.write_all(b"hi").await.unwrap();
-        let mut hi = [0u8; 2];
-        server_app.read_exact(&mut hi).await.unwrap();
+        relay_waits_on_the_server(&mut client_app, &mut server_app).await;
         let before = segments_in(&client_app);
         let server = socket2::SockRef::from(&server_app);
         server
@@ -134,9 +138,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_followed_by_a_reset_still_reaches_the_client() {
         let (mut client_app, mut server_app, relay) = tunnel(b"").await;
-        client_app.write_all(b"hi").await.unwrap();
-        let mut hi = [0u8; 2];
-        server_app.read_exact(&mut hi).await.unwrap();
+        relay_waits_on_the_server(&mut client_app, &mut server_app).await;
         server_app.write_all(b"answer").await.unwrap();
         socket2::SockRef::from(&server_app)
             .set_linger(Some(Duration::ZERO))
