@@ -3,7 +3,8 @@
 //! after 64 KiB), it switches to splice(2), which moves the bytes socket → pipe
 //! → socket inside the kernel without copying them through the proxy. One
 //! watchdog timer per tunnel enforces the idle timeout, instead of a timer per
-//! read.
+//! read. A direction's last bytes, when they come with the peer's FIN, leave
+//! with the half-close in one segment.
 
 use std::net::Shutdown;
 use std::sync::Arc;
