@@ -16,6 +16,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::forward::http::{Forwarded, FromOrigin, Outbound};
 use crate::http1::RequestHead;
 use crate::http1::head::Fields;
+use crate::http1::head::push_field;
 use crate::ingress::Client;
 
 /// What the exchange must do for the cache.
@@ -519,10 +520,7 @@ async fn serve_entry(
     out.extend_from_slice(crate::error::reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in answer.stored_fields() {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        push_field(&mut out, name.as_bytes(), value);
     }
     out.extend_from_slice(b"Age: ");
     crate::http1::push_decimal(&mut out, age);
@@ -530,10 +528,7 @@ async fn serve_entry(
     out.extend_from_slice(cache_status.as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in answer.own_fields() {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(&mut out, name.as_bytes(), value.as_bytes());
     }
     if let Some(via) = req.via {
         out.extend_from_slice(format!("Via: 1.1 {via}\r\n").as_bytes());

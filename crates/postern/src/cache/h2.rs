@@ -22,6 +22,7 @@ use super::{Cache, CollapseGuard, Found, Storing};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http1::RequestHead;
 use crate::http1::fields::connection_options;
+use crate::http1::head::push_field;
 use crate::http1::head::{Fields, HeadLimits, ResponseHead, parse_response};
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
@@ -335,10 +336,7 @@ fn verifiable_length(head: &ResponseHead, version: hyper::Version) -> Option<Opt
 fn response_head(status: u16, headers: &hyper::HeaderMap) -> Option<ResponseHead> {
     let mut text = format!("HTTP/1.1 {status} X\r\n").into_bytes();
     for (name, value) in headers {
-        text.extend_from_slice(name.as_str().as_bytes());
-        text.extend_from_slice(b": ");
-        text.extend_from_slice(value.as_bytes());
-        text.extend_from_slice(b"\r\n");
+        push_field(&mut text, name.as_str().as_bytes(), value.as_bytes());
     }
     text.extend_from_slice(b"\r\n");
     let limits = HeadLimits {

@@ -351,10 +351,7 @@ async fn answer_max_forwards(
             {
                 continue;
             }
-            echo.extend_from_slice(name);
-            echo.extend_from_slice(b": ");
-            echo.extend_from_slice(req.head.value(f));
-            echo.extend_from_slice(b"\r\n");
+            push_field(&mut echo, name, req.head.value(f));
         }
         echo.extend_from_slice(b"\r\n");
         out.extend_from_slice(
@@ -990,10 +987,7 @@ fn response_head_bytes(
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in fields.scrubber.response_added() {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(&mut out, name.as_bytes(), value.as_bytes());
     }
     push_via(fields.via, &mut out, head.minor);
     match framing {

@@ -209,10 +209,7 @@ pub fn copy_field_lines<'v>(
                     out.extend_from_slice(&raw[start..f.name.start]);
                 }
                 if let FieldFate::Replace(value) = other {
-                    out.extend_from_slice(name);
-                    out.extend_from_slice(b": ");
-                    out.extend_from_slice(value.as_bytes());
-                    out.extend_from_slice(b"\r\n");
+                    push_field(out, name, value.as_bytes());
                 }
             }
         }

@@ -30,6 +30,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http1::RequestHead;
 use crate::http1::body::{self, BodyKind, OutFraming, Sink, Source};
 use crate::http1::fields::ConnectionOptions;
+use crate::http1::head::push_field;
 use crate::ingress::Client;
 use crate::ingress::h2::{Dispatch, build_request, retarget};
 use crate::ingress::stream::ClientStream;
@@ -396,10 +397,7 @@ where
         ) && !scrubber.drops_response_field(name.as_bytes())
     });
     for (name, value) in scrubber.response_added() {
-        head.extend_from_slice(name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        push_field(&mut head, name.as_bytes(), value.as_bytes());
     }
     if chunked {
         head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -485,10 +483,7 @@ fn push_fields(out: &mut Vec<u8>, headers: &HeaderMap, keep: impl Fn(&str) -> bo
         if !keep(name.as_str()) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
 }
 
