@@ -174,18 +174,26 @@ pub fn ip_string(ip: IpAddr) -> String {
 pub fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
+            // Into a stack buffer first: one append instead of one per digit.
+            let mut text = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    text[n] = b'.';
+                    n += 1;
                 }
                 if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
+                    text[n] = b'0' + octet / 100;
+                    n += 1;
                 }
                 if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
+                    text[n] = b'0' + octet / 10 % 10;
+                    n += 1;
                 }
-                out.push(char::from(b'0' + octet % 10));
+                text[n] = b'0' + octet % 10;
+                n += 1;
             }
+            out.push_str(std::str::from_utf8(&text[..n]).unwrap_or_default());
         }
         IpAddr::V6(v6) => {
             use std::fmt::Write;

@@ -204,7 +204,9 @@ impl Scrubber {
         if !xff.is_empty() {
             xff.push_str(", ");
         }
+        let ip_at = xff.len();
         crate::addr::push_ip(&mut xff, client);
+        let ip = &xff[ip_at..];
         let mut fwd = join_values(sent_forwarded);
         if !fwd.is_empty() {
             fwd.push_str(", ");
@@ -213,11 +215,11 @@ impl Scrubber {
         match client {
             IpAddr::V4(_) => {
                 fwd.push_str("for=");
-                crate::addr::push_ip(&mut fwd, client);
+                fwd.push_str(ip);
             }
             IpAddr::V6(_) => {
                 fwd.push_str("for=\"[");
-                crate::addr::push_ip(&mut fwd, client);
+                fwd.push_str(ip);
                 fwd.push_str("]\"");
             }
         }

@@ -601,6 +601,7 @@ pub(crate) async fn exchange(
             &connection_options(&head),
             req.head.minor,
             Framing::Upgrade,
+            0,
         );
         if !matches!(timeout(io_timeout, cw.write_all(&out)).await, Ok(Ok(()))) {
             return Err(Failure::Aborted);
@@ -688,7 +689,20 @@ pub(crate) async fn exchange(
         cache_status: cache_status.as_deref(),
         ..fields
     };
-    let out_head = response_head_bytes(fields, &head, &resp_conn, req.head.minor, framing);
+    // The body bytes already read join the head in one write: room for them
+    // now saves growing the buffer (and copying the head) once they come.
+    let body_room = match resp_kind {
+        BodyKind::None => 0,
+        _ => ubuf.len().min(16 * 1024) + CHUNK_FRAMING,
+    };
+    let out_head = response_head_bytes(
+        fields,
+        &head,
+        &resp_conn,
+        req.head.minor,
+        framing,
+        body_room,
+    );
     let budget = cfg
         .content
         .max_response_size
@@ -801,6 +815,10 @@ fn check_content(cfg: &Config, head: &ResponseHead, kind: BodyKind) -> Result<()
 
 /// Room for chunk framing on top of the payload budget (a size line and CRLF
 /// per chunk of at least 1 KiB, and the last chunk).
+/// A chunk's size line and CRLF, and the last chunk: what chunked framing
+/// adds around the body bytes already read.
+const CHUNK_FRAMING: usize = 32;
+
 fn chunk_overhead(max: u64, framing: Framing) -> u64 {
     match framing {
         Framing::Chunked | Framing::ChunkedClose => (max / 1024 + 2) * 12 + 5,
@@ -856,6 +874,7 @@ async fn read_final_head(
                             &connection_options(&head),
                             client_minor,
                             Framing::Interim,
+                            0,
                         );
                         if !matches!(
                             timeout(cfg.timeouts.io, cw.write_all(&out)).await,
@@ -949,8 +968,9 @@ fn response_head_bytes(
     conn: &ConnectionOptions,
     client_minor: u8,
     framing: Framing,
+    body_room: usize,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(head.raw.len() + 64);
+    let mut out = Vec::with_capacity(head.raw.len() + 64 + body_room);
     out.extend_from_slice(if client_minor == 0 {
         b"HTTP/1.0 "
     } else {

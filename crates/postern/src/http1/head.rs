@@ -55,23 +55,24 @@ pub enum Known {
 
 impl Known {
     pub fn of(name: &[u8]) -> Known {
-        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-        match name.len() {
-            2 if is("te") => Known::Te,
-            4 if is("host") => Known::Host,
-            7 if is("trailer") => Known::Trailer,
-            7 if is("upgrade") => Known::Upgrade,
-            9 if is("forwarded") => Known::Forwarded,
-            10 if is("connection") => Known::Connection,
-            10 if is("keep-alive") => Known::KeepAlive,
-            14 if is("content-length") => Known::ContentLength,
-            15 if is("x-forwarded-for") => Known::XForwardedFor,
-            16 if is("proxy-connection") => Known::ProxyConnection,
-            16 if is("x-forwarded-host") => Known::XForwardedHost,
-            17 if is("transfer-encoding") => Known::TransferEncoding,
-            17 if is("x-forwarded-proto") => Known::XForwardedProto,
-            18 if is("proxy-authenticate") => Known::ProxyAuthenticate,
-            19 if is("proxy-authorization") => Known::ProxyAuthorization,
+        let is = |lower: &[u8]| same_ignoring_case(name, lower);
+        // Length and first letter rule out most names before any comparison.
+        match (name.len(), name.first().map(u8::to_ascii_lowercase)) {
+            (2, Some(b't')) if is(b"te") => Known::Te,
+            (4, Some(b'h')) if is(b"host") => Known::Host,
+            (7, Some(b't')) if is(b"trailer") => Known::Trailer,
+            (7, Some(b'u')) if is(b"upgrade") => Known::Upgrade,
+            (9, Some(b'f')) if is(b"forwarded") => Known::Forwarded,
+            (10, Some(b'c')) if is(b"connection") => Known::Connection,
+            (10, Some(b'k')) if is(b"keep-alive") => Known::KeepAlive,
+            (14, Some(b'c')) if is(b"content-length") => Known::ContentLength,
+            (15, Some(b'x')) if is(b"x-forwarded-for") => Known::XForwardedFor,
+            (16, Some(b'p')) if is(b"proxy-connection") => Known::ProxyConnection,
+            (16, Some(b'x')) if is(b"x-forwarded-host") => Known::XForwardedHost,
+            (17, Some(b't')) if is(b"transfer-encoding") => Known::TransferEncoding,
+            (17, Some(b'x')) if is(b"x-forwarded-proto") => Known::XForwardedProto,
+            (18, Some(b'p')) if is(b"proxy-authenticate") => Known::ProxyAuthenticate,
+            (19, Some(b'p')) if is(b"proxy-authorization") => Known::ProxyAuthorization,
             _ => Known::Other,
         }
     }
@@ -91,6 +92,17 @@ impl Known {
                 | Known::ProxyAuthenticate
         )
     }
+}
+
+/// `name` equals `lower` (lowercase) but for the case of its letters. Every
+/// byte is looked at, without an early exit, so the loop runs branch-free.
+fn same_ignoring_case(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .fold(0u8, |diff, (a, b)| diff | (a.to_ascii_lowercase() ^ b))
+            == 0
 }
 
 /// A parsed request head. `raw` holds the bytes; everything else indexes into it.
@@ -175,8 +187,17 @@ impl RequestHead {
         std::str::from_utf8(&self.raw[self.target.clone()]).unwrap_or("")
     }
 
+    /// The target as received, for copying on without a UTF-8 check.
+    pub fn target_bytes(&self) -> &[u8] {
+        &self.raw[self.target.clone()]
+    }
+
+    pub fn method_bytes(&self) -> &[u8] {
+        &self.raw[self.method.clone()]
+    }
+
     pub fn is_method(&self, m: &str) -> bool {
-        self.raw[self.method.clone()] == *m.as_bytes()
+        self.method_bytes() == m.as_bytes()
     }
 }
 
@@ -330,14 +351,15 @@ fn offsets(base: &[u8]) -> impl Fn(&[u8]) -> Range<usize> + '_ {
 }
 
 fn fields_of(headers: &[httparse::Header], range: &impl Fn(&[u8]) -> Range<usize>) -> Vec<Field> {
-    headers
-        .iter()
-        .map(|h| Field {
+    let mut fields = Vec::with_capacity(headers.len());
+    for h in headers {
+        fields.push(Field {
             name: range(h.name.as_bytes()),
             value: range(h.value),
             kind: Known::of(h.name.as_bytes()),
-        })
-        .collect()
+        });
+    }
+    fields
 }
 
 /// Runs `f` with room for `max` parsed fields: on the stack for ordinary limits,
@@ -522,6 +544,51 @@ mod tests {
         assert_eq!(head.minor, 1);
         assert_eq!(head.first("x-a"), Some(&b"1"[..]));
         assert_eq!(head.values("host").count(), 1);
+    }
+
+    #[test]
+    fn known_fields_are_recognised_in_any_case_and_only_them() {
+        let known = [
+            ("te", Known::Te),
+            ("host", Known::Host),
+            ("trailer", Known::Trailer),
+            ("upgrade", Known::Upgrade),
+            ("forwarded", Known::Forwarded),
+            ("connection", Known::Connection),
+            ("keep-alive", Known::KeepAlive),
+            ("content-length", Known::ContentLength),
+            ("x-forwarded-for", Known::XForwardedFor),
+            ("proxy-connection", Known::ProxyConnection),
+            ("x-forwarded-host", Known::XForwardedHost),
+            ("transfer-encoding", Known::TransferEncoding),
+            ("x-forwarded-proto", Known::XForwardedProto),
+            ("proxy-authenticate", Known::ProxyAuthenticate),
+            ("proxy-authorization", Known::ProxyAuthorization),
+        ];
+        for (name, kind) in known {
+            assert_eq!(Known::of(name.as_bytes()), kind, "{name}");
+            assert_eq!(Known::of(name.to_uppercase().as_bytes()), kind, "{name}");
+            // One byte off, at the start, the middle or the end: not the field.
+            for at in [0, name.len() / 2, name.len() - 1] {
+                let mut near = name.as_bytes().to_vec();
+                near[at] = if near[at] == b'z' { b'y' } else { b'z' };
+                assert_eq!(Known::of(&near), Known::Other, "{near:?}");
+            }
+        }
+        for other in [
+            "",
+            "t",
+            "date",
+            "etag",
+            "server",
+            "content-type",
+            "x-backend",
+        ] {
+            assert_eq!(Known::of(other.as_bytes()), Known::Other, "{other}");
+        }
+        // Only letters fold: `-` and CR differ by the same bit as a case.
+        assert_eq!(Known::of(b"keep\ralive"), Known::Other);
+        assert_eq!(Known::of(b"KEEP-ALIVE"), Known::KeepAlive);
     }
 
     #[test]

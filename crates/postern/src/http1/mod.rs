@@ -15,6 +15,11 @@ pub use head::{HeadError, RequestHead};
 /// The decimal digits of `n`, written without the formatting machinery (this
 /// runs several times per request).
 pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
+    // Only ASCII digits are written.
+    std::str::from_utf8(digits(n, buf)).unwrap_or("0")
+}
+
+fn digits(n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     let mut n = n;
     loop {
@@ -25,12 +30,11 @@ pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+    &buf[i..]
 }
 
 pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(decimal(n, &mut [0; 20]).as_bytes());
+    out.extend_from_slice(digits(n, &mut [0; 20]));
 }
 
 /// A field value as text, borrowed when it is valid UTF-8 (almost always):

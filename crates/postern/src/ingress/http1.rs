@@ -284,7 +284,7 @@ async fn route(
             "CONNECT with a request body",
         ));
     }
-    let local = if head.target().starts_with('/') || head.target() == "*" {
+    let local = if matches!(head.target_bytes(), [b'/', ..] | b"*") {
         client.stream.local_addr().unwrap_or(client.peer)
     } else {
         client.peer

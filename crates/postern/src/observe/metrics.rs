@@ -46,7 +46,7 @@ struct PerListener {
 
 #[derive(Default)]
 pub struct Metrics {
-    listeners: Mutex<crate::fasthash::FastMap<String, PerListener>>,
+    listeners: Mutex<crate::fasthash::FastMap<std::sync::Arc<str>, PerListener>>,
     denials: Mutex<HashMap<&'static str, u64>>,
     /// Recent refusals for the dashboard: (time, client, URL, reason).
     recent_denials: Mutex<std::collections::VecDeque<(String, String, String, String)>>,
@@ -58,12 +58,7 @@ impl Metrics {
         let elapsed = ctx.started.elapsed().as_secs_f64();
         {
             let mut l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-            if !l.contains_key(&*ctx.listener) {
-                l.insert(ctx.listener.to_string(), PerListener::default());
-            }
-            let Some(entry) = l.get_mut(&*ctx.listener) else {
-                return;
-            };
+            let entry = l.entry(ctx.listener.clone()).or_default();
             entry.mode = mode;
             let class = (ctx.status / 100) as usize;
             entry.by_class[if (1..=5).contains(&class) { class } else { 0 }] += 1;

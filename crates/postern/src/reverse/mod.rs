@@ -853,9 +853,9 @@ pub fn reverse_head(
     let proto: &[u8] = if tls { b"https" } else { b"http" };
     let forwarded = listener.forwarded_headers;
     let mut out = Vec::with_capacity(head.raw.len() + 160);
-    out.extend_from_slice(head.method().as_bytes());
+    out.extend_from_slice(head.method_bytes());
     out.push(b' ');
-    out.extend_from_slice(head.target().as_bytes());
+    out.extend_from_slice(head.target_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
