@@ -497,7 +497,7 @@ pub(crate) async fn exchange(
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
     let (mut ur, mut uw) = upstream.split();
-    let mut ubuf = BytesMut::with_capacity(8 * 1024);
+    let mut ubuf = crate::http1::buffers::ReadBuffer::take();
 
     let request_out = match req.body {
         BodyKind::Chunked => OutFraming::Chunked,

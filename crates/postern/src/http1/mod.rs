@@ -6,6 +6,7 @@
 //! guessed at.
 
 pub mod body;
+pub mod buffers;
 pub mod fields;
 pub mod head;
 
