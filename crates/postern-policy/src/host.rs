@@ -162,13 +162,15 @@ pub fn percent_decode(s: &str) -> Option<String> {
 /// Whether a request target, once percent-decoded, would carry control bytes
 /// (CR, LF, NUL, ...) that could split a request or a command on the next hop.
 pub fn has_encoded_control(target: &str) -> bool {
+    let hex = |b: u8| char::from(b).to_digit(16);
     let b = target.as_bytes();
-    b.windows(3).any(|w| {
-        w[0] == b'%'
-            && std::str::from_utf8(&w[1..])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .is_some_and(|v| v < 0x20 || v == 0x7f)
+    // Most targets have no `%` at all: look for one before decoding anything.
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && matches!(
+                (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)),
+                (Some(hi), Some(lo)) if hi * 16 + lo < 0x20 || hi * 16 + lo == 0x7f
+            )
     })
 }
 
@@ -247,5 +249,14 @@ mod tests {
         assert!(has_encoded_control("http://a.com/%00"));
         assert!(has_encoded_control("http://a.com/%7F"));
         assert!(!has_encoded_control("http://a.com/a%20b%2F"));
+        assert!(has_encoded_control("http://a.com/%1f%"));
+        for fine in [
+            "http://a.com/100%",
+            "http://a.com/%1",
+            "http://a.com/%zz",
+            "%%20",
+        ] {
+            assert!(!has_encoded_control(fine), "{fine}");
+        }
     }
 }

@@ -67,7 +67,10 @@ pub fn parse_absolute(target: &str) -> Result<HttpTarget, TargetError> {
     if rest.contains('#') {
         return Err(TargetError::Malformed("fragment in request target"));
     }
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let end = rest
+        .bytes()
+        .position(|b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     let (host, dest, port) = parse_authority(authority, Some(80))?;
     let no_path = path.is_empty();
