@@ -884,13 +884,19 @@ pub fn reverse_head(
         } else {
             (Vec::new(), Vec::new())
         };
-        if let Some((xff, mut fwd)) = route.rewrite.forwarding_fields(peer, &xff, &fwd) {
+        if let Some((xff, fwd)) = route.rewrite.forwarding_fields(peer, &xff, &fwd) {
             push_field(&mut out, b"X-Forwarded-For", xff.as_bytes());
-            fwd.push_str(";host=\"");
-            fwd.extend(host.chars().filter(|c| *c != '"'));
-            fwd.push_str("\";proto=");
-            fwd.push_str(if tls { "https" } else { "http" });
-            push_field(&mut out, b"Forwarded", fwd.as_bytes());
+            out.extend_from_slice(b"Forwarded: ");
+            out.extend_from_slice(fwd.as_bytes());
+            out.extend_from_slice(b";host=\"");
+            if host.contains('"') {
+                out.extend(host.bytes().filter(|b| *b != b'"'));
+            } else {
+                out.extend_from_slice(host.as_bytes());
+            }
+            out.extend_from_slice(b"\";proto=");
+            out.extend_from_slice(proto);
+            out.extend_from_slice(b"\r\n");
         }
         if !trusted || !head.has("x-forwarded-proto") {
             push_field(&mut out, b"X-Forwarded-Proto", proto);

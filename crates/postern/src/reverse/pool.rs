@@ -246,23 +246,24 @@ impl Pool {
                 Pick::Busy
             };
         }
-        // Inline up to 16 servers: a pick is made for every request.
-        let usable = |backup: bool| -> SmallVec<[usize; 16]> {
-            (0..self.servers.len())
-                .filter(|i| {
-                    let s = &self.servers[*i];
-                    s.spec.backup == backup && !exclude.contains(i) && s.usable(false)
-                })
-                .collect()
-        };
-        let mut candidates = usable(false);
-        if candidates.is_empty() {
-            candidates = usable(true);
-        }
-        if candidates.is_empty() {
-            return Pick::NoneUsable;
-        }
         if self.spec.balance == Balance::Hash {
+            // The key's server among all usable ones, so that a busy server
+            // does not move its keys elsewhere.
+            let usable = |backup: bool| -> SmallVec<[usize; 16]> {
+                (0..self.servers.len())
+                    .filter(|i| {
+                        let s = &self.servers[*i];
+                        s.spec.backup == backup && !exclude.contains(i) && s.usable(false)
+                    })
+                    .collect()
+            };
+            let mut candidates = usable(false);
+            if candidates.is_empty() {
+                candidates = usable(true);
+            }
+            if candidates.is_empty() {
+                return Pick::NoneUsable;
+            }
             let i = self.maglev_pick(&candidates, input.hash_key);
             return if self.has_room(i) {
                 Pick::Server(i)
@@ -270,21 +271,35 @@ impl Pool {
                 Pick::Busy
             };
         }
+        // One pass over the servers (backups only when no other is usable),
+        // keeping those with room as the algorithm sees them. Inline up to 16
+        // servers: a pick is made for every request.
         // Only p2c reads the latency estimate (a clock read and a power).
         let p2c = self.spec.balance == Balance::P2c;
-        let view: SmallVec<[Candidate; 16]> = candidates
-            .iter()
-            .filter(|&&i| self.has_room(i))
-            .map(|&i| {
-                let s = &self.servers[i];
-                Candidate {
-                    index: i,
-                    weight: s.effective_weight(self.spec.slow_start),
-                    inflight: s.inflight.load(Ordering::Relaxed),
-                    latency_us: if p2c { s.latency_estimate() } else { 0 },
+        let mut view: SmallVec<[Candidate; 16]> = SmallVec::new();
+        let mut any_usable = false;
+        for backup in [false, true] {
+            for (i, s) in self.servers.iter().enumerate() {
+                if s.spec.backup != backup || exclude.contains(&i) || !s.usable(false) {
+                    continue;
                 }
-            })
-            .collect();
+                any_usable = true;
+                if self.has_room(i) {
+                    view.push(Candidate {
+                        index: i,
+                        weight: s.effective_weight(self.spec.slow_start),
+                        inflight: s.inflight.load(Ordering::Relaxed),
+                        latency_us: if p2c { s.latency_estimate() } else { 0 },
+                    });
+                }
+            }
+            if any_usable {
+                break;
+            }
+        }
+        if !any_usable {
+            return Pick::NoneUsable;
+        }
         if view.is_empty() {
             return Pick::Busy;
         }
