@@ -94,7 +94,10 @@ pub(crate) async fn through_parent(
 ) -> Result<(TcpStream, SocketAddr, Vec<u8>), ProxyError> {
     let spec = &pool.spec;
     let key = parent::authority(dest, port);
+    // In flight through the pool: the retry budget is a share of these.
+    let _active = crate::reverse::ActiveGuard::new(pool);
     let mut tried = Vec::new();
+    let mut retrying = None;
     let mut last_error = None;
     loop {
         let input = PickInput {
@@ -162,7 +165,7 @@ pub(crate) async fn through_parent(
                 pool.report_success(index);
                 return Ok(done);
             }
-            Err(e) if pool.failed_attempt(index, &mut tried) => last_error = Some(e),
+            Err(e) if pool.failed_attempt(index, &mut tried, &mut retrying) => last_error = Some(e),
             Err(e) => return Err(e),
         }
     }

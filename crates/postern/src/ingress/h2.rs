@@ -809,7 +809,10 @@ async fn through_parent(
     } else {
         crate::reverse::absolute_form(origin_form, target, spec.credentials.as_ref())
     };
+    // In flight through the pool: the retry budget is a share of these.
+    let _active = crate::reverse::ActiveGuard::new(pool);
     let mut tried = Vec::new();
+    let mut retrying = None;
     loop {
         let input = PickInput {
             hash_key: target.pool_key().as_bytes(),
@@ -884,7 +887,7 @@ async fn through_parent(
         .await;
         let (stream, addr) = match connected {
             Ok(c) => c,
-            Err(_) if pool.failed_attempt(index, &mut tried) => continue,
+            Err(_) if pool.failed_attempt(index, &mut tried, &mut retrying) => continue,
             Err(e) => return Err(e),
         };
         pool.report_success(index);

@@ -291,7 +291,7 @@ pub(crate) async fn send(
                 .await;
                 let (stream, addr) = match connected {
                     Ok(c) => c,
-                    Err(_) if pool.failed_attempt(index, &mut tried) => continue,
+                    Err(_) if pool.failed_attempt(index, &mut tried, &mut retrying) => continue,
                     Err(e) => return Err(e),
                 };
                 ctx.upstream = Some(addr);

@@ -116,6 +116,7 @@ pub async fn upgrade(
         .and_then(|name| super::cookie_value(head, name));
     let _active = super::ActiveGuard::new(pool);
     let mut tried = Vec::new();
+    let mut retrying = None;
     loop {
         let input = PickInput {
             hash_key,
@@ -134,7 +135,7 @@ pub async fn upgrade(
         );
         let (mut server, addr) = match opened.await {
             Ok(c) => c,
-            Err(_) if pool.failed_attempt(index, &mut tried) => continue,
+            Err(_) if pool.failed_attempt(index, &mut tried, &mut retrying) => continue,
             Err(e) => return Err(e),
         };
         ctx.upstream = Some(addr);

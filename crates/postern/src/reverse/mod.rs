@@ -566,16 +566,11 @@ pub async fn dispatch_covered(
             .await
             {
                 Ok(c) => c,
-                Err(e) => {
-                    pool.report_failure(index);
-                    tried.push(index);
-                    if may_retry {
-                        retrying.get_or_insert_with(|| RetryGuard::new(pool));
-                        last_error = Some(e);
-                        continue;
-                    }
-                    return Err(e);
+                Err(e) if pool.failed_attempt(index, &mut tried, &mut retrying) => {
+                    last_error = Some(e);
+                    continue;
                 }
+                Err(e) => return Err(e),
             },
         };
         ctx.upstream = Some(addr);

@@ -402,12 +402,27 @@ impl Pool {
 
     /// A server of this pool could not be reached for a request: the failure
     /// counts toward its ejection, and the request does not try it again.
-    /// Returns whether the request may move on to another server (within
-    /// `retries`).
-    pub fn failed_attempt(&self, i: usize, tried: &mut Vec<usize>) -> bool {
+    /// Returns whether the request may move on to another server: within
+    /// `retries`, and within the retry budget when it starts retrying (a
+    /// request already retrying keeps its place; `retrying` holds it).
+    pub fn failed_attempt(
+        self: &Arc<Self>,
+        i: usize,
+        tried: &mut Vec<usize>,
+        retrying: &mut Option<super::RetryGuard>,
+    ) -> bool {
         self.report_failure(i);
         tried.push(i);
-        tried.len() <= self.spec.retries as usize
+        if tried.len() > self.spec.retries as usize {
+            return false;
+        }
+        if retrying.is_none() {
+            if !self.may_retry() {
+                return false;
+            }
+            *retrying = Some(super::RetryGuard::new(self));
+        }
+        true
     }
 
     /// A connect failure or a 5xx: counts toward passive ejection.
@@ -588,6 +603,29 @@ mod tests {
         s.servers[0].weight = 3;
         let pool = Pool::new(Arc::new(s), None);
         assert_eq!(counts(&pool, 500), vec![300, 100, 100]);
+    }
+
+    #[test]
+    fn a_failed_attempt_retries_within_retries_and_the_budget() {
+        let mut s = spec(4, Balance::RoundRobin);
+        s.retries = 2;
+        s.retry_budget = 0.0;
+        let pool = Arc::new(Pool::new(Arc::new(s), None));
+        // The first request to fail starts retrying: the budget's floor is one.
+        let (mut tried, mut retrying) = (Vec::new(), None);
+        assert!(pool.failed_attempt(0, &mut tried, &mut retrying));
+        assert!(retrying.is_some());
+        // A second failing request finds the budget spent.
+        let (mut other_tried, mut other_retrying) = (Vec::new(), None);
+        assert!(!pool.failed_attempt(1, &mut other_tried, &mut other_retrying));
+        assert!(other_retrying.is_none());
+        // The first keeps its place, up to `retries`.
+        assert!(pool.failed_attempt(2, &mut tried, &mut retrying));
+        assert!(!pool.failed_attempt(3, &mut tried, &mut retrying));
+        assert_eq!(tried, vec![0, 2, 3]);
+        // Once it is done, the budget is free again.
+        drop(retrying);
+        assert!(pool.failed_attempt(1, &mut other_tried, &mut other_retrying));
     }
 
     #[test]
