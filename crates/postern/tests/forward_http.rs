@@ -616,6 +616,16 @@ async fn proxy_port_serves_its_own_page() {
 
     let f = curl_fetch_async(&["-X", "POST", "-d", "x=1", &url]).await;
     assert_eq!((f.exit, f.status), (0, 405), "{}", f.stderr);
+
+    // Any other path: an error page with Proxy-Status, as every error.
+    let f = curl_fetch_async(&[&format!("http://{}/x", proxy.addr())]).await;
+    assert_eq!((f.exit, f.status), (0, 404), "{}", f.stderr);
+    assert!(
+        f.header("proxy-status")
+            .is_some_and(|v| v.contains("error=destination_not_found")),
+        "{}",
+        f.headers
+    );
 }
 
 // ------------------------------------------------------------ upstream failure mid-body

@@ -226,6 +226,79 @@ response_set = {{ "X-Frame-Options" = "DENY" }}
     );
 }
 
+/// RFC 9112 §3.2.2: an absolute-form target's host wins over Host. Routes
+/// match that host and the path, and the server gets origin form, so naming
+/// one host in Host and another in the target cannot walk around a route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_target_is_routed_and_sent_by_its_own_host_and_path() {
+    let (admin, public) = (Origin::start().await, Origin::start().await);
+    let toml = format!(
+        r#"[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+mode = "reverse"
+
+[[pool]]
+name = "admin"
+servers = ["{}"]
+
+[[pool]]
+name = "public"
+servers = ["{}"]
+
+[[route]]
+listener = "web"
+path_prefix = "/admin/"
+pool = "admin"
+
+[[route]]
+listener = "web"
+host = ["public.example"]
+pool = "public"
+"#,
+        admin.addr(),
+        public.addr()
+    );
+    let proxy = start(&toml);
+    let req = b"GET http://public.example/admin/x HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n";
+    let (resp, _) = one_response(proxy.addr(), req).await;
+    // The server's own answer (its 404 for an unknown path), not the proxy's.
+    assert_eq!(resp.header("proxy-status"), None);
+    assert_eq!(admin.requests(), 1);
+    assert_eq!(public.requests(), 0, "the path-prefix route comes first");
+    let seen = admin.last_request().expect("the admin route served it");
+    assert_eq!(seen.uri, "/admin/x");
+    assert_eq!(seen.header("host"), Some("public.example"));
+}
+
+/// Targets and Host values a server must refuse (RFC 9112 §3.2): 400 with
+/// `Proxy-Status`, and nothing reaches the servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_targets_and_hosts_get_400() {
+    let origin = Origin::start().await;
+    let proxy = start(&reverse_config(&addrs(&[&origin]), "", ""));
+    for bad in [
+        &b"GET fz HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /x#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://u:p@a/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /x%0d%0aSet-Cookie:a HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\"c;(d)\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \x80\xff\r\n\r\n",
+    ] {
+        let (resp, _) = one_response(proxy.addr(), bad).await;
+        let text = String::from_utf8_lossy(bad);
+        assert_eq!(resp.status, 400, "{text:?}");
+        assert!(
+            resp.header("proxy-status")
+                .is_some_and(|v| v.contains("http_request_error")),
+            "{text:?}: {:?}",
+            resp.header("proxy-status")
+        );
+    }
+    assert_eq!(origin.requests(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_fields_name_the_client_and_distrust_it() {
     let a = Origin::start().await;

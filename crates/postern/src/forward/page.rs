@@ -49,15 +49,11 @@ pub fn respond(
         ));
     }
     if path != "/" {
-        let body = "Not found on this proxy. Configure this address as your HTTP proxy instead.\n";
-        return Ok(build(
-            404,
-            "Not Found",
-            "text/plain; charset=utf-8",
-            body,
-            is_head,
-            keep_alive,
-            ctx,
+        // An error page like any other the proxy makes, with Proxy-Status:
+        // a target without a host names no next hop (RFC 9209 §2.3.1).
+        return Err(ProxyError::new(
+            ErrorKind::NoRoute,
+            "this address is a proxy and has no page here; configure it as your HTTP proxy, or send requests for other sites in absolute form (http://host/path)",
         ));
     }
     let version = env!("CARGO_PKG_VERSION");

@@ -374,7 +374,9 @@ pub fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
     if digits == 0 {
         return Err(BodyError::Malformed("missing chunk size"));
     }
-    if digits > 15 {
+    // Leading zeros are allowed (chunk-size = 1*HEXDIG); the value must fit.
+    let significant = line[..digits].iter().skip_while(|b| **b == b'0').count();
+    if significant > 15 {
         return Err(BodyError::Malformed("chunk size too large"));
     }
     let mut size = 0u64;
@@ -492,6 +494,18 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn chunk_sizes_may_have_leading_zeros_but_must_fit() {
+        assert_eq!(parse_chunk_size(b"00000000000000000005").ok(), Some(5));
+        assert_eq!(parse_chunk_size(b"0").ok(), Some(0));
+        assert_eq!(parse_chunk_size(b"000").ok(), Some(0));
+        assert_eq!(
+            parse_chunk_size(b"0fffffffffffffff").ok(),
+            Some(0xfff_ffff_ffff_ffff)
+        );
+        assert!(parse_chunk_size(b"1000000000000000").is_err());
     }
 
     #[tokio::test]

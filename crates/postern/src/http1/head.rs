@@ -422,17 +422,20 @@ pub fn parse_request(
     })
 }
 
-/// RFC 9112 §2.3: whether the request line ends in `HTTP/DIGIT.DIGIT`. A
-/// well-formed version this proxy does not speak gets 505; anything else
-/// there is a malformed request line (400).
+/// RFC 9112 §2.3, §3: whether the request line is `method SP target SP
+/// HTTP/DIGIT.DIGIT`. A well-formed version this proxy does not speak gets
+/// 505; anything else there (a space inside the target, say) is a malformed
+/// request line (400).
 fn names_http_version(buf: &[u8]) -> bool {
     let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
     let line = buf[..line_end]
         .strip_suffix(b"\r")
         .unwrap_or(&buf[..line_end]);
-    let version = line.rsplit(|b| *b == b' ').next().unwrap_or_default();
-    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-        if major.is_ascii_digit() && minor.is_ascii_digit())
+    let mut parts = line.split(|b| *b == b' ');
+    let version = parts.nth(2).unwrap_or_default();
+    parts.next().is_none()
+        && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
 /// Parses a response head at the start of `buf`, like `parse_request`.
@@ -629,6 +632,8 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n",
             "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            // A space inside the target: not a version this proxy lacks.
+            "GET http://a/x y HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert!(
                 matches!(req(bad), Err(HeadError::Malformed(_))),

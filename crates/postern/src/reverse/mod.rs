@@ -14,6 +14,7 @@ pub mod extended_connect;
 pub mod health;
 pub mod pool;
 pub mod spec;
+pub mod target;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -53,6 +54,13 @@ pub async fn serve(
         .iter()
         .find(|l| *l.name == *ctx.listener)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute, "listener not configured"))?;
+    let limits = crate::http1::head::HeadLimits {
+        max_line: cfg.limits.max_request_line,
+        max_size: cfg.limits.max_header_size,
+        max_fields: cfg.limits.max_headers,
+    };
+    let origin_form = target::normalize(head, limits)?;
+    let head = origin_form.as_ref().unwrap_or(head);
     let host_field = head.first("host").map(crate::http1::text);
     let host = lowercase(
         host_field
