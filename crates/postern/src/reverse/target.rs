@@ -17,14 +17,33 @@ pub fn normalize(
     limits: HeadLimits,
 ) -> Result<Option<RequestHead>, ProxyError> {
     let target = head.target_bytes();
-    if let Some(bad) = target.iter().find(|b| !b.is_ascii_graphic()) {
-        return Err(bad_request(format!(
-            "byte 0x{bad:02x} in the request target (only visible ASCII is allowed)"
-        )));
+    // One pass: visible ASCII only, no fragment (RFC 9112 §3.2: no form of
+    // request target has one), and whether anything is percent-encoded.
+    let mut encoded = false;
+    for &b in target {
+        if !b.is_ascii_graphic() {
+            return Err(bad_request(format!(
+                "byte 0x{b:02x} in the request target (only visible ASCII is allowed)"
+            )));
+        }
+        if b == b'#' {
+            return Err(bad_request("fragment in the request target"));
+        }
+        encoded |= b == b'%';
+    }
+    // As on forward listeners: no percent-encoded control characters, which
+    // naive servers decode into header or log injections.
+    if encoded
+        && postern_policy::host::has_encoded_control(
+            std::str::from_utf8(target).unwrap_or_default(),
+        )
+    {
+        return Err(bad_request(
+            "percent-encoded control characters in the request target",
+        ));
     }
     match target {
         [b'/', ..] => {
-            check_path(target)?;
             check_host_field(head)?;
             Ok(None)
         }
@@ -37,7 +56,6 @@ pub fn normalize(
         _ => match absolute(target) {
             Some((authority, path)) => {
                 check_host(authority)?;
-                check_path(path)?;
                 rewrite(head, authority, path, limits).map(Some)
             }
             None => Err(bad_request(
@@ -65,22 +83,6 @@ fn absolute(target: &[u8]) -> Option<(&[u8], &[u8])> {
         .position(|b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
     Some(rest.split_at(end))
-}
-
-/// RFC 9112 §3.2.1: absolute-path [ "?" query ], without a fragment and
-/// (as on forward listeners) without percent-encoded control characters,
-/// which naive servers decode into header or log injections.
-fn check_path(path: &[u8]) -> Result<(), ProxyError> {
-    if path.contains(&b'#') {
-        return Err(bad_request("fragment in the request target"));
-    }
-    let text = std::str::from_utf8(path).unwrap_or_default();
-    if postern_policy::host::has_encoded_control(text) {
-        return Err(bad_request(
-            "percent-encoded control characters in the request target",
-        ));
-    }
-    Ok(())
 }
 
 fn check_host_field(head: &RequestHead) -> Result<(), ProxyError> {
@@ -120,34 +122,30 @@ fn check_host(host: &[u8]) -> Result<(), ProxyError> {
         [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
         _ => false,
     };
-    let name_ok = name.starts_with(b"[")
-        || name.iter().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                )
-        });
+    let name_ok = name.starts_with(b"[") || name.iter().all(|b| REG_NAME[usize::from(*b)]);
     if name_ok && port_ok {
         Ok(())
     } else {
         Err(bad_request("invalid host"))
     }
 }
+
+/// RFC 3986 §3.2.2 reg-name: unreserved, `%` of pct-encoded, sub-delims.
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'%')
+            || matches!(
+                c,
+                b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            );
+        b += 1;
+    }
+    table
+};
 
 /// The head again, in origin form, with the target's authority as Host.
 fn rewrite(
