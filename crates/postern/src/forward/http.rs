@@ -813,12 +813,12 @@ fn check_content(cfg: &Config, head: &ResponseHead, kind: BodyKind) -> Result<()
     Ok(())
 }
 
-/// Room for chunk framing on top of the payload budget (a size line and CRLF
-/// per chunk of at least 1 KiB, and the last chunk).
 /// A chunk's size line and CRLF, and the last chunk: what chunked framing
 /// adds around the body bytes already read.
 const CHUNK_FRAMING: usize = 32;
 
+/// Room for chunk framing on top of the payload budget (a size line and CRLF
+/// per chunk of at least 1 KiB, and the last chunk).
 fn chunk_overhead(max: u64, framing: Framing) -> u64 {
     match framing {
         Framing::Chunked | Framing::ChunkedClose => (max / 1024 + 2) * 12 + 5,
