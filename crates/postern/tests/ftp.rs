@@ -289,6 +289,102 @@ sys.stdout.write(active + ' ' + ','.join(sorted(n.split('/')[-1] for n in names)
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// An FTP server with vsftpd's order: a transfer command is answered with
+/// 150 only once the passive data connection is in; without one, 425.
+async fn accept_first_ftp_server(body: &'static [u8]) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (control, _) = listener.accept().await.unwrap();
+        let (r, mut w) = control.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(b"220 ready\r\n").await.unwrap();
+        let mut data = None;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            let reply: &[u8] = match verb.as_str() {
+                "USER" => b"331 password\r\n",
+                "PASS" => b"230 in\r\n",
+                "EPSV" => {
+                    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    let msg = format!(
+                        "229 Entering Extended Passive Mode (|||{}|)\r\n",
+                        l.local_addr().unwrap().port()
+                    );
+                    data = Some(l);
+                    w.write_all(msg.as_bytes()).await.unwrap();
+                    continue;
+                }
+                "RETR" => {
+                    let accepted = match data.take() {
+                        Some(l) => tokio::time::timeout(Duration::from_secs(5), l.accept()).await,
+                        None => continue,
+                    };
+                    let Ok(Ok((mut d, _))) = accepted else {
+                        w.write_all(b"425 no data connection\r\n").await.unwrap();
+                        continue;
+                    };
+                    w.write_all(b"150 here it comes\r\n").await.unwrap();
+                    d.write_all(body).await.unwrap();
+                    drop(d);
+                    b"226 done\r\n"
+                }
+                "QUIT" => {
+                    let _ = w.write_all(b"221 bye\r\n").await;
+                    return;
+                }
+                _ => b"200 ok\r\n",
+            };
+            w.write_all(reply).await.unwrap();
+        }
+    });
+    port
+}
+
+/// Servers that take the data connection before answering RETR (vsftpd,
+/// ProFTPD) get it: the relay joins a passive connection as soon as the
+/// client opens it, not after the 150.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_relay_works_with_servers_that_accept_data_first() {
+    let ftp_port = accept_first_ftp_server(b"hello from the data connection").await;
+    let proxy = start(
+        &common::config("", "allow_private_destinations = true", "").replace(
+            "bind = \"127.0.0.1:0\"\n",
+            "bind = \"127.0.0.1:0\"\nmode = \"ftp\"\n",
+        ),
+    );
+    let script = format!(
+        r#"
+import ftplib, sys
+f = ftplib.FTP()
+f.connect('127.0.0.1', {proxy_port}, timeout=20)
+f.login('anonymous@127.0.0.1:{ftp_port}', 'x@')
+got = []
+f.retrbinary('RETR hello.txt', got.append)
+f.quit()
+sys.stdout.write(b''.join(got).decode())
+"#,
+        proxy_port = proxy.addr().port(),
+    );
+    let result = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&result.stdout),
+        "hello from the data connection"
+    );
+}
+
 /// curl through the native relay: the FTP user carries the server
 /// (`USER anonymous@host:port`), percent-encoded in the URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

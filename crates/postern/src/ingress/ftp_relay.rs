@@ -151,7 +151,7 @@ pub async fn serve(
     if client.write_all(reply.as_bytes()).await.is_err() {
         return;
     }
-    let mut passive: Option<(TcpListener, u16)> = None;
+    let mut passive: Option<DataJoin> = None;
     loop {
         let Some(line) = read_line(&mut client, &mut cbuf, limit).await else {
             return;
@@ -202,7 +202,15 @@ pub async fn serve(
                     }
                     _ => format!("229 Entering Extended Passive Mode (|||{our}|)\r\n"),
                 };
-                passive = Some((l, server_port));
+                // Joined from now on: clients connect as soon as they have the
+                // passive reply, and some servers (vsftpd, ProFTPD) take the data
+                // connection before they answer the transfer command with 150.
+                passive = Some(DataJoin(tokio::spawn(join_data(
+                    (cfg.timeouts.connect, cfg.timeouts.tunnel_idle),
+                    l,
+                    SocketAddr::new(server_peer.ip(), server_port),
+                    peer,
+                ))));
                 let _ = client.write_all(answer.as_bytes()).await;
                 continue;
             }
@@ -226,22 +234,17 @@ pub async fn serve(
             verb.as_str(),
             "RETR" | "STOR" | "STOU" | "APPE" | "LIST" | "NLST" | "MLSD"
         );
-        if transfer && (code == 150 || code == 125) {
-            let Some((listener_sock, server_port)) = passive.take() else {
-                continue;
-            };
+        // A passive setup serves one transfer command, whatever its answer.
+        let join = if transfer { passive.take() } else { None };
+        if let Some(mut join) = join
+            && (code == 150 || code == 125)
+        {
             let mut ctx = RequestCtx::new(peer, &listener);
             ctx.method = verb.clone();
             ctx.version = "FTP";
             ctx.url = format!("ftp://{}:{port}/{arg}", host.rule_host());
             ctx.upstream = Some(server_peer);
-            let moved = join_data(
-                &cfg,
-                listener_sock,
-                SocketAddr::new(server_peer.ip(), server_port),
-                peer,
-            )
-            .await;
+            let moved = (&mut join.0).await.unwrap_or((0, 0));
             let Some((code, reply)) = read_reply(&mut server, &mut sbuf, cfg.timeouts.io).await
             else {
                 return;
@@ -259,15 +262,25 @@ pub async fn serve(
     }
 }
 
+/// A data connection being joined in the background; dropped (a new passive
+/// setup, a refused transfer, the session's end), it is abandoned.
+struct DataJoin(tokio::task::JoinHandle<(u64, u64)>);
+
+impl Drop for DataJoin {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Accepts the client's data connection (only from the client's address)
 /// and joins it to the server's passive port; (bytes up, bytes down).
 async fn join_data(
-    cfg: &Config,
+    (connect, idle): (std::time::Duration, std::time::Duration),
     listener: TcpListener,
     server: SocketAddr,
     client_peer: SocketAddr,
 ) -> (u64, u64) {
-    let accepted = timeout(cfg.timeouts.connect, async {
+    let accepted = timeout(connect, async {
         loop {
             match listener.accept().await {
                 Ok((s, from)) if from.ip() == client_peer.ip() => return Some(s),
@@ -280,11 +293,10 @@ async fn join_data(
     let Ok(Some(mut client)) = accepted else {
         return (0, 0);
     };
-    let Ok(Ok(upstream)) = timeout(cfg.timeouts.connect, TcpStream::connect(server)).await else {
+    let Ok(Ok(upstream)) = timeout(connect, TcpStream::connect(server)).await else {
         return (0, 0);
     };
     let mut upstream = crate::egress::Upstream::Plain(upstream);
-    let idle = cfg.timeouts.tunnel_idle;
     let stats = crate::relay::tunnel_io(&mut client, &mut upstream, &[], idle, &[]).await;
     (stats.up, stats.down)
 }
