@@ -229,6 +229,73 @@ async fn malformed_handshakes_get_the_proper_failure_and_a_close() {
     );
 }
 
+/// A rule on a name holds for datagrams to that name even after the same
+/// address was allowed under another spelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_rules_on_names_hold_after_the_address_was_allowed() {
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    let proxy = start(&socks_config(
+        "allow_private_destinations = true\nhosts = { \"blocked.test\" = \"127.0.0.1\" }",
+        "[[rule]]\naction = \"deny\"\ndst_domain = [\"blocked.test\"]\n\n\
+         [[rule]]\naction = \"allow\"\nsrc = [\"127.0.0.0/8\"]\n",
+    ));
+    let mut control = TcpStream::connect(proxy.addr()).await.unwrap();
+    control.write_all(&[5, 1, 0]).await.unwrap();
+    let mut choice = [0u8; 2];
+    control.read_exact(&mut choice).await.unwrap();
+    control
+        .write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut reply = [0u8; 10];
+    control.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[..4], &[5, 0, 0, 1]);
+    let relay = std::net::SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let by_ip = |payload: &[u8]| {
+        let mut p = vec![0, 0, 0, 1, 127, 0, 0, 1];
+        p.extend_from_slice(&port.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    };
+    let mut by_name = vec![0, 0, 0, 3, 12];
+    by_name.extend_from_slice(b"blocked.test");
+    by_name.extend_from_slice(&port.to_be_bytes());
+    by_name.extend_from_slice(b"to the name");
+    let mut buf = [0u8; 2048];
+    // The address itself is allowed: its echo comes back.
+    udp.send_to(&by_ip(b"first"), relay).await.unwrap();
+    let (n, _) = tokio::time::timeout(common::T, udp.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[10..n], b"first");
+    // The denied name, then the address again: the first echo to come back
+    // must be the second datagram's (the relay keeps their order).
+    udp.send_to(&by_name, relay).await.unwrap();
+    udp.send_to(&by_ip(b"second"), relay).await.unwrap();
+    let (n, _) = tokio::time::timeout(common::T, udp.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&buf[10..n]),
+        "second",
+        "a datagram to a denied name went through"
+    );
+    drop(control);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_associate_relays_datagrams_both_ways() {
     // A UDP echo server.

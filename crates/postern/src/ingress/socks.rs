@@ -513,6 +513,11 @@ async fn udp_associate(
     ctx.result = "TCP_TUNNEL";
     let client_ip = ctx.client.ip();
     let mut client_endpoint: Option<SocketAddr> = None;
+    // Destinations the rules allowed, as the client named them (a rule on a
+    // name must not be passed by naming its address first), and the
+    // addresses they went to (only those may answer).
+    let mut admitted: std::collections::HashMap<(String, u16), SocketAddr> =
+        std::collections::HashMap::new();
     let mut allowed: HashSet<SocketAddr> = HashSet::new();
     let mut control = [0u8; 64];
     let mut from_client = vec![0u8; 65_536];
@@ -536,7 +541,8 @@ async fn udp_associate(
                 let Some((dest, port, payload)) = parse_udp_header(&from_client[..n]) else {
                     continue;
                 };
-                let Ok(target) = udp_target(cfg, shared, ctx, &dest, port, user, &mut allowed).await else {
+                let known = (&mut admitted, &mut allowed);
+                let Ok(target) = udp_target(cfg, shared, ctx, &dest, port, user, known).await else {
                     continue;
                 };
                 if out_side.send_to(payload, target).await.is_ok() {
@@ -605,7 +611,13 @@ fn udp_header(src: SocketAddr) -> Vec<u8> {
     out
 }
 
-/// The checked address for a datagram's destination; remembered once allowed.
+/// At most this many destinations are remembered per association (a few MiB
+/// at most); datagrams to more are still checked and sent, but their answers
+/// are not let back.
+const UDP_REMEMBERED: usize = 65_536;
+
+/// The checked address for a datagram's destination; remembered once
+/// allowed, under the destination as named.
 async fn udp_target(
     cfg: &Config,
     shared: &Shared,
@@ -613,8 +625,15 @@ async fn udp_target(
     dest: &Destination,
     port: u16,
     user: Option<&str>,
-    allowed: &mut std::collections::HashSet<SocketAddr>,
+    (admitted, allowed): (
+        &mut std::collections::HashMap<(String, u16), SocketAddr>,
+        &mut std::collections::HashSet<SocketAddr>,
+    ),
 ) -> Result<SocketAddr, ProxyError> {
+    let host = dest.rule_host();
+    if let Some(addr) = admitted.get(&(host.to_string(), port)) {
+        return Ok(*addr);
+    }
     let ips = match dest {
         Destination::Ip(ip) => vec![*ip],
         Destination::Name(n) => shared
@@ -624,14 +643,6 @@ async fn udp_target(
             .await
             .map_err(|e| crate::egress::connect::resolve_error(n, e))?,
     };
-    if let Some(known) = ips
-        .iter()
-        .map(|ip| SocketAddr::new(*ip, port))
-        .find(|a| allowed.contains(a))
-    {
-        return Ok(known);
-    }
-    let host = dest.rule_host();
     let url = format!("{host}:{port}");
     let listener = ctx.listener.clone();
     let subject = Subject {
@@ -653,6 +664,9 @@ async fn udp_target(
     let ips = admission.pinned.clone().unwrap_or(ips);
     let ok = cfg.address_permit().filter(&host, &ips)?;
     let addr = SocketAddr::new(ok[0], port);
-    allowed.insert(addr);
+    if admitted.len() < UDP_REMEMBERED {
+        admitted.insert((host.into_owned(), port), addr);
+        allowed.insert(addr);
+    }
     Ok(addr)
 }
