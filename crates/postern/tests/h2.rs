@@ -740,6 +740,45 @@ async fn http1_clients_of_an_http2_pool_use_the_cache() {
     }
 }
 
+/// Cleartext HTTP/2 to a reverse listener: the server is told `http`, and
+/// cookie crumbs reach it as one field (RFC 9113 §8.2.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_requests_say_http_and_join_their_cookies() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let url = format!("http://{}/status/200", proxy.addr());
+    let f = common::curl_fetch_async(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "Cookie: a=1",
+        "-H",
+        "Cookie: b=2",
+        &url,
+    ])
+    .await;
+    assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
+    let seen = origin.last_request().unwrap();
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert!(
+        seen.header("forwarded")
+            .is_some_and(|v| v.ends_with("proto=http")),
+        "{:?}",
+        seen.header("forwarded")
+    );
+    let cookies: Vec<&str> = seen
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "cookie")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, vec!["a=1; b=2"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_style_over_h2c_both_ways() {
     let (server, _) = grpc_like_server().await;

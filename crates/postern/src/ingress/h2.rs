@@ -274,7 +274,7 @@ fn http1_view(
     let mut text = format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\n");
     text.push_str(upgrade.unwrap_or_default());
     for (name, value) in req.headers() {
-        if name == "host" {
+        if name == "host" || name == "cookie" {
             continue;
         }
         let v = value
@@ -283,6 +283,21 @@ fn http1_view(
         text.push_str(name.as_str());
         text.push_str(": ");
         text.push_str(v);
+        text.push_str("\r\n");
+    }
+    // RFC 9113 §8.2.3: cookie crumbs become one field, joined with "; ".
+    let mut crumbs = req.headers().get_all("cookie").iter().peekable();
+    if crumbs.peek().is_some() {
+        text.push_str("cookie: ");
+        for (i, crumb) in crumbs.enumerate() {
+            let crumb = crumb
+                .to_str()
+                .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "header value is not text"))?;
+            if i > 0 {
+                text.push_str("; ");
+            }
+            text.push_str(crumb);
+        }
         text.push_str("\r\n");
     }
     // A body of unknown length travels chunked on HTTP/1.1.
@@ -592,6 +607,18 @@ async fn reverse(
     exchange: Exchange<'_>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
+    // The same target and Host checks as HTTP/1 (the view is origin form).
+    let limits = crate::http1::head::HeadLimits {
+        max_line: cfg.limits.max_request_line,
+        max_size: cfg.limits.max_header_size,
+        max_fields: cfg.limits.max_headers,
+    };
+    if crate::reverse::target::normalize(head, limits)?.is_some() {
+        return Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            ":path must be a path or `*`",
+        ));
+    }
     let host = authority
         .rsplit_once(':')
         .map_or(authority, |(h, _)| h)
@@ -676,7 +703,8 @@ async fn reverse(
         false,
         listener,
         route,
-        (peer.ip(), true),
+        // h2c is cleartext: the scheme is the listener's.
+        (peer.ip(), listener.tls.is_some()),
         authority,
     );
     let bytes = match &miss {
