@@ -128,6 +128,38 @@ async fn directories_are_listed_as_html_or_text() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A password in an ftp:// URL is never shown back: not in a listing, not
+/// in a redirect, not in the access log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ftp_passwords_are_not_echoed_or_logged() {
+    let dir = tree();
+    let ftp = FtpServer::start(&dir, false);
+    let proxy = ftp_proxy();
+    let base = format!("ftp://anonymous:S3CR3TPW@127.0.0.1:{}", ftp.port);
+    let listing = curl_fetch_async(&["-x", &proxy.proxy_url(), &format!("{base}/pub/")]).await;
+    assert_eq!(listing.status, 200, "{}", listing.stderr);
+    let html = String::from_utf8_lossy(&listing.body);
+    assert!(html.contains("anonymous@127.0.0.1"), "{html}");
+    assert!(!html.contains("S3CR3TPW"), "{html}");
+    let redirect =
+        curl_fetch_async(&["-x", &proxy.proxy_url(), &format!("{base}/pub/sub%20dir")]).await;
+    assert_eq!(redirect.status, 301);
+    assert_eq!(
+        redirect.header("location").as_deref(),
+        Some("./sub%20dir/"),
+        "{}",
+        redirect.headers
+    );
+    let line = common::wait_log_line(&proxy, &["TCP_MISS/301"]);
+    assert!(!line.contains("S3CR3TPW"), "{line}");
+    assert!(
+        !proxy.read_file("access.log").contains("S3CR3TPW"),
+        "{}",
+        proxy.read_file("access.log")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ftp_errors_become_http_errors() {
     let dir = tree();

@@ -394,7 +394,10 @@ pub async fn serve(
             // Perhaps a directory: say where its listing is.
             let cwd = ctl.command(&format!("CWD {}", target.path)).await?;
             if cwd.code == 250 {
-                let location = format!("{}/", head.target());
+                // Relative, so the client's credentials are not echoed and
+                // still apply (RFC 3986 §5.2 keeps the base's authority).
+                let name = head.target().rsplit('/').next().unwrap_or_default();
+                let location = format!("./{name}/");
                 let bytes = format!(
                     "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
                 );
@@ -508,7 +511,11 @@ pub async fn serve(
     let (ctype, body_text) = if html {
         (
             "text/html; charset=utf-8",
-            listing_html(head.target(), &target.path, &text),
+            listing_html(
+                &super::target::without_password(head.target()),
+                &target.path,
+                &text,
+            ),
         )
     } else {
         ("text/plain; charset=utf-8", text)

@@ -95,6 +95,24 @@ pub fn parse_absolute(target: &str) -> Result<HttpTarget, TargetError> {
     })
 }
 
+/// A URL as it may be shown or logged: a password in its user information
+/// (`ftp://user:password@host/`) is left out, the user kept.
+pub fn without_password(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://") else {
+        return url.into();
+    };
+    let start = scheme_end + 3;
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.into();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}", &url[..start + colon], &url[start + at..]).into(),
+        None => url.into(),
+    }
+}
+
 /// `host[:port]`; without a default port the port is required (CONNECT).
 pub fn parse_authority(
     authority: &str,
@@ -159,6 +177,20 @@ fn parse_port(p: &str) -> Result<u16, TargetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_left_out_of_shown_urls() {
+        for (url, shown) in [
+            ("ftp://bob:S3CR3T@h/pub/", "ftp://bob@h/pub/"),
+            ("ftp://bob:a:b@h:21/x?y", "ftp://bob@h:21/x?y"),
+            ("ftp://bob@h/x", "ftp://bob@h/x"),
+            ("ftp://h/x@y:z", "ftp://h/x@y:z"),
+            ("http://h/", "http://h/"),
+            ("/local", "/local"),
+        ] {
+            assert_eq!(without_password(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn absolute_form() {

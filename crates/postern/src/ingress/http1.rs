@@ -178,7 +178,7 @@ async fn handle(
     ctx.logging = shared.log.enabled();
     if ctx.logging {
         ctx.method = head.method().to_string();
-        ctx.url = head.target().to_string();
+        ctx.url = crate::forward::target::without_password(head.target()).into_owned();
     }
     ctx.version = if head.minor == 0 {
         "HTTP/1.0"
