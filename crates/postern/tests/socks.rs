@@ -63,20 +63,61 @@ async fn the_safe_defaults_and_rules_apply() {
 }
 
 fn htpasswd(dir: &Path) -> String {
+    htpasswd_for(dir, "alice", "wonder")
+}
+
+fn htpasswd_for(dir: &Path, user: &str, password: &str) -> String {
     let mut child = Command::new(BIN)
-        .args(["passwd", "alice", "--cost", "4"])
+        .args(["passwd", user, "--cost", "4"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"wonder\n").unwrap();
+        let line = format!("{password}\n");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     let path = dir.join("users");
     std::fs::write(&path, out.stdout).unwrap();
     path.to_string_lossy().into_owned()
+}
+
+/// RFC 1929 sends user and password apart; the pair is not re-split at a
+/// colon, so `bob:p` / `ss` is not `bob` / `p:ss`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_colon_cannot_move_from_user_name_to_password() {
+    let dir = scratch_dir();
+    let file = htpasswd_for(&dir, "bob", "p:ss");
+    let proxy = start(&socks_config(
+        "allow_private_destinations = true",
+        &format!("[auth]\nhtpasswd = \"{file}\"\n\n[[rule]]\naction = \"auth\"\n"),
+    ));
+    let login = |user: &[u8], pass: &[u8]| {
+        let mut m = vec![1, user.len() as u8];
+        m.extend_from_slice(user);
+        m.push(pass.len() as u8);
+        m.extend_from_slice(pass);
+        m
+    };
+    for (user, pass, status) in [(&b"bob"[..], &b"p:ss"[..], 0u8), (b"bob:p", b"ss", 1)] {
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(&[5, 1, 2]).await.unwrap();
+        let mut choice = [0u8; 2];
+        s.read_exact(&mut choice).await.unwrap();
+        assert_eq!(choice, [5, 2]);
+        s.write_all(&login(user, pass)).await.unwrap();
+        let mut reply = [0u8; 2];
+        s.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, [1, status], "{:?}", String::from_utf8_lossy(user));
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,8 +181,22 @@ async fn socks5(
             conn.send(&[1, 1]).await;
             return Err(bad("truncated password"));
         }
-        let uname = String::from_utf8_lossy(&conn.buf[2..2 + ulen]).into_owned();
-        let pass = String::from_utf8_lossy(&conn.buf[3 + ulen..3 + ulen + plen]).into_owned();
+        // The pair is checked as HTTP Basic credentials: a user name with a
+        // colon (which would move part of it into the password) or bytes that
+        // are not UTF-8 (which would be replaced) cannot be said exactly.
+        let (uname, pass) = match (
+            std::str::from_utf8(&conn.buf[2..2 + ulen]),
+            std::str::from_utf8(&conn.buf[3 + ulen..3 + ulen + plen]),
+        ) {
+            (Ok(u), Ok(p)) if !u.contains(':') => (u.to_string(), p.to_string()),
+            _ => {
+                conn.send(&[1, 1]).await;
+                return Err(ProxyError::new(
+                    ErrorKind::AuthRequired,
+                    "SOCKS5: a user name with a colon or credentials that are not UTF-8",
+                ));
+            }
+        };
         conn.buf.advance(3 + ulen + plen);
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{uname}:{pass}"));
         let field = format!("Basic {token}");
