@@ -417,6 +417,31 @@ sys.stdout.write(b''.join(got).decode())
     );
 }
 
+/// The relay refuses to reach its own address: a user name repeating
+/// `@relay` would otherwise nest one session in another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_relay_refuses_to_reach_itself() {
+    let proxy = start(
+        &common::config("", "allow_private_destinations = true", "").replace(
+            "bind = \"127.0.0.1:0\"\n",
+            "bind = \"127.0.0.1:0\"\nmode = \"ftp\"\n",
+        ),
+    );
+    let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let greeting = lines.next_line().await.unwrap().unwrap();
+    assert!(greeting.starts_with("220"), "{greeting}");
+    let user = format!("USER anonymous@127.0.0.1:{}\r\n", proxy.addr().port());
+    w.write_all(user.as_bytes()).await.unwrap();
+    let reply = tokio::time::timeout(common::T, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(reply.starts_with("421"), "{reply}");
+}
+
 /// curl through the native relay: the FTP user carries the server
 /// (`USER anonymous@host:port`), percent-encoded in the URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

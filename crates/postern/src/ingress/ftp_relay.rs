@@ -128,6 +128,18 @@ pub async fn serve(
         }
     };
     let (mut server, server_peer) = server;
+    // A relay asked to reach itself would nest sessions, one connection
+    // pair per `@host:port` the user name repeats.
+    if client.local_addr().is_ok_and(|own| own == server_peer) {
+        drop(server);
+        login.status = 508;
+        login.error = Some("proxy_loop_detected");
+        shared.finish(&login);
+        let _ = client
+            .write_all(b"421 That address is this relay itself\r\n")
+            .await;
+        return;
+    }
     let mut sbuf = BytesMut::new();
     // The server's greeting is replaced by ours; then the login goes on.
     if !matches!(
