@@ -72,6 +72,28 @@ fn tree() -> PathBuf {
     dir
 }
 
+/// A native FTP relay listener (`mode = "ftp"`).
+fn ftp_relay() -> postern_testkit::TestProxy {
+    start(
+        &common::config("", "allow_private_destinations = true", "").replace(
+            "bind = \"127.0.0.1:0\"\n",
+            "bind = \"127.0.0.1:0\"\nmode = \"ftp\"\n",
+        ),
+    )
+}
+
+/// Runs a Python script (ftplib as the client).
+async fn python(script: String) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 fn ftp_proxy() -> postern_testkit::TestProxy {
     // FTP servers listen on high ports here; 21 is in the default http_ports.
     start(&private_config(""))
@@ -268,12 +290,7 @@ async fn passive_replies_cannot_send_data_elsewhere() {
 async fn native_relay_logs_in_as_user_at_host() {
     let dir = tree();
     let ftp = FtpServer::start(&dir, false);
-    let proxy = start(
-        &common::config("", "allow_private_destinations = true", "").replace(
-            "bind = \"127.0.0.1:0\"\n",
-            "bind = \"127.0.0.1:0\"\nmode = \"ftp\"\n",
-        ),
-    );
+    let proxy = ftp_relay();
     let out = dir.join("fetched.bin");
     let script = format!(
         r#"
@@ -297,14 +314,7 @@ sys.stdout.write(active + ' ' + ','.join(sorted(n.split('/')[-1] for n in names)
         ftp_port = ftp.port,
         out = out.display()
     );
-    let result = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let result = python(script).await;
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(
         result.status.success(),
@@ -379,12 +389,7 @@ async fn accept_first_ftp_server(body: &'static [u8]) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_relay_works_with_servers_that_accept_data_first() {
     let ftp_port = accept_first_ftp_server(b"hello from the data connection").await;
-    let proxy = start(
-        &common::config("", "allow_private_destinations = true", "").replace(
-            "bind = \"127.0.0.1:0\"\n",
-            "bind = \"127.0.0.1:0\"\nmode = \"ftp\"\n",
-        ),
-    );
+    let proxy = ftp_relay();
     let script = format!(
         r#"
 import ftplib, sys
@@ -398,14 +403,7 @@ sys.stdout.write(b''.join(got).decode())
 "#,
         proxy_port = proxy.addr().port(),
     );
-    let result = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let result = python(script).await;
     assert!(
         result.status.success(),
         "{}",
@@ -421,12 +419,7 @@ sys.stdout.write(b''.join(got).decode())
 /// `@relay` would otherwise nest one session in another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_relay_refuses_to_reach_itself() {
-    let proxy = start(
-        &common::config("", "allow_private_destinations = true", "").replace(
-            "bind = \"127.0.0.1:0\"\n",
-            "bind = \"127.0.0.1:0\"\nmode = \"ftp\"\n",
-        ),
-    );
+    let proxy = ftp_relay();
     let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
@@ -448,12 +441,7 @@ async fn native_relay_refuses_to_reach_itself() {
 async fn native_relay_with_curl() {
     let dir = tree();
     let ftp = FtpServer::start(&dir, false);
-    let proxy = start(
-        &common::config("", "allow_private_destinations = true", "").replace(
-            "bind = \"127.0.0.1:0\"\n",
-            "bind = \"127.0.0.1:0\"\nmode = \"ftp\"\n",
-        ),
-    );
+    let proxy = ftp_relay();
     let url = format!(
         "ftp://anonymous%40127.0.0.1%3A{}:x@{}/pub/data.bin",
         ftp.port,

@@ -270,23 +270,19 @@ async fn malformed_handshakes_get_the_proper_failure_and_a_close() {
     );
 }
 
-/// A rule on a name holds for datagrams to that name even after the same
-/// address was allowed under another spelling.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_rules_on_names_hold_after_the_address_was_allowed() {
-    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = echo.local_addr().unwrap().port();
+/// A UDP echo server on `echo`.
+fn spawn_echo(echo: tokio::net::UdpSocket) {
     tokio::spawn(async move {
         let mut buf = [0u8; 2048];
         while let Ok((n, from)) = echo.recv_from(&mut buf).await {
             let _ = echo.send_to(&buf[..n], from).await;
         }
     });
-    let proxy = start(&socks_config(
-        "allow_private_destinations = true\nhosts = { \"blocked.test\" = \"127.0.0.1\" }",
-        "[[rule]]\naction = \"deny\"\ndst_domain = [\"blocked.test\"]\n\n\
-         [[rule]]\naction = \"allow\"\nsrc = [\"127.0.0.0/8\"]\n",
-    ));
+}
+
+/// A UDP association with the proxy: its control connection (the
+/// association lives as long as it does) and the relay's address.
+async fn udp_association(proxy: &TestProxy) -> (TcpStream, std::net::SocketAddr) {
     let mut control = TcpStream::connect(proxy.addr()).await.unwrap();
     control.write_all(&[5, 1, 0]).await.unwrap();
     let mut choice = [0u8; 2];
@@ -302,6 +298,22 @@ async fn udp_rules_on_names_hold_after_the_address_was_allowed() {
         [reply[4], reply[5], reply[6], reply[7]],
         u16::from_be_bytes([reply[8], reply[9]]),
     ));
+    (control, relay)
+}
+
+/// A rule on a name holds for datagrams to that name even after the same
+/// address was allowed under another spelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_rules_on_names_hold_after_the_address_was_allowed() {
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    spawn_echo(echo);
+    let proxy = start(&socks_config(
+        "allow_private_destinations = true\nhosts = { \"blocked.test\" = \"127.0.0.1\" }",
+        "[[rule]]\naction = \"deny\"\ndst_domain = [\"blocked.test\"]\n\n\
+         [[rule]]\naction = \"allow\"\nsrc = [\"127.0.0.0/8\"]\n",
+    ));
+    let (control, relay) = udp_association(&proxy).await;
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let by_ip = |payload: &[u8]| {
         let mut p = vec![0, 0, 0, 1, 127, 0, 0, 1];
@@ -342,28 +354,9 @@ async fn udp_associate_relays_datagrams_both_ways() {
     // A UDP echo server.
     let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
-            let _ = echo.send_to(&buf[..n], from).await;
-        }
-    });
+    spawn_echo(echo);
     let proxy = start(&socks_config("allow_private_destinations = true", ""));
-    let mut control = TcpStream::connect(proxy.addr()).await.unwrap();
-    control.write_all(&[5, 1, 0]).await.unwrap();
-    let mut choice = [0u8; 2];
-    control.read_exact(&mut choice).await.unwrap();
-    control
-        .write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
-        .await
-        .unwrap();
-    let mut reply = [0u8; 10];
-    control.read_exact(&mut reply).await.unwrap();
-    assert_eq!(&reply[..4], &[5, 0, 0, 1]);
-    let relay = std::net::SocketAddr::from((
-        [reply[4], reply[5], reply[6], reply[7]],
-        u16::from_be_bytes([reply[8], reply[9]]),
-    ));
+    let (control, relay) = udp_association(&proxy).await;
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut packet = vec![0, 0, 0, 1, 127, 0, 0, 1];
     packet.extend_from_slice(&echo_addr.port().to_be_bytes());
