@@ -20,3 +20,23 @@ start_origin() {
   nginx -c "$RUN/origin/nginx.conf" -e "$1/origin.log" &
   wait_listening 28081 50
 }
+
+# proxy_under_test MODE BIN OUTDIR: sets PORT, CMD (the proxy's command) and
+# URI (the absolute target for forward mode, else empty) for reverse, forward
+# or nginx (the harness's nginx reverse proxy, as one process, so the
+# process measured is the one doing the work); refuses a busy port.
+proxy_under_test() {
+  case $1 in
+    reverse) PORT=28501; CMD=("$2" -c "$HERE/postern-reverse.toml"); URI= ;;
+    forward) PORT=28500; CMD=("$2" -c "$HERE/postern-forward.toml"); URI=http://127.0.0.1:28080/1k ;;
+    nginx)
+      PORT=28210; URI=
+      sed 's/^daemon off;/daemon off;\nmaster_process off;/' "$RUN/target-nginx/nginx.conf" > "$3/nginx.conf"
+      CMD=(nginx -c "$3/nginx.conf" -e "$3/nginx.log") ;;
+    *) echo "unknown mode $1" >&2; exit 2 ;;
+  esac
+  if listening "$PORT"; then
+    echo "port $PORT is busy: stop what listens there first" >&2
+    exit 1
+  fi
+}

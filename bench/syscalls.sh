@@ -21,18 +21,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
 start_origin "$OUT"
 
-case $MODE in
-  reverse) PORT=28501; CMD=("$BIN" -c "$HERE/postern-reverse.toml"); URI= ;;
-  forward) PORT=28500; CMD=("$BIN" -c "$HERE/postern-forward.toml"); URI=http://127.0.0.1:28080/1k ;;
-  nginx)
-    PORT=28210; URI=
-    # One process: the worker is the one measured.
-    sed 's/^daemon off;/daemon off;\nmaster_process off;/' "$RUN/target-nginx/nginx.conf" > "$OUT/nginx.conf"
-    CMD=(nginx -c "$OUT/nginx.conf" -e "$OUT/nginx.log") ;;
-  *) echo "unknown mode $MODE" >&2; exit 2 ;;
-esac
-
-listening "$PORT" && { echo "port $PORT is busy: stop what listens there first" >&2; exit 1; }
+proxy_under_test "$MODE" "$BIN" "$OUT"
 taskset -c 1 "${CMD[@]}" >/dev/null 2>"$OUT/proxy.log" &
 PROXY=$!
 wait_listening "$PORT" || { cat "$OUT/proxy.log" >&2; exit 1; }
