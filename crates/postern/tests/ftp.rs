@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{curl_fetch_async, private_config, scratch_dir, start};
 use postern_testkit::pattern_bytes;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// pyftpdlib serving `dir` on 127.0.0.1 (anonymous; `write` allows STOR).
 struct FtpServer {
@@ -332,22 +332,35 @@ sys.stdout.write(active + ' ' + ','.join(sorted(n.split('/')[-1] for n in names)
 }
 
 /// An FTP server with vsftpd's order: a transfer command is answered with
-/// 150 only once the passive data connection is in; without one, 425.
+/// 150 only once the passive data connection is in. Without one, it answers
+/// 150 and then 425, as a server does whose active connection failed. RETR
+/// sends `body`, or the file name's own bytes when `body` is empty; PWD
+/// names a Latin-1 directory.
 async fn accept_first_ftp_server(body: &'static [u8]) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         let (control, _) = listener.accept().await.unwrap();
         let (r, mut w) = control.into_split();
-        let mut lines = BufReader::new(r).lines();
+        let mut r = BufReader::new(r);
         w.write_all(b"220 ready\r\n").await.unwrap();
         let mut data = None;
-        while let Ok(Some(line)) = lines.next_line().await {
-            let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
-            let reply: &[u8] = match verb.as_str() {
-                "USER" => b"331 password\r\n",
-                "PASS" => b"230 in\r\n",
-                "EPSV" => {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.strip_suffix(b"\r\n").unwrap_or(&line);
+            let (verb, arg) = match line.iter().position(|&b| b == b' ') {
+                Some(sp) => (&line[..sp], &line[sp + 1..]),
+                None => (line, &[][..]),
+            };
+            let reply: &[u8] = match verb.to_ascii_uppercase().as_slice() {
+                b"USER" => b"331 password\r\n",
+                b"PASS" => b"230 in\r\n",
+                b"PWD" => b"257 \"/d\xe9j\xe0\" is the directory\r\n",
+                b"EPSV" => {
                     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                     let msg = format!(
                         "229 Entering Extended Passive Mode (|||{}|)\r\n",
@@ -357,21 +370,27 @@ async fn accept_first_ftp_server(body: &'static [u8]) -> u16 {
                     w.write_all(msg.as_bytes()).await.unwrap();
                     continue;
                 }
-                "RETR" => {
-                    let accepted = match data.take() {
-                        Some(l) => tokio::time::timeout(Duration::from_secs(5), l.accept()).await,
-                        None => continue,
+                b"RETR" => {
+                    let Some(l) = data.take() else {
+                        w.write_all(b"150 opening data connection\r\n")
+                            .await
+                            .unwrap();
+                        w.write_all(b"425 no data connection\r\n").await.unwrap();
+                        continue;
                     };
+                    let accepted = tokio::time::timeout(Duration::from_secs(5), l.accept()).await;
                     let Ok(Ok((mut d, _))) = accepted else {
                         w.write_all(b"425 no data connection\r\n").await.unwrap();
                         continue;
                     };
                     w.write_all(b"150 here it comes\r\n").await.unwrap();
-                    d.write_all(body).await.unwrap();
+                    d.write_all(if body.is_empty() { arg } else { body })
+                        .await
+                        .unwrap();
                     drop(d);
                     b"226 done\r\n"
                 }
-                "QUIT" => {
+                b"QUIT" => {
                     let _ = w.write_all(b"221 bye\r\n").await;
                     return;
                 }
@@ -381,6 +400,64 @@ async fn accept_first_ftp_server(body: &'static [u8]) -> u16 {
         }
     });
     port
+}
+
+/// A client's side of the relay's control connection, read line by line.
+struct Control {
+    lines: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Control {
+    /// Connected to the relay and logged in to the server at `ftp_port`.
+    async fn login(relay: std::net::SocketAddr, ftp_port: u16) -> Control {
+        let (r, w) = tokio::net::TcpStream::connect(relay)
+            .await
+            .unwrap()
+            .into_split();
+        let mut c = Control {
+            lines: BufReader::new(r),
+            w,
+        };
+        assert!(c.line().await.starts_with(b"220"));
+        let user = format!("USER anonymous@127.0.0.1:{ftp_port}");
+        assert!(c.command(user.as_bytes()).await.starts_with(b"331"));
+        assert!(c.command(b"PASS x@").await.starts_with(b"230"));
+        c
+    }
+
+    /// The next reply line, without its CRLF.
+    async fn line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        tokio::time::timeout(common::T, self.lines.read_until(b'\n', &mut line))
+            .await
+            .expect("a reply line in time")
+            .unwrap();
+        line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec()
+    }
+
+    /// Sends `command` with CRLF and returns the first reply line.
+    async fn command(&mut self, command: &[u8]) -> Vec<u8> {
+        self.w
+            .write_all(&[command, b"\r\n"].concat())
+            .await
+            .unwrap();
+        self.line().await
+    }
+
+    /// EPSV through the relay, and a data connection to the port it names.
+    async fn passive(&mut self, relay: std::net::SocketAddr) -> tokio::net::TcpStream {
+        let reply = String::from_utf8(self.command(b"EPSV").await).unwrap();
+        let port: u16 = reply
+            .rsplit("|||")
+            .next()
+            .and_then(|p| p.split('|').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{reply}"));
+        tokio::net::TcpStream::connect((relay.ip(), port))
+            .await
+            .unwrap()
+    }
 }
 
 /// Servers that take the data connection before answering RETR (vsftpd,
@@ -413,6 +490,84 @@ sys.stdout.write(b''.join(got).decode())
         String::from_utf8_lossy(&result.stdout),
         "hello from the data connection"
     );
+}
+
+/// A client may wait for 226 before it closes its end of the data
+/// connection: the relay passes the reply on once the data are through,
+/// without waiting for that close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_relay_passes_226_on_before_the_client_closes_its_data_end() {
+    let ftp_port = accept_first_ftp_server(b"the whole file").await;
+    let proxy = ftp_relay();
+    let mut control = Control::login(proxy.addr(), ftp_port).await;
+    let mut data = control.passive(proxy.addr()).await;
+    assert!(control.command(b"RETR file").await.starts_with(b"150"));
+    let mut got = Vec::new();
+    tokio::time::timeout(common::T, data.read_to_end(&mut got))
+        .await
+        .expect("the data end in time")
+        .unwrap();
+    assert_eq!(got, b"the whole file");
+    // `data` stays open while the client waits for the final reply.
+    assert_eq!(control.line().await, b"226 done");
+    drop(data);
+    let line = common::wait_log_line(&proxy, &["RETR", "ftp://127.0.0.1"]);
+    assert!(line.contains("TCP_MISS/200 14 RETR"), "{line}");
+}
+
+/// Names that are not UTF-8 reach the server byte for byte, and so do
+/// replies: many servers speak Latin-1 or other 8-bit names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_relay_keeps_8_bit_names_exact() {
+    let ftp_port = accept_first_ftp_server(b"").await;
+    let proxy = ftp_relay();
+    let mut control = Control::login(proxy.addr(), ftp_port).await;
+    assert_eq!(
+        control.command(b"PWD").await,
+        b"257 \"/d\xe9j\xe0\" is the directory"
+    );
+    let mut data = control.passive(proxy.addr()).await;
+    assert!(
+        control
+            .command(b"RETR caf\xe9.txt")
+            .await
+            .starts_with(b"150")
+    );
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"caf\xe9.txt", "the name the server got");
+    assert_eq!(control.line().await, b"226 done");
+    common::wait_log_line(&proxy, &["RETR", "/caf%E9.txt"]);
+}
+
+/// A command's preliminary reply is followed by its final one, also when no
+/// data connection was set up; commands and replies stay in step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_relay_passes_a_final_reply_after_a_preliminary_one() {
+    let ftp_port = accept_first_ftp_server(b"unused").await;
+    let proxy = ftp_relay();
+    let mut control = Control::login(proxy.addr(), ftp_port).await;
+    assert!(control.command(b"RETR file").await.starts_with(b"150"));
+    assert_eq!(control.line().await, b"425 no data connection");
+    assert_eq!(control.command(b"NOOP").await, b"200 ok");
+}
+
+/// A CR or NUL inside a command line could end it early at the server and
+/// smuggle in a second command: such lines are refused, not passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_relay_refuses_commands_with_cr_or_nul() {
+    let ftp_port = accept_first_ftp_server(b"unused").await;
+    let proxy = ftp_relay();
+    let mut control = Control::login(proxy.addr(), ftp_port).await;
+    for bad in [&b"NOOP\rDELE x"[..], b"CWD a\0b"] {
+        let reply = control.command(bad).await;
+        assert!(
+            reply.starts_with(b"501"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    assert_eq!(control.command(b"NOOP").await, b"200 ok");
 }
 
 /// The relay refuses to reach its own address: a user name repeating
@@ -509,6 +664,9 @@ async fn anonymous_downloads_go_through_the_cache() {
     assert_eq!(miss.status, 200, "{}", miss.stderr);
     assert!(miss.header("last-modified").is_some(), "{}", miss.headers);
     assert!(miss.header("cache-status").unwrap().contains("stored"));
+    // The entry is kept once the server's 226 is in, which can be after
+    // curl has the whole body; the request's log line comes after that.
+    common::wait_log_line(&proxy, &["TCP_MISS/200", "data.bin"]);
     drop(ftp);
     // The server is gone: the second download can only come from the cache.
     let hit = curl_fetch_async(&["-x", &proxy.proxy_url(), &url]).await;

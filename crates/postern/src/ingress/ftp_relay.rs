@@ -21,22 +21,31 @@ use crate::context::RequestCtx;
 use crate::egress::Destination;
 use crate::guard::Subject;
 
-/// Reads one CRLF-terminated line (at most 4 KiB) into a String.
+/// The longest command or reply line taken (RFC 959 sets no limit; servers
+/// use a few hundred bytes to a few KiB).
+const LINE_LIMIT: usize = 4096;
+
+/// Reads one LF-terminated line (at most [`LINE_LIMIT`] bytes) without its
+/// line end. Lines stay bytes: file names are often not UTF-8 (RFC 2640
+/// leaves servers in Latin-1 and others), and must reach the server exactly.
 async fn read_line(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     limit: std::time::Duration,
-) -> Option<String> {
+) -> Option<Vec<u8>> {
     loop {
         if let Some(nl) = memchr::memchr(b'\n', buf) {
-            let line = buf.split_to(nl + 1);
-            return Some(
-                String::from_utf8_lossy(&line)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-            );
+            if nl > LINE_LIMIT {
+                return None;
+            }
+            let mut line = buf.split_to(nl + 1).to_vec();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Some(line);
         }
-        if buf.len() > 4096 {
+        if buf.len() > LINE_LIMIT {
             return None;
         }
         match timeout(limit, stream.read_buf(buf)).await {
@@ -46,26 +55,50 @@ async fn read_line(
     }
 }
 
-/// A whole server reply (multi-line replies included) and its code.
+/// A whole server reply (multi-line replies included, RFC 959 §4.2) with
+/// its line ends, and its code.
 async fn read_reply(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     limit: std::time::Duration,
-) -> Option<(u16, String)> {
+) -> Option<(u16, Vec<u8>)> {
     let first = read_line(stream, buf, limit).await?;
-    let code: u16 = first.get(..3)?.parse().ok()?;
-    let mut all = format!("{first}\r\n");
-    if first.as_bytes().get(3) == Some(&b'-') {
+    let code: u16 = std::str::from_utf8(first.get(..3)?).ok()?.parse().ok()?;
+    let mut all = first.clone();
+    all.extend_from_slice(b"\r\n");
+    if first.get(3) == Some(&b'-') {
         loop {
             let line = read_line(stream, buf, limit).await?;
-            all.push_str(&line);
-            all.push_str("\r\n");
-            if line.len() >= 4 && line[..3] == first[..3] && line.as_bytes()[3] == b' ' {
+            all.extend_from_slice(&line);
+            all.extend_from_slice(b"\r\n");
+            if all.len() > 16 * LINE_LIMIT {
+                return None;
+            }
+            if line.len() >= 4 && line[..3] == first[..3] && line[3] == b' ' {
                 break;
             }
         }
     }
     Some((code, all))
+}
+
+/// A command line split into its verb (upper-cased) and argument bytes.
+fn split_command(line: &[u8]) -> (String, &[u8]) {
+    let (verb, arg) = match memchr::memchr(b' ', line) {
+        Some(sp) => (&line[..sp], &line[sp + 1..]),
+        None => (line, &[][..]),
+    };
+    (String::from_utf8_lossy(verb).to_ascii_uppercase(), arg)
+}
+
+/// Why a command line is not passed on, if it is not: a CR or NUL inside it
+/// would end the line early at some servers and smuggle a second command
+/// past the relay (RFC 959 §4.1.3 ends commands with CRLF only).
+fn refused_command(line: &[u8]) -> Option<&'static [u8]> {
+    if line.iter().any(|&b| b == b'\r' || b == 0) {
+        return Some(b"501 CR and NUL are not allowed in a command\r\n");
+    }
+    None
 }
 
 pub async fn serve(
@@ -85,33 +118,26 @@ pub async fn serve(
         let Some(line) = read_line(&mut client, &mut cbuf, cfg.timeouts.client_header).await else {
             return;
         };
-        let (verb, arg) = line.split_once(' ').unwrap_or((&line, ""));
-        match verb.to_ascii_uppercase().as_str() {
-            "USER" => match arg.rsplit_once('@') {
-                Some((name, hostport)) if !name.is_empty() => {
+        let (verb, arg) = split_command(&line);
+        let reply: &[u8] = match verb.as_str() {
+            _ if let Some(refusal) = refused_command(&line) => refusal,
+            "USER" => match arg.iter().rposition(|&b| b == b'@') {
+                Some(at) if at > 0 => {
+                    let hostport = std::str::from_utf8(&arg[at + 1..]).unwrap_or("");
                     match crate::forward::target::parse_authority(hostport, Some(21)) {
-                        Ok((_, dest, port)) => break (name.to_string(), dest, port),
-                        Err(_) => {
-                            let _ = client
-                                .write_all(b"501 Invalid host in USER name@host[:port]\r\n")
-                                .await;
-                        }
+                        Ok((_, dest, port)) => break (arg[..at].to_vec(), dest, port),
+                        Err(_) => b"501 Invalid host in USER name@host[:port]\r\n",
                     }
                 }
-                _ => {
-                    let _ = client
-                        .write_all(b"530 Log in as USER name@host[:port]\r\n")
-                        .await;
-                }
+                _ => b"530 Log in as USER name@host[:port]\r\n",
             },
             "QUIT" => {
                 let _ = client.write_all(b"221 Bye\r\n").await;
                 return;
             }
-            _ => {
-                let _ = client.write_all(b"530 Log in with USER first\r\n").await;
-            }
-        }
+            _ => b"530 Log in with USER first\r\n",
+        };
+        let _ = client.write_all(reply).await;
     };
     let mut login = RequestCtx::new(peer, &listener);
     login.method = "USER".into();
@@ -152,7 +178,7 @@ pub async fn serve(
         return;
     }
     let _ = server
-        .write_all(format!("USER {user}\r\n").as_bytes())
+        .write_all(&[&b"USER "[..], &user, b"\r\n"].concat())
         .await;
     let Some((_, reply)) = read_reply(&mut server, &mut sbuf, cfg.timeouts.first_byte).await else {
         let _ = client.write_all(b"421 The FTP server went away\r\n").await;
@@ -160,7 +186,7 @@ pub async fn serve(
     };
     login.status = 200;
     shared.finish(&login);
-    if client.write_all(reply.as_bytes()).await.is_err() {
+    if client.write_all(&reply).await.is_err() {
         return;
     }
     let mut passive: Option<DataJoin> = None;
@@ -168,8 +194,11 @@ pub async fn serve(
         let Some(line) = read_line(&mut client, &mut cbuf, limit).await else {
             return;
         };
-        let (verb, arg) = line.split_once(' ').unwrap_or((&line, ""));
-        let verb = verb.to_ascii_uppercase();
+        let (verb, arg) = split_command(&line);
+        if let Some(refusal) = refused_command(&line) {
+            let _ = client.write_all(refusal).await;
+            continue;
+        }
         match verb.as_str() {
             "PORT" | "EPRT" => {
                 let _ = client
@@ -180,11 +209,7 @@ pub async fn serve(
             "PASV" | "EPSV" => {
                 let _ = server.write_all(b"EPSV\r\n").await;
                 let port = match read_reply(&mut server, &mut sbuf, cfg.timeouts.first_byte).await {
-                    Some((229, text)) => text
-                        .rsplit("|||")
-                        .next()
-                        .and_then(|s| s.split('|').next())
-                        .and_then(|p| p.parse::<u16>().ok()),
+                    Some((229, text)) => passive_port(&text),
                     _ => None,
                 };
                 let Some(server_port) = port else {
@@ -229,7 +254,7 @@ pub async fn serve(
             _ => {}
         }
         if server
-            .write_all(format!("{line}\r\n").as_bytes())
+            .write_all(&[&line[..], b"\r\n"].concat())
             .await
             .is_err()
         {
@@ -241,35 +266,101 @@ pub async fn serve(
             let _ = client.write_all(b"421 The FTP server went away\r\n").await;
             return;
         };
-        let _ = client.write_all(reply.as_bytes()).await;
+        let _ = client.write_all(&reply).await;
         let transfer = matches!(
             verb.as_str(),
             "RETR" | "STOR" | "STOU" | "APPE" | "LIST" | "NLST" | "MLSD"
         );
         // A passive setup serves one transfer command, whatever its answer.
         let join = if transfer { passive.take() } else { None };
-        if let Some(mut join) = join
-            && (code == 150 || code == 125)
-        {
+        // A preliminary reply (1xx) is followed by the command's final one
+        // (RFC 959 §4.2), after the transfer when there is one.
+        if (100..200).contains(&code) {
             let mut ctx = RequestCtx::new(peer, &listener);
             ctx.method = verb.clone();
             ctx.version = "FTP";
-            ctx.url = format!("ftp://{}:{port}/{arg}", host.rule_host());
+            ctx.url = format!("ftp://{}:{port}/{}", host.rule_host(), url_path(arg));
             ctx.upstream = Some(server_peer);
-            let moved = (&mut join.0).await.unwrap_or((0, 0));
-            let Some((code, reply)) = read_reply(&mut server, &mut sbuf, cfg.timeouts.io).await
-            else {
+            let (done, moved) =
+                finish_transfer(&mut server, &mut sbuf, join, cfg.timeouts.io).await;
+            let Some((code, reply)) = done else {
+                let _ = client.write_all(b"421 The FTP server went away\r\n").await;
                 return;
             };
-            let _ = client.write_all(reply.as_bytes()).await;
-            ctx.status = if code == 226 || code == 250 { 200 } else { 502 };
-            ctx.result = "TCP_MISS";
-            ctx.bytes_in = moved.0;
-            ctx.bytes_out = moved.1;
-            shared.finish(&ctx);
+            let _ = client.write_all(&reply).await;
+            if transfer {
+                ctx.status = if code == 226 || code == 250 { 200 } else { 502 };
+                ctx.result = "TCP_MISS";
+                ctx.bytes_in = moved.0;
+                ctx.bytes_out = moved.1;
+                shared.finish(&ctx);
+            }
         }
         if verb == "QUIT" {
             return;
+        }
+    }
+}
+
+/// A command's argument as a URL path for the log: bytes that are not
+/// printable ASCII are percent-encoded, so 8-bit names stay exact.
+fn url_path(arg: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(arg.len());
+    for &b in arg {
+        match b {
+            b'!'..=b'~' if b != b'%' => out.push(b as char),
+            _ => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    out
+}
+
+/// The server's passive port from its EPSV reply, `229 ... (|||port|)`
+/// (RFC 2428 §3).
+fn passive_port(reply: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(reply).ok()?;
+    text.rsplit("|||").next()?.split('|').next()?.parse().ok()
+}
+
+/// After a preliminary reply: the data connection (if any) runs to its end
+/// while the final reply is read. A transfer is over for the client once
+/// the data are through, so the final reply is passed on then, and not
+/// before: the server may send it before its data have crossed the relay.
+/// A failure reply ends a transfer that is still joined. Returns the final
+/// reply (none if the server went away) and the bytes moved (up, down).
+async fn finish_transfer(
+    server: &mut TcpStream,
+    sbuf: &mut BytesMut,
+    join: Option<DataJoin>,
+    wait: std::time::Duration,
+) -> (Option<(u16, Vec<u8>)>, (u64, u64)) {
+    let Some(mut join) = join else {
+        return (read_reply(server, sbuf, wait).await, (0, 0));
+    };
+    // The reply is read as one future, never dropped half-way (a multi-line
+    // reply's first lines would be lost), and without a time limit while
+    // the data connection, with its own idle timeout, is still moving.
+    let reply = read_reply(server, sbuf, std::time::Duration::MAX);
+    tokio::pin!(reply);
+    tokio::select! {
+        joined = &mut join.0 => {
+            let moved = joined.unwrap_or((0, 0));
+            (timeout(wait, reply).await.ok().flatten(), moved)
+        }
+        reply = &mut reply => {
+            // The final reply came first: a success waits for the data to
+            // get through (bounded by the data connection's idle timeout); a
+            // failure ends the transfer now.
+            let moved = match &reply {
+                Some((code, _)) if (200..300).contains(code) => {
+                    (&mut join.0).await.unwrap_or((0, 0))
+                }
+                _ => (0, 0),
+            };
+            (reply, moved)
         }
     }
 }
@@ -308,8 +399,8 @@ async fn join_data(
     let Ok(Ok(upstream)) = timeout(connect, TcpStream::connect(server)).await else {
         return (0, 0);
     };
-    let mut upstream = crate::egress::Upstream::Plain(upstream);
-    let stats = crate::relay::tunnel_io(&mut client, &mut upstream, &[], idle, &[]).await;
+    let mut upstream = upstream;
+    let stats = crate::relay::transfer_tcp(&mut client, &mut upstream, idle).await;
     (stats.up, stats.down)
 }
 
@@ -352,4 +443,40 @@ async fn open(
         .await?;
     ctx.upstream = Some(addr);
     Ok((stream, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_split_into_verb_and_argument_bytes() {
+        assert_eq!(
+            split_command(b"retr caf\xe9 1.txt"),
+            ("RETR".to_string(), &b"caf\xe9 1.txt"[..])
+        );
+        assert_eq!(split_command(b"PWD"), ("PWD".to_string(), &b""[..]));
+    }
+
+    #[test]
+    fn cr_and_nul_inside_a_command_are_refused() {
+        assert!(refused_command(b"NOOP\rDELE x").is_some());
+        assert!(refused_command(b"CWD a\0b").is_some());
+        assert!(refused_command(b"RETR caf\xe9").is_none());
+    }
+
+    #[test]
+    fn logged_paths_keep_8_bit_names_exact() {
+        assert_eq!(url_path(b"pub/caf\xe9 1%.txt"), "pub/caf%E9%201%25.txt");
+    }
+
+    #[test]
+    fn passive_ports_come_from_epsv_replies() {
+        assert_eq!(
+            passive_port(b"229 Entering Extended Passive Mode (|||40001|)\r\n"),
+            Some(40001)
+        );
+        assert_eq!(passive_port(b"229 nothing here\r\n"), None);
+        assert_eq!(passive_port(b"229 (|||70000|)\r\n"), None);
+    }
 }

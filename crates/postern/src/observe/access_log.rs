@@ -219,11 +219,13 @@ fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String
     s
 }
 
-/// A space-free field for the Squid format: spaces and controls percent-encoded.
+/// A space-free field for the Squid format: spaces and controls
+/// percent-encoded. A `%` stays as it is: URLs arrive encoded already, and
+/// Squid's tools read them as the client sent them.
 fn field(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c == ' ' || c.is_control() || c == '%' {
+        if c == ' ' || c.is_control() {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 let _ = write!(out, "%{b:02X}");
@@ -286,6 +288,14 @@ mod tests {
         assert_eq!(
             line,
             "1700000000.123     45 127.0.0.1 TCP_MISS/200 1234 GET http://a.example/x%20y - HIER_DIRECT/10.0.0.1 text/html\n"
+        );
+        // An encoded URL is logged as the client sent it, not encoded twice.
+        let mut encoded = entry();
+        encoded.url = "http://a.example/caf%C3%A9?q=%25".into();
+        let line = format_entry(LogFormat::Squid, &encoded, Duration::from_millis(45));
+        assert!(
+            line.contains(" GET http://a.example/caf%C3%A9?q=%25 "),
+            "{line}"
         );
     }
 

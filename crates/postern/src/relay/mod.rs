@@ -6,7 +6,7 @@ mod tcp;
 
 #[cfg(test)]
 pub use tcp::tunnel_tcp;
-pub use tcp::{tunnel_client, tunnel_io};
+pub use tcp::{transfer_tcp, tunnel_client, tunnel_io};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TunnelStats {
@@ -202,6 +202,34 @@ mod tests {
         drop(client_app);
         drop(writer.await.unwrap());
         assert_eq!(relay.await.unwrap().down, data.len() as u64);
+    }
+
+    /// An FTP data connection is over once one side has ended: the other
+    /// side gets the end and need not close first.
+    #[tokio::test]
+    async fn a_transfer_ends_with_its_sender() {
+        let (mut client_app, mut client_proxy) = pair().await;
+        let (mut server_app, mut server_proxy) = pair().await;
+        let relay = tokio::spawn(async move {
+            transfer_tcp(
+                &mut client_proxy,
+                &mut server_proxy,
+                Duration::from_secs(30),
+            )
+            .await
+        });
+        server_app.write_all(b"file").await.unwrap();
+        server_app.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client_app.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"file");
+        // The client's end is still open, and the relay is done.
+        let stats = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("the transfer ends without the client's close")
+            .unwrap();
+        assert_eq!((stats.up, stats.down, stats.idle_timeout), (0, 4, false));
+        drop(client_app);
     }
 
     #[tokio::test]

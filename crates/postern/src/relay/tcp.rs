@@ -55,7 +55,32 @@ pub async fn tunnel_tcp(
     let (cr, cw) = client.split();
     let (sr, sw) = server.split();
     let (client, server) = ((cr, cw, client_pending), (sr, sw, server_pending));
-    tunnel_halves(client, server, idle, downstream_limits).await
+    tunnel_halves(client, server, idle, downstream_limits, Ends::BothWays).await
+}
+
+/// An FTP data connection between two sockets: it carries one transfer in
+/// one direction, so it is over (and both sockets may close) as soon as
+/// either side has ended and its end is passed on, whether or not the other
+/// side has closed yet (RFC 959 §3.3: the sender closes to mark the end).
+pub async fn transfer_tcp(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    idle: Duration,
+) -> TunnelStats {
+    let (cr, cw) = client.split();
+    let (sr, sw) = server.split();
+    let (client, server) = ((cr, cw, &[][..]), (sr, sw, &[][..]));
+    tunnel_halves(client, server, idle, &[], Ends::FirstEnd).await
+}
+
+/// When a tunnel is over.
+#[derive(Clone, Copy, PartialEq)]
+enum Ends {
+    /// Once both directions have ended (a half-close is passed on and the
+    /// other direction goes on).
+    BothWays,
+    /// Once either direction has ended.
+    FirstEnd,
 }
 
 /// A tunnel between a client connection (plain or TLS) and a server (plain
@@ -71,7 +96,7 @@ pub async fn tunnel_client(
     let (cr, cw) = client.split();
     let (sr, sw) = server.split();
     let (client, server) = ((cr, cw, client_pending), (sr, sw, server_pending));
-    tunnel_halves(client, server, idle, downstream_limits).await
+    tunnel_halves(client, server, idle, downstream_limits, Ends::BothWays).await
 }
 
 /// A tunnel from any byte stream (an HTTP/2 stream, say) to a server (plain
@@ -90,7 +115,7 @@ where
     let (r, w) = tokio::io::split(client);
     let (sr, sw) = server.split();
     let (client, server) = ((NoRaw(r), NoRaw(w), &[][..]), (sr, sw, server_pending));
-    tunnel_halves(client, server, idle, downstream_limits).await
+    tunnel_halves(client, server, idle, downstream_limits, Ends::BothWays).await
 }
 
 /// A stream half without a socket underneath (no splice).
@@ -145,6 +170,7 @@ async fn tunnel_halves<CR, CW, SR, SW>(
     (sr, sw, server_pending): Side<'_, SR, SW>,
     idle: Duration,
     downstream_limits: &[Arc<Bucket>],
+    ends: Ends,
 ) -> TunnelStats
 where
     CR: AsyncRead + RawSocket + Unpin,
@@ -161,10 +187,19 @@ where
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let both = async {
-        tokio::join!(
-            pump(cr, sw, client_pending, &activity, &up, &[]),
-            pump(sr, cw, server_pending, &activity, &down, downstream_limits)
-        )
+        let up = pump(cr, sw, client_pending, &activity, &up, &[]);
+        let down = pump(sr, cw, server_pending, &activity, &down, downstream_limits);
+        match ends {
+            Ends::BothWays => {
+                tokio::join!(up, down);
+            }
+            Ends::FirstEnd => {
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            }
+        }
     };
     let watchdog = async {
         loop {
