@@ -266,6 +266,39 @@ async fn an_answer_made_here_follows_the_whole_request() {
     );
 }
 
+/// A reverse listener serves http and https URIs; another `:scheme` gets
+/// 400 and never reaches a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_schemes_get_400_on_a_reverse_listener() {
+    let origin = Origin::start().await;
+    let proxy = start(&reverse_config(origin.addr(), "true"));
+    let mut c = RawH2::connect(proxy.addr()).await;
+    // GET, then `:scheme`, `:path` and `:authority` as literals with names
+    // from the static table (indexes 6, 4 and 1).
+    let mut block = vec![0x82];
+    for (index, value) in [(0x06, "gopher"), (0x04, PATH), (0x01, "app.test")] {
+        block.push(index);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    c.send(HEADERS, END_HEADERS | END_STREAM, 1, &block).await;
+    let seen = c.read_until(|f| ends_stream(f, 1)).await;
+    assert!(
+        seen.iter()
+            .any(|f| f.kind == HEADERS && f.stream == 1 && f.payload.first() == Some(&0x8c)),
+        "400 on stream 1: {seen:?}"
+    );
+    assert_eq!(origin.requests(), 0);
+    // The same request with `http` is served.
+    c.request(3, "GET", "app.test", true).await;
+    let seen = c.read_until(|f| ends_stream(f, 3)).await;
+    assert!(
+        seen.iter()
+            .any(|f| f.kind == HEADERS && f.stream == 3 && f.payload.first() == Some(&0x88)),
+        "200 on stream 3: {seen:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2c_only_listener_closes_other_protocols() {
     let origin = Origin::start().await;

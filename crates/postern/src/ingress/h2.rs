@@ -375,6 +375,17 @@ async fn route(
             }
             _ => None,
         };
+        // A gateway to HTTP servers serves http and https URIs only; other
+        // schemes are not translated (RFC 9113 §8.3.1).
+        if let Some(scheme) = req.uri().scheme_str()
+            && !scheme.eq_ignore_ascii_case("http")
+            && !scheme.eq_ignore_ascii_case("https")
+        {
+            return Err(ProxyError::new(
+                ErrorKind::BadRequest,
+                format!(":scheme `{scheme}` is not served here; use http or https"),
+            ));
+        }
         let head = http1_view(cfg, &req, unread, (&path, &authority), upgrade.as_deref())?;
         let exchange = match upgrade {
             Some(_) => Exchange::Upgrade(&mut req, tunnel),
