@@ -605,6 +605,10 @@ async fn native_relay_with_curl() {
     let f = curl_fetch_async(&[&url]).await;
     assert_eq!(f.exit, 0, "{}", f.stderr);
     assert_eq!(f.body, pattern_bytes(300_000));
+    // curl changes to `pub` first: the logged URL follows it.
+    let line = common::wait_log_line(&proxy, &["RETR"]);
+    let want = format!("ftp://127.0.0.1:{}/pub/data.bin ", ftp.port);
+    assert!(line.contains(&want), "{line}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -190,6 +190,7 @@ pub async fn serve(
         return;
     }
     let mut passive: Option<DataJoin> = None;
+    let mut cwd = WorkingDir::default();
     loop {
         let Some(line) = read_line(&mut client, &mut cbuf, limit).await else {
             return;
@@ -279,7 +280,11 @@ pub async fn serve(
             let mut ctx = RequestCtx::new(peer, &listener);
             ctx.method = verb.clone();
             ctx.version = "FTP";
-            ctx.url = format!("ftp://{}:{port}/{}", host.rule_host(), url_path(arg));
+            ctx.url = format!(
+                "ftp://{}:{port}/{}",
+                host.rule_host(),
+                cwd.resolve(arg).url_path()
+            );
             ctx.upstream = Some(server_peer);
             let (done, moved) =
                 finish_transfer(&mut server, &mut sbuf, join, cfg.timeouts.io).await;
@@ -296,8 +301,54 @@ pub async fn serve(
                 shared.finish(&ctx);
             }
         }
-        if verb == "QUIT" {
-            return;
+        match verb.as_str() {
+            "CWD" | "XCWD" if code == 250 || code == 200 => cwd = cwd.resolve(arg),
+            "CDUP" | "XCUP" if code == 250 || code == 200 => cwd = cwd.resolve(b".."),
+            "QUIT" => return,
+            _ => {}
+        }
+    }
+}
+
+/// The session's working directory, followed through CWD and CDUP for the
+/// URLs in the log, relative to the login directory unless absolute.
+#[derive(Default, Clone)]
+struct WorkingDir {
+    absolute: bool,
+    segments: Vec<Vec<u8>>,
+}
+
+impl WorkingDir {
+    /// Where `path` leads from here (`.` and `..` followed).
+    fn resolve(&self, path: &[u8]) -> WorkingDir {
+        let mut to = if path.first() == Some(&b'/') {
+            WorkingDir {
+                absolute: true,
+                segments: Vec::new(),
+            }
+        } else {
+            self.clone()
+        };
+        for segment in path.split(|&b| b == b'/') {
+            match segment {
+                b"" | b"." => {}
+                b".." => {
+                    to.segments.pop();
+                }
+                name => to.segments.push(name.to_vec()),
+            }
+        }
+        to
+    }
+
+    /// As a URL path (RFC 1738 §3.2.2: an absolute path starts with `%2F`).
+    fn url_path(&self) -> String {
+        let names: Vec<String> = self.segments.iter().map(|s| url_path(s)).collect();
+        let path = names.join("/");
+        if self.absolute {
+            format!("%2F{path}")
+        } else {
+            path
         }
     }
 }
@@ -468,6 +519,20 @@ mod tests {
     #[test]
     fn logged_paths_keep_8_bit_names_exact() {
         assert_eq!(url_path(b"pub/caf\xe9 1%.txt"), "pub/caf%E9%201%25.txt");
+    }
+
+    #[test]
+    fn logged_urls_follow_the_working_directory() {
+        let home = WorkingDir::default();
+        let pub_dir = home.resolve(b"pub/./sub/..");
+        assert_eq!(pub_dir.url_path(), "pub");
+        assert_eq!(
+            pub_dir.resolve(b"caf\xe9 1.txt").url_path(),
+            "pub/caf%E9%201.txt"
+        );
+        assert_eq!(pub_dir.resolve(b"../../x").url_path(), "x");
+        assert_eq!(pub_dir.resolve(b"/etc//motd").url_path(), "%2Fetc/motd");
+        assert_eq!(pub_dir.resolve(b"").url_path(), "pub");
     }
 
     #[test]
