@@ -228,3 +228,25 @@ async fn first_byte_limit_applies_to_later_requests_too() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
+
+/// Targets with multi-byte characters where a scheme would be are refused
+/// with 400 and logged like any other request (they once panicked the task
+/// that served the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_targets_get_400_and_a_log_line() {
+    let proxy = start(&config("", "", ""));
+    for target in [
+        &b"abcde\xc3\xa9/x"[..],
+        b"http:\xc3\xa9//x",
+        b"ftp:/\xc3\xa9x",
+    ] {
+        let mut c = Conn::connect(proxy.addr()).await;
+        c.send(&[&b"GET "[..], target, b" HTTP/1.1\r\nHost: x\r\n\r\n"].concat())
+            .await;
+        let r = c.read_response(false).await;
+        assert_eq!(r.status, 400, "{}", r.head);
+        assert!(r.header("proxy-status").is_some(), "{}", r.head);
+    }
+    common::wait_log_line(&proxy, &["/400 "]);
+    assert!(!proxy.stderr().contains("panicked"), "{}", proxy.stderr());
+}

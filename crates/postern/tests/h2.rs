@@ -459,7 +459,8 @@ async fn http2_forward_proxy_with_trailers_and_connect() {
     let port = origin.addr().port();
     let proxy = start(&format!(
         "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
-         [egress]\nallow_private_destinations = true\nconnect_ports = [{port}]\n"
+         [egress]\nallow_private_destinations = true\nconnect_ports = [{port}]\n\n\
+         [log]\naccess = \"{{dir}}/access.log\"\n"
     ));
     let mut h2 = h2_client(&ca, proxy.addr()).await;
 
@@ -528,6 +529,15 @@ async fn http2_forward_proxy_with_trailers_and_connect() {
         .unwrap();
     let resp = h2.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 501);
+    // User information is refused, and its password never logged.
+    let req = Request::builder()
+        .uri(format!("http://bob:S3CRETPW@127.0.0.1:{port}/userinfo"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let line = common::wait_log_line(&proxy, &["/userinfo"]);
+    assert!(!line.contains("S3CRETPW"), "{line}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

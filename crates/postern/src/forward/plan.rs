@@ -57,7 +57,11 @@ impl Plan {
                 "percent-encoded control characters in the request target",
             ));
         }
-        if target.len() > 6 && target[..6].eq_ignore_ascii_case("ftp://") {
+        if target
+            .as_bytes()
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"ftp://"))
+        {
             let ftp =
                 super::ftp::parse(target).map_err(|m| ProxyError::new(ErrorKind::BadRequest, m))?;
             if !cfg.egress.http_ports.contains(ftp.port) {

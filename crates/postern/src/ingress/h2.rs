@@ -81,7 +81,7 @@ async fn handle(
     let mut ctx = RequestCtx::new(peer, &listener);
     ctx.version = "HTTP/2";
     ctx.method = req.method().to_string();
-    ctx.url = req.uri().to_string();
+    ctx.url = crate::forward::target::without_password(&req.uri().to_string()).into_owned();
     let mut tunnel = None;
     let ends = (peer, local);
     let (parts, body) = req.into_parts();
