@@ -136,17 +136,29 @@ impl Htpasswd {
     /// hash or input. SHA and apr1 comparisons are constant-time (compare all bytes).
     ///
     /// As with every bcrypt implementation, only the first 72 bytes of the password count.
+    ///
+    /// An unknown user costs as much as a known one (the password is checked against
+    /// another user's hash and the answer dropped), so the time taken does not tell
+    /// which user names exist.
     pub fn verify(&self, user: &str, password: &str) -> bool {
         match self.users.get(user) {
-            None => false,
-            Some(Stored::Bcrypt(hash)) => bcrypt::verify(password, hash).unwrap_or(false),
-            Some(Stored::Apr1 { salt, digest }) => {
-                constant_time_eq(&apr1(password.as_bytes(), salt), digest)
-            }
-            Some(Stored::Sha1(digest)) => {
-                constant_time_eq(&Sha1::digest(password.as_bytes()), digest)
+            Some(stored) => matches(stored, password),
+            None => {
+                if let Some(decoy) = self.users.values().next() {
+                    std::hint::black_box(matches(decoy, password));
+                }
+                false
             }
         }
+    }
+}
+
+/// Whether `password` matches a stored hash.
+fn matches(stored: &Stored, password: &str) -> bool {
+    match stored {
+        Stored::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+        Stored::Apr1 { salt, digest } => constant_time_eq(&apr1(password.as_bytes(), salt), digest),
+        Stored::Sha1(digest) => constant_time_eq(&Sha1::digest(password.as_bytes()), digest),
     }
 }
 
@@ -446,6 +458,30 @@ mod tests {
         assert!(!h.verify("empty", "x"));
         assert!(h.verify("long", LONG));
         assert!(!h.verify("long", &LONG[1..]));
+    }
+
+    /// An unknown user name takes as long to refuse as a wrong password: a
+    /// bcrypt check at cost 10 takes tens of milliseconds, so an unknown user
+    /// answered at once would stand out by orders of magnitude.
+    #[test]
+    fn unknown_users_cost_a_password_check() {
+        let line = bcrypt_line("alice", "secret", 10).unwrap();
+        let h = Htpasswd::parse(&line).unwrap();
+        let fastest = |user: &str| {
+            (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    assert!(!h.verify(user, "wrong"));
+                    t.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let (known, unknown) = (fastest("alice"), fastest("nobody"));
+        assert!(
+            unknown * 4 > known,
+            "unknown user refused in {unknown:?}, a wrong password in {known:?}"
+        );
     }
 
     #[test]
