@@ -56,9 +56,13 @@ pub fn classify(ip: IpAddr) -> AddressClass {
     }
 }
 
-/// AWS, GCP, Azure, OpenStack, DigitalOcean (169.254.169.254), ECS task
-/// metadata (169.254.170.2), Alibaba (100.100.100.200) and AWS over IPv6
-/// (fd00:ec2::254), in any of their IPv6 spellings.
+/// Cloud metadata and host services, which hand out credentials:
+/// 169.254.169.254 (AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean and
+/// others), 169.254.170.2 (AWS ECS task metadata), 169.254.170.23 and
+/// fd00:ec2::23 (AWS EKS Pod Identity), fd00:ec2::254 (AWS over IPv6),
+/// fd20:ce::254 (GCP over IPv6), 100.100.100.200 (Alibaba), 169.254.0.23
+/// (Tencent) and 168.63.129.16 (Azure's WireServer), in any of their IPv6
+/// spellings.
 fn is_metadata(ip: IpAddr) -> bool {
     let v4 = match ip {
         IpAddr::V4(v4) => Some(v4),
@@ -67,10 +71,21 @@ fn is_metadata(ip: IpAddr) -> bool {
     if let Some(v4) = v4 {
         return matches!(
             v4.octets(),
-            [169, 254, 169, 254] | [169, 254, 170, 2] | [100, 100, 100, 200]
+            [169, 254, 169, 254]
+                | [169, 254, 170, 2]
+                | [169, 254, 170, 23]
+                | [100, 100, 100, 200]
+                | [169, 254, 0, 23]
+                | [168, 63, 129, 16]
         );
     }
-    ip == IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254))
+    [
+        Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+        Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
+        Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254),
+    ]
+    .iter()
+    .any(|m| ip == IpAddr::V6(*m))
 }
 
 fn classify_v4(ip: Ipv4Addr) -> AddressClass {
@@ -246,6 +261,13 @@ mod tests {
             "::ffff:169.254.169.254",
             "fd00:ec2::254",
             "169.254.170.2",
+            "169.254.170.23",
+            "fd00:ec2::23",
+            "fd20:ce::254",
+            "100.100.100.200",
+            "169.254.0.23",
+            "168.63.129.16",
+            "::ffff:168.63.129.16",
         ] {
             assert_eq!(class(s), AddressClass::Metadata, "{s}");
         }
