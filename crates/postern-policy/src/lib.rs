@@ -11,6 +11,7 @@ pub mod host;
 pub mod htpasswd;
 pub mod matchers;
 pub mod rules;
+pub mod url;
 
 pub use addr::{AddressClass, classify};
 pub use cidr::{Cidr, CidrError};

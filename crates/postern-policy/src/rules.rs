@@ -172,6 +172,16 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Whether any rule looks at URLs (`url_regex`, `url_ext`, blocklists,
+    /// whose URL patterns are matched on the request's URL).
+    pub fn uses_url(&self) -> bool {
+        let looks =
+            |m: &Matcher| m.url_regex.is_some() || !m.url_ext.is_empty() || !m.blocklist.is_empty();
+        self.rules
+            .iter()
+            .any(|r| looks(&r.inline) || r.named.iter().any(|(_, _, m)| looks(m)))
+    }
+
     /// Whether any rule looks at the resolved destination address.
     pub fn uses_dst_ip(&self) -> bool {
         self.rules.iter().any(|r| {

@@ -151,7 +151,7 @@ async fn decide<'c>(
 ) -> Result<(Plan, Admission<'c>, Option<String>), ProxyError> {
     let plan = Plan::new(cfg, head, local)?;
     let host = plan.rule_host();
-    let url = plan.rule_url(head);
+    let url = plan.rule_url(head, cfg.rules.uses_url());
     let mut subject = plan.subject(head, SocketAddr::new(q.client, 0), listener, &host, &url);
     subject.assume_user = q.user.as_deref();
     let guard = Guard::default();

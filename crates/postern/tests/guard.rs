@@ -281,6 +281,75 @@ src = ["127.0.0.1"]
     assert_eq!(origin.requests(), 1);
 }
 
+/// URL rules see one spelling of each URL: escapes of unreserved
+/// characters, dot segments, repeated slashes and the scheme's case do not
+/// get a request past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_rules_match_every_spelling_of_a_url() {
+    let origin = Origin::start().await;
+    let port = origin.addr().port();
+    let dir = scratch_dir();
+    let list = dir.join("banners.txt");
+    std::fs::write(&list, format!("127.0.0.1:{port}/banner/*\n")).unwrap();
+    let proxy = start(&private_config(&format!(
+        r#"
+[[blocklist]]
+name = "banners"
+file = "{list}"
+
+[[rule]]
+action = "deny"
+url_ext = ["exe"]
+
+[[rule]]
+action = "deny"
+url_regex = ["^http://127\\.0\\.0\\.1:{port}/admin/"]
+
+[[rule]]
+action = "deny"
+blocklist = ["banners"]
+
+[[rule]]
+action = "allow"
+src = ["127.0.0.1"]
+"#,
+        list = list.display()
+    )));
+    let base = format!("http://127.0.0.1:{port}");
+    for path in [
+        "/files/setup.exe",
+        "/files/setup%2Eexe",
+        "/files/setup.ex%65",
+        "/admin/x",
+        "/%61dmin/x",
+        "//admin/x",
+        "/public/../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/banner/1.gif",
+        "/%62anner/1.gif",
+        "/./banner//1.gif",
+    ] {
+        let (resp, _) = one_response(
+            proxy.addr(),
+            format!("GET {base}{path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(resp.status, 403, "{path}: {}", resp.head);
+    }
+    // The scheme's case, and the default spelling of the port.
+    let (resp, _) = one_response(
+        proxy.addr(),
+        format!("GET HTTP://127.0.0.1:{port}/admin/x HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status, 403, "{}", resp.head);
+    assert_eq!(origin.requests(), 0);
+    // What the rules do not cover still goes through, as written.
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), &format!("{base}/status/200")]).await;
+    assert_eq!(f.status, 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safe_ports_refuse_plain_http_to_mail_and_ssh() {
     let proxy = start(&private_config(""));

@@ -269,6 +269,19 @@ pool = "public"
     let seen = admin.last_request().expect("the admin route served it");
     assert_eq!(seen.uri, "/admin/x");
     assert_eq!(seen.header("host"), Some("public.example"));
+    // Other spellings of the path take the same route, and reach the
+    // server as written.
+    for (n, path) in ["/%61dmin/x", "//admin/x", "/public/../admin/x"]
+        .into_iter()
+        .enumerate()
+    {
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n");
+        one_response(proxy.addr(), req.as_bytes()).await;
+        assert_eq!(admin.requests(), 2 + n, "{path}");
+        assert_eq!(admin.last_request().unwrap().uri, path);
+    }
+    assert_eq!(public.requests(), 0);
 }
 
 /// Targets and Host values a server must refuse (RFC 9112 §3.2): 400 with

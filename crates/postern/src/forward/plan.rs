@@ -134,24 +134,52 @@ impl Plan {
         }
     }
 
-    /// The URL rules see: the target as received, or `host:port` for tunnels.
-    pub fn rule_url<'h>(&self, head: &'h RequestHead) -> Cow<'h, str> {
-        match self {
+    /// The URL rules see: `host:port` for tunnels. For HTTP and FTP, when
+    /// `canonical` (some rule looks at URLs), the URL in one spelling: scheme
+    /// and host in canonical form, the port only when it is not the scheme's
+    /// default, and the path normalised (`postern_policy::url`), so that no
+    /// spelling of a URL gets past a URL rule; otherwise the target as received.
+    pub fn rule_url<'h>(&self, head: &'h RequestHead, canonical: bool) -> Cow<'h, str> {
+        let (scheme, dest, port, default_port, rest) = match self {
             Plan::Tunnel { dest, port } => {
                 let mut url = String::with_capacity(32);
-                match dest {
-                    Destination::Ip(std::net::IpAddr::V6(v6)) => {
-                        url.push('[');
-                        postern_policy::addr::push_ip(&mut url, (*v6).into());
-                        url.push(']');
-                    }
-                    _ => url.push_str(&dest.rule_host()),
-                }
-                url.push(':');
-                url.push_str(crate::http1::decimal(u64::from(*port), &mut [0; 20]));
-                Cow::Owned(url)
+                push_authority(&mut url, dest, *port, None);
+                return Cow::Owned(url);
             }
-            _ => Cow::Borrowed(head.target()),
+            _ if !canonical => return Cow::Borrowed(head.target()),
+            Plan::Http(t) => ("http://", &t.dest, t.port, 80, t.path.as_str()),
+            Plan::Ftp(t) => {
+                // The path as written (the plan keeps it decoded).
+                let target = head.target();
+                let after = target.find("://").map_or(target.len(), |i| i + 3);
+                let path = target[after..]
+                    .find(['/', '?'])
+                    .map_or("/", |i| &target[after + i..]);
+                ("ftp://", &t.dest, t.port, 21, path)
+            }
+            Plan::Local(_) => return Cow::Borrowed(head.target()),
+        };
+        let path = postern_policy::url::normalize_path_and_query(rest);
+        let mut url = String::with_capacity(scheme.len() + 32 + path.len());
+        url.push_str(scheme);
+        push_authority(&mut url, dest, port, Some(default_port));
+        url.push_str(&path);
+        Cow::Owned(url)
+    }
+}
+
+/// `host:port` (IPv6 in brackets), leaving the port out when it is `default`.
+fn push_authority(url: &mut String, dest: &Destination, port: u16, default: Option<u16>) {
+    match dest {
+        Destination::Ip(std::net::IpAddr::V6(v6)) => {
+            url.push('[');
+            postern_policy::addr::push_ip(url, (*v6).into());
+            url.push(']');
         }
+        _ => url.push_str(&dest.rule_host()),
+    }
+    if default != Some(port) {
+        url.push(':');
+        url.push_str(crate::http1::decimal(u64::from(port), &mut [0; 20]));
     }
 }

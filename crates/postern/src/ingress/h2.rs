@@ -425,7 +425,7 @@ async fn route(
     let head = http1_view(cfg, &req, unread, (&target, &authority), None)?;
     let plan = Plan::new(cfg, &head, local)?;
     let host = plan.rule_host();
-    let url = plan.rule_url(&head);
+    let url = plan.rule_url(&head, cfg.rules.uses_url());
     let subject = plan.subject(&head, peer, listener, &host, &url);
     let admission = shared
         .guard
@@ -634,12 +634,13 @@ async fn reverse(
         .rsplit_once(':')
         .map_or(authority, |(h, _)| h)
         .to_ascii_lowercase();
+    let path = postern_policy::url::normalize_path_and_query(head.target());
     let route = cfg
         .routes
         .iter()
         .find(|r| {
             r.listener == listener.name
-                && r.matches(&host, head.target(), |n| {
+                && r.matches(&host, &path, |n| {
                     head.first(n)
                         .map(|v| String::from_utf8_lossy(v).into_owned())
                 })

@@ -291,7 +291,7 @@ async fn route(
     };
     let plan = Plan::new(cfg, head, local)?;
     let host = plan.rule_host();
-    let url = plan.rule_url(head);
+    let url = plan.rule_url(head, cfg.rules.uses_url());
     if ctx.logging && matches!(plan, Plan::Tunnel { .. }) {
         ctx.url = url.to_string();
     }

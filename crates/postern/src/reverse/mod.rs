@@ -68,13 +68,15 @@ pub async fn serve(
             .map(host_without_port)
             .unwrap_or_default(),
     );
-    let path = head.target();
+    // Routes match the path in one spelling (`/%61dmin`, `//admin` and
+    // `/x/../admin` are all `/admin`); the server gets it as written.
+    let path = postern_policy::url::normalize_path_and_query(head.target());
     let route = cfg
         .routes
         .iter()
         .find(|r| {
             r.listener == *ctx.listener
-                && r.matches(&host, path, |name| {
+                && r.matches(&host, &path, |name| {
                     head.first(name)
                         .map(|v| String::from_utf8_lossy(v).into_owned())
                 })
@@ -273,7 +275,7 @@ pub async fn admit<'c>(
                 host,
                 literal_ip: host.parse().ok(),
                 port: local_port,
-                url: head.target(),
+                url: &postern_policy::url::normalize_path_and_query(head.target()),
                 proxy_authorization: None,
                 assume_user: None,
             },
