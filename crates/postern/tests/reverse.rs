@@ -547,3 +547,107 @@ async fn proxy_protocol_in_from_a_balancer_and_out_to_servers() {
         "{seen}"
     );
 }
+
+/// A connection kept for a pool's server is the pool's own: a forward-proxy
+/// client naming that server's address does not get it, and is refused as
+/// any request to a private address is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_server_connections_do_not_serve_forward_clients() {
+    let server = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"fwd\"\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n\n\
+         [log]\naccess = \"{{dir}}/access.log\"\n",
+        server.addr()
+    ));
+    let forward = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        server.url("/status/200")
+    );
+    let (resp, _) = one_response(proxy.addr_of("fwd"), forward.as_bytes()).await;
+    assert_eq!(resp.status, 403, "{}", resp.head);
+    let (resp, _) = one_response(
+        proxy.addr_of("web"),
+        b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    // The reverse listener left a connection to the server idle (it is put
+    // back before the request is logged).
+    common::wait_log_line(&proxy, &["TCP_MISS/200", "/status/200"]);
+    let (resp, _) = one_response(proxy.addr_of("fwd"), forward.as_bytes()).await;
+    assert_eq!(resp.status, 403, "{}", resp.head);
+    assert_eq!(server.requests(), 1);
+}
+
+/// A keep-alive server behind `send_proxy`: each connection starts with a
+/// PROXY header, and every response's body is that header's line.
+async fn proxy_header_echo_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = conn.into_split();
+                let mut r = BufReader::new(r);
+                let mut proxy_line = String::new();
+                if r.read_line(&mut proxy_line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let proxy_line = proxy_line.trim_end().to_string();
+                loop {
+                    // One request head, then the answer.
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{proxy_line}",
+                        proxy_line.len()
+                    );
+                    if w.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A server connection that began with a PROXY header speaks for one client
+/// connection: later requests of that connection reuse it, other clients'
+/// requests get their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_header_connections_serve_only_their_client() {
+    let server = proxy_header_echo_server().await;
+    let proxy = start(&reverse_config(
+        &[server.to_string()],
+        "send_proxy = \"v1\"",
+        "",
+    ));
+    for source in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let stream = socket.connect(proxy.addr()).await.unwrap();
+        let mut conn = common::Conn::from_stream(stream);
+        for _ in 0..2 {
+            conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let resp = conn.read_response(false).await;
+            let body = String::from_utf8_lossy(&resp.body).into_owned();
+            assert!(
+                body.starts_with(&format!("PROXY TCP4 {source} ")),
+                "a request from {source} went out as {body:?}"
+            );
+        }
+    }
+}

@@ -100,6 +100,8 @@ pub async fn serve(
         None => head_bytes,
     };
     let replayable = super::is_idempotent(head) && body == BodyKind::None;
+    // Both ends of the client's connection, for a PROXY header to servers.
+    let ends = (client.peer, client.stream.local_addr().ok());
     let (mut cr, mut cw) = client.stream.split();
 
     // The client's body flows through a bounded channel into the HTTP/2
@@ -153,7 +155,7 @@ pub async fn serve(
         http2: true,
         hash_key: &key,
         sticky: cookie.as_deref(),
-        ends: (client.peer, None),
+        ends,
     };
     let responding = send(cfg, shared, pool, how, request_body, ctx);
     let (fed, response) = tokio::join!(feeding, responding);
@@ -255,14 +257,11 @@ pub(crate) async fn send(
         let dispatch = Dispatch {
             shared,
             // A PROXY header speaks for one client: such connections are not shared.
-            key: pool.spec.send_proxy.is_none().then(|| {
-                format!(
-                    "rev/{}/{:p}/{}",
-                    pool.spec.name,
-                    Arc::as_ptr(&pool.spec),
-                    pool.servers[index].spec.addr
-                )
-            }),
+            key: pool
+                .spec
+                .send_proxy
+                .is_none()
+                .then(|| pool.idle_keys[index].clone()),
             http2,
         };
         let take_body = |body: &mut Option<UpBody>| body.take().unwrap_or_else(no_body);

@@ -548,14 +548,20 @@ pub async fn dispatch_covered(
         // keeps its place for its further attempts.
         let may_retry =
             tried.len() < spec.retries as usize && (retrying.is_some() || pool.may_retry());
+        // Idle connections are kept per pool (`Pool::idle_keys`).
         let pool_key: std::borrow::Cow<str> = match via {
-            Via::Server { .. } => server.spec.addr.as_str().into(),
+            // A PROXY header speaks for one client connection: only that
+            // connection's later requests may reuse the server connection.
+            Via::Server { .. } if spec.send_proxy.is_some() => {
+                format!("{} for {}", pool.idle_keys[index], client.peer).into()
+            }
+            Via::Server { .. } => pool.idle_keys[index].as_str().into(),
             Via::Parent { target, .. } => match spec.protocol {
                 // A SOCKS connection is bound to its destination.
                 ParentProtocol::Socks5 => {
-                    format!("socks5 {} {}", server.spec.addr, target.pool_key()).into()
+                    format!("{} to {}", pool.idle_keys[index], target.pool_key()).into()
                 }
-                ParentProtocol::Http => format!("parent {}", server.spec.addr).into(),
+                ParentProtocol::Http => pool.idle_keys[index].as_str().into(),
             },
         };
         let pooled = shared.pool.checkout(&pool_key, !idempotent);

@@ -172,6 +172,12 @@ pub struct PickInput<'a> {
 pub struct Pool {
     pub spec: Arc<PoolSpec>,
     pub servers: Vec<Arc<ServerState>>,
+    /// Per server, the key of its idle connections in the shared upstream
+    /// pool: the pool's name, this configuration's pool and the address, so
+    /// a connection opened for one pool (a private server, its TLS settings)
+    /// never carries another pool's request or a forward-proxy client's,
+    /// whose keys are `host:port`.
+    pub idle_keys: Vec<String>,
     rr: Mutex<Vec<f64>>,
     /// Maglev lookup table, rebuilt when the set of usable servers changes.
     maglev: Mutex<(u64, Vec<u16>)>,
@@ -214,9 +220,15 @@ impl Pool {
             })
             .collect::<Vec<_>>();
         let n = servers.len();
+        let idle_keys = spec
+            .servers
+            .iter()
+            .map(|s| format!("pool/{}/{:p}/{}", spec.name, Arc::as_ptr(&spec), s.addr))
+            .collect();
         Pool {
             spec,
             servers,
+            idle_keys,
             rr: Mutex::new(vec![0.0; n]),
             maglev: Mutex::new((u64::MAX, Vec::new())),
             generation: AtomicU64::new(0),

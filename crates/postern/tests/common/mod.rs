@@ -242,6 +242,11 @@ impl Conn {
             .await
             .expect("connect timed out")
             .expect("connect");
+        Conn::from_stream(stream)
+    }
+
+    /// A connection made elsewhere (from a chosen source address, say).
+    pub fn from_stream(stream: TcpStream) -> Conn {
         Conn {
             stream,
             buf: Vec::new(),
