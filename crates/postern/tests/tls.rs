@@ -160,3 +160,38 @@ async fn tls_to_servers_checks_their_certificates() {
     assert_eq!(origin.requests(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// HTTP health checks reach a TLS pool's servers over TLS, as its requests
+/// do: the servers stay up and keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_a_tls_pool_speak_tls() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let ca_pem = ca.write_ca_pem(&dir);
+    let origin = TlsOrigin::start(&ca).await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\ntls = true\n\
+         tls_ca = \"{}\"\ntls_server_name = \"localhost\"\n\n\
+         [pool.health]\ntype = \"http\"\npath = \"/status/200\"\ninterval = \"50ms\"\n\
+         timeout = \"2s\"\nfall = 1\nrise = 1\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr(),
+        ca_pem.display()
+    ));
+    // Three checks answered by the server itself (over TLS, or they could
+    // not be counted there).
+    let deadline = std::time::Instant::now() + common::T;
+    while origin.requests() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no health checks reached the server: {}",
+            proxy.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!proxy.stderr().contains("is down"), "{}", proxy.stderr());
+    let f = curl_fetch_async(&[&format!("http://{}/bytes/10", proxy.addr())]).await;
+    assert_eq!(f.status, 200, "{}", f.headers);
+    let _ = std::fs::remove_dir_all(dir);
+}

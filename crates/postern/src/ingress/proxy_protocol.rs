@@ -186,4 +186,25 @@ mod tests {
             }))
         );
     }
+
+    /// The headers health checks send (`LOCAL`, `UNKNOWN`) read back as a
+    /// connection that names no client.
+    #[test]
+    fn health_check_headers_name_no_client() {
+        use crate::reverse::spec::ProxyProtocolVersion;
+        for (version, len) in [
+            (ProxyProtocolVersion::V1, 15),
+            (ProxyProtocolVersion::V2, 16),
+        ] {
+            let header = crate::reverse::local_proxy_header(version);
+            assert_eq!(
+                parse(&header),
+                Ok(Some(Header {
+                    consumed: len,
+                    source: None
+                })),
+                "{header:?}"
+            );
+        }
+    }
 }

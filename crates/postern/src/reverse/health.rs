@@ -5,10 +5,14 @@
 
 use std::sync::{Arc, Weak};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::Request;
+use hyper::header::{CONNECTION, HOST, USER_AGENT};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::timeout;
 
-use super::pool::{Pool, ServerState};
+use super::pool::Pool;
 use super::spec::{HealthKind, HealthSpec};
 use crate::egress::{AddressPermit, Connector};
 
@@ -23,9 +27,9 @@ pub fn spawn(pool: &Arc<Pool>, connector: Arc<Connector>) {
             tokio::time::sleep(spec.interval).await;
             let Some(pool) = weak.upgrade() else { return };
             let mut checks = tokio::task::JoinSet::new();
-            for (i, server) in pool.servers.iter().enumerate() {
-                let (server, spec, connector) = (server.clone(), spec.clone(), connector.clone());
-                checks.spawn(async move { (i, probe(&server, &spec, &connector).await) });
+            for i in 0..pool.servers.len() {
+                let (pool, spec, connector) = (pool.clone(), spec.clone(), connector.clone());
+                checks.spawn(async move { (i, probe(&pool, i, &spec, &connector).await) });
             }
             while let Some(done) = checks.join_next().await {
                 if let Ok((i, result)) = done {
@@ -65,55 +69,81 @@ fn record(pool: &Pool, i: usize, spec: &HealthSpec, result: Result<(), String>) 
     }
 }
 
+/// One check of server `index`. An HTTP check reaches the server as the
+/// pool's requests do: with its TLS settings, HTTP/2 when the pool speaks
+/// it, and a PROXY header of its own (`LOCAL`) when the pool sends them.
 async fn probe(
-    server: &ServerState,
+    pool: &Pool,
+    index: usize,
     spec: &HealthSpec,
     connector: &Connector,
 ) -> Result<(), String> {
+    let server = &pool.servers[index];
     let attempt = async {
-        let (mut stream, _) = connector
-            .connect(
-                &server.spec.host,
-                server.spec.port,
-                AddressPermit::CONFIGURED,
-                None,
-                spec.timeout,
-            )
-            .await
-            .map_err(|e| e.detail)?;
         if spec.kind == HealthKind::Tcp {
+            connector
+                .connect(
+                    &server.spec.host,
+                    server.spec.port,
+                    AddressPermit::CONFIGURED,
+                    None,
+                    spec.timeout,
+                )
+                .await
+                .map_err(|e| e.detail)?;
             return Ok(());
         }
+        let header = pool.spec.send_proxy.map(super::local_proxy_header);
+        let (stream, _) = super::open_with(
+            connector,
+            spec.timeout,
+            pool,
+            index,
+            None,
+            header.as_deref(),
+        )
+        .await
+        .map_err(|e| e.detail)?;
         let host = spec
             .host
             .clone()
             .unwrap_or_else(|| server.spec.addr.clone());
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: postern-health-check\r\nConnection: close\r\n\r\n",
-            spec.path
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 64];
-        let mut n = 0;
-        while n < 12 {
-            let m = stream
-                .read(&mut buf[n..])
-                .await
+        let status = if pool.spec.http2 {
+            // HTTP/2 takes the authority from the URI (RFC 9113 §8.3.1).
+            let scheme = if stream.is_tls() { "https" } else { "http" };
+            let request = Request::get(format!("{scheme}://{host}{}", spec.path))
+                .header(USER_AGENT, "postern-health-check")
+                .body(Empty::<Bytes>::new())
                 .map_err(|e| e.to_string())?;
-            if m == 0 {
-                return Err("closed before a status line".into());
-            }
-            n += m;
-        }
-        let line = std::str::from_utf8(&buf[..n]).unwrap_or("");
-        let status: u16 = line
-            .strip_prefix("HTTP/1.")
-            .and_then(|r| r.get(2..5))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "not an HTTP response".to_string())?;
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(timeout(spec.timeout, connection));
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?
+                .status()
+        } else {
+            let request = Request::get(spec.path.as_str())
+                .header(HOST, host)
+                .header(USER_AGENT, "postern-health-check")
+                .header(CONNECTION, "close")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(timeout(spec.timeout, connection));
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?
+                .status()
+        };
+        let status = status.as_u16();
         if spec.expect.contains(status) {
             Ok(())
         } else {

@@ -718,6 +718,28 @@ pub async fn open(
     socks_target: Option<&HttpTarget>,
     (peer, local): (std::net::SocketAddr, Option<std::net::SocketAddr>),
 ) -> Result<(Upstream, std::net::SocketAddr), ProxyError> {
+    let header = pool.spec.send_proxy.map(|v| proxy_header(v, peer, local));
+    open_with(
+        connector,
+        connect,
+        pool,
+        index,
+        socks_target,
+        header.as_deref(),
+    )
+    .await
+}
+
+/// [`open`] with the PROXY header to send (for pools with `send_proxy`)
+/// given: one naming a client, or a health check's own ([`local_proxy_header`]).
+pub async fn open_with(
+    connector: &crate::egress::Connector,
+    connect: std::time::Duration,
+    pool: &Pool,
+    index: usize,
+    socks_target: Option<&HttpTarget>,
+    proxy_header: Option<&[u8]>,
+) -> Result<(Upstream, std::net::SocketAddr), ProxyError> {
     let spec = &pool.spec;
     let server = &pool.servers[index];
     let connect_timeout = spec.per_try_timeout.map_or(connect, |t| t.min(connect));
@@ -730,9 +752,8 @@ pub async fn open(
             connect_timeout,
         )
         .await?;
-    if let Some(version) = spec.send_proxy {
-        let header = proxy_header(version, peer, local);
-        tokio::io::AsyncWriteExt::write_all(&mut tcp, &header)
+    if let Some(header) = proxy_header {
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, header)
             .await
             .map_err(|e| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string()))?;
     }
@@ -1009,6 +1030,21 @@ pub fn proxy_header(
                     out.extend_from_slice(&d.port().to_be_bytes());
                 }
             }
+            out
+        }
+    }
+}
+
+/// The PROXY header of a connection the proxy makes for itself, a health
+/// check: v1 `UNKNOWN`, v2 `LOCAL` (both "use the connection's own
+/// addresses", as the PROXY protocol specification asks for health checks).
+pub fn local_proxy_header(version: ProxyProtocolVersion) -> Vec<u8> {
+    match version {
+        ProxyProtocolVersion::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        ProxyProtocolVersion::V2 => {
+            let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+            // Version 2, LOCAL command; no family, no addresses.
+            out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
             out
         }
     }
