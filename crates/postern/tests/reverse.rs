@@ -651,3 +651,27 @@ async fn proxy_header_connections_serve_only_their_client() {
         }
     }
 }
+
+/// A response refused by the content rules is the rules' doing, not the
+/// server's: it is not retried on other servers and ejects nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_refusals_are_not_retried_or_blamed_on_servers() {
+    let answer =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-msdownload\r\nContent-Length: 2\r\n\r\nMZ";
+    let (a, b) = (
+        RawOrigin::start(answer).await,
+        RawOrigin::start(answer).await,
+    );
+    let proxy = start(&reverse_config(
+        &[a.addr().to_string(), b.addr().to_string()],
+        "[pool.outlier]\nconsecutive_failures = 2",
+        "[content]\ndeny_types = [\"application/x-msdownload\"]\n",
+    ));
+    for n in 1..=6 {
+        let (resp, _) = one_response(proxy.addr(), b"GET /setup HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(resp.status, 403, "{}", resp.head);
+        let asked = a.requests().len() + b.requests().len();
+        assert_eq!(asked, n, "one server asked per request");
+    }
+    assert!(!proxy.stderr().contains("ejected"), "{}", proxy.stderr());
+}

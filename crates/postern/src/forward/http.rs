@@ -283,7 +283,9 @@ pub async fn forward_origin(
             {
                 retried = true;
             }
-            Err(Failure::Stale(e) | Failure::Upstream(e) | Failure::Client(e)) => return Err(e),
+            Err(
+                Failure::Stale(e) | Failure::Upstream(e) | Failure::Client(e) | Failure::Refused(e),
+            ) => return Err(e),
             Err(Failure::RetryStatus(status)) => return Ok(FromOrigin::Withheld(status)),
             Err(Failure::Aborted) => {
                 ctx.aborted = true;
@@ -308,6 +310,9 @@ pub(crate) enum Failure {
     Upstream(ProxyError),
     /// The client's request body was malformed; nothing final was sent.
     Client(ProxyError),
+    /// The response broke a content rule (a refused type, too large): the
+    /// server answered properly, so it is neither blamed nor retried.
+    Refused(ProxyError),
     /// Part of the response already went out; the connection must be dropped.
     Aborted,
     /// A 502/503/504 the caller asked to retry elsewhere; nothing was sent.
@@ -667,7 +672,7 @@ pub(crate) async fn exchange(
             .first("content-type")
             .map(|v| String::from_utf8_lossy(v).into_owned());
     }
-    check_content(cfg, &head, resp_kind).map_err(Failure::Upstream)?;
+    check_content(cfg, &head, resp_kind).map_err(Failure::Refused)?;
     let storing = req.cache.as_ref().and_then(|t| {
         crate::cache::Storing::decide(
             &t.url,

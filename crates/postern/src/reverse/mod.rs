@@ -692,6 +692,10 @@ pub async fn dispatch_covered(
                 ));
             }
             Err(Failure::Client(e)) => return Err(e),
+            Err(Failure::Refused(e)) => {
+                pool.report_success(index);
+                return Err(e);
+            }
             Err(Failure::NotModified(head)) => {
                 pool.report_success(index);
                 shared.pool.checkin(&pool_key, upstream, addr);
