@@ -258,7 +258,10 @@ impl Pool {
                 Pick::Busy
             };
         }
-        if self.spec.balance == Balance::Hash {
+        // A request without the key (no such header or cookie) is spread
+        // like any other, as nginx and HAProxy do, instead of all such
+        // requests landing on the empty key's server.
+        if self.spec.balance == Balance::Hash && !input.hash_key.is_empty() {
             // The key's server among all usable ones, so that a busy server
             // does not move its keys elsewhere.
             let usable = |backup: bool| -> SmallVec<[usize; 16]> {
@@ -662,6 +665,18 @@ mod tests {
         let ejected = pool.servers.iter().filter(|s| s.is_ejected()).count();
         assert_eq!(ejected, 2, "at most half of four servers");
         assert_eq!(counts(&pool, 100).iter().filter(|c| **c > 0).count(), 2);
+    }
+
+    #[test]
+    fn requests_without_a_hash_key_are_spread() {
+        let pool = Pool::new(Arc::new(spec(4, Balance::Hash)), None);
+        let mut seen = [0usize; 4];
+        for _ in 0..400 {
+            if let Pick::Server(s) = pool.pick(&input(b""), &[]) {
+                seen[s] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&n| n > 40), "{seen:?}");
     }
 
     #[test]
