@@ -99,6 +99,7 @@ pub(crate) async fn through_parent(
     let mut tried = Vec::new();
     let mut retrying = None;
     let mut last_error = None;
+    let mut room = pool.room_wait();
     loop {
         let input = PickInput {
             hash_key: key.as_bytes(),
@@ -106,7 +107,7 @@ pub(crate) async fn through_parent(
         };
         let index = match pool.pick(&input, &tried) {
             Pick::Server(i) => i,
-            Pick::Busy if pool.wait_for_room().await => continue,
+            Pick::Busy if room.wait().await => continue,
             Pick::Busy => {
                 return Err(ProxyError::new(
                     ErrorKind::QueueFull,

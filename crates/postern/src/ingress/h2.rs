@@ -853,6 +853,7 @@ async fn through_parent(
     let _active = crate::reverse::ActiveGuard::new(pool);
     let mut tried = Vec::new();
     let mut retrying = None;
+    let mut room = pool.room_wait();
     loop {
         let input = PickInput {
             hash_key: target.pool_key().as_bytes(),
@@ -860,7 +861,7 @@ async fn through_parent(
         };
         let index = match pool.pick(&input, &tried) {
             Pick::Server(i) => i,
-            Pick::Busy if pool.wait_for_room().await => continue,
+            Pick::Busy if room.wait().await => continue,
             Pick::Busy => {
                 return Err(ProxyError::new(
                     ErrorKind::QueueFull,

@@ -510,6 +510,7 @@ pub async fn dispatch_covered(
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
     let mut retrying = None;
+    let mut room = pool.room_wait();
     loop {
         let input = PickInput {
             hash_key: &key,
@@ -518,7 +519,7 @@ pub async fn dispatch_covered(
         let index = match pool.pick(&input, &tried) {
             Pick::Server(i) => i,
             Pick::Busy => {
-                if pool.wait_for_room().await {
+                if room.wait().await {
                     continue;
                 }
                 return Err(ProxyError::new(

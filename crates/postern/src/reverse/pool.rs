@@ -186,6 +186,10 @@ pub struct Pool {
     pub active: AtomicUsize,
     pub retrying: AtomicUsize,
     queued: AtomicUsize,
+    /// Requests ended so far, and a wake-up for every queued request at
+    /// each: a request waits for its own server (a hash or sticky pick), so
+    /// waking one arbitrary waiter could wake one that still cannot go.
+    releases: AtomicU64,
     freed: Notify,
 }
 
@@ -235,6 +239,7 @@ impl Pool {
             active: AtomicUsize::new(0),
             retrying: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
+            releases: AtomicU64::new(0),
             freed: Notify::new(),
         }
     }
@@ -369,10 +374,11 @@ impl Pool {
         tried: &[usize],
     ) -> Result<usize, crate::error::ProxyError> {
         use crate::error::{ErrorKind, ProxyError};
+        let mut room = self.room_wait();
         loop {
             match self.pick(input, tried) {
                 Pick::Server(i) => return Ok(i),
-                Pick::Busy if self.wait_for_room().await => continue,
+                Pick::Busy if room.wait().await => continue,
                 Pick::Busy => {
                     return Err(ProxyError::new(
                         ErrorKind::QueueFull,
@@ -389,20 +395,16 @@ impl Pool {
         }
     }
 
-    /// Waits until a server has room or `queue_timeout` passes; `false` when
-    /// the queue is full or the wait timed out.
-    pub async fn wait_for_room(&self) -> bool {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.spec.queue {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            return false;
+    /// A request's place in the queue, made before its first pick: each
+    /// [`RoomWait::wait`] after a busy pick waits for a request to end
+    /// anywhere in the pool, within one `queue_timeout` for the whole stay.
+    pub fn room_wait(&self) -> RoomWait<'_> {
+        RoomWait {
+            pool: self,
+            seen: self.releases.load(Ordering::Acquire),
+            deadline: None,
         }
-        let woke = tokio::time::timeout(self.spec.queue_timeout, self.freed.notified())
-            .await
-            .is_ok();
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-        woke
     }
-
     /// Marks a request in flight on server `i` until the guard drops.
     pub fn start(self: &Arc<Self>, i: usize) -> InFlight {
         let s = &self.servers[i];
@@ -521,7 +523,61 @@ impl Drop for InFlight {
         self.pool.servers[self.index]
             .inflight
             .fetch_sub(1, Ordering::Relaxed);
-        self.pool.freed.notify_one();
+        self.pool.releases.fetch_add(1, Ordering::Release);
+        self.pool.freed.notify_waiters();
+    }
+}
+
+/// See [`Pool::room_wait`].
+pub struct RoomWait<'p> {
+    pool: &'p Pool,
+    /// `releases` when the caller last picked: a release since then means
+    /// a pick may succeed now.
+    seen: u64,
+    /// Set at the first wait, when the request takes a queue place.
+    deadline: Option<Instant>,
+}
+
+impl RoomWait<'_> {
+    /// Waits until some request of the pool ends (then the caller picks
+    /// again); `false` when the queue is full or the request has waited
+    /// `queue_timeout` in all.
+    pub async fn wait(&mut self) -> bool {
+        let pool = self.pool;
+        let deadline = match self.deadline {
+            Some(d) => d,
+            None => {
+                if pool.queued.fetch_add(1, Ordering::Relaxed) >= pool.spec.queue {
+                    pool.queued.fetch_sub(1, Ordering::Relaxed);
+                    return false;
+                }
+                *self
+                    .deadline
+                    .insert(Instant::now() + pool.spec.queue_timeout)
+            }
+        };
+        let notified = pool.freed.notified();
+        tokio::pin!(notified);
+        // Registered before the check below, so no release is missed.
+        notified.as_mut().enable();
+        let now = pool.releases.load(Ordering::Acquire);
+        if now != self.seen {
+            self.seen = now;
+            return true;
+        }
+        let woke = tokio::time::timeout_at(deadline.into(), notified)
+            .await
+            .is_ok();
+        self.seen = pool.releases.load(Ordering::Acquire);
+        woke
+    }
+}
+
+impl Drop for RoomWait<'_> {
+    fn drop(&mut self) {
+        if self.deadline.is_some() {
+            self.pool.queued.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -665,6 +721,51 @@ mod tests {
         let ejected = pool.servers.iter().filter(|s| s.is_ejected()).count();
         assert_eq!(ejected, 2, "at most half of four servers");
         assert_eq!(counts(&pool, 100).iter().filter(|c| **c > 0).count(), 2);
+    }
+
+    /// Queued requests wait for their own server (hash keys): when a
+    /// server frees up, the request waiting for it goes, even when another
+    /// request for a still-busy server has waited longer.
+    #[tokio::test]
+    async fn a_freed_server_takes_its_own_queued_request() {
+        let mut s = spec(2, Balance::Hash);
+        s.max_connections = 1;
+        s.queue_timeout = Duration::from_secs(20);
+        let pool = Arc::new(Pool::new(Arc::new(s), None));
+        let key_for = |want: usize| {
+            (0u32..)
+                .map(u32::to_le_bytes)
+                .find(|k| pool.pick(&input(k), &[]) == Pick::Server(want))
+                .unwrap()
+        };
+        let (key_a, key_b) = (key_for(0), key_for(1));
+        let busy_a = pool.start(0);
+        let busy_b = pool.start(1);
+        let queue = |key: [u8; 4]| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.pick_or_queue(&input(&key), &[]).await.ok() })
+        };
+        let queued = |n: usize| {
+            let pool = pool.clone();
+            async move {
+                while pool.queued.load(Ordering::Relaxed) < n {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        let waits_for_a = queue(key_a);
+        queued(1).await;
+        let waits_for_b = queue(key_b);
+        queued(2).await;
+        drop(busy_b);
+        let got = tokio::time::timeout(Duration::from_secs(5), waits_for_b)
+            .await
+            .expect("the request for the freed server goes at once")
+            .unwrap();
+        assert_eq!(got, Some(1));
+        assert!(!waits_for_a.is_finished());
+        drop(busy_a);
+        assert_eq!(waits_for_a.await.unwrap(), Some(0));
     }
 
     #[test]
