@@ -901,3 +901,69 @@ async fn http2_clients_idempotent_requests_are_retried_on_another_server() {
     assert!(statuses.contains(&503), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
 }
+
+/// A request body fed from a channel, for requests that stay open.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// An HTTP/2 client's request counts toward its server's max_connections
+/// until its response has been passed on, not only until the response head
+/// arrives: a second request waits in the queue meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_hold_their_server_while_the_response_streams() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\nmax_connections = 1\nqueue_timeout = \"300ms\"\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // An echo whose request, and so whose response, stays open.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let echo = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{}/echo", proxy.addr()))
+        .body(ChannelBody(rx))
+        .unwrap();
+    tx.send(Bytes::from_static(b"first part")).await.unwrap();
+    let mut streaming = sender.clone().send_request(echo).await.unwrap();
+    assert_eq!(streaming.status(), 200);
+    let part = streaming.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(part.into_data().unwrap(), Bytes::from_static(b"first part"));
+    // The server is busy with the echo: the next request queues and times out.
+    let plain = |sender: &hyper::client::conn::http2::SendRequest<ChannelBody>| {
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        let req = Request::builder()
+            .uri(format!("http://{}/bytes/10", proxy.addr()))
+            .body(ChannelBody(rx))
+            .unwrap();
+        sender.clone().send_request(req)
+    };
+    let queued = plain(&sender).await.unwrap();
+    assert_eq!(queued.status(), 503, "{:?}", queued.headers());
+    // Once the echo has ended, the server takes requests again.
+    drop(tx);
+    let rest = streaming.into_body().collect().await.unwrap().to_bytes();
+    assert!(rest.is_empty(), "{rest:?}");
+    let after = plain(&sender).await.unwrap();
+    assert_eq!(after.status(), 200);
+}

@@ -743,10 +743,15 @@ async fn reverse(
     let fetched = crate::reverse::bridge::send(cfg, shared, &pool, how, body, ctx).await;
     let response = match miss {
         Some(miss) => match fetched {
-            Ok(response) => miss.finish(head, response),
+            Ok((response, inflight)) => {
+                crate::reverse::bridge::Held::wrap(miss.finish(head, response), inflight)
+            }
             Err(e) => miss.failed(cfg, head, e)?,
         },
-        None => fetched?.map(BodyExt::boxed),
+        None => {
+            let (response, inflight) = fetched?;
+            crate::reverse::bridge::Held::wrap(response.map(BodyExt::boxed), inflight)
+        }
     };
     Ok(client_response(response, &route.rewrite, None))
 }

@@ -20,7 +20,7 @@ use hyper::{HeaderMap, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::pool::{PickInput, Pool};
+use super::pool::{InFlight, PickInput, Pool};
 use super::spec::RouteSpec;
 use crate::cache::h2::Looked;
 use crate::config::{Config, ListenerConfig};
@@ -161,10 +161,13 @@ pub async fn serve(
     let (fed, response) = tokio::join!(feeding, responding);
     let response = match miss {
         Some(miss) => match response {
-            Ok(response) => miss.finish(head, response),
+            Ok((response, inflight)) => Held::wrap(miss.finish(head, response), inflight),
             Err(e) => miss.failed(cfg, head, e)?,
         },
-        None => response?.map(BodyExt::boxed),
+        None => {
+            let (response, inflight) = response?;
+            Held::wrap(response.map(BodyExt::boxed), inflight)
+        }
     };
     let request_complete = match fed {
         Ok(n) => {
@@ -235,7 +238,7 @@ pub(crate) async fn send(
     how: Sending<'_>,
     body: UpBody,
     ctx: &mut RequestCtx,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<(Response<Incoming>, InFlight), ProxyError> {
     let Sending {
         head_bytes,
         replayable,
@@ -252,7 +255,7 @@ pub(crate) async fn send(
     loop {
         let input = PickInput { hash_key, sticky };
         let index = pool.pick_or_queue(&input, &tried).await?;
-        let _inflight = pool.start(index);
+        let inflight = pool.start(index);
         ctx.result = "TCP_MISS";
         let dispatch = Dispatch {
             shared,
@@ -333,6 +336,8 @@ pub(crate) async fn send(
         // A client not yet pinned to this server is from now on (as on the
         // HTTP/1.1 path).
         let id = &pool.servers[index].id;
+        // The request stays in flight on its server (max_connections, least
+        // connections) until its body has been passed on: see `Held`.
         return response.map(|mut r| {
             if let Some(name) = &pool.spec.sticky_cookie
                 && sticky != Some(id.as_str())
@@ -340,7 +345,7 @@ pub(crate) async fn send(
             {
                 r.headers_mut().append(hyper::header::SET_COOKIE, v);
             }
-            r
+            (r, inflight)
         });
     }
 }
@@ -556,5 +561,49 @@ impl AsyncWrite for ChannelWriter {
     fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.tx = None;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A response body that keeps its request in flight on its server until
+/// the body ends or is dropped, as the HTTP/1 path does for its whole
+/// exchange: `max_connections` and least-connections count streaming
+/// responses, not only those waiting for their head.
+pub(crate) struct Held {
+    body: HeldBody,
+    _inflight: InFlight,
+}
+
+impl Held {
+    pub(crate) fn wrap(response: Response<HeldBody>, inflight: InFlight) -> Response<HeldBody> {
+        response.map(|body| {
+            Held {
+                body,
+                _inflight: inflight,
+            }
+            .boxed()
+        })
+    }
+}
+
+/// The responses `Held` wraps (a server's, or the cache's).
+type HeldBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
