@@ -967,3 +967,52 @@ async fn http2_requests_hold_their_server_while_the_response_streams() {
     let after = plain(&sender).await.unwrap();
     assert_eq!(after.status(), 200);
 }
+
+/// For HTTP/2 clients, as for HTTP/1 ones: a pool's `per_try_timeout` is
+/// the time a server has to answer, and that time starts once the request
+/// body is out, so a slow upload is not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_answer_timeouts_start_after_the_upload() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
+         [timeouts]\nfirst_byte = \"5s\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\nper_try_timeout = \"1s\"\nretries = 0\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // A server slower than per_try_timeout: 504 after it, not after first_byte.
+    let (_, rx) = tokio::sync::mpsc::channel(1);
+    let slow = Request::builder()
+        .uri(format!("http://{}/delay/3000", proxy.addr()))
+        .body(ChannelBody(rx))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let resp = sender.clone().send_request(slow).await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() < std::time::Duration::from_millis(2500));
+    // An upload that takes longer than per_try_timeout, answered once whole.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let upload = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{}/expect", proxy.addr()))
+        .body(ChannelBody(rx))
+        .unwrap();
+    let feeding = tokio::spawn(async move {
+        for _ in 0..3 {
+            tx.send(Bytes::from(vec![b'x'; 1000])).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        }
+    });
+    let resp = sender.clone().send_request(upload).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"got 3000 bytes");
+    feeding.await.unwrap();
+}

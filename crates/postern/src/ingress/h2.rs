@@ -571,6 +571,7 @@ async fn fetch_forward(
         shared,
         key: Some(format!("fwd/{}", target.pool_key())),
         http2: false,
+        first_byte: cfg.timeouts.first_byte,
     };
     let mut body = Some(up_body(body));
     let mut unsent = None;
@@ -579,7 +580,7 @@ async fn fetch_forward(
     if let Some((sender, addr, tls)) = dispatch.kept(cfg, allowed) {
         ctx.upstream = Some(addr);
         let request = build_request(&bytes, body.take().expect("body"), false, tls)?;
-        match dispatch.exchange(cfg, sender, (addr, tls), request).await {
+        match dispatch.exchange(sender, (addr, tls), request).await {
             Ok(response) => return Ok(response),
             Err((Some(request), _)) => unsent = Some(request),
             Err((None, e)) => return Err(e),
@@ -602,7 +603,7 @@ async fn fetch_forward(
         None => build_request(&bytes, body.take().expect("body"), false, false)?,
     };
     dispatch
-        .exchange(cfg, sender, (addr, false), request)
+        .exchange(sender, (addr, false), request)
         .await
         .map_err(|(_, e)| e)
 }
@@ -895,11 +896,12 @@ async fn through_parent(
                 format!("parent/{:p}/{server}", Arc::as_ptr(spec))
             }),
             http2: false,
+            first_byte: spec.per_try_timeout.unwrap_or(cfg.timeouts.first_byte),
         };
         if let Some((sender, addr, tls)) = dispatch.kept(cfg, |_| true) {
             ctx.upstream = Some(addr);
             let request = build_request(&bytes, body, false, tls)?;
-            return match dispatch.exchange(cfg, sender, (addr, tls), request).await {
+            return match dispatch.exchange(sender, (addr, tls), request).await {
                 Ok(r) => Ok(r),
                 Err((Some(request), _)) => {
                     // The kept connection closed while idle: a new one.
@@ -915,7 +917,7 @@ async fn through_parent(
                     ctx.upstream = Some(addr);
                     let sender = dispatch.fresh(stream, addr).await?;
                     dispatch
-                        .exchange(cfg, sender, (addr, false), request)
+                        .exchange(sender, (addr, false), request)
                         .await
                         .map_err(|(_, e)| e)
                 }
@@ -942,7 +944,7 @@ async fn through_parent(
         let sender = dispatch.fresh(stream, addr).await?;
         let request = build_request(&bytes, body, false, tls)?;
         return dispatch
-            .exchange(cfg, sender, (addr, tls), request)
+            .exchange(sender, (addr, tls), request)
             .await
             .map_err(|(_, e)| e);
     }
@@ -956,6 +958,9 @@ pub(crate) struct Dispatch<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) key: Option<String>,
     pub(crate) http2: bool,
+    /// How long a server has to answer once the whole request is out
+    /// (`timeouts.first_byte`, or a pool's `per_try_timeout`).
+    pub(crate) first_byte: std::time::Duration,
 }
 
 impl Dispatch<'_> {
@@ -994,12 +999,11 @@ impl Dispatch<'_> {
     /// it was never sent, so it can go out on another connection.
     pub(crate) async fn exchange(
         &self,
-        cfg: &Config,
         mut sender: Sender,
         (addr, tls): (SocketAddr, bool),
         req: Request<UpBody>,
     ) -> Result<Response<Incoming>, (Option<Request<UpBody>>, ProxyError)> {
-        let response = dispatch(cfg, &mut sender, req).await?;
+        let response = dispatch(self.first_byte, &mut sender, req).await?;
         if let (Some(key), Sender::Http1(_)) = (&self.key, &sender) {
             self.shared.senders.checkin(key, sender, addr, tls);
         }
@@ -1121,11 +1125,20 @@ async fn handshake(stream: crate::egress::Upstream, http2: bool) -> Result<Sende
 /// Sends `req` and waits for the response head (first-byte timeout). On
 /// failure, the request comes back when it was never sent.
 async fn dispatch(
-    cfg: &Config,
+    first_byte: std::time::Duration,
     sender: &mut Sender,
     req: Request<UpBody>,
 ) -> Result<Response<Incoming>, (Option<Request<UpBody>>, ProxyError)> {
-    let sent = tokio::time::timeout(cfg.timeouts.first_byte, async {
+    // The server's time to answer starts once the request body is out, as
+    // on the HTTP/1 path: an upload takes as long as it takes.
+    let (body_out, body_sent) = tokio::sync::oneshot::channel();
+    let req = req.map(|body| {
+        crate::egress::senders::up_body(SignalsEnd {
+            body,
+            end: Some(body_out),
+        })
+    });
+    let sending = async {
         match sender {
             Sender::Http1(s) => {
                 if s.ready().await.is_err() {
@@ -1140,8 +1153,13 @@ async fn dispatch(
                 s.try_send_request(req).await.map_err(Some)
             }
         }
-    })
-    .await;
+    };
+    tokio::pin!(sending);
+    let sent = tokio::select! {
+        // An answer before the body is all out (an early error, say).
+        answered = &mut sending => Ok(answered),
+        _ = body_sent => tokio::time::timeout(first_byte, &mut sending).await,
+    };
     let terminated = |e: String| ProxyError::new(ErrorKind::UpstreamTerminated, e);
     match sent {
         Ok(Ok(r)) => Ok(r),
@@ -1157,6 +1175,39 @@ async fn dispatch(
                 "no response within the first-byte timeout",
             ),
         )),
+    }
+}
+
+/// A request body that says when it has ended (or was dropped unfinished),
+/// so the first-byte clock can start.
+struct SignalsEnd {
+    body: UpBody,
+    end: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl hyper::body::Body for SignalsEnd {
+    type Data = Bytes;
+    type Error = crate::egress::senders::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        let ended = matches!(polled, std::task::Poll::Ready(None | Some(Err(_))))
+            || self.body.is_end_stream();
+        if ended && let Some(end) = self.end.take() {
+            let _ = end.send(());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -266,6 +266,7 @@ pub(crate) async fn send(
                 .is_none()
                 .then(|| pool.idle_keys[index].clone()),
             http2,
+            first_byte: pool.spec.per_try_timeout.unwrap_or(cfg.timeouts.first_byte),
         };
         let take_body = |body: &mut Option<UpBody>| body.take().unwrap_or_else(no_body);
         let mut outcome = None;
@@ -274,7 +275,7 @@ pub(crate) async fn send(
         {
             ctx.upstream = Some(addr);
             let request = build_request(head_bytes, take_body(&mut body), http2, tls)?;
-            match dispatch.exchange(cfg, sender, (addr, tls), request).await {
+            match dispatch.exchange(sender, (addr, tls), request).await {
                 Err((Some(request), _)) => unsent = Some(request),
                 done => outcome = Some(done.map_err(|(_, e)| e)),
             }
@@ -305,7 +306,7 @@ pub(crate) async fn send(
                             None => build_request(head_bytes, take_body(&mut body), http2, tls)?,
                         };
                         dispatch
-                            .exchange(cfg, sender, (addr, tls), request)
+                            .exchange(sender, (addr, tls), request)
                             .await
                             .map_err(|(_, e)| e)
                     }
