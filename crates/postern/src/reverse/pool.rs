@@ -83,8 +83,12 @@ impl ServerState {
 
     /// An administrative change at run time (admin API); survives reloads.
     pub fn set_admin(&self, state: AdminState) {
-        self.admin.store(state as u8, Ordering::Relaxed);
+        let was = self.admin.swap(state as u8, Ordering::Relaxed);
         self.admin_overridden.store(true, Ordering::Relaxed);
+        // Back to taking new clients: slow start, as after a failure.
+        if state == AdminState::Ready && was != AdminState::Ready as u8 {
+            self.up_since.store(now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// The weight in use: the admin API's, else the configured one.
@@ -463,7 +467,9 @@ impl Pool {
             Ordering::Relaxed,
         );
         s.consecutive_failures.store(0, Ordering::Relaxed);
-        s.up_since.store(0, Ordering::Relaxed);
+        // Slow start begins when the ejection ends.
+        s.up_since
+            .store(s.ejected_until.load(Ordering::Relaxed), Ordering::Relaxed);
         eprintln!(
             "postern: pool {}: server {} ejected for {}s after {n} failures in a row",
             self.spec.name,
@@ -766,6 +772,31 @@ mod tests {
         assert!(!waits_for_a.is_finished());
         drop(busy_a);
         assert_eq!(waits_for_a.await.unwrap(), Some(0));
+    }
+
+    /// A server back from maintenance or from an ejection starts slowly,
+    /// like one back from failed health checks.
+    #[test]
+    fn slow_start_follows_maintenance_and_ejection() {
+        let mut s = spec(3, Balance::RoundRobin);
+        s.slow_start = Duration::from_secs(60);
+        s.outlier.consecutive_failures = 1;
+        s.outlier.ejection_time = Duration::from_secs(30);
+        let pool = Pool::new(Arc::new(s), None);
+        let ramp = |i: usize| pool.servers[i].effective_weight(Duration::from_secs(60));
+        assert_eq!(ramp(0), 1.0, "full weight from the start");
+        pool.servers[0].set_admin(AdminState::Maintenance);
+        pool.servers[0].set_admin(AdminState::Ready);
+        assert!(ramp(0) < 0.2, "{}", ramp(0));
+        pool.report_failure(1);
+        assert!(pool.servers[1].is_ejected());
+        let server = &pool.servers[1];
+        assert_eq!(
+            server.up_since.load(Ordering::Relaxed),
+            server.ejected_until.load(Ordering::Relaxed),
+            "the ramp starts when the ejection ends"
+        );
+        assert!(ramp(1) < 0.2, "{}", ramp(1));
     }
 
     #[test]
