@@ -474,6 +474,49 @@ async fn content_rules_refuse_types_and_sizes() {
     assert!(chunked.body.len() < 200_000);
 }
 
+/// HTTP/2 clients meet the same content and bandwidth rules as HTTP/1
+/// ones (curl speaking h2c to the proxy port, by prior knowledge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_meet_the_content_and_bandwidth_rules() {
+    let origin = Origin::start().await;
+    let proxy = start(&config(
+        "h2c = true",
+        "allow_private_destinations = true",
+        "[content]\ndeny_types = [\"video/*\"]\nmax_response_size = \"400KiB\"\n\n\
+         [limits]\nclient_bandwidth = \"100KiB/s\"\n",
+    ));
+    let via_h2 = format!(
+        "{}:{}:{}",
+        origin.addr().ip(),
+        origin.addr().port(),
+        proxy.addr()
+    );
+    let fetch = |path: &str| {
+        let url = origin.url(path);
+        let via_h2 = via_h2.clone();
+        async move {
+            curl_fetch_async(&["--http2-prior-knowledge", "--connect-to", &via_h2, &url]).await
+        }
+    };
+    let video = fetch("/status/200?h=content-type:video/mp4").await;
+    assert_eq!(video.status, 403, "{}", video.headers);
+    let big = fetch("/bytes/500000").await;
+    assert_eq!(big.status, 502, "{}", big.headers);
+    let chunked = fetch("/chunked/500000").await;
+    assert_ne!(chunked.exit, 0, "a cut response must not look complete");
+    assert!(chunked.body.len() < 500_000);
+    // 300 KiB at 100 KiB/s with a one-second burst: at least two seconds.
+    let started = Instant::now();
+    let paced = fetch("/bytes/307200").await;
+    assert_eq!(paced.status, 200, "{}", paced.stderr);
+    assert_eq!(paced.body, pattern_bytes(307_200));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_agrees_with_the_running_proxy() {
     let dir = scratch_dir();

@@ -33,11 +33,14 @@ use crate::forward::plan::Plan;
 use crate::http1::RequestHead;
 use crate::http1::fields::{connection_options, request_body};
 use crate::http1::head::{Fields, HeadLimits, parse_request};
+use crate::ingress::h2_limits;
 use crate::ingress::h2_streams::StreamStates;
 use crate::reverse::pool::{Pick, PickInput};
 use crate::reverse::reverse_head;
 
-type Body = BoxBody<Bytes, hyper::Error>;
+/// A response body for HTTP/2 clients; its error (a server's, or a limit
+/// passed) resets the client's stream.
+type Body = BoxBody<Bytes, crate::egress::senders::BoxError>;
 
 /// Serves one HTTP/2 connection until the client or the proxy ends it.
 pub async fn serve<IO>(
@@ -141,12 +144,12 @@ struct Logged {
 
 impl hyper::body::Body for Logged {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::egress::senders::BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -516,6 +519,7 @@ async fn route(
                                     req_cc,
                                 );
                             }
+                            let response = h2_limits::limit(cfg, &admission.buckets, response);
                             return Ok(client_response(response, &scrubber, out.via));
                         }
                         Looked::Miss(miss) => Some(miss),
@@ -538,13 +542,17 @@ async fn route(
                 ctx,
             )
             .await;
+            // The content rules, before anything reaches the client.
+            let fetched = fetched.and_then(|r| h2_limits::check_head(cfg, r.headers()).map(|()| r));
             let response = match miss {
                 Some(miss) => match fetched {
                     Ok(response) => miss.finish(&head, response),
+                    Err(e) if is_content_refusal(&e) => return Err(e),
                     Err(e) => miss.failed(cfg, &head, e)?,
                 },
                 None => fetched?.map(BodyExt::boxed),
             };
+            let response = h2_limits::limit(cfg, &admission.buckets, response);
             Ok(client_response(response, &scrubber, out.via))
         }
     }
@@ -701,6 +709,7 @@ async fn reverse(
                             req_cc,
                         );
                     }
+                    let response = h2_limits::limit(cfg, &admission.buckets, response);
                     return Ok(client_response(response, &route.rewrite, None));
                 }
                 Looked::Miss(miss) => Some(miss),
@@ -742,11 +751,15 @@ async fn reverse(
     };
     let body = up_body(body);
     let fetched = crate::reverse::bridge::send(cfg, shared, &pool, how, body, ctx).await;
+    // The content rules, before anything reaches the client.
+    let fetched = fetched
+        .and_then(|(r, inflight)| h2_limits::check_head(cfg, r.headers()).map(|()| (r, inflight)));
     let response = match miss {
         Some(miss) => match fetched {
             Ok((response, inflight)) => {
                 crate::reverse::bridge::Held::wrap(miss.finish(head, response), inflight)
             }
+            Err(e) if is_content_refusal(&e) => return Err(e),
             Err(e) => miss.failed(cfg, head, e)?,
         },
         None => {
@@ -754,7 +767,17 @@ async fn reverse(
             crate::reverse::bridge::Held::wrap(response.map(BodyExt::boxed), inflight)
         }
     };
+    let response = h2_limits::limit(cfg, &admission.buckets, response);
     Ok(client_response(response, &route.rewrite, None))
+}
+
+/// A response refused by the content rules: answered as it is, never
+/// covered with a stale copy.
+fn is_content_refusal(e: &ProxyError) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::ContentDenied | ErrorKind::ResponseTooLarge
+    )
 }
 
 /// What a reverse listener's stream asks of the route's pool.
@@ -1219,7 +1242,8 @@ fn client_response<B>(
     via: Option<&str>,
 ) -> Response<Body>
 where
-    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<crate::egress::senders::BoxError>,
 {
     let (mut parts, body) = response.into_parts();
     let named: Vec<String> = parts
@@ -1267,5 +1291,5 @@ where
         parts.headers.append("via", v);
     }
     parts.version = hyper::Version::HTTP_2;
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, body.map_err(Into::into).boxed())
 }

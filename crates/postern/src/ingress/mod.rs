@@ -4,7 +4,8 @@
 pub mod admin;
 pub mod ftp_relay;
 pub mod h2;
-pub mod h2_streams;
+pub mod h2_limits;
+mod h2_streams;
 pub mod http1;
 pub mod proxy_protocol;
 pub mod socks;
