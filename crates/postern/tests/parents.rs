@@ -190,3 +190,50 @@ async fn egress_bind_rotates_source_addresses() {
         ["127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.3"]
     );
 }
+
+/// What the child checks on addresses holds through its parents, which
+/// resolve names themselves: loopback names are refused by the default
+/// guard, and a name some of whose addresses a rule refuses is not handed
+/// to a parent that could choose them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_checks_hold_for_names_sent_to_parents() {
+    let origin = Origin::start().await;
+    let port = origin.addr().port();
+    let p1 = parent("", port);
+    let pool = format!("[[pool]]\nname = \"up\"\nservers = [\"{}\"]\n", p1.addr());
+    // The default guard: no private destinations.
+    let guarded = start(&config(
+        "parent = \"up\"",
+        &format!("connect_ports = [443, {port}]"),
+        &pool,
+    ));
+    let by_name = format!("http://localhost:{port}/status/200");
+    let f = curl_fetch_async(&["-x", &guarded.proxy_url(), &by_name]).await;
+    assert_eq!(f.status, 403, "{}", f.headers);
+    assert!(
+        f.header("proxy-status")
+            .unwrap_or_default()
+            .contains("destination_ip_prohibited"),
+        "{}",
+        f.headers
+    );
+    let f = curl_fetch_async(&["-p", "-x", &guarded.proxy_url(), &by_name]).await;
+    assert_ne!(f.status, 200, "{}", f.stderr);
+    // A rule on addresses: `localhost` is ::1 and 127.0.0.1, and the rule
+    // refuses one of them (which the parent might well pick).
+    let ruled = start(&config(
+        "parent = \"up\"",
+        &format!("allow_private_destinations = true\nconnect_ports = [443, {port}]"),
+        &format!(
+            "{pool}\n[[rule]]\naction = \"deny\"\ndst_ip = [\"::1/128\"]\n\n\
+             [[rule]]\naction = \"allow\"\nsrc = [\"127.0.0.0/8\"]\n"
+        ),
+    ));
+    let f = curl_fetch_async(&["-x", &ruled.proxy_url(), &by_name]).await;
+    assert_eq!(f.status, 403, "{}", f.headers);
+    assert_eq!(origin.requests(), 0, "nothing reached the origin");
+    // An address the rules allow still goes through the parent.
+    let f = curl_fetch_async(&["-x", &ruled.proxy_url(), &origin.url("/status/204")]).await;
+    assert_eq!(f.status, 204, "{}", f.headers);
+    common::wait_log_line(&p1, &["/status/204"]);
+}

@@ -16,6 +16,19 @@ pub enum ResolveError {
     Failed(String),
 }
 
+/// RFC 6761 §6.3: `localhost` and names under it always mean the loopback
+/// interface of whoever resolves them.
+pub fn is_localhost(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .len()
+            .checked_sub(".localhost".len())
+            .is_some_and(|at| {
+                host.is_char_boundary(at) && host[at..].eq_ignore_ascii_case(".localhost")
+            })
+}
+
 pub struct Resolver {
     inner: TokioResolver,
     /// `egress.hosts`: names answered without DNS (replaced on reload).
@@ -52,10 +65,7 @@ impl Resolver {
 
     /// All addresses of `host`, which is a name (IP literals never reach here).
     pub async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
-        // RFC 6761 §6.3: localhost names always mean the loopback interface.
-        if host.eq_ignore_ascii_case("localhost")
-            || host.to_ascii_lowercase().ends_with(".localhost")
-        {
+        if is_localhost(host) {
             return Ok(vec![Ipv6Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()]);
         }
         let hosts = self.hosts.load();
@@ -103,6 +113,21 @@ impl Resolver {
                     Err(ResolveError::Failed(format!("{host}: {text}")))
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_localhost;
+
+    #[test]
+    fn localhost_names() {
+        for name in ["localhost", "LOCALHOST.", "a.localhost", "x.y.LocalHost"] {
+            assert!(is_localhost(name), "{name}");
+        }
+        for name in ["localhost.example", "notlocalhost", "xlocalhost", "é", ""] {
+            assert!(!is_localhost(name), "{name}");
         }
     }
 }

@@ -55,6 +55,10 @@ pub struct Admission<'c> {
     /// Set when the rules looked at the resolved addresses: only these may be
     /// connected to.
     pub pinned: Option<Vec<IpAddr>>,
+    /// The rules refused some of the name's addresses (and allowed the
+    /// rest): a parent proxy, which chooses among all of them itself,
+    /// cannot be trusted with it.
+    pub refused_some: bool,
     /// The rule (or default) that allowed it.
     pub by: &'c str,
     /// Bandwidth buckets the transfer toward the client waits on.
@@ -142,6 +146,7 @@ impl Guard {
             url: s.url,
             now: Clock::from_unix(now, cfg.utc_offset_minutes),
         };
+        let mut refused_some = false;
         let (decision, pinned) = match cfg.rules.decide(&req) {
             Verdict::Decided(d) => (d, None),
             Verdict::NeedsAddress => {
@@ -166,6 +171,7 @@ impl Guard {
                         refusal = Some(d);
                     }
                 }
+                refused_some = refusal.is_some();
                 match (allowed.is_empty(), refusal) {
                     (true, Some(d)) => (d, None),
                     (false, _) | (true, None) => {
@@ -194,6 +200,7 @@ impl Guard {
                 Ok(Admission {
                     user,
                     pinned,
+                    refused_some,
                     by: decision.by,
                     buckets,
                 })

@@ -10,7 +10,7 @@
 //! included (gRPC). CONNECT streams (RFC 9113 §8.5) become tunnels.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -448,7 +448,8 @@ async fn route(
             ),
         )),
         Plan::Tunnel { dest, port } => {
-            let parent = crate::ingress::http1::parent_pool(cfg, shared, listener, &dest)?;
+            let parent =
+                crate::ingress::http1::parent_pool(cfg, shared, listener, &dest, &admission)?;
             let (upstream, addr, pending) = match &parent {
                 Some(pool) => {
                     crate::forward::connect::through_parent(cfg, shared, pool, &dest, port).await?
@@ -535,7 +536,7 @@ async fn route(
                 cfg,
                 shared,
                 listener,
-                (&target, admission.pinned.as_deref()),
+                (&target, &admission),
                 bytes,
                 take(unread)?,
                 peer,
@@ -565,13 +566,19 @@ async fn fetch_forward(
     cfg: &Config,
     shared: &Shared,
     listener: &str,
-    (target, pinned): (&crate::forward::target::HttpTarget, Option<&[IpAddr]>),
+    (target, admission): (
+        &crate::forward::target::HttpTarget,
+        &crate::guard::Admission<'_>,
+    ),
     bytes: Vec<u8>,
     body: Incoming,
     peer: SocketAddr,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Incoming>, ProxyError> {
-    if let Some(pool) = crate::ingress::http1::parent_pool(cfg, shared, listener, &target.dest)? {
+    let pinned = admission.pinned.as_deref();
+    if let Some(pool) =
+        crate::ingress::http1::parent_pool(cfg, shared, listener, &target.dest, admission)?
+    {
         let body = up_body(body);
         return through_parent(cfg, shared, &pool, target, bytes, body, peer, ctx).await;
     }

@@ -306,7 +306,7 @@ async fn route(
         // the listener's own address as destination.
         Plan::Local(local) => local_request(cfg, client, head, body, &conn, local, ctx).await,
         Plan::Tunnel { dest, port } => {
-            let parent = parent_pool(cfg, shared, &ctx.listener, &dest)?;
+            let parent = parent_pool(cfg, shared, &ctx.listener, &dest, &admission)?;
             // Boxed: the tunnel's state is large, and a connection waiting for
             // its next request should not carry it (nor copy it on every move).
             let target = connect::TunnelTarget {
@@ -339,7 +339,9 @@ async fn route(
         }
         Plan::Http(http_target) => {
             let scrubber = cfg.scrubber(&ctx.listener);
-            if let Some(pool) = parent_pool(cfg, shared, &ctx.listener, &http_target.dest)? {
+            if let Some(pool) =
+                parent_pool(cfg, shared, &ctx.listener, &http_target.dest, &admission)?
+            {
                 let via = crate::reverse::Via::Parent {
                     target: &http_target,
                     scrubber: &scrubber,
@@ -422,6 +424,7 @@ pub(crate) fn parent_pool(
     shared: &Shared,
     listener: &str,
     dest: &crate::egress::Destination,
+    admission: &crate::guard::Admission<'_>,
 ) -> Result<Option<std::sync::Arc<crate::reverse::pool::Pool>>, ProxyError> {
     let Some(name) = cfg
         .listeners
@@ -431,8 +434,31 @@ pub(crate) fn parent_pool(
     else {
         return Ok(None);
     };
-    if let Some(ip) = dest.literal_ip() {
-        cfg.address_permit().filter(&ip.to_string(), &[ip])?;
+    // A parent resolves names itself, so what this proxy checks on
+    // addresses must hold for every address a name may stand for.
+    match dest {
+        crate::egress::Destination::Ip(ip) => {
+            cfg.address_permit().filter(&ip.to_string(), &[*ip])?;
+        }
+        // RFC 6761 §6.3: these names are the parent's own loopback.
+        crate::egress::Destination::Name(n)
+            if !cfg.egress.allow_private_destinations
+                && crate::egress::resolve::is_localhost(n) =>
+        {
+            return Err(ProxyError::new(
+                ErrorKind::DestinationProhibited,
+                format!("{n} is a loopback name (egress.allow_private_destinations)"),
+            ));
+        }
+        crate::egress::Destination::Name(n) if admission.refused_some => {
+            return Err(ProxyError::new(
+                ErrorKind::Denied,
+                format!(
+                    "the rules refuse some addresses of {n}, and a parent proxy would choose among all of them"
+                ),
+            ));
+        }
+        crate::egress::Destination::Name(_) => {}
     }
     Ok(shared.pools.load().get(name).cloned())
 }
