@@ -682,3 +682,24 @@ async fn anonymous_downloads_go_through_the_cache() {
     assert_eq!(range.body, &pattern_bytes(300_000)[..10]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// ftp:// downloads are paced by the client's bandwidth limit, like HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ftp_downloads_meet_the_bandwidth_limit() {
+    let dir = tree();
+    let ftp = FtpServer::start(&dir, false);
+    let proxy = start(&private_config(
+        "[limits]\nclient_bandwidth = \"100KiB/s\"\n",
+    ));
+    let started = Instant::now();
+    // 293 KiB at 100 KiB/s with a one-second burst: at least 1.9 seconds.
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), &ftp.url("pub/data.bin")]).await;
+    assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
+    assert_eq!(f.body, pattern_bytes(300_000));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

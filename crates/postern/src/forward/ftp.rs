@@ -451,7 +451,14 @@ pub async fn serve(
         if head.is_method("HEAD") {
             return Ok(keep && !framing_close);
         }
-        let copied = copy_data(&mut data, client, cfg.timeouts.io, length, copy.as_mut()).await;
+        let copied = copy_data(
+            &mut data,
+            client,
+            (cfg.timeouts.io, &admission.buckets),
+            length,
+            copy.as_mut(),
+        )
+        .await;
         ctx.bytes_out += copied.0;
         let done = ctl
             .reply()
@@ -539,15 +546,19 @@ pub async fn serve(
 
 /// Copies the data connection to the client, and into `copy` when given;
 /// (bytes, ended cleanly).
+/// Copies a download to the client, paced by the client's and user's
+/// bandwidth buckets; (bytes, whether the data connection ended cleanly).
 async fn copy_data(
     data: &mut TcpStream,
     client: &mut Client,
-    io: Duration,
+    (io, buckets): (Duration, &[std::sync::Arc<crate::guard::limits::Bucket>]),
     length: Option<u64>,
     mut copy: Option<&mut Vec<u8>>,
 ) -> (u64, bool) {
     let mut total = 0u64;
-    let mut chunk = vec![0u8; 64 * 1024];
+    // A limited download moves in small steps, each paid for in its buckets.
+    let step = buckets.iter().map(|b| b.step()).min().unwrap_or(64 * 1024);
+    let mut chunk = vec![0u8; step];
     loop {
         let n = match timeout(io, data.read(&mut chunk)).await {
             Ok(Ok(0)) => return (total, true),
@@ -556,6 +567,12 @@ async fn copy_data(
         };
         if length.is_some_and(|l| total + n as u64 > l) {
             return (total, false);
+        }
+        for bucket in buckets {
+            let wait = bucket.take(n);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
         if !client.send(&chunk[..n], io).await {
             return (total, false);
