@@ -701,5 +701,34 @@ async fn ftp_downloads_meet_the_bandwidth_limit() {
         "{:?}",
         started.elapsed()
     );
+    // The same through the native relay's data connections.
+    let relay = start(&common::config(
+        "mode = \"ftp\"",
+        "allow_private_destinations = true",
+        "[limits]\nclient_bandwidth = \"100KiB/s\"\n",
+    ));
+    let script = format!(
+        r#"
+import ftplib, sys, time
+f = ftplib.FTP()
+f.connect('127.0.0.1', {relay_port}, timeout=20)
+f.login('anonymous@127.0.0.1:{ftp_port}', 'x@')
+got = []
+started = time.monotonic()
+f.retrbinary('RETR pub/data.bin', got.append)
+took = time.monotonic() - started
+f.quit()
+sys.stdout.write('%d %.2f' % (len(b''.join(got)), took))
+"#,
+        relay_port = relay.addr().port(),
+        ftp_port = ftp.port,
+    );
+    let out = python(script).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (len, took) = stdout
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("{stdout} {out:?}"));
+    assert_eq!(len, "300000");
+    assert!(took.parse::<f64>().unwrap() >= 1.8, "took {took} s");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -153,7 +153,8 @@ pub async fn serve(
             return;
         }
     };
-    let (mut server, server_peer) = server;
+    // Bandwidth limits pace the downloads of the session's transfers.
+    let (mut server, server_peer, buckets) = server;
     // A relay asked to reach itself would nest sessions, one connection
     // pair per `@host:port` the user name repeats.
     if client.local_addr().is_ok_and(|own| own == server_peer) {
@@ -245,6 +246,7 @@ pub async fn serve(
                 // connection before they answer the transfer command with 150.
                 passive = Some(DataJoin(tokio::spawn(join_data(
                     (cfg.timeouts.connect, cfg.timeouts.tunnel_idle),
+                    buckets.clone(),
                     l,
                     SocketAddr::new(server_peer.ip(), server_port),
                     peer,
@@ -430,6 +432,7 @@ impl Drop for DataJoin {
 /// and joins it to the server's passive port; (bytes up, bytes down).
 async fn join_data(
     (connect, idle): (std::time::Duration, std::time::Duration),
+    buckets: Vec<Arc<crate::guard::limits::Bucket>>,
     listener: TcpListener,
     server: SocketAddr,
     client_peer: SocketAddr,
@@ -451,7 +454,7 @@ async fn join_data(
         return (0, 0);
     };
     let mut upstream = upstream;
-    let stats = crate::relay::transfer_tcp(&mut client, &mut upstream, idle).await;
+    let stats = crate::relay::transfer_tcp(&mut client, &mut upstream, idle, &buckets).await;
     (stats.up, stats.down)
 }
 
@@ -462,7 +465,14 @@ async fn open(
     ctx: &mut RequestCtx,
     dest: &Destination,
     port: u16,
-) -> Result<(TcpStream, SocketAddr), crate::error::ProxyError> {
+) -> Result<
+    (
+        TcpStream,
+        SocketAddr,
+        Vec<Arc<crate::guard::limits::Bucket>>,
+    ),
+    crate::error::ProxyError,
+> {
     let host = dest.rule_host();
     let url = ctx.url.clone();
     let listener = ctx.listener.clone();
@@ -493,7 +503,7 @@ async fn open(
         )
         .await?;
     ctx.upstream = Some(addr);
-    Ok((stream, addr))
+    Ok((stream, addr, admission.buckets))
 }
 
 #[cfg(test)]

@@ -215,6 +215,7 @@ mod tests {
                 &mut client_proxy,
                 &mut server_proxy,
                 Duration::from_secs(30),
+                &[],
             )
             .await
         });

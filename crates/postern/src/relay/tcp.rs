@@ -66,11 +66,12 @@ pub async fn transfer_tcp(
     client: &mut TcpStream,
     server: &mut TcpStream,
     idle: Duration,
+    downstream_limits: &[Arc<Bucket>],
 ) -> TunnelStats {
     let (cr, cw) = client.split();
     let (sr, sw) = server.split();
     let (client, server) = ((cr, cw, &[][..]), (sr, sw, &[][..]));
-    tunnel_halves(client, server, idle, &[], Ends::FirstEnd).await
+    tunnel_halves(client, server, idle, downstream_limits, Ends::FirstEnd).await
 }
 
 /// When a tunnel is over.
