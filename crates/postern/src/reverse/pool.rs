@@ -177,10 +177,10 @@ pub struct Pool {
     pub spec: Arc<PoolSpec>,
     pub servers: Vec<Arc<ServerState>>,
     /// Per server, the key of its idle connections in the shared upstream
-    /// pool: the pool's name, this configuration's pool and the address, so
-    /// a connection opened for one pool (a private server, its TLS settings)
-    /// never carries another pool's request or a forward-proxy client's,
-    /// whose keys are `host:port`.
+    /// pool, unique to this pool of this configuration, so a connection
+    /// opened for one pool (a private server, its TLS settings) never
+    /// carries another pool's request or a forward-proxy client's, whose
+    /// keys are `host:port`.
     pub idle_keys: Vec<String>,
     rr: Mutex<Vec<f64>>,
     /// Maglev lookup table, rebuilt when the set of usable servers changes.
@@ -228,10 +228,12 @@ impl Pool {
             })
             .collect::<Vec<_>>();
         let n = servers.len();
-        let idle_keys = spec
-            .servers
-            .iter()
-            .map(|s| format!("pool/{}/{:p}/{}", spec.name, Arc::as_ptr(&spec), s.addr))
+        // Short keys (they are hashed twice a request): a number of this
+        // pool's own, and the server's place in it.
+        static POOLS_BUILT: AtomicU64 = AtomicU64::new(0);
+        let built = POOLS_BUILT.fetch_add(1, Ordering::Relaxed);
+        let idle_keys = (0..spec.servers.len())
+            .map(|i| format!("pool/{built}/{i}"))
             .collect();
         Pool {
             spec,
@@ -529,8 +531,13 @@ impl Drop for InFlight {
         self.pool.servers[self.index]
             .inflight
             .fetch_sub(1, Ordering::Relaxed);
-        self.pool.releases.fetch_add(1, Ordering::Release);
-        self.pool.freed.notify_waiters();
+        // Waking is skipped while nobody queues (the common case, and
+        // `notify_waiters` takes a lock). SeqCst here and in `RoomWait::wait`:
+        // a request that queues after this check sees the release counted.
+        self.pool.releases.fetch_add(1, Ordering::SeqCst);
+        if self.pool.queued.load(Ordering::SeqCst) > 0 {
+            self.pool.freed.notify_waiters();
+        }
     }
 }
 
@@ -553,7 +560,7 @@ impl RoomWait<'_> {
         let deadline = match self.deadline {
             Some(d) => d,
             None => {
-                if pool.queued.fetch_add(1, Ordering::Relaxed) >= pool.spec.queue {
+                if pool.queued.fetch_add(1, Ordering::SeqCst) >= pool.spec.queue {
                     pool.queued.fetch_sub(1, Ordering::Relaxed);
                     return false;
                 }
@@ -566,7 +573,7 @@ impl RoomWait<'_> {
         tokio::pin!(notified);
         // Registered before the check below, so no release is missed.
         notified.as_mut().enable();
-        let now = pool.releases.load(Ordering::Acquire);
+        let now = pool.releases.load(Ordering::SeqCst);
         if now != self.seen {
             self.seen = now;
             return true;
