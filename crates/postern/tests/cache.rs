@@ -627,3 +627,45 @@ async fn disk_tier_survives_restarts_and_sigkill() {
     assert!(hits >= 40, "only {hits} responses came back from disk");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A proxy whose memory tier keeps responses of at most 4 KiB and whose
+/// disk tier in `dir` keeps larger ones.
+fn disk_config(dir: &std::path::Path) -> String {
+    private_config(&format!(
+        "[cache]\nmemory = \"16MiB\"\nmax_object_size = \"4KiB\"\n\
+         disk = {{ path = \"{}\", size = \"64MiB\", max_object_size = \"1MiB\" }}\n",
+        dir.join("objects").display()
+    ))
+}
+
+/// Stops `proxy` with SIGTERM: it exits once its background disk writes
+/// are done.
+fn stop(proxy: TestProxy) {
+    proxy.signal(15);
+    assert!(
+        proxy.wait_exit(common::T).is_some(),
+        "the proxy did not stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_kept_only_on_disk_are_served_from_disk() {
+    let origin = Origin::start().await;
+    let dir = common::scratch_dir();
+    let url = origin.url("/bytes/20000?h=cache-control:max-age=600");
+    // Larger than the memory tier keeps: stored on disk only.
+    let first = start(&disk_config(&dir));
+    let miss = get(&first, &url, &[]).await;
+    assert!(miss.header("cache-status").unwrap().contains("stored"));
+    stop(first);
+    let proxy = start(&disk_config(&dir));
+    for _ in 0..2 {
+        let hit = get(&proxy, &url, &[]).await;
+        assert_eq!(hit.status, 200);
+        assert_eq!(hit.body, pattern_bytes(20_000));
+        let cs = hit.header("cache-status").unwrap();
+        assert!(cs.contains("hit"), "{cs}");
+    }
+    assert_eq!(origin.requests(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -150,11 +150,7 @@ pub async fn before(
     }
     let mut leader = None;
     for attempt in 0..2 {
-        let mut found = cache.lookup(&url, head, &req_cc);
-        if found.is_none() && cache.lookup_disk(&url, head, targeted).await.is_some() {
-            found = cache.lookup(&url, head, &req_cc);
-        }
-        if let Some(found) = found {
+        if let Some(found) = cache.lookup_any(&url, head, &req_cc, targeted).await {
             match found.usable {
                 Use::Fresh | Use::StaleAccepted | Use::StaleWhileRevalidate => {
                     cache
@@ -384,7 +380,7 @@ pub async fn answer_if_stored(
     ctx: &mut RequestCtx,
 ) -> Option<Forwarded> {
     let req_cc = request_directives(req.head);
-    let found = cache.lookup(url, req.head, &req_cc)?;
+    let found = cache.lookup_any(url, req.head, &req_cc, false).await?;
     if found.usable == Use::Validate {
         return None;
     }

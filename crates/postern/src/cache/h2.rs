@@ -89,11 +89,7 @@ pub async fn look(
     };
     let mut leader = None;
     for attempt in 0..2 {
-        let mut found = cache.lookup(&url, head, &req_cc);
-        if found.is_none() && cache.lookup_disk(&url, head, targeted).await.is_some() {
-            found = cache.lookup(&url, head, &req_cc);
-        }
-        match found {
+        match cache.lookup_any(&url, head, &req_cc, targeted).await {
             Some(f) if f.usable != Use::Validate => {
                 count(&stats.hits);
                 let ttl = f.entry.lifetime as i64 - f.age as i64;

@@ -163,9 +163,18 @@ impl Cache {
         })
     }
 
-    /// A response from the disk tier, verified, promoted to memory.
+    /// A response from the disk tier, verified, with how it may be used.
+    /// It is promoted to memory when the memory tier keeps responses of its
+    /// size; a larger one is served from the disk entry as it is (read
+    /// again on the next request).
     /// `targeted`: the request came to a reverse listener (RFC 9213).
-    pub async fn lookup_disk(&self, url: &str, head: &RequestHead, targeted: bool) -> Option<()> {
+    pub async fn lookup_disk(
+        &self,
+        url: &str,
+        head: &RequestHead,
+        req_cc: &Directives,
+        targeted: bool,
+    ) -> Option<Found> {
         let disk = self.disk.as_ref()?;
         let (path, _) = disk.candidates(url).into_iter().rev().find(|(_, vary)| {
             vary.iter()
@@ -175,7 +184,7 @@ impl Cache {
         let (meta, body) = tokio::task::spawn_blocking(move || disk2.read_path(&url2, &path))
             .await
             .ok()??;
-        let entry = build_entry(
+        let entry = Arc::new(build_entry(
             Storing {
                 url: meta.url,
                 request_time: meta.request_time,
@@ -186,26 +195,32 @@ impl Cache {
             meta.headers,
             body,
             meta.response_time,
-        );
+        ));
         if entry.body.len() <= self.max_object_size {
-            self.store.insert(entry);
+            self.store.insert_arc(entry.clone());
         }
-        Some(())
+        Some(found(entry, req_cc))
     }
 
     /// The stored response for this request (§4: URI and Vary), with how it
     /// may be used.
     pub fn lookup(&self, url: &str, head: &RequestHead, req_cc: &Directives) -> Option<Found> {
         let entry = self.store.find(url, |e| vary_matches(e, head))?;
-        let age = policy::current_age(
-            e_age(&entry),
-            entry.date,
-            entry.request_time,
-            entry.response_time,
-            now(),
-        );
-        let usable = policy::usable(req_cc, &entry.cc, age, entry.lifetime);
-        Some(Found { entry, age, usable })
+        Some(found(entry, req_cc))
+    }
+
+    /// The stored response for this request from memory, else from disk.
+    pub async fn lookup_any(
+        &self,
+        url: &str,
+        head: &RequestHead,
+        req_cc: &Directives,
+        targeted: bool,
+    ) -> Option<Found> {
+        match self.lookup(url, head, req_cc) {
+            Some(found) => Some(found),
+            None => self.lookup_disk(url, head, req_cc, targeted).await,
+        }
     }
 
     /// Becomes the one request fetching `url`, or waits for the one that
@@ -279,6 +294,20 @@ fn age_field(value: &str) -> u64 {
 
 fn e_age(e: &Entry) -> u64 {
     e.age_value
+}
+
+/// `entry` with its current age (§4.2.3) and how it may answer a request
+/// with `req_cc`.
+fn found(entry: Arc<Entry>, req_cc: &Directives) -> Found {
+    let age = policy::current_age(
+        e_age(&entry),
+        entry.date,
+        entry.request_time,
+        entry.response_time,
+        now(),
+    );
+    let usable = policy::usable(req_cc, &entry.cc, age, entry.lifetime);
+    Found { entry, age, usable }
 }
 
 fn origin_of(url: &str) -> &str {
