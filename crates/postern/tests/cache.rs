@@ -669,3 +669,123 @@ async fn responses_kept_only_on_disk_are_served_from_disk() {
     assert_eq!(origin.requests(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A small origin written for one test: each connection carries one
+/// request (its body, if any, is read), answered with what `reply` makes of
+/// the request head, then closed.
+struct Scripted {
+    addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Scripted {
+    async fn start(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Scripted {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reply = std::sync::Arc::new(reply);
+        let count = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (count, reply) = (count.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length: usize = common::header_in(&head, "content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + length {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let answer = reply(&head);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(&answer).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        Scripted { addr, requests }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// RFC 9111 §4.4 and PURGE against the disk tier: a response still being
+/// written to disk when its URL is invalidated must not come back when the
+/// write is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_is_not_undone_by_a_disk_write_in_progress() {
+    // Large enough that writing it to disk takes a while; a POST is
+    // answered at once.
+    let size = 32 << 20;
+    let origin = Scripted::start(move |head| {
+        if head.starts_with("POST") {
+            return b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_vec();
+        }
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: {size}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .into_bytes();
+        r.extend_from_slice(&pattern_bytes(size));
+        r
+    })
+    .await;
+    let dir = common::scratch_dir();
+    let toml = private_config(&format!(
+        "[cache]\nmemory = \"128MiB\"\nmax_object_size = \"64MiB\"\n\
+         disk = {{ path = \"{}\", size = \"256MiB\", max_object_size = \"64MiB\" }}\n",
+        dir.join("objects").display()
+    ));
+    let (posted, purged) = (origin.url("/posted"), origin.url("/purged"));
+    let proxy = start(&toml);
+    // Each stored, then removed at once, while its disk write runs.
+    assert_eq!(get(&proxy, &posted, &[]).await.status, 200);
+    assert_eq!(get(&proxy, &posted, &["-d", "x"]).await.status, 204);
+    assert_eq!(get(&proxy, &purged, &[]).await.status, 200);
+    let purge = get(&proxy, &purged, &["-X", "PURGE"]).await;
+    assert_eq!(
+        purge.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&purge.body)
+    );
+    assert_eq!(origin.requests(), 3);
+    // Once the writes are done (the proxy waits for them to stop), the
+    // disk tier holds neither.
+    stop(proxy);
+    let proxy = start(&toml);
+    let mut back = Vec::new();
+    for url in [&posted, &purged] {
+        let f = get(&proxy, url, &[]).await;
+        assert_eq!(f.status, 200);
+        let cs = f.header("cache-status").unwrap();
+        if !cs.contains("fwd=uri-miss") {
+            back.push(format!("{url}: {cs}"));
+        }
+    }
+    assert!(back.is_empty(), "removed responses came back: {back:?}");
+    assert_eq!(origin.requests(), 5);
+    let _ = std::fs::remove_dir_all(dir);
+}

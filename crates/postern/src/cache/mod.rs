@@ -121,9 +121,12 @@ impl Cache {
         if let Some(disk) = &self.disk
             && entry.body.len() <= disk.max_object_size
         {
+            // Registered now, so an invalidation that comes before the
+            // write is done cancels it.
+            let write = disk.begin_write(&entry.url);
             let (disk, e) = (disk.clone(), entry.clone());
             tokio::task::spawn_blocking(move || {
-                if let Err(err) = disk.write(&e) {
+                if let Err(err) = disk.write_registered(&e, write) {
                     eprintln!("postern: cache: cannot write {}: {err}", e.url);
                 }
             });
