@@ -789,3 +789,106 @@ async fn an_invalidation_is_not_undone_by_a_disk_write_in_progress() {
     assert_eq!(origin.requests(), 5);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A TLS reverse listener (offering HTTP/2) with a cache, in front of
+/// `origin`; and curl's arguments to trust its certificate.
+fn tls_reverse_cache(
+    dir: &std::path::Path,
+    origin: std::net::SocketAddr,
+) -> (TestProxy, Vec<String>) {
+    let ca = postern_testkit::TestCa::new();
+    let (cert, key) = ca.issue_pem(&["localhost"]);
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key).unwrap();
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{origin}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        c.display(),
+        k.display()
+    ));
+    let ca_pem = ca.write_ca_pem(dir).to_string_lossy().into_owned();
+    (proxy, vec!["--http2".into(), "--cacert".into(), ca_pem])
+}
+
+/// RFC 9111 §5.2.1.7: a request with only-if-cached is answered from
+/// storage or with 504, and never sent to the origin, also when the stored
+/// response is stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_never_reaches_the_origin() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    // Stored, and stale at once.
+    let url = origin.url("/bytes/100?h=cache-control:max-age=0&h=etag:%22a%22");
+    assert_eq!(get(&proxy, &url, &[]).await.status, 200);
+    let oic = get(&proxy, &url, &["-H", "Cache-Control: only-if-cached"]).await;
+    assert_eq!(oic.status, 504);
+    assert_eq!(origin.requests(), 1);
+    // A stale response the request accepts is served.
+    let stale_ok = ["-H", "Cache-Control: only-if-cached, max-stale"];
+    let f = get(&proxy, &url, &stale_ok).await;
+    assert_eq!((f.status, f.body), (200, pattern_bytes(100)));
+    assert_eq!(origin.requests(), 1);
+
+    // The same for HTTP/2 clients.
+    let dir = common::scratch_dir();
+    let (h2, args) = tls_reverse_cache(&dir, origin.addr());
+    let h2_url = format!(
+        "https://localhost:{}/bytes/101?h=cache-control:max-age=0&h=etag:%22a%22",
+        h2.addr().port()
+    );
+    let fetch = |extra: &[&str]| {
+        let mut all = args.clone();
+        all.extend(extra.iter().map(|s| s.to_string()));
+        all.push(h2_url.clone());
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            curl_fetch_async(&refs).await
+        }
+    };
+    let first = fetch(&[]).await;
+    assert!(first.headers.starts_with("HTTP/2 200"), "{}", first.headers);
+    assert_eq!(origin.requests(), 2);
+    let oic = fetch(&["-H", "Cache-Control: only-if-cached"]).await;
+    assert_eq!(oic.status, 504);
+    let f = fetch(&stale_ok).await;
+    assert_eq!((f.status, f.body), (200, pattern_bytes(101)));
+    assert_eq!(origin.requests(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Served stale within stale-while-revalidate, an only-if-cached request
+/// does not start the background revalidation either (§5.2.1.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_starts_no_background_revalidation() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/etag/v1?h=cache-control:max-age=0,%20stale-while-revalidate=60");
+    assert_eq!(get(&proxy, &url, &[]).await.status, 200);
+    let only = [
+        "-H",
+        "X-Client: only",
+        "-H",
+        "Cache-Control: only-if-cached",
+    ];
+    let f = get(&proxy, &url, &only).await;
+    assert_eq!((f.status, f.body.as_slice()), (200, &b"tag v1"[..]));
+    // A plain request served stale starts the revalidation.
+    let f = get(&proxy, &url, &["-H", "X-Client: plain"]).await;
+    assert_eq!(f.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while origin.requests() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background revalidation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The one revalidation is the plain request's.
+    let seen = origin.last_request().unwrap();
+    assert_eq!(seen.header("x-client"), Some("plain"));
+    assert_eq!(origin.requests(), 2);
+}

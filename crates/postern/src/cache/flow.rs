@@ -171,10 +171,22 @@ pub async fn before(
                         ctx,
                     )
                     .await;
-                    if found.usable == Use::StaleWhileRevalidate {
+                    // RFC 9111 §5.2.1.7: only-if-cached sends nothing to
+                    // the origin on this request's account, a background
+                    // revalidation included.
+                    if found.usable == Use::StaleWhileRevalidate && !req_cc.only_if_cached {
                         return Ok(Before::ServedStale(done, found.entry, req_cc));
                     }
                     return Ok(Before::Served(done));
+                }
+                // §5.2.1.7: the stored response is not usable without the
+                // origin (a stale one the request accepts, with max-stale,
+                // is StaleAccepted above): 504.
+                Use::Validate if req_cc.only_if_cached => {
+                    return Err(ProxyError::new(
+                        ErrorKind::NotCached,
+                        "only-if-cached, and the stored response must be validated",
+                    ));
                 }
                 Use::Validate => {
                     cache

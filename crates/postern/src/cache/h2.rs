@@ -95,8 +95,21 @@ pub async fn look(
                 let ttl = f.entry.lifetime as i64 - f.age as i64;
                 let status = format!("{name}; hit; ttl={ttl}");
                 let response = stored_response(cache, head, &f.entry, f.age, &status);
-                let refresh = (f.usable == Use::StaleWhileRevalidate).then_some((f.entry, req_cc));
+                // RFC 9111 §5.2.1.7: only-if-cached sends nothing to the
+                // origin on this request's account, a background
+                // revalidation included.
+                let refresh = (f.usable == Use::StaleWhileRevalidate && !req_cc.only_if_cached)
+                    .then_some((f.entry, req_cc));
                 return Ok(Looked::Hit(response, refresh));
+            }
+            // §5.2.1.7: the stored response is not usable without the origin
+            // (a stale one the request accepts, with max-stale, is a hit
+            // above): 504.
+            Some(_) if req_cc.only_if_cached => {
+                return Err(ProxyError::new(
+                    ErrorKind::NotCached,
+                    "only-if-cached, and the stored response must be validated",
+                ));
             }
             Some(f) => {
                 count(&stats.revalidations);
