@@ -892,3 +892,37 @@ async fn only_if_cached_starts_no_background_revalidation() {
     assert_eq!(seen.header("x-client"), Some("plain"));
     assert_eq!(origin.requests(), 2);
 }
+
+/// A Cache-Control line with a byte that is not UTF-8 (obs-text, RFC 9110
+/// §5.5) still forbids storing: no-store and private hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_and_private_hold_beside_bytes_that_are_not_utf8() {
+    let origin = Scripted::start(|head| {
+        let cc: &[u8] = if head.contains("/private") {
+            b"private, max-age=60, x=\"caf\xe9\""
+        } else {
+            b"no-store, max-age=60, x=\"\xff\""
+        };
+        // Heuristically fresh for a day, were the line ignored.
+        let mut r = b"HTTP/1.1 200 OK\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n\
+                      Cache-Control: "
+            .to_vec();
+        r.extend_from_slice(cc);
+        r.extend_from_slice(b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        r
+    })
+    .await;
+    let proxy = cache_proxy();
+    for (i, path) in ["/no-store", "/private"].iter().enumerate() {
+        let url = origin.url(path);
+        for _ in 0..2 {
+            let f = get(&proxy, &url, &[]).await;
+            assert_eq!((f.status, f.body.as_slice()), (200, &b"ok"[..]));
+        }
+        assert_eq!(
+            origin.requests(),
+            2 * (i + 1),
+            "{path} was served from the cache"
+        );
+    }
+}

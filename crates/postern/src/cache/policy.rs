@@ -31,10 +31,10 @@ impl Directives {
         let mut d = Directives::default();
         let mut seen = Vec::new();
         for value in values {
-            let Ok(text) = std::str::from_utf8(value) else {
-                continue;
-            };
-            for item in split_directives(text) {
+            // Field values may carry obs-text (RFC 9110 §5.5): bytes that are
+            // not UTF-8 must not hide the directives around them.
+            let text = String::from_utf8_lossy(value);
+            for item in split_directives(&text) {
                 let (name, arg) = match item.split_once('=') {
                     Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(unquote(v.trim()))),
                     None => (item.trim().to_ascii_lowercase(), None),
@@ -603,6 +603,15 @@ mod tests {
         let q = cc("private=\"set-cookie, x\", max-age=5");
         assert!(q.private);
         assert_eq!(q.max_age, Some(5));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_hide_no_directive() {
+        let d = Directives::parse(std::iter::once(&b"x=\"caf\xe9\", no-store, private"[..]));
+        assert!(d.no_store && d.private);
+        let d = Directives::parse([&b"max-age=60"[..], &b"no-cache, \xff"[..]].into_iter());
+        assert_eq!(d.max_age, Some(60));
+        assert!(d.no_cache);
     }
 
     fn resp(status: u16, c: &Directives) -> Response<'_> {
