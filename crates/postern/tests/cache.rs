@@ -926,3 +926,37 @@ async fn no_store_and_private_hold_beside_bytes_that_are_not_utf8() {
         );
     }
 }
+
+/// A 416 to one request's Range and a 412 to one request's precondition
+/// are answers to that request, not to the URL: they are never stored and
+/// served to the next request, however fresh the origin marks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_a_requests_range_or_preconditions_are_not_stored() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    for (i, (path, provoke)) in [
+        (
+            "/status/416?h=cache-control:max-age=60",
+            ["-r", "5000-6000"],
+        ),
+        (
+            "/status/412?h=cache-control:max-age=60",
+            ["-H", "If-Match: \"x\""],
+        ),
+        ("/status/428?h=cache-control:max-age=60", ["-H", "X-No: 1"]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let url = origin.url(path);
+        let first = get(&proxy, &url, provoke).await;
+        let cs = first.header("cache-status").unwrap();
+        assert!(!cs.contains("stored"), "{path}: {cs}");
+        get(&proxy, &url, &[]).await;
+        assert_eq!(
+            origin.requests(),
+            2 * (i + 1),
+            "{path} was served from the cache"
+        );
+    }
+}

@@ -351,10 +351,16 @@ pub fn understood(status: u16) -> bool {
     )
 }
 
-/// 400 Bad Request, 413 Content Too Large, 431 Request Header Fields Too
-/// Large: answers to something in the request, not to the URL.
+/// Errors that answer something in the request other than its URL, which a
+/// single request can therefore provoke: its syntax, timing, framing, size,
+/// media type or expectation (400, 408, 411, 413, 415, 417, 431), its
+/// proactive negotiation fields (406), its preconditions (412, 428; RFC
+/// 9110 §13.1, §15.5.13, RFC 6585 §3) and its Range (416, RFC 9110 §14.2).
 pub fn provoked_by_request(status: u16) -> bool {
-    matches!(status, 400 | 413 | 431)
+    matches!(
+        status,
+        400 | 406 | 408 | 411 | 412 | 413 | 415 | 416 | 417 | 428 | 431
+    )
 }
 
 /// RFC 9110 §15.1: statuses cacheable by default, so heuristic freshness applies.
@@ -688,7 +694,9 @@ mod tests {
                 "{status}"
             );
         }
-        for status in [100, 206, 304, 400, 413, 431] {
+        for status in [
+            100, 206, 304, 400, 406, 408, 411, 412, 413, 415, 416, 417, 428, 431,
+        ] {
             assert!(
                 !storable("GET", &none, false, &resp(status, &max_age)),
                 "{status}"
