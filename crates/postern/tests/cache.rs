@@ -960,3 +960,32 @@ async fn answers_to_a_requests_range_or_preconditions_are_not_stored() {
         );
     }
 }
+
+/// RFC 9110 §13.2.1: a client's conditional request is answered 304 only
+/// when the stored response is a 2xx; a stored 404 with matching
+/// validators is still a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_requests_get_no_304_from_a_stored_error() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url(
+        "/status/404?h=cache-control:max-age=60&h=etag:%22x%22\
+         &h=last-modified:Mon,%2001%20Jan%202024%2000:00:00%20GMT",
+    );
+    assert_eq!(get(&proxy, &url, &[]).await.status, 404);
+    for condition in [
+        "If-None-Match: \"x\"",
+        "If-Modified-Since: Tue, 02 Jan 2024 00:00:00 GMT",
+    ] {
+        let f = get(&proxy, &url, &["-H", condition]).await;
+        assert_eq!(f.status, 404, "{condition}");
+        assert_eq!(f.body, b"status 404");
+        assert!(f.header("cache-status").unwrap().contains("hit"));
+    }
+    // A stored 200 still answers them with 304.
+    let ok = origin.url("/bytes/10?h=cache-control:max-age=60&h=etag:%22y%22");
+    get(&proxy, &ok, &[]).await;
+    let f = get(&proxy, &ok, &["-H", "If-None-Match: \"y\""]).await;
+    assert_eq!(f.status, 304);
+    assert_eq!(origin.requests(), 2);
+}

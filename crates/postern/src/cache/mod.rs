@@ -514,6 +514,11 @@ pub fn validators(entry: &Entry) -> Vec<u8> {
 /// Whether the client's own conditional request is satisfied by `entry`
 /// (RFC 9110 §13.1.2, §13.1.3): answer 304 from the cache.
 pub fn not_modified_for(head: &RequestHead, entry: &Entry) -> bool {
+    // RFC 9110 §13.2.1 (RFC 9111 §4.3.2): preconditions are evaluated only
+    // when the response would otherwise be 2xx; a stored 404 stays a 404.
+    if !(200..300).contains(&entry.status) {
+        return false;
+    }
     if let Some(inm) = head.first("if-none-match") {
         let Some(etag) = entry.header("etag") else {
             return false;
