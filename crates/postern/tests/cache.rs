@@ -989,3 +989,72 @@ async fn conditional_requests_get_no_304_from_a_stored_error() {
     assert_eq!(f.status, 304);
     assert_eq!(origin.requests(), 2);
 }
+
+/// An origin whose stored response ("one", ETag "v1") is stale at once,
+/// and which then answers the cache's validation with a 304 carrying
+/// another strong ETag ("v2"), and an unconditional request with "two".
+async fn origin_with_a_changed_tag() -> Scripted {
+    let first = std::sync::atomic::AtomicBool::new(true);
+    Scripted::start(move |head| {
+        let reply = |status: &str, tag: &str, cc: &str, body: &str| {
+            format!(
+                "HTTP/1.1 {status}\r\nETag: \"{tag}\"\r\nCache-Control: {cc}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        };
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return reply("200 OK", "v1", "max-age=0", "one");
+        }
+        if common::header_in(head, "if-none-match").is_some() {
+            // RFC 9110 §15.4.5: no content, so no Content-Length of it.
+            return b"HTTP/1.1 304 Not Modified\r\nETag: \"v2\"\r\nCache-Control: max-age=600\r\n\
+                     Connection: close\r\n\r\n"
+                .to_vec();
+        }
+        reply("200 OK", "v2", "max-age=600", "two")
+    })
+    .await
+}
+
+/// RFC 9111 §4.3.4: a 304 whose strong validator no stored response has
+/// updates none. The stored response is served as it was (with its own
+/// ETag), not refreshed, and the next request fetches the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_with_another_strong_etag_updates_nothing() {
+    let origin = origin_with_a_changed_tag().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/tagged");
+    assert_eq!(get(&proxy, &url, &[]).await.body, b"one");
+    let validated = get(&proxy, &url, &[]).await;
+    assert_eq!(validated.status, 200);
+    assert_eq!(validated.body, b"one");
+    assert_eq!(validated.header("etag").as_deref(), Some("\"v1\""));
+    assert_eq!(origin.requests(), 2);
+    let next = get(&proxy, &url, &[]).await;
+    assert_eq!(next.body, b"two", "{}", next.headers);
+    assert_eq!(next.header("etag").as_deref(), Some("\"v2\""));
+    assert_eq!(origin.requests(), 3);
+
+    // The same for HTTP/2 clients.
+    let origin = origin_with_a_changed_tag().await;
+    let dir = common::scratch_dir();
+    let (h2, mut args) = tls_reverse_cache(&dir, origin.addr);
+    args.push(format!("https://localhost:{}/tagged", h2.addr().port()));
+    let fetch = || {
+        let args = args.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl_fetch_async(&refs).await
+        }
+    };
+    assert_eq!(fetch().await.body, b"one");
+    let validated = fetch().await;
+    assert_eq!(validated.body, b"one");
+    assert_eq!(validated.header("etag").as_deref(), Some("\"v1\""));
+    let next = fetch().await;
+    assert_eq!(next.body, b"two", "{}", next.headers);
+    assert_eq!(origin.requests(), 3);
+    let _ = std::fs::remove_dir_all(dir);
+}

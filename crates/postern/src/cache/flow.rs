@@ -293,6 +293,13 @@ pub async fn after(
                 .validating
                 .as_ref()
                 .ok_or_else(|| ProxyError::new(ErrorKind::BadResponse, "unexpected 304"))?;
+            if !super::selects(&head, old) {
+                let status = format!("{name}; fwd=stale; fwd-status=304");
+                let age = super::age_of(old);
+                let served = serve_entry(cfg, cache, client, req, old, age, &status, ctx).await;
+                super::not_selected(cache, old);
+                return Ok(served);
+            }
             let fresh = super::refreshed(old, &head, ticket.request_time);
             let fresh = Arc::new(fresh);
             cache.keep(clone_entry(&fresh));

@@ -267,6 +267,13 @@ impl Miss {
                 let cache_status = format!("{}; hit; fwd=stale; fwd-status=304", self.name);
                 return stored_response(&self.cache, head, &stale.entry, stale.age, &cache_status);
             };
+            if !super::selects(&view, &stale.entry) {
+                let cache_status = format!("{}; fwd=stale; fwd-status=304", self.name);
+                let age = super::age_of(&stale.entry);
+                let answer = stored_response(&self.cache, head, &stale.entry, age, &cache_status);
+                super::not_selected(&self.cache, &stale.entry);
+                return answer;
+            }
             let fresh = super::refreshed(&stale.entry, &view, self.request_time);
             let cache_status = format!(
                 "{}; fwd=stale; fwd-status=304; ttl={}",

@@ -449,6 +449,50 @@ fn build_entry(
     }
 }
 
+/// RFC 9111 §4.3.4: whether a 304 selects `stored` for update. A strong
+/// entity tag in the 304 selects only a stored response with that same
+/// strong tag; a weak one, a stored response whose tag matches it weakly.
+/// A 304 without an entity tag selects the stored response (the only one
+/// the request nominated).
+pub fn selects(response: &ResponseHead, stored: &Entry) -> bool {
+    let Some(tag) = response.first("etag") else {
+        return true;
+    };
+    let tag = tag.trim_ascii();
+    let mine = stored.header("etag").map(<[u8]>::trim_ascii);
+    match tag.strip_prefix(b"W/") {
+        None => mine == Some(tag),
+        Some(weak) => mine.is_some_and(|m| m.strip_prefix(b"W/").unwrap_or(m) == weak),
+    }
+}
+
+/// A 304 to the cache's validators that selects no stored response
+/// (§4.3.4, see [`selects`]): nothing is updated with it. The request is
+/// answered with the stored response as it is, since the 304 still says
+/// that the validator it was asked about matches the current
+/// representation (RFC 9110 §13.1.2, §13.1.3, §15.4.5): for an origin that
+/// follows those rules the tags differ only in weakness, or the stored
+/// response had no entity tag and was validated by date. Its metadata is
+/// not that response's, though, and an origin that breaks them may have a
+/// new representation: the stored response is dropped, so the next request
+/// fetches the representation whole, with the validator the origin now
+/// uses. (Fetching it again at once, unconditionally, would take the
+/// exchange out of the cache's hands.)
+pub fn not_selected(cache: &Cache, stored: &Entry) {
+    cache.remove(&stored.url);
+}
+
+/// The current age of a stored response (§4.2.3).
+pub fn age_of(entry: &Entry) -> u64 {
+    policy::current_age(
+        e_age(entry),
+        entry.date,
+        entry.request_time,
+        entry.response_time,
+        now(),
+    )
+}
+
 /// §4.3.4: a 304 updates the stored header fields (all but framing and
 /// Content-Length); the result is stored as a fresh copy.
 pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Entry {
@@ -581,6 +625,51 @@ pub fn purge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored_with(etag: Option<&str>) -> Entry {
+        let headers = etag
+            .map(|t| ("ETag".to_string(), Bytes::copy_from_slice(t.as_bytes())))
+            .into_iter()
+            .collect();
+        let storing = Storing {
+            url: "http://a/x".into(),
+            request_time: 0,
+            vary: Vec::new(),
+            targeted: false,
+        };
+        build_entry(storing, 200, headers, Bytes::new(), 0)
+    }
+
+    fn not_modified(fields: &str) -> ResponseHead {
+        use crate::http1::head::{HeadLimits, parse_response};
+        let text = format!("HTTP/1.1 304 Not Modified\r\n{fields}\r\n").into_bytes();
+        let limits = HeadLimits {
+            max_line: 1000,
+            max_size: 1000,
+            max_fields: 10,
+        };
+        let (n, parts) = parse_response(&text, limits).unwrap().unwrap();
+        ResponseHead::new(Bytes::from(text).slice(..n), parts)
+    }
+
+    #[test]
+    fn a_304_selects_by_its_validator() {
+        let strong = stored_with(Some("\"v1\""));
+        let weak = stored_with(Some("W/\"v1\""));
+        let none = stored_with(None);
+        let cases = [
+            ("ETag: \"v1\"\r\n", [true, false, false]),
+            ("ETag: \"v2\"\r\n", [false, false, false]),
+            ("ETag: W/\"v1\"\r\n", [true, true, false]),
+            ("ETag: W/\"v2\"\r\n", [false, false, false]),
+            ("", [true, true, true]),
+        ];
+        for (fields, expect) in cases {
+            let head = not_modified(fields);
+            let got = [&strong, &weak, &none].map(|e| selects(&head, e));
+            assert_eq!(got, expect, "{fields:?}");
+        }
+    }
 
     #[test]
     fn age_values() {
