@@ -1058,3 +1058,75 @@ async fn a_304_with_another_strong_etag_updates_nothing() {
     assert_eq!(origin.requests(), 3);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An origin whose responses are stale on arrival, by an old Date
+/// (`/old-date`) or a large Age (`/old-age`), and which answers validation
+/// with a bare 304: no Date, no Age.
+async fn origin_stale_on_arrival() -> Scripted {
+    Scripted::start(|head| {
+        if common::header_in(head, "if-none-match").is_some() {
+            return b"HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        }
+        let old = if head.contains("/old-date") {
+            "Date: Mon, 01 Jan 2024 00:00:00 GMT"
+        } else {
+            "Age: 7200"
+        };
+        format!(
+            "HTTP/1.1 200 OK\r\n{old}\r\nETag: \"a\"\r\nCache-Control: max-age=60\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\nok"
+        )
+        .into_bytes()
+    })
+    .await
+}
+
+/// RFC 9111 §4.3.4 and §4.2.3: a 304 makes the stored response fresh
+/// again, with the validation exchange's times: a 304 without Date gets
+/// the time it arrived as Date (RFC 9110 §6.6.1), and the stored Age of the
+/// old exchange no longer counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_without_date_or_age_makes_the_response_fresh_again() {
+    let origin = origin_stale_on_arrival().await;
+    let proxy = cache_proxy();
+    for (i, path) in ["/old-date", "/old-age"].iter().enumerate() {
+        let url = origin.url(path);
+        get(&proxy, &url, &[]).await;
+        let validated = get(&proxy, &url, &[]).await;
+        assert_eq!(
+            (validated.status, validated.body.as_slice()),
+            (200, &b"ok"[..])
+        );
+        let cs = validated.header("cache-status").unwrap();
+        assert!(cs.contains("fwd-status=304"), "{path}: {cs}");
+        let age: u64 = validated.header("age").unwrap().parse().unwrap();
+        assert!(age < 60, "{path}: Age {age}");
+        let date = validated.header("date").unwrap_or_default();
+        assert!(!date.contains("2024"), "{path}: Date {date}");
+        // Fresh now: the next request is a hit.
+        let hit = get(&proxy, &url, &[]).await;
+        let cs = hit.header("cache-status").unwrap();
+        assert!(cs.contains("hit"), "{path} is still stale: {cs}");
+        assert_eq!(origin.requests(), 2 * (i + 1));
+    }
+
+    // The same for HTTP/2 clients.
+    let origin = origin_stale_on_arrival().await;
+    let dir = common::scratch_dir();
+    let (h2, args) = tls_reverse_cache(&dir, origin.addr);
+    for (i, path) in ["/old-date", "/old-age"].iter().enumerate() {
+        let mut args = args.clone();
+        args.push(format!("https://localhost:{}{path}", h2.addr().port()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl_fetch_async(&refs).await;
+        let validated = curl_fetch_async(&refs).await;
+        let age: u64 = validated.header("age").unwrap().parse().unwrap();
+        assert!(age < 60, "{path}: Age {age}");
+        let hit = curl_fetch_async(&refs).await;
+        let cs = hit.header("cache-status").unwrap();
+        assert!(cs.contains("hit"), "{path} is still stale: {cs}");
+        assert_eq!(origin.requests(), 2 * (i + 1));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

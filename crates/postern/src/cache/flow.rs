@@ -303,18 +303,10 @@ pub async fn after(
             let fresh = super::refreshed(old, &head, ticket.request_time);
             let fresh = Arc::new(fresh);
             cache.keep(clone_entry(&fresh));
-            let status = format!("{name}; fwd=stale; fwd-status=304; ttl={}", fresh.lifetime);
-            Ok(serve_entry(
-                cfg,
-                cache,
-                client,
-                req,
-                &fresh,
-                fresh.age_value,
-                &status,
-                ctx,
-            )
-            .await)
+            let age = super::age_of(&fresh);
+            let ttl = fresh.lifetime as i64 - age as i64;
+            let status = format!("{name}; fwd=stale; fwd-status=304; ttl={ttl}");
+            Ok(serve_entry(cfg, cache, client, req, &fresh, age, &status, ctx).await)
         }
         Ok(FromOrigin::Withheld(code)) => match pending
             .stale

@@ -275,11 +275,10 @@ impl Miss {
                 return answer;
             }
             let fresh = super::refreshed(&stale.entry, &view, self.request_time);
-            let cache_status = format!(
-                "{}; fwd=stale; fwd-status=304; ttl={}",
-                self.name, fresh.lifetime
-            );
-            let answer = stored_response(&self.cache, head, &fresh, fresh.age_value, &cache_status);
+            let age = super::age_of(&fresh);
+            let ttl = fresh.lifetime as i64 - age as i64;
+            let cache_status = format!("{}; fwd=stale; fwd-status=304; ttl={ttl}", self.name);
+            let answer = stored_response(&self.cache, head, &fresh, age, &cache_status);
             self.cache.keep(clone_entry(&fresh));
             return answer;
         }

@@ -494,7 +494,12 @@ pub fn age_of(entry: &Entry) -> u64 {
 }
 
 /// §4.3.4: a 304 updates the stored header fields (all but framing and
-/// Content-Length); the result is stored as a fresh copy.
+/// Content-Length); the result is stored as a fresh copy. Its age is that
+/// of the validation exchange (§4.2.3): `request_time` is when the
+/// conditional request went out, the response time is now, the 304's Date
+/// replaces the stored one (or, when it has none, the time it arrived
+/// does, RFC 9110 §6.6.1), and a stored Age is dropped (the 304's own Age,
+/// if any, counts instead).
 pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Entry {
     const NOT_UPDATED: [&str; 7] = [
         "content-length",
@@ -505,7 +510,8 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
         "trailer",
         "upgrade",
     ];
-    let updates: Vec<(String, Bytes)> = response
+    let response_time = now();
+    let mut updates: Vec<(String, Bytes)> = response
         .fields
         .iter()
         .map(|f| {
@@ -516,11 +522,20 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
         })
         .filter(|(n, _)| !NOT_UPDATED.contains(&n.to_ascii_lowercase().as_str()))
         .collect();
-    // Every field the 304 carries replaces all stored lines of that name.
+    if !response.has("date") {
+        let at = UNIX_EPOCH + Duration::from_secs(response_time.max(0) as u64);
+        let date = crate::observe::time::http_date(at);
+        updates.push(("Date".to_string(), Bytes::from(date)));
+    }
+    // Every field the 304 carries replaces all stored lines of that name;
+    // Age is the old exchange's and goes whatever the 304 says.
     let mut headers: Vec<(String, Bytes)> = old
         .headers
         .iter()
-        .filter(|(n, _)| !updates.iter().any(|(u, _)| u.eq_ignore_ascii_case(n)))
+        .filter(|(n, _)| {
+            !n.eq_ignore_ascii_case("age")
+                && !updates.iter().any(|(u, _)| u.eq_ignore_ascii_case(n))
+        })
         .cloned()
         .collect();
     headers.extend(updates);
@@ -534,7 +549,7 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
         old.status,
         headers,
         old.body.clone(),
-        now(),
+        response_time,
     )
 }
 
