@@ -1162,3 +1162,40 @@ async fn a_long_cache_control_is_read_in_linear_time() {
     assert!(took < Duration::from_secs(2), "ten requests took {took:?}");
     assert_eq!(origin.requests(), 1);
 }
+
+/// Collapsing: requests waiting for another one fetching the same URL are
+/// let go as soon as its response turns out not to be storable (no-store,
+/// or a Content-Length beyond what the cache keeps), not when its body has
+/// reached its client: they go to the origin at once instead of waiting
+/// out the collapsing limit (5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_requests_go_at_once_when_the_response_will_not_be_stored() {
+    let origin = Origin::start().await;
+    let proxy = start(&private_config(
+        "[cache]\nmemory = \"128MiB\"\nmax_object_size = \"1MiB\"\n",
+    ));
+    let size = 32 << 20;
+    for (i, query) in ["h=cache-control:no-store", "h=cache-control:max-age=60"]
+        .iter()
+        .enumerate()
+    {
+        let url = origin.url(&format!("/bytes/{size}?{query}"));
+        let request = format!("GET {url} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr());
+        // The first request's client takes the head, then stops reading:
+        // its body cannot reach it for a long while.
+        let mut slow = common::Conn::connect(proxy.addr()).await;
+        slow.send(request.as_bytes()).await;
+        assert!(slow.read_head().await.starts_with("HTTP/1.1 200"));
+        let started = std::time::Instant::now();
+        let mut next = common::Conn::connect(proxy.addr()).await;
+        next.send(request.as_bytes()).await;
+        let head = next.read_head().await;
+        let waited = started.elapsed();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            waited < Duration::from_secs(4),
+            "{query}: held back {waited:?} for a response that is not stored"
+        );
+        assert_eq!(origin.requests(), 2 * (i + 1));
+    }
+}

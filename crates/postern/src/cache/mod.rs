@@ -78,14 +78,32 @@ pub struct CollapseGuard {
     notify: Arc<Notify>,
 }
 
-impl Drop for CollapseGuard {
-    fn drop(&mut self) {
-        self.cache
+impl CollapseGuard {
+    /// Lets the waiting requests go now (they look again, and go to the
+    /// origin themselves when nothing was stored); later requests for the
+    /// URL no longer wait for this one. Dropping the guard does the same.
+    pub fn release(&self) {
+        let mut map = self
+            .cache
             .collapsing
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.url);
+            .unwrap_or_else(|e| e.into_inner());
+        // Only this guard's own entry: once released, another request may
+        // have become the URL's leader.
+        if map
+            .get(&self.url)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+        {
+            map.remove(&self.url);
+        }
+        drop(map);
         self.notify.notify_waiters();
+    }
+}
+
+impl Drop for CollapseGuard {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
