@@ -1199,3 +1199,44 @@ async fn waiting_requests_go_at_once_when_the_response_will_not_be_stored() {
         assert_eq!(origin.requests(), 2 * (i + 1));
     }
 }
+
+/// RFC 9111 §4.4: the Location and Content-Location of a successful unsafe
+/// request's response are invalidated when on the same origin, also when
+/// they are relative (resolved against the request's URL, RFC 3986 §5.2)
+/// or spell the scheme in capitals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate_relative_and_capitalised_locations() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let stored = [
+        origin.url("/bytes/10?h=cache-control:max-age=60"),
+        origin.url("/bytes/11?h=cache-control:max-age=60"),
+    ];
+    for url in &stored {
+        get(&proxy, url, &[]).await;
+        get(&proxy, url, &[]).await;
+    }
+    assert_eq!(origin.requests(), 2);
+    let host = origin.addr().to_string().to_uppercase();
+    let post = origin.url(&format!(
+        "/status/201?h=location:../bytes/10%3Fh%3Dcache-control:max-age%3D60\
+         &h=content-location:HTTP://{host}/bytes/11%3Fh%3Dcache-control:max-age%3D60"
+    ));
+    let created = get(&proxy, &post, &["-d", "x"]).await;
+    assert_eq!(created.status, 201);
+    assert_eq!(
+        created.header("location").as_deref(),
+        Some("../bytes/10?h=cache-control:max-age=60")
+    );
+    assert_eq!(origin.requests(), 3);
+    let mut kept = Vec::new();
+    for url in &stored {
+        let f = get(&proxy, url, &[]).await;
+        let cs = f.header("cache-status").unwrap();
+        if !cs.contains("fwd=uri-miss") {
+            kept.push(format!("{url}: {cs}"));
+        }
+    }
+    assert!(kept.is_empty(), "not invalidated: {kept:?}");
+    assert_eq!(origin.requests(), 5);
+}

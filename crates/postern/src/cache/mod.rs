@@ -283,21 +283,141 @@ impl Cache {
     /// and Content-Location when they are on the same origin.
     pub fn invalidate(&self, url: &str, response: &ResponseHead) {
         self.remove(url);
-        let origin = origin_of(url);
         for name in ["location", "content-location"] {
-            if let Some(v) = response.first(name) {
-                let v = String::from_utf8_lossy(v);
-                let target = if v.starts_with('/') {
-                    format!("{origin}{v}")
-                } else {
-                    v.into_owned()
-                };
-                if origin_of(&target) == origin {
-                    self.remove(&target);
-                }
+            if let Some(v) = response.first(name)
+                && let Some(target) = same_origin_target(url, &String::from_utf8_lossy(v))
+            {
+                self.remove(&target);
             }
         }
     }
+}
+
+/// A URI reference split into its parts (RFC 3986 §3, §4.1); the fragment
+/// is left out.
+struct Reference<'a> {
+    scheme: Option<&'a str>,
+    authority: Option<&'a str>,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+fn split_reference(text: &str) -> Reference<'_> {
+    let text = text.split('#').next().unwrap_or("");
+    // A scheme is letters, digits, "+", "-" and "." before the first ":",
+    // starting with a letter and ahead of any "/", "?" (§3.1, §4.2).
+    let scheme_end = text.find(':').filter(|&i| {
+        let s = &text[..i];
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    let (scheme, rest) = match scheme_end {
+        Some(i) => (Some(&text[..i]), &text[i + 1..]),
+        None => (None, text),
+    };
+    let (authority, rest) = match rest.strip_prefix("//") {
+        Some(r) => {
+            let end = r.find(['/', '?']).unwrap_or(r.len());
+            (Some(&r[..end]), &r[end..])
+        }
+        None => (None, rest),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    Reference {
+        scheme,
+        authority,
+        path,
+        query,
+    }
+}
+
+/// RFC 3986 §5.2.4.
+fn remove_dot_segments(path: &str) -> String {
+    let mut input = path;
+    let mut out = String::with_capacity(path.len());
+    while !input.is_empty() {
+        if let Some(r) = input.strip_prefix("../") {
+            input = r;
+        } else if let Some(r) = input.strip_prefix("./") {
+            input = r;
+        } else if input.starts_with("/./") {
+            input = &input[2..];
+        } else if input == "/." {
+            input = "/";
+        } else if input.starts_with("/../") || input == "/.." {
+            input = if input == "/.." { "/" } else { &input[3..] };
+            let cut = out.rfind('/').unwrap_or(0);
+            out.truncate(cut);
+        } else if input == "." || input == ".." {
+            input = "";
+        } else {
+            let start = usize::from(input.starts_with('/'));
+            let end = input[start..].find('/').map_or(input.len(), |i| i + start);
+            out.push_str(&input[..end]);
+            input = &input[end..];
+        }
+    }
+    out
+}
+
+/// Scheme, host and port, compared as RFC 6454 origins are: case aside,
+/// and the default port spelled or not.
+fn origin_key(scheme: &str, authority: &str) -> (String, String, String) {
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], &authority[i + 1..]),
+        _ => (authority, ""),
+    };
+    let port = match (scheme.as_str(), port) {
+        ("http", "") => "80",
+        ("https", "") => "443",
+        (_, p) => p,
+    }
+    .to_string();
+    (scheme, host.to_ascii_lowercase(), port)
+}
+
+/// The stored URL that a Location or Content-Location value names, when it
+/// is on the same origin as `url` (§4.4): the reference resolved against
+/// `url` (RFC 3986 §5.2.2), spelled with `url`'s own origin as keys are.
+fn same_origin_target(url: &str, reference: &str) -> Option<String> {
+    let base = split_reference(url);
+    let (b_scheme, b_authority) = (base.scheme?, base.authority?);
+    let r = split_reference(reference.trim());
+    let (scheme, authority, path, query) = match (r.scheme, r.authority) {
+        (Some(s), a) => (s, a?, remove_dot_segments(r.path), r.query),
+        (None, Some(a)) => (b_scheme, a, remove_dot_segments(r.path), r.query),
+        (None, None) if r.path.is_empty() => (
+            b_scheme,
+            b_authority,
+            base.path.to_string(),
+            r.query.or(base.query),
+        ),
+        (None, None) if r.path.starts_with('/') => {
+            (b_scheme, b_authority, remove_dot_segments(r.path), r.query)
+        }
+        (None, None) => {
+            // §5.2.3: merged with the base path's directory.
+            let merged = match base.path.rfind('/') {
+                Some(i) => format!("{}{}", &base.path[..=i], r.path),
+                None => format!("/{}", r.path),
+            };
+            (b_scheme, b_authority, remove_dot_segments(&merged), r.query)
+        }
+    };
+    if origin_key(scheme, authority) != origin_key(b_scheme, b_authority) {
+        return None;
+    }
+    let path = if path.is_empty() { "/" } else { &path };
+    Some(match query {
+        Some(q) => format!("{b_scheme}://{b_authority}{path}?{q}"),
+        None => format!("{b_scheme}://{b_authority}{path}"),
+    })
 }
 
 /// The Age field's value (RFC 9111 §5.1): a delta-seconds. A list or
@@ -329,11 +449,6 @@ fn found(entry: Arc<Entry>, req_cc: &Directives) -> Found {
     );
     let usable = policy::usable(req_cc, &entry.cc, age, entry.lifetime);
     Found { entry, age, usable }
-}
-
-fn origin_of(url: &str) -> &str {
-    let after = url.find("://").map_or(0, |i| i + 3);
-    url[after..].find('/').map_or(url, |i| &url[..after + i])
 }
 
 fn vary_matches(e: &Entry, head: &RequestHead) -> bool {
@@ -702,6 +817,37 @@ mod tests {
             let got = [&strong, &weak, &none].map(|e| selects(&head, e));
             assert_eq!(got, expect, "{fields:?}");
         }
+    }
+
+    #[test]
+    fn location_values_resolve_against_the_request_url() {
+        let url = "http://h:8080/a/b?q";
+        for (reference, target) in [
+            ("/x", Some("http://h:8080/x")),
+            ("x", Some("http://h:8080/a/x")),
+            ("../x?y=1#f", Some("http://h:8080/x?y=1")),
+            ("./x/../y", Some("http://h:8080/a/y")),
+            ("?z", Some("http://h:8080/a/b?z")),
+            ("", Some("http://h:8080/a/b?q")),
+            ("HTTP://H:8080/x", Some("http://h:8080/x")),
+            ("//h:8080/x", Some("http://h:8080/x")),
+            ("http://h:8080/../x", Some("http://h:8080/x")),
+            ("//other:8080/x", None),
+            ("http://h/x", None),
+            ("https://h:8080/x", None),
+            ("mailto:a@h", None),
+        ] {
+            assert_eq!(
+                same_origin_target(url, reference).as_deref(),
+                target,
+                "{reference:?}"
+            );
+        }
+        // The default port, spelled or not.
+        assert_eq!(
+            same_origin_target("http://h/a", "http://H:80/x").as_deref(),
+            Some("http://h/x")
+        );
     }
 
     #[test]
