@@ -627,3 +627,616 @@ async fn disk_tier_survives_restarts_and_sigkill() {
     assert!(hits >= 40, "only {hits} responses came back from disk");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A proxy whose memory tier keeps responses of at most 4 KiB and whose
+/// disk tier in `dir` keeps larger ones.
+fn disk_config(dir: &std::path::Path) -> String {
+    private_config(&format!(
+        "[cache]\nmemory = \"16MiB\"\nmax_object_size = \"4KiB\"\n\
+         disk = {{ path = \"{}\", size = \"64MiB\", max_object_size = \"1MiB\" }}\n",
+        dir.join("objects").display()
+    ))
+}
+
+/// Stops `proxy` with SIGTERM: it exits once its background disk writes
+/// are done.
+fn stop(proxy: TestProxy) {
+    proxy.signal(15);
+    assert!(
+        proxy.wait_exit(common::T).is_some(),
+        "the proxy did not stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_kept_only_on_disk_are_served_from_disk() {
+    let origin = Origin::start().await;
+    let dir = common::scratch_dir();
+    let url = origin.url("/bytes/20000?h=cache-control:max-age=600");
+    // Larger than the memory tier keeps: stored on disk only.
+    let first = start(&disk_config(&dir));
+    let miss = get(&first, &url, &[]).await;
+    assert!(miss.header("cache-status").unwrap().contains("stored"));
+    stop(first);
+    let proxy = start(&disk_config(&dir));
+    for _ in 0..2 {
+        let hit = get(&proxy, &url, &[]).await;
+        assert_eq!(hit.status, 200);
+        assert_eq!(hit.body, pattern_bytes(20_000));
+        let cs = hit.header("cache-status").unwrap();
+        assert!(cs.contains("hit"), "{cs}");
+    }
+    assert_eq!(origin.requests(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A small origin written for one test: each connection carries one
+/// request (its body, if any, is read), answered with what `reply` makes of
+/// the request head, then closed.
+struct Scripted {
+    addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Scripted {
+    async fn start(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Scripted {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reply = std::sync::Arc::new(reply);
+        let count = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (count, reply) = (count.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length: usize = common::header_in(&head, "content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + length {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let answer = reply(&head);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(&answer).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        Scripted { addr, requests }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// RFC 9111 §4.4 and PURGE against the disk tier: a response still being
+/// written to disk when its URL is invalidated must not come back when the
+/// write is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_is_not_undone_by_a_disk_write_in_progress() {
+    // Large enough that writing it to disk takes a while; a POST is
+    // answered at once.
+    let size = 32 << 20;
+    let origin = Scripted::start(move |head| {
+        if head.starts_with("POST") {
+            return b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_vec();
+        }
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: {size}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .into_bytes();
+        r.extend_from_slice(&pattern_bytes(size));
+        r
+    })
+    .await;
+    let dir = common::scratch_dir();
+    let toml = private_config(&format!(
+        "[cache]\nmemory = \"128MiB\"\nmax_object_size = \"64MiB\"\n\
+         disk = {{ path = \"{}\", size = \"256MiB\", max_object_size = \"64MiB\" }}\n",
+        dir.join("objects").display()
+    ));
+    let (posted, purged) = (origin.url("/posted"), origin.url("/purged"));
+    let proxy = start(&toml);
+    // Each stored, then removed at once, while its disk write runs.
+    assert_eq!(get(&proxy, &posted, &[]).await.status, 200);
+    assert_eq!(get(&proxy, &posted, &["-d", "x"]).await.status, 204);
+    assert_eq!(get(&proxy, &purged, &[]).await.status, 200);
+    let purge = get(&proxy, &purged, &["-X", "PURGE"]).await;
+    assert_eq!(
+        purge.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&purge.body)
+    );
+    assert_eq!(origin.requests(), 3);
+    // Once the writes are done (the proxy waits for them to stop), the
+    // disk tier holds neither.
+    stop(proxy);
+    let proxy = start(&toml);
+    let mut back = Vec::new();
+    for url in [&posted, &purged] {
+        let f = get(&proxy, url, &[]).await;
+        assert_eq!(f.status, 200);
+        let cs = f.header("cache-status").unwrap();
+        if !cs.contains("fwd=uri-miss") {
+            back.push(format!("{url}: {cs}"));
+        }
+    }
+    assert!(back.is_empty(), "removed responses came back: {back:?}");
+    assert_eq!(origin.requests(), 5);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A TLS reverse listener (offering HTTP/2) with a cache, in front of
+/// `origin`; and curl's arguments to trust its certificate.
+fn tls_reverse_cache(
+    dir: &std::path::Path,
+    origin: std::net::SocketAddr,
+) -> (TestProxy, Vec<String>) {
+    let ca = postern_testkit::TestCa::new();
+    let (cert, key) = ca.issue_pem(&["localhost"]);
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key).unwrap();
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+         [cache]\nmemory = \"16MiB\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{origin}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        c.display(),
+        k.display()
+    ));
+    let ca_pem = ca.write_ca_pem(dir).to_string_lossy().into_owned();
+    (proxy, vec!["--http2".into(), "--cacert".into(), ca_pem])
+}
+
+/// RFC 9111 §5.2.1.7: a request with only-if-cached is answered from
+/// storage or with 504, and never sent to the origin, also when the stored
+/// response is stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_never_reaches_the_origin() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    // Stored, and stale at once.
+    let url = origin.url("/bytes/100?h=cache-control:max-age=0&h=etag:%22a%22");
+    assert_eq!(get(&proxy, &url, &[]).await.status, 200);
+    let oic = get(&proxy, &url, &["-H", "Cache-Control: only-if-cached"]).await;
+    assert_eq!(oic.status, 504);
+    assert_eq!(origin.requests(), 1);
+    // A stale response the request accepts is served.
+    let stale_ok = ["-H", "Cache-Control: only-if-cached, max-stale"];
+    let f = get(&proxy, &url, &stale_ok).await;
+    assert_eq!((f.status, f.body), (200, pattern_bytes(100)));
+    assert_eq!(origin.requests(), 1);
+
+    // The same for HTTP/2 clients.
+    let dir = common::scratch_dir();
+    let (h2, args) = tls_reverse_cache(&dir, origin.addr());
+    let h2_url = format!(
+        "https://localhost:{}/bytes/101?h=cache-control:max-age=0&h=etag:%22a%22",
+        h2.addr().port()
+    );
+    let fetch = |extra: &[&str]| {
+        let mut all = args.clone();
+        all.extend(extra.iter().map(|s| s.to_string()));
+        all.push(h2_url.clone());
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            curl_fetch_async(&refs).await
+        }
+    };
+    let first = fetch(&[]).await;
+    assert!(first.headers.starts_with("HTTP/2 200"), "{}", first.headers);
+    assert_eq!(origin.requests(), 2);
+    let oic = fetch(&["-H", "Cache-Control: only-if-cached"]).await;
+    assert_eq!(oic.status, 504);
+    let f = fetch(&stale_ok).await;
+    assert_eq!((f.status, f.body), (200, pattern_bytes(101)));
+    assert_eq!(origin.requests(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Served stale within stale-while-revalidate, an only-if-cached request
+/// does not start the background revalidation either (§5.2.1.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_starts_no_background_revalidation() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/etag/v1?h=cache-control:max-age=0,%20stale-while-revalidate=60");
+    assert_eq!(get(&proxy, &url, &[]).await.status, 200);
+    let only = [
+        "-H",
+        "X-Client: only",
+        "-H",
+        "Cache-Control: only-if-cached",
+    ];
+    let f = get(&proxy, &url, &only).await;
+    assert_eq!((f.status, f.body.as_slice()), (200, &b"tag v1"[..]));
+    // A plain request served stale starts the revalidation.
+    let f = get(&proxy, &url, &["-H", "X-Client: plain"]).await;
+    assert_eq!(f.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while origin.requests() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background revalidation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The one revalidation is the plain request's.
+    let seen = origin.last_request().unwrap();
+    assert_eq!(seen.header("x-client"), Some("plain"));
+    assert_eq!(origin.requests(), 2);
+}
+
+/// A Cache-Control line with a byte that is not UTF-8 (obs-text, RFC 9110
+/// §5.5) still forbids storing: no-store and private hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_and_private_hold_beside_bytes_that_are_not_utf8() {
+    let origin = Scripted::start(|head| {
+        let cc: &[u8] = if head.contains("/private") {
+            b"private, max-age=60, x=\"caf\xe9\""
+        } else {
+            b"no-store, max-age=60, x=\"\xff\""
+        };
+        // Heuristically fresh for a day, were the line ignored.
+        let mut r = b"HTTP/1.1 200 OK\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n\
+                      Cache-Control: "
+            .to_vec();
+        r.extend_from_slice(cc);
+        r.extend_from_slice(b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        r
+    })
+    .await;
+    let proxy = cache_proxy();
+    for (i, path) in ["/no-store", "/private"].iter().enumerate() {
+        let url = origin.url(path);
+        for _ in 0..2 {
+            let f = get(&proxy, &url, &[]).await;
+            assert_eq!((f.status, f.body.as_slice()), (200, &b"ok"[..]));
+        }
+        assert_eq!(
+            origin.requests(),
+            2 * (i + 1),
+            "{path} was served from the cache"
+        );
+    }
+}
+
+/// A 416 to one request's Range and a 412 to one request's precondition
+/// are answers to that request, not to the URL: they are never stored and
+/// served to the next request, however fresh the origin marks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_a_requests_range_or_preconditions_are_not_stored() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    for (i, (path, provoke)) in [
+        (
+            "/status/416?h=cache-control:max-age=60",
+            ["-r", "5000-6000"],
+        ),
+        (
+            "/status/412?h=cache-control:max-age=60",
+            ["-H", "If-Match: \"x\""],
+        ),
+        ("/status/428?h=cache-control:max-age=60", ["-H", "X-No: 1"]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let url = origin.url(path);
+        let first = get(&proxy, &url, provoke).await;
+        let cs = first.header("cache-status").unwrap();
+        assert!(!cs.contains("stored"), "{path}: {cs}");
+        get(&proxy, &url, &[]).await;
+        assert_eq!(
+            origin.requests(),
+            2 * (i + 1),
+            "{path} was served from the cache"
+        );
+    }
+}
+
+/// RFC 9110 §13.2.1: a client's conditional request is answered 304 only
+/// when the stored response is a 2xx; a stored 404 with matching
+/// validators is still a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_requests_get_no_304_from_a_stored_error() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url(
+        "/status/404?h=cache-control:max-age=60&h=etag:%22x%22\
+         &h=last-modified:Mon,%2001%20Jan%202024%2000:00:00%20GMT",
+    );
+    assert_eq!(get(&proxy, &url, &[]).await.status, 404);
+    for condition in [
+        "If-None-Match: \"x\"",
+        "If-Modified-Since: Tue, 02 Jan 2024 00:00:00 GMT",
+    ] {
+        let f = get(&proxy, &url, &["-H", condition]).await;
+        assert_eq!(f.status, 404, "{condition}");
+        assert_eq!(f.body, b"status 404");
+        assert!(f.header("cache-status").unwrap().contains("hit"));
+    }
+    // A stored 200 still answers them with 304.
+    let ok = origin.url("/bytes/10?h=cache-control:max-age=60&h=etag:%22y%22");
+    get(&proxy, &ok, &[]).await;
+    let f = get(&proxy, &ok, &["-H", "If-None-Match: \"y\""]).await;
+    assert_eq!(f.status, 304);
+    assert_eq!(origin.requests(), 2);
+}
+
+/// An origin whose stored response ("one", ETag "v1") is stale at once,
+/// and which then answers the cache's validation with a 304 carrying
+/// another strong ETag ("v2"), and an unconditional request with "two".
+async fn origin_with_a_changed_tag() -> Scripted {
+    let first = std::sync::atomic::AtomicBool::new(true);
+    Scripted::start(move |head| {
+        let reply = |status: &str, tag: &str, cc: &str, body: &str| {
+            format!(
+                "HTTP/1.1 {status}\r\nETag: \"{tag}\"\r\nCache-Control: {cc}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        };
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return reply("200 OK", "v1", "max-age=0", "one");
+        }
+        if common::header_in(head, "if-none-match").is_some() {
+            // RFC 9110 §15.4.5: no content, so no Content-Length of it.
+            return b"HTTP/1.1 304 Not Modified\r\nETag: \"v2\"\r\nCache-Control: max-age=600\r\n\
+                     Connection: close\r\n\r\n"
+                .to_vec();
+        }
+        reply("200 OK", "v2", "max-age=600", "two")
+    })
+    .await
+}
+
+/// RFC 9111 §4.3.4: a 304 whose strong validator no stored response has
+/// updates none. The stored response is served as it was (with its own
+/// ETag), not refreshed, and the next request fetches the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_with_another_strong_etag_updates_nothing() {
+    let origin = origin_with_a_changed_tag().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/tagged");
+    assert_eq!(get(&proxy, &url, &[]).await.body, b"one");
+    let validated = get(&proxy, &url, &[]).await;
+    assert_eq!(validated.status, 200);
+    assert_eq!(validated.body, b"one");
+    assert_eq!(validated.header("etag").as_deref(), Some("\"v1\""));
+    assert_eq!(origin.requests(), 2);
+    let next = get(&proxy, &url, &[]).await;
+    assert_eq!(next.body, b"two", "{}", next.headers);
+    assert_eq!(next.header("etag").as_deref(), Some("\"v2\""));
+    assert_eq!(origin.requests(), 3);
+
+    // The same for HTTP/2 clients.
+    let origin = origin_with_a_changed_tag().await;
+    let dir = common::scratch_dir();
+    let (h2, mut args) = tls_reverse_cache(&dir, origin.addr);
+    args.push(format!("https://localhost:{}/tagged", h2.addr().port()));
+    let fetch = || {
+        let args = args.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl_fetch_async(&refs).await
+        }
+    };
+    assert_eq!(fetch().await.body, b"one");
+    let validated = fetch().await;
+    assert_eq!(validated.body, b"one");
+    assert_eq!(validated.header("etag").as_deref(), Some("\"v1\""));
+    let next = fetch().await;
+    assert_eq!(next.body, b"two", "{}", next.headers);
+    assert_eq!(origin.requests(), 3);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An origin whose responses are stale on arrival, by an old Date
+/// (`/old-date`) or a large Age (`/old-age`), and which answers validation
+/// with a bare 304: no Date, no Age.
+async fn origin_stale_on_arrival() -> Scripted {
+    Scripted::start(|head| {
+        if common::header_in(head, "if-none-match").is_some() {
+            return b"HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        }
+        let old = if head.contains("/old-date") {
+            "Date: Mon, 01 Jan 2024 00:00:00 GMT"
+        } else {
+            "Age: 7200"
+        };
+        format!(
+            "HTTP/1.1 200 OK\r\n{old}\r\nETag: \"a\"\r\nCache-Control: max-age=60\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\nok"
+        )
+        .into_bytes()
+    })
+    .await
+}
+
+/// RFC 9111 §4.3.4 and §4.2.3: a 304 makes the stored response fresh
+/// again, with the validation exchange's times: a 304 without Date gets
+/// the time it arrived as Date (RFC 9110 §6.6.1), and the stored Age of the
+/// old exchange no longer counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_without_date_or_age_makes_the_response_fresh_again() {
+    let origin = origin_stale_on_arrival().await;
+    let proxy = cache_proxy();
+    for (i, path) in ["/old-date", "/old-age"].iter().enumerate() {
+        let url = origin.url(path);
+        get(&proxy, &url, &[]).await;
+        let validated = get(&proxy, &url, &[]).await;
+        assert_eq!(
+            (validated.status, validated.body.as_slice()),
+            (200, &b"ok"[..])
+        );
+        let cs = validated.header("cache-status").unwrap();
+        assert!(cs.contains("fwd-status=304"), "{path}: {cs}");
+        let age: u64 = validated.header("age").unwrap().parse().unwrap();
+        assert!(age < 60, "{path}: Age {age}");
+        let date = validated.header("date").unwrap_or_default();
+        assert!(!date.contains("2024"), "{path}: Date {date}");
+        // Fresh now: the next request is a hit.
+        let hit = get(&proxy, &url, &[]).await;
+        let cs = hit.header("cache-status").unwrap();
+        assert!(cs.contains("hit"), "{path} is still stale: {cs}");
+        assert_eq!(origin.requests(), 2 * (i + 1));
+    }
+
+    // The same for HTTP/2 clients.
+    let origin = origin_stale_on_arrival().await;
+    let dir = common::scratch_dir();
+    let (h2, args) = tls_reverse_cache(&dir, origin.addr);
+    for (i, path) in ["/old-date", "/old-age"].iter().enumerate() {
+        let mut args = args.clone();
+        args.push(format!("https://localhost:{}{path}", h2.addr().port()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl_fetch_async(&refs).await;
+        let validated = curl_fetch_async(&refs).await;
+        let age: u64 = validated.header("age").unwrap().parse().unwrap();
+        assert!(age < 60, "{path}: Age {age}");
+        let hit = curl_fetch_async(&refs).await;
+        let cs = hit.header("cache-status").unwrap();
+        assert!(cs.contains("hit"), "{path} is still stale: {cs}");
+        assert_eq!(origin.requests(), 2 * (i + 1));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Cache-Control is read in time linear in its length: a request whose
+/// Cache-Control lists thousands of distinct directives is answered as
+/// quickly as any other (it took most of a second per request when every
+/// directive was compared with all those before it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_cache_control_is_read_in_linear_time() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let url = origin.url("/bytes/10?h=cache-control:max-age=600");
+    get(&proxy, &url, &[]).await;
+    // About 50 KB: 9,000 distinct directives.
+    let tokens: Vec<String> = (0..9000).map(|i| format!("x{i}")).collect();
+    let header = format!("Cache-Control: {}, max-stale", tokens.join(","));
+    assert!(header.len() > 50_000);
+    let request = format!(
+        "GET {url} HTTP/1.1\r\nHost: {}\r\n{header}\r\n\r\n",
+        origin.addr()
+    );
+    let mut conn = common::Conn::connect(proxy.addr()).await;
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        conn.send(request.as_bytes()).await;
+        let r = conn.read_response(false).await;
+        assert_eq!(r.status, 200);
+        assert!(r.header("cache-status").unwrap().contains("hit"));
+    }
+    let took = started.elapsed();
+    eprintln!("ten requests took {took:?}");
+    assert!(took < Duration::from_secs(2), "ten requests took {took:?}");
+    assert_eq!(origin.requests(), 1);
+}
+
+/// Collapsing: requests waiting for another one fetching the same URL are
+/// let go as soon as its response turns out not to be storable (no-store,
+/// or a Content-Length beyond what the cache keeps), not when its body has
+/// reached its client: they go to the origin at once instead of waiting
+/// out the collapsing limit (5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_requests_go_at_once_when_the_response_will_not_be_stored() {
+    let origin = Origin::start().await;
+    let proxy = start(&private_config(
+        "[cache]\nmemory = \"128MiB\"\nmax_object_size = \"1MiB\"\n",
+    ));
+    let size = 32 << 20;
+    for (i, query) in ["h=cache-control:no-store", "h=cache-control:max-age=60"]
+        .iter()
+        .enumerate()
+    {
+        let url = origin.url(&format!("/bytes/{size}?{query}"));
+        let request = format!("GET {url} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr());
+        // The first request's client takes the head, then stops reading:
+        // its body cannot reach it for a long while.
+        let mut slow = common::Conn::connect(proxy.addr()).await;
+        slow.send(request.as_bytes()).await;
+        assert!(slow.read_head().await.starts_with("HTTP/1.1 200"));
+        let started = std::time::Instant::now();
+        let mut next = common::Conn::connect(proxy.addr()).await;
+        next.send(request.as_bytes()).await;
+        let head = next.read_head().await;
+        let waited = started.elapsed();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            waited < Duration::from_secs(4),
+            "{query}: held back {waited:?} for a response that is not stored"
+        );
+        assert_eq!(origin.requests(), 2 * (i + 1));
+    }
+}
+
+/// RFC 9111 §4.4: the Location and Content-Location of a successful unsafe
+/// request's response are invalidated when on the same origin, also when
+/// they are relative (resolved against the request's URL, RFC 3986 §5.2)
+/// or spell the scheme in capitals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate_relative_and_capitalised_locations() {
+    let origin = Origin::start().await;
+    let proxy = cache_proxy();
+    let stored = [
+        origin.url("/bytes/10?h=cache-control:max-age=60"),
+        origin.url("/bytes/11?h=cache-control:max-age=60"),
+    ];
+    for url in &stored {
+        get(&proxy, url, &[]).await;
+        get(&proxy, url, &[]).await;
+    }
+    assert_eq!(origin.requests(), 2);
+    let host = origin.addr().to_string().to_uppercase();
+    let post = origin.url(&format!(
+        "/status/201?h=location:../bytes/10%3Fh%3Dcache-control:max-age%3D60\
+         &h=content-location:HTTP://{host}/bytes/11%3Fh%3Dcache-control:max-age%3D60"
+    ));
+    let created = get(&proxy, &post, &["-d", "x"]).await;
+    assert_eq!(created.status, 201);
+    assert_eq!(
+        created.header("location").as_deref(),
+        Some("../bytes/10?h=cache-control:max-age=60")
+    );
+    assert_eq!(origin.requests(), 3);
+    let mut kept = Vec::new();
+    for url in &stored {
+        let f = get(&proxy, url, &[]).await;
+        let cs = f.header("cache-status").unwrap();
+        if !cs.contains("fwd=uri-miss") {
+            kept.push(format!("{url}: {cs}"));
+        }
+    }
+    assert!(kept.is_empty(), "not invalidated: {kept:?}");
+    assert_eq!(origin.requests(), 5);
+}

@@ -47,7 +47,17 @@ struct Index {
     lru: BTreeMap<u64, (String, PathBuf)>,
     tick: u64,
     bytes: u64,
+    /// Writes begun and not yet in place, by [`PendingWrite`] number: the URL each
+    /// is for. Removing a URL takes its writes out, which cancels them.
+    writing: HashMap<u64, String>,
+    next_write: u64,
 }
+
+/// A write of one response, registered when the response was kept: removing
+/// its URL (invalidation, PURGE) before the write is in place cancels it, so
+/// a write that began earlier cannot bring a removed response back.
+#[must_use]
+pub struct PendingWrite(u64);
 
 pub struct DiskStore {
     dir: PathBuf,
@@ -130,8 +140,35 @@ impl DiskStore {
         self.dir.join(&h[..2]).join(format!("{h}.obj"))
     }
 
+    /// Registers a write of a response for `url`, to be done by
+    /// [`write_registered`](Self::write_registered) (cheap: no I/O).
+    pub fn begin_write(&self, url: &str) -> PendingWrite {
+        let mut index = self.lock();
+        index.next_write += 1;
+        let n = index.next_write;
+        index.writing.insert(n, url.to_string());
+        PendingWrite(n)
+    }
+
     /// Writes a response (blocking I/O: call from a blocking thread).
+    #[cfg(test)]
     pub fn write(&self, entry: &Entry) -> io::Result<()> {
+        let write = self.begin_write(&entry.url);
+        self.write_registered(entry, write)
+    }
+
+    /// Does a write registered by [`begin_write`](Self::begin_write)
+    /// (blocking I/O: call from a blocking thread). Nothing is stored when
+    /// the URL was removed since.
+    pub fn write_registered(&self, entry: &Entry, write: PendingWrite) -> io::Result<()> {
+        let n = write.0;
+        let result = self.write_file(entry, n);
+        // Done or failed: no longer pending either way.
+        self.lock().writing.remove(&n);
+        result
+    }
+
+    fn write_file(&self, entry: &Entry, n: u64) -> io::Result<()> {
         if entry.body.len() > self.max_object_size {
             return Ok(());
         }
@@ -140,14 +177,26 @@ impl DiskStore {
             fs::create_dir_all(parent)?;
         }
         let bytes = encode(entry);
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let tmp = path.with_extension(format!("{}.{n}.tmp", std::process::id()));
         {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
         }
-        fs::rename(&tmp, &path)?;
         let size = bytes.len() as u64;
         let mut index = self.lock();
+        // RFC 9111 §4.4 (and PURGE): the URL was removed while this was
+        // being written; the response must not come back. Checked and
+        // renamed under the lock, so no removal falls in between.
+        if index.writing.remove(&n).is_none() {
+            drop(index);
+            let _ = fs::remove_file(&tmp);
+            return Ok(());
+        }
+        if let Err(e) = fs::rename(&tmp, &path) {
+            drop(index);
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         index.tick += 1;
         let tick = index.tick;
         let items = index.by_url.entry(entry.url.clone()).or_default();
@@ -246,9 +295,12 @@ impl DiskStore {
         }
     }
 
+    /// Removes every response stored for `url`, and cancels writes for it
+    /// not yet in place; how many were stored.
     pub fn remove(&self, url: &str) -> usize {
-        let items = self.lock().by_url.remove(url).unwrap_or_default();
         let mut index = self.lock();
+        index.writing.retain(|_, u| u != url);
+        let items = index.by_url.remove(url).unwrap_or_default();
         for i in &items {
             let _ = fs::remove_file(&i.path);
             index.lru.remove(&i.tick);
@@ -258,13 +310,16 @@ impl DiskStore {
     }
 
     pub fn remove_prefix(&self, prefix: &str) -> usize {
-        let urls: Vec<String> = self
-            .lock()
-            .by_url
-            .keys()
-            .filter(|u| u.starts_with(prefix))
-            .cloned()
-            .collect();
+        let urls: Vec<String> = {
+            let mut index = self.lock();
+            index.writing.retain(|_, u| !u.starts_with(prefix));
+            index
+                .by_url
+                .keys()
+                .filter(|u| u.starts_with(prefix))
+                .cloned()
+                .collect()
+        };
         urls.iter().map(|u| self.remove(u)).sum()
     }
 
@@ -504,6 +559,34 @@ mod tests {
         drop(store);
         let again = DiskStore::open(&d, 1 << 20, 1 << 20).unwrap();
         assert_eq!(again.objects(), 0);
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_removal_cancels_a_write_begun_before_it() {
+        let d = dir("cancel");
+        let store = DiskStore::open(&d, 1 << 20, 1 << 20).unwrap();
+        let e = entry("http://a/1", b"old");
+        // Invalidated (§4.4) while the response was being written.
+        let write = store.begin_write(&e.url);
+        assert_eq!(store.remove("http://a/1"), 0);
+        store.write_registered(&e, write).unwrap();
+        assert_eq!(store.objects(), 0);
+        assert!(store.read("http://a/1", |_| true).is_none());
+        // PURGE of a prefix likewise.
+        let e2 = entry("http://a/2", b"old");
+        let write = store.begin_write(&e2.url);
+        store.remove_prefix("http://a/");
+        store.write_registered(&e2, write).unwrap();
+        assert_eq!(store.objects(), 0);
+        // Nothing of either is left on disk for the next start.
+        drop(store);
+        let again = DiskStore::open(&d, 1 << 20, 1 << 20).unwrap();
+        assert_eq!(again.objects(), 0);
+        // A write begun after the removal is stored.
+        let write = again.begin_write(&e.url);
+        again.write_registered(&e, write).unwrap();
+        assert_eq!(again.objects(), 1);
         let _ = fs::remove_dir_all(d);
     }
 

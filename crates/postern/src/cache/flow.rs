@@ -9,14 +9,14 @@ use bytes::Bytes;
 use super::policy::{Directives, Use};
 use super::range::RangeAnswer;
 use super::store::Entry;
-use super::{Cache, CollapseGuard, Found};
+use super::{Cache, CollapseGuard, Found, Storing};
 use crate::config::Config;
 use crate::context::RequestCtx;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::http::{Forwarded, FromOrigin, Outbound};
 use crate::http1::RequestHead;
-use crate::http1::head::Fields;
 use crate::http1::head::push_field;
+use crate::http1::head::{Fields, ResponseHead};
 use crate::ingress::Client;
 
 /// What the exchange must do for the cache.
@@ -34,6 +34,8 @@ pub struct Ticket {
     pub max_object_size: usize,
     /// A reverse listener's request: `CDN-Cache-Control` applies (RFC 9213).
     pub targeted: bool,
+    /// This request fetches the URL for others waiting for it (collapsing).
+    pub leader: Option<CollapseGuard>,
 }
 
 impl Ticket {
@@ -49,7 +51,34 @@ impl Ticket {
             name: String::new(),
             max_object_size: 0,
             targeted: false,
+            leader: None,
         }
+    }
+
+    /// Whether the origin's `response` to `head` is to be stored, and how
+    /// (see [`Storing::decide`]). When it is not, the requests waiting for
+    /// this one are let go at once: no copy of this response will come for
+    /// them, so they go to the origin themselves rather than wait until
+    /// its body has reached this request's client.
+    pub fn storing(&self, head: &RequestHead, response: &ResponseHead) -> Option<Storing> {
+        let too_large = response
+            .first("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > self.max_object_size as u64);
+        let storing = Storing::decide(
+            &self.url,
+            head,
+            &self.req_cc,
+            response,
+            (self.request_time, self.targeted),
+        )
+        .filter(|_| !too_large);
+        if storing.is_none()
+            && let Some(leader) = &self.leader
+        {
+            leader.release();
+        }
+        storing
     }
 }
 
@@ -80,7 +109,6 @@ pub struct Pending {
     pub stale: Option<Found>,
     /// Validating: the stored response a 304 refreshes.
     pub validating: Option<Arc<Entry>>,
-    pub _leader: Option<CollapseGuard>,
 }
 
 pub(crate) fn request_directives(head: &RequestHead) -> Directives {
@@ -125,7 +153,10 @@ pub async fn before(
         .listeners
         .iter()
         .any(|l| *l.name == *ctx.listener && l.mode == crate::config::Mode::Reverse);
-    let ticket = |note: &'static str, validating: bool, req_cc: Directives| Ticket {
+    let ticket = |note: &'static str,
+                  validating: bool,
+                  req_cc: Directives,
+                  leader: Option<CollapseGuard>| Ticket {
         cache: cache.clone(),
         url: url.clone(),
         req_cc,
@@ -135,26 +166,22 @@ pub async fn before(
         name: name.clone(),
         max_object_size: cache.tap_limit(),
         targeted,
+        leader,
     };
     let cacheable_method = head.is_method("GET") || head.is_method("HEAD");
     if !cacheable_method {
         // Only unsafe methods invalidate (§4.4); OPTIONS and TRACE pass by.
         let safe = head.is_method("OPTIONS") || head.is_method("TRACE");
         return Ok(Before::Origin(Box::new(Pending {
-            ticket: ticket(if safe { "bypass" } else { "method" }, false, req_cc),
+            ticket: ticket(if safe { "bypass" } else { "method" }, false, req_cc, None),
             extra: Vec::new(),
             stale: None,
             validating: None,
-            _leader: None,
         })));
     }
     let mut leader = None;
     for attempt in 0..2 {
-        let mut found = cache.lookup(&url, head, &req_cc);
-        if found.is_none() && cache.lookup_disk(&url, head, targeted).await.is_some() {
-            found = cache.lookup(&url, head, &req_cc);
-        }
-        if let Some(found) = found {
+        if let Some(found) = cache.lookup_any(&url, head, &req_cc, targeted).await {
             match found.usable {
                 Use::Fresh | Use::StaleAccepted | Use::StaleWhileRevalidate => {
                     cache
@@ -175,10 +202,22 @@ pub async fn before(
                         ctx,
                     )
                     .await;
-                    if found.usable == Use::StaleWhileRevalidate {
+                    // RFC 9111 §5.2.1.7: only-if-cached sends nothing to
+                    // the origin on this request's account, a background
+                    // revalidation included.
+                    if found.usable == Use::StaleWhileRevalidate && !req_cc.only_if_cached {
                         return Ok(Before::ServedStale(done, found.entry, req_cc));
                     }
                     return Ok(Before::Served(done));
+                }
+                // §5.2.1.7: the stored response is not usable without the
+                // origin (a stale one the request accepts, with max-stale,
+                // is StaleAccepted above): 504.
+                Use::Validate if req_cc.only_if_cached => {
+                    return Err(ProxyError::new(
+                        ErrorKind::NotCached,
+                        "only-if-cached, and the stored response must be validated",
+                    ));
                 }
                 Use::Validate => {
                     cache
@@ -194,11 +233,10 @@ pub async fn before(
                     };
                     let validating = !extra.is_empty();
                     return Ok(Before::Origin(Box::new(Pending {
-                        ticket: ticket("stale", validating, req_cc),
+                        ticket: ticket("stale", validating, req_cc, leader),
                         extra,
                         validating: validating.then(|| found.entry.clone()),
                         stale: Some(found),
-                        _leader: leader,
                     })));
                 }
             }
@@ -233,11 +271,10 @@ pub async fn before(
         "uri-miss"
     };
     Ok(Before::Origin(Box::new(Pending {
-        ticket: ticket(note, false, req_cc),
+        ticket: ticket(note, false, req_cc, leader),
         extra: Vec::new(),
         stale: None,
         validating: None,
-        _leader: leader,
     })))
 }
 
@@ -285,21 +322,20 @@ pub async fn after(
                 .validating
                 .as_ref()
                 .ok_or_else(|| ProxyError::new(ErrorKind::BadResponse, "unexpected 304"))?;
+            if !super::selects(&head, old) {
+                let status = format!("{name}; fwd=stale; fwd-status=304");
+                let age = super::age_of(old);
+                let served = serve_entry(cfg, cache, client, req, old, age, &status, ctx).await;
+                super::not_selected(cache, old);
+                return Ok(served);
+            }
             let fresh = super::refreshed(old, &head, ticket.request_time);
             let fresh = Arc::new(fresh);
             cache.keep(clone_entry(&fresh));
-            let status = format!("{name}; fwd=stale; fwd-status=304; ttl={}", fresh.lifetime);
-            Ok(serve_entry(
-                cfg,
-                cache,
-                client,
-                req,
-                &fresh,
-                fresh.age_value,
-                &status,
-                ctx,
-            )
-            .await)
+            let age = super::age_of(&fresh);
+            let ttl = fresh.lifetime as i64 - age as i64;
+            let status = format!("{name}; fwd=stale; fwd-status=304; ttl={ttl}");
+            Ok(serve_entry(cfg, cache, client, req, &fresh, age, &status, ctx).await)
         }
         Ok(FromOrigin::Withheld(code)) => match pending
             .stale
@@ -384,7 +420,7 @@ pub async fn answer_if_stored(
     ctx: &mut RequestCtx,
 ) -> Option<Forwarded> {
     let req_cc = request_directives(req.head);
-    let found = cache.lookup(url, req.head, &req_cc)?;
+    let found = cache.lookup_any(url, req.head, &req_cc, false).await?;
     if found.usable == Use::Validate {
         return None;
     }

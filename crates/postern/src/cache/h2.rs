@@ -89,18 +89,27 @@ pub async fn look(
     };
     let mut leader = None;
     for attempt in 0..2 {
-        let mut found = cache.lookup(&url, head, &req_cc);
-        if found.is_none() && cache.lookup_disk(&url, head, targeted).await.is_some() {
-            found = cache.lookup(&url, head, &req_cc);
-        }
-        match found {
+        match cache.lookup_any(&url, head, &req_cc, targeted).await {
             Some(f) if f.usable != Use::Validate => {
                 count(&stats.hits);
                 let ttl = f.entry.lifetime as i64 - f.age as i64;
                 let status = format!("{name}; hit; ttl={ttl}");
                 let response = stored_response(cache, head, &f.entry, f.age, &status);
-                let refresh = (f.usable == Use::StaleWhileRevalidate).then_some((f.entry, req_cc));
+                // RFC 9111 §5.2.1.7: only-if-cached sends nothing to the
+                // origin on this request's account, a background
+                // revalidation included.
+                let refresh = (f.usable == Use::StaleWhileRevalidate && !req_cc.only_if_cached)
+                    .then_some((f.entry, req_cc));
                 return Ok(Looked::Hit(response, refresh));
+            }
+            // §5.2.1.7: the stored response is not usable without the origin
+            // (a stale one the request accepts, with max-stale, is a hit
+            // above): 504.
+            Some(_) if req_cc.only_if_cached => {
+                return Err(ProxyError::new(
+                    ErrorKind::NotCached,
+                    "only-if-cached, and the stored response must be validated",
+                ));
             }
             Some(f) => {
                 count(&stats.revalidations);
@@ -258,12 +267,18 @@ impl Miss {
                 let cache_status = format!("{}; hit; fwd=stale; fwd-status=304", self.name);
                 return stored_response(&self.cache, head, &stale.entry, stale.age, &cache_status);
             };
+            if !super::selects(&view, &stale.entry) {
+                let cache_status = format!("{}; fwd=stale; fwd-status=304", self.name);
+                let age = super::age_of(&stale.entry);
+                let answer = stored_response(&self.cache, head, &stale.entry, age, &cache_status);
+                super::not_selected(&self.cache, &stale.entry);
+                return answer;
+            }
             let fresh = super::refreshed(&stale.entry, &view, self.request_time);
-            let cache_status = format!(
-                "{}; fwd=stale; fwd-status=304; ttl={}",
-                self.name, fresh.lifetime
-            );
-            let answer = stored_response(&self.cache, head, &fresh, fresh.age_value, &cache_status);
+            let age = super::age_of(&fresh);
+            let ttl = fresh.lifetime as i64 - age as i64;
+            let cache_status = format!("{}; fwd=stale; fwd-status=304; ttl={ttl}", self.name);
+            let answer = stored_response(&self.cache, head, &fresh, age, &cache_status);
             self.cache.keep(clone_entry(&fresh));
             return answer;
         }

@@ -78,14 +78,32 @@ pub struct CollapseGuard {
     notify: Arc<Notify>,
 }
 
-impl Drop for CollapseGuard {
-    fn drop(&mut self) {
-        self.cache
+impl CollapseGuard {
+    /// Lets the waiting requests go now (they look again, and go to the
+    /// origin themselves when nothing was stored); later requests for the
+    /// URL no longer wait for this one. Dropping the guard does the same.
+    pub fn release(&self) {
+        let mut map = self
+            .cache
             .collapsing
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.url);
+            .unwrap_or_else(|e| e.into_inner());
+        // Only this guard's own entry: once released, another request may
+        // have become the URL's leader.
+        if map
+            .get(&self.url)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+        {
+            map.remove(&self.url);
+        }
+        drop(map);
         self.notify.notify_waiters();
+    }
+}
+
+impl Drop for CollapseGuard {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -121,9 +139,12 @@ impl Cache {
         if let Some(disk) = &self.disk
             && entry.body.len() <= disk.max_object_size
         {
+            // Registered now, so an invalidation that comes before the
+            // write is done cancels it.
+            let write = disk.begin_write(&entry.url);
             let (disk, e) = (disk.clone(), entry.clone());
             tokio::task::spawn_blocking(move || {
-                if let Err(err) = disk.write(&e) {
+                if let Err(err) = disk.write_registered(&e, write) {
                     eprintln!("postern: cache: cannot write {}: {err}", e.url);
                 }
             });
@@ -163,9 +184,18 @@ impl Cache {
         })
     }
 
-    /// A response from the disk tier, verified, promoted to memory.
+    /// A response from the disk tier, verified, with how it may be used.
+    /// It is promoted to memory when the memory tier keeps responses of its
+    /// size; a larger one is served from the disk entry as it is (read
+    /// again on the next request).
     /// `targeted`: the request came to a reverse listener (RFC 9213).
-    pub async fn lookup_disk(&self, url: &str, head: &RequestHead, targeted: bool) -> Option<()> {
+    pub async fn lookup_disk(
+        &self,
+        url: &str,
+        head: &RequestHead,
+        req_cc: &Directives,
+        targeted: bool,
+    ) -> Option<Found> {
         let disk = self.disk.as_ref()?;
         let (path, _) = disk.candidates(url).into_iter().rev().find(|(_, vary)| {
             vary.iter()
@@ -175,7 +205,7 @@ impl Cache {
         let (meta, body) = tokio::task::spawn_blocking(move || disk2.read_path(&url2, &path))
             .await
             .ok()??;
-        let entry = build_entry(
+        let entry = Arc::new(build_entry(
             Storing {
                 url: meta.url,
                 request_time: meta.request_time,
@@ -186,26 +216,32 @@ impl Cache {
             meta.headers,
             body,
             meta.response_time,
-        );
+        ));
         if entry.body.len() <= self.max_object_size {
-            self.store.insert(entry);
+            self.store.insert_arc(entry.clone());
         }
-        Some(())
+        Some(found(entry, req_cc))
     }
 
     /// The stored response for this request (§4: URI and Vary), with how it
     /// may be used.
     pub fn lookup(&self, url: &str, head: &RequestHead, req_cc: &Directives) -> Option<Found> {
         let entry = self.store.find(url, |e| vary_matches(e, head))?;
-        let age = policy::current_age(
-            e_age(&entry),
-            entry.date,
-            entry.request_time,
-            entry.response_time,
-            now(),
-        );
-        let usable = policy::usable(req_cc, &entry.cc, age, entry.lifetime);
-        Some(Found { entry, age, usable })
+        Some(found(entry, req_cc))
+    }
+
+    /// The stored response for this request from memory, else from disk.
+    pub async fn lookup_any(
+        &self,
+        url: &str,
+        head: &RequestHead,
+        req_cc: &Directives,
+        targeted: bool,
+    ) -> Option<Found> {
+        match self.lookup(url, head, req_cc) {
+            Some(found) => Some(found),
+            None => self.lookup_disk(url, head, req_cc, targeted).await,
+        }
     }
 
     /// Becomes the one request fetching `url`, or waits for the one that
@@ -247,21 +283,141 @@ impl Cache {
     /// and Content-Location when they are on the same origin.
     pub fn invalidate(&self, url: &str, response: &ResponseHead) {
         self.remove(url);
-        let origin = origin_of(url);
         for name in ["location", "content-location"] {
-            if let Some(v) = response.first(name) {
-                let v = String::from_utf8_lossy(v);
-                let target = if v.starts_with('/') {
-                    format!("{origin}{v}")
-                } else {
-                    v.into_owned()
-                };
-                if origin_of(&target) == origin {
-                    self.remove(&target);
-                }
+            if let Some(v) = response.first(name)
+                && let Some(target) = same_origin_target(url, &String::from_utf8_lossy(v))
+            {
+                self.remove(&target);
             }
         }
     }
+}
+
+/// A URI reference split into its parts (RFC 3986 §3, §4.1); the fragment
+/// is left out.
+struct Reference<'a> {
+    scheme: Option<&'a str>,
+    authority: Option<&'a str>,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+fn split_reference(text: &str) -> Reference<'_> {
+    let text = text.split('#').next().unwrap_or("");
+    // A scheme is letters, digits, "+", "-" and "." before the first ":",
+    // starting with a letter and ahead of any "/", "?" (§3.1, §4.2).
+    let scheme_end = text.find(':').filter(|&i| {
+        let s = &text[..i];
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    let (scheme, rest) = match scheme_end {
+        Some(i) => (Some(&text[..i]), &text[i + 1..]),
+        None => (None, text),
+    };
+    let (authority, rest) = match rest.strip_prefix("//") {
+        Some(r) => {
+            let end = r.find(['/', '?']).unwrap_or(r.len());
+            (Some(&r[..end]), &r[end..])
+        }
+        None => (None, rest),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    Reference {
+        scheme,
+        authority,
+        path,
+        query,
+    }
+}
+
+/// RFC 3986 §5.2.4.
+fn remove_dot_segments(path: &str) -> String {
+    let mut input = path;
+    let mut out = String::with_capacity(path.len());
+    while !input.is_empty() {
+        if let Some(r) = input.strip_prefix("../") {
+            input = r;
+        } else if let Some(r) = input.strip_prefix("./") {
+            input = r;
+        } else if input.starts_with("/./") {
+            input = &input[2..];
+        } else if input == "/." {
+            input = "/";
+        } else if input.starts_with("/../") || input == "/.." {
+            input = if input == "/.." { "/" } else { &input[3..] };
+            let cut = out.rfind('/').unwrap_or(0);
+            out.truncate(cut);
+        } else if input == "." || input == ".." {
+            input = "";
+        } else {
+            let start = usize::from(input.starts_with('/'));
+            let end = input[start..].find('/').map_or(input.len(), |i| i + start);
+            out.push_str(&input[..end]);
+            input = &input[end..];
+        }
+    }
+    out
+}
+
+/// Scheme, host and port, compared as RFC 6454 origins are: case aside,
+/// and the default port spelled or not.
+fn origin_key(scheme: &str, authority: &str) -> (String, String, String) {
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], &authority[i + 1..]),
+        _ => (authority, ""),
+    };
+    let port = match (scheme.as_str(), port) {
+        ("http", "") => "80",
+        ("https", "") => "443",
+        (_, p) => p,
+    }
+    .to_string();
+    (scheme, host.to_ascii_lowercase(), port)
+}
+
+/// The stored URL that a Location or Content-Location value names, when it
+/// is on the same origin as `url` (§4.4): the reference resolved against
+/// `url` (RFC 3986 §5.2.2), spelled with `url`'s own origin as keys are.
+fn same_origin_target(url: &str, reference: &str) -> Option<String> {
+    let base = split_reference(url);
+    let (b_scheme, b_authority) = (base.scheme?, base.authority?);
+    let r = split_reference(reference.trim());
+    let (scheme, authority, path, query) = match (r.scheme, r.authority) {
+        (Some(s), a) => (s, a?, remove_dot_segments(r.path), r.query),
+        (None, Some(a)) => (b_scheme, a, remove_dot_segments(r.path), r.query),
+        (None, None) if r.path.is_empty() => (
+            b_scheme,
+            b_authority,
+            base.path.to_string(),
+            r.query.or(base.query),
+        ),
+        (None, None) if r.path.starts_with('/') => {
+            (b_scheme, b_authority, remove_dot_segments(r.path), r.query)
+        }
+        (None, None) => {
+            // §5.2.3: merged with the base path's directory.
+            let merged = match base.path.rfind('/') {
+                Some(i) => format!("{}{}", &base.path[..=i], r.path),
+                None => format!("/{}", r.path),
+            };
+            (b_scheme, b_authority, remove_dot_segments(&merged), r.query)
+        }
+    };
+    if origin_key(scheme, authority) != origin_key(b_scheme, b_authority) {
+        return None;
+    }
+    let path = if path.is_empty() { "/" } else { &path };
+    Some(match query {
+        Some(q) => format!("{b_scheme}://{b_authority}{path}?{q}"),
+        None => format!("{b_scheme}://{b_authority}{path}"),
+    })
 }
 
 /// The Age field's value (RFC 9111 §5.1): a delta-seconds. A list or
@@ -281,9 +437,18 @@ fn e_age(e: &Entry) -> u64 {
     e.age_value
 }
 
-fn origin_of(url: &str) -> &str {
-    let after = url.find("://").map_or(0, |i| i + 3);
-    url[after..].find('/').map_or(url, |i| &url[..after + i])
+/// `entry` with its current age (§4.2.3) and how it may answer a request
+/// with `req_cc`.
+fn found(entry: Arc<Entry>, req_cc: &Directives) -> Found {
+    let age = policy::current_age(
+        e_age(&entry),
+        entry.date,
+        entry.request_time,
+        entry.response_time,
+        now(),
+    );
+    let usable = policy::usable(req_cc, &entry.cc, age, entry.lifetime);
+    Found { entry, age, usable }
 }
 
 fn vary_matches(e: &Entry, head: &RequestHead) -> bool {
@@ -417,8 +582,57 @@ fn build_entry(
     }
 }
 
+/// RFC 9111 §4.3.4: whether a 304 selects `stored` for update. A strong
+/// entity tag in the 304 selects only a stored response with that same
+/// strong tag; a weak one, a stored response whose tag matches it weakly.
+/// A 304 without an entity tag selects the stored response (the only one
+/// the request nominated).
+pub fn selects(response: &ResponseHead, stored: &Entry) -> bool {
+    let Some(tag) = response.first("etag") else {
+        return true;
+    };
+    let tag = tag.trim_ascii();
+    let mine = stored.header("etag").map(<[u8]>::trim_ascii);
+    match tag.strip_prefix(b"W/") {
+        None => mine == Some(tag),
+        Some(weak) => mine.is_some_and(|m| m.strip_prefix(b"W/").unwrap_or(m) == weak),
+    }
+}
+
+/// A 304 to the cache's validators that selects no stored response
+/// (§4.3.4, see [`selects`]): nothing is updated with it. The request is
+/// answered with the stored response as it is, since the 304 still says
+/// that the validator it was asked about matches the current
+/// representation (RFC 9110 §13.1.2, §13.1.3, §15.4.5): for an origin that
+/// follows those rules the tags differ only in weakness, or the stored
+/// response had no entity tag and was validated by date. Its metadata is
+/// not that response's, though, and an origin that breaks them may have a
+/// new representation: the stored response is dropped, so the next request
+/// fetches the representation whole, with the validator the origin now
+/// uses. (Fetching it again at once, unconditionally, would take the
+/// exchange out of the cache's hands.)
+pub fn not_selected(cache: &Cache, stored: &Entry) {
+    cache.remove(&stored.url);
+}
+
+/// The current age of a stored response (§4.2.3).
+pub fn age_of(entry: &Entry) -> u64 {
+    policy::current_age(
+        e_age(entry),
+        entry.date,
+        entry.request_time,
+        entry.response_time,
+        now(),
+    )
+}
+
 /// §4.3.4: a 304 updates the stored header fields (all but framing and
-/// Content-Length); the result is stored as a fresh copy.
+/// Content-Length); the result is stored as a fresh copy. Its age is that
+/// of the validation exchange (§4.2.3): `request_time` is when the
+/// conditional request went out, the response time is now, the 304's Date
+/// replaces the stored one (or, when it has none, the time it arrived
+/// does, RFC 9110 §6.6.1), and a stored Age is dropped (the 304's own Age,
+/// if any, counts instead).
 pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Entry {
     const NOT_UPDATED: [&str; 7] = [
         "content-length",
@@ -429,7 +643,8 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
         "trailer",
         "upgrade",
     ];
-    let updates: Vec<(String, Bytes)> = response
+    let response_time = now();
+    let mut updates: Vec<(String, Bytes)> = response
         .fields
         .iter()
         .map(|f| {
@@ -440,11 +655,20 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
         })
         .filter(|(n, _)| !NOT_UPDATED.contains(&n.to_ascii_lowercase().as_str()))
         .collect();
-    // Every field the 304 carries replaces all stored lines of that name.
+    if !response.has("date") {
+        let at = UNIX_EPOCH + Duration::from_secs(response_time.max(0) as u64);
+        let date = crate::observe::time::http_date(at);
+        updates.push(("Date".to_string(), Bytes::from(date)));
+    }
+    // Every field the 304 carries replaces all stored lines of that name;
+    // Age is the old exchange's and goes whatever the 304 says.
     let mut headers: Vec<(String, Bytes)> = old
         .headers
         .iter()
-        .filter(|(n, _)| !updates.iter().any(|(u, _)| u.eq_ignore_ascii_case(n)))
+        .filter(|(n, _)| {
+            !n.eq_ignore_ascii_case("age")
+                && !updates.iter().any(|(u, _)| u.eq_ignore_ascii_case(n))
+        })
         .cloned()
         .collect();
     headers.extend(updates);
@@ -458,7 +682,7 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
         old.status,
         headers,
         old.body.clone(),
-        now(),
+        response_time,
     )
 }
 
@@ -482,6 +706,11 @@ pub fn validators(entry: &Entry) -> Vec<u8> {
 /// Whether the client's own conditional request is satisfied by `entry`
 /// (RFC 9110 §13.1.2, §13.1.3): answer 304 from the cache.
 pub fn not_modified_for(head: &RequestHead, entry: &Entry) -> bool {
+    // RFC 9110 §13.2.1 (RFC 9111 §4.3.2): preconditions are evaluated only
+    // when the response would otherwise be 2xx; a stored 404 stays a 404.
+    if !(200..300).contains(&entry.status) {
+        return false;
+    }
     if let Some(inm) = head.first("if-none-match") {
         let Some(etag) = entry.header("etag") else {
             return false;
@@ -544,6 +773,82 @@ pub fn purge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored_with(etag: Option<&str>) -> Entry {
+        let headers = etag
+            .map(|t| ("ETag".to_string(), Bytes::copy_from_slice(t.as_bytes())))
+            .into_iter()
+            .collect();
+        let storing = Storing {
+            url: "http://a/x".into(),
+            request_time: 0,
+            vary: Vec::new(),
+            targeted: false,
+        };
+        build_entry(storing, 200, headers, Bytes::new(), 0)
+    }
+
+    fn not_modified(fields: &str) -> ResponseHead {
+        use crate::http1::head::{HeadLimits, parse_response};
+        let text = format!("HTTP/1.1 304 Not Modified\r\n{fields}\r\n").into_bytes();
+        let limits = HeadLimits {
+            max_line: 1000,
+            max_size: 1000,
+            max_fields: 10,
+        };
+        let (n, parts) = parse_response(&text, limits).unwrap().unwrap();
+        ResponseHead::new(Bytes::from(text).slice(..n), parts)
+    }
+
+    #[test]
+    fn a_304_selects_by_its_validator() {
+        let strong = stored_with(Some("\"v1\""));
+        let weak = stored_with(Some("W/\"v1\""));
+        let none = stored_with(None);
+        let cases = [
+            ("ETag: \"v1\"\r\n", [true, false, false]),
+            ("ETag: \"v2\"\r\n", [false, false, false]),
+            ("ETag: W/\"v1\"\r\n", [true, true, false]),
+            ("ETag: W/\"v2\"\r\n", [false, false, false]),
+            ("", [true, true, true]),
+        ];
+        for (fields, expect) in cases {
+            let head = not_modified(fields);
+            let got = [&strong, &weak, &none].map(|e| selects(&head, e));
+            assert_eq!(got, expect, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn location_values_resolve_against_the_request_url() {
+        let url = "http://h:8080/a/b?q";
+        for (reference, target) in [
+            ("/x", Some("http://h:8080/x")),
+            ("x", Some("http://h:8080/a/x")),
+            ("../x?y=1#f", Some("http://h:8080/x?y=1")),
+            ("./x/../y", Some("http://h:8080/a/y")),
+            ("?z", Some("http://h:8080/a/b?z")),
+            ("", Some("http://h:8080/a/b?q")),
+            ("HTTP://H:8080/x", Some("http://h:8080/x")),
+            ("//h:8080/x", Some("http://h:8080/x")),
+            ("http://h:8080/../x", Some("http://h:8080/x")),
+            ("//other:8080/x", None),
+            ("http://h/x", None),
+            ("https://h:8080/x", None),
+            ("mailto:a@h", None),
+        ] {
+            assert_eq!(
+                same_origin_target(url, reference).as_deref(),
+                target,
+                "{reference:?}"
+            );
+        }
+        // The default port, spelled or not.
+        assert_eq!(
+            same_origin_target("http://h/a", "http://H:80/x").as_deref(),
+            Some("http://h/x")
+        );
+    }
 
     #[test]
     fn age_values() {

@@ -23,26 +23,53 @@ pub struct Directives {
     pub stale_if_error: Option<u64>,
 }
 
+/// The directives this cache acts on; the others are ignored (§5.2.3).
+const UNDERSTOOD: [&str; 14] = [
+    "no-store",
+    "no-cache",
+    "private",
+    "public",
+    "must-revalidate",
+    "proxy-revalidate",
+    "must-understand",
+    "only-if-cached",
+    "max-age",
+    "s-maxage",
+    "max-stale",
+    "min-fresh",
+    "stale-while-revalidate",
+    "stale-if-error",
+];
+
 impl Directives {
     /// Parses every Cache-Control field line. For a repeated directive the
     /// first occurrence counts; a delta-seconds that is not a number makes
-    /// the response stale (max-age 0), as §4.2.1 allows.
+    /// the response stale (max-age 0), as §4.2.1 allows. Linear in the
+    /// length of the lines: only the directives understood here are looked
+    /// at further, and which of them were seen is one bit each.
     pub fn parse<'a>(values: impl Iterator<Item = &'a [u8]>) -> Directives {
         let mut d = Directives::default();
-        let mut seen = Vec::new();
+        let mut seen = 0u16;
         for value in values {
-            let Ok(text) = std::str::from_utf8(value) else {
-                continue;
-            };
-            for item in split_directives(text) {
-                let (name, arg) = match item.split_once('=') {
-                    Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(unquote(v.trim()))),
-                    None => (item.trim().to_ascii_lowercase(), None),
+            // Read as bytes: field values may carry obs-text (RFC 9110
+            // §5.5), which must not hide the directives around it.
+            for item in split_directives(value) {
+                let (name, arg) = match item.iter().position(|&b| b == b'=') {
+                    Some(i) => (&item[..i], Some(&item[i + 1..])),
+                    None => (item, None),
                 };
-                if name.is_empty() || seen.contains(&name) {
+                let name = name.trim_ascii();
+                let Some(which) = UNDERSTOOD
+                    .iter()
+                    .position(|u| name.eq_ignore_ascii_case(u.as_bytes()))
+                else {
+                    continue;
+                };
+                if seen & (1 << which) != 0 {
                     continue;
                 }
-                seen.push(name.clone());
+                seen |= 1 << which;
+                let arg = arg.map(|a| unquote(a.trim_ascii()));
                 let secs = |arg: &Option<String>| -> u64 {
                     arg.as_deref()
                         .and_then(|a| a.parse::<u64>().ok())
@@ -50,7 +77,7 @@ impl Directives {
                         .map(|v| v.min(1 << 31))
                         .unwrap_or(0)
                 };
-                match name.as_str() {
+                match UNDERSTOOD[which] {
                     "no-store" => d.no_store = true,
                     "no-cache" => d.no_cache = true,
                     "private" => d.private = true,
@@ -134,6 +161,9 @@ fn sf_dictionary(text: &str) -> Option<Vec<(&str, SfValue)>> {
         text: text.trim_matches(' '),
     };
     let mut out: Vec<(&str, SfValue)> = Vec::new();
+    // Where each key is in `out`: a repeated key replaces its value in one
+    // step, not a scan of every member before it.
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     loop {
         let key = p.key()?;
         let value = if p.eat(b'=') {
@@ -147,8 +177,13 @@ fn sf_dictionary(text: &str) -> Option<Vec<(&str, SfValue)>> {
             SfValue::Bool(true)
         };
         p.parameters()?;
-        out.retain(|(k, _)| *k != key);
-        out.push((key, value));
+        match at.get(key) {
+            Some(&i) => out[i].1 = value,
+            None => {
+                at.insert(key, out.len());
+                out.push((key, value));
+            }
+        }
         p.ows();
         if p.done() {
             return Some(out);
@@ -316,16 +351,16 @@ impl<'a> SfParser<'a> {
     }
 }
 
-/// Splits on commas outside quoted strings.
-fn split_directives(text: &str) -> Vec<&str> {
+/// Splits on commas outside quoted strings; empty items are left out.
+fn split_directives(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut out = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in text.char_indices() {
+    for (i, &c) in text.iter().enumerate() {
         match c {
             _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
                 out.push(&text[start..i]);
                 start = i + 1;
             }
@@ -333,13 +368,15 @@ fn split_directives(text: &str) -> Vec<&str> {
         }
     }
     out.push(&text[start..]);
-    out.into_iter().filter(|s| !s.trim().is_empty()).collect()
+    out.into_iter().filter(|s| !s.trim_ascii().is_empty())
 }
 
-fn unquote(v: &str) -> String {
+/// A directive's argument, without the quotes of a quoted-string.
+fn unquote(v: &[u8]) -> String {
+    let v = String::from_utf8_lossy(v);
     match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
         Some(inner) => inner.replace("\\\"", "\"").replace("\\\\", "\\"),
-        None => v.to_string(),
+        None => v.into_owned(),
     }
 }
 
@@ -351,10 +388,16 @@ pub fn understood(status: u16) -> bool {
     )
 }
 
-/// 400 Bad Request, 413 Content Too Large, 431 Request Header Fields Too
-/// Large: answers to something in the request, not to the URL.
+/// Errors that answer something in the request other than its URL, which a
+/// single request can therefore provoke: its syntax, timing, framing, size,
+/// media type or expectation (400, 408, 411, 413, 415, 417, 431), its
+/// proactive negotiation fields (406), its preconditions (412, 428; RFC
+/// 9110 §13.1, §15.5.13, RFC 6585 §3) and its Range (416, RFC 9110 §14.2).
 pub fn provoked_by_request(status: u16) -> bool {
-    matches!(status, 400 | 413 | 431)
+    matches!(
+        status,
+        400 | 406 | 408 | 411 | 412 | 413 | 415 | 416 | 417 | 428 | 431
+    )
 }
 
 /// RFC 9110 §15.1: statuses cacheable by default, so heuristic freshness applies.
@@ -566,13 +609,14 @@ pub fn vary_value<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<String> 
 /// Field names listed by Vary (lowercase), or `None` for `Vary: *`.
 pub fn vary_names<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Vec<String>> {
     let mut names = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for v in values {
         for name in String::from_utf8_lossy(v).split(',') {
             let name = name.trim().to_ascii_lowercase();
             if name == "*" {
                 return None;
             }
-            if !name.is_empty() && !names.contains(&name) {
+            if !name.is_empty() && seen.insert(name.clone()) {
                 names.push(name);
             }
         }
@@ -603,6 +647,28 @@ mod tests {
         let q = cc("private=\"set-cookie, x\", max-age=5");
         assert!(q.private);
         assert_eq!(q.max_age, Some(5));
+    }
+
+    #[test]
+    fn many_directives_are_read_once_each() {
+        let mut line: String = (0..20_000).map(|i| format!("x{i}, ")).collect();
+        line.push_str("Max-Age=5, no-store, max-age=7, x0=\"a,b\"");
+        let d = cc(&line);
+        assert_eq!(d.max_age, Some(5), "the first one counts");
+        assert!(d.no_store);
+        // In a targeted field the last of a repeated key counts.
+        let t = |s: &str| Directives::parse_targeted(std::iter::once(s.as_bytes())).unwrap();
+        assert!(!t("no-store, max-age=5, no-store=?0").no_store);
+        assert_eq!(t("max-age=5, no-store, max-age=7").max_age, Some(7));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_hide_no_directive() {
+        let d = Directives::parse(std::iter::once(&b"x=\"caf\xe9\", no-store, private"[..]));
+        assert!(d.no_store && d.private);
+        let d = Directives::parse([&b"max-age=60"[..], &b"no-cache, \xff"[..]].into_iter());
+        assert_eq!(d.max_age, Some(60));
+        assert!(d.no_cache);
     }
 
     fn resp(status: u16, c: &Directives) -> Response<'_> {
@@ -679,7 +745,9 @@ mod tests {
                 "{status}"
             );
         }
-        for status in [100, 206, 304, 400, 413, 431] {
+        for status in [
+            100, 206, 304, 400, 406, 408, 411, 412, 413, 415, 416, 417, 428, 431,
+        ] {
             assert!(
                 !storable("GET", &none, false, &resp(status, &max_age)),
                 "{status}"

@@ -104,6 +104,11 @@ impl Refresh {
         let head = read_head(&mut upstream, &mut buf, self.limits, self.first_byte).await?;
         let cache = &self.cache;
         if head.status == 304 {
+            // §4.3.4: a 304 that selects no stored response updates none.
+            if !super::selects(&head, &self.stale) {
+                super::not_selected(cache, &self.stale);
+                return Ok(());
+            }
             let fresh = super::refreshed(&self.stale, &head, request_time);
             cache.keep(fresh);
             return Ok(());

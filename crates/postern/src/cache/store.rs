@@ -209,6 +209,7 @@ impl MemoryStore {
 
     /// Stores `entry`, replacing a variant with the same Vary values, and
     /// evicts the least recently used responses beyond the capacity.
+    #[cfg(test)]
     pub fn insert(&self, entry: Entry) {
         self.insert_arc(Arc::new(entry));
     }

@@ -673,15 +673,7 @@ pub(crate) async fn exchange(
             .map(|v| String::from_utf8_lossy(v).into_owned());
     }
     check_content(cfg, &head, resp_kind).map_err(Failure::Refused)?;
-    let storing = req.cache.as_ref().and_then(|t| {
-        crate::cache::Storing::decide(
-            &t.url,
-            req.head,
-            &t.req_cc,
-            &head,
-            (t.request_time, t.targeted),
-        )
-    });
+    let storing = req.cache.as_ref().and_then(|t| t.storing(req.head, &head));
     let cache_status = req.cache.as_ref().map(|t| {
         format!(
             "{}; fwd={}{}",
