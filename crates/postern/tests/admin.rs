@@ -360,3 +360,96 @@ async fn reload_adds_and_removes_listeners() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Each admin listener admits the clients of its own `admin_from`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_from_is_per_listener() {
+    let proxy = start(
+        "[[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n\
+         admin_from = [\"127.0.0.2/32\"]\n\n\
+         [[listener]]\nname = \"metrics\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n\
+         admin_from = [\"127.0.0.1/32\"]\n",
+    );
+    let from = |source: &'static str, listener: &'static str| {
+        let addr = proxy.addr_of(listener);
+        async move {
+            let url = format!("http://{addr}/api/status");
+            curl_fetch_async(&["--interface", source, &url])
+                .await
+                .status
+        }
+    };
+    assert_eq!(from("127.0.0.1", "metrics").await, 200);
+    assert_eq!(from("127.0.0.2", "admin").await, 200);
+    assert_ne!(from("127.0.0.1", "admin").await, 200);
+    assert_ne!(from("127.0.0.2", "metrics").await, 200);
+}
+
+/// A connection kept open across a reload that renames its listener still
+/// needs the login it was accepted under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_admin_listener_keeps_asking_for_the_login() {
+    let dir = scratch_dir();
+    let users = htpasswd(&dir, &[("ops", "s3cret")]);
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n\
+         admin_htpasswd = \"{users}\"\n"
+    ));
+    let mut conn = common::Conn::connect(proxy.addr_of("admin")).await;
+    let ask = |auth: bool| {
+        format!(
+            "GET /api/status HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            if auth {
+                "Authorization: Basic b3BzOnMzY3JldA==\r\n"
+            } else {
+                ""
+            }
+        )
+    };
+    conn.send(ask(true).as_bytes()).await;
+    assert_eq!(conn.read_response(false).await.status, 200);
+    let path = proxy.dir().join("postern.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("name = \"admin\"", "name = \"ops\"")).unwrap();
+    proxy.signal(1);
+    proxy.wait_for_stderr_line(|l| l.contains("configuration reloaded"), common::T);
+    conn.send(ask(false).as_bytes()).await;
+    assert_eq!(conn.read_response(false).await.status, 401);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// State changes cannot be made by a web page through the operator's
+/// browser (cross-site request forgery); scripts and the dashboard can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_cannot_change_the_proxy() {
+    let proxy = start("[[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n");
+    let admin = proxy.addr_of("admin");
+    let reload = format!("http://{admin}/api/reload");
+    let forged = curl_fetch_async(&[
+        "-X",
+        "POST",
+        "-H",
+        "Origin: http://evil.example",
+        "--data",
+        "x=1",
+        &reload,
+    ])
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.headers);
+    let fetched =
+        curl_fetch_async(&["-X", "POST", "-H", "Sec-Fetch-Site: cross-site", &reload]).await;
+    assert_eq!(fetched.status, 403);
+    let dashboard = curl_fetch_async(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Origin: http://{admin}"),
+        &reload,
+    ])
+    .await;
+    assert_eq!(dashboard.status, 200, "{}", dashboard.headers);
+    let script = curl_fetch_async(&["-X", "POST", &reload]).await;
+    assert_eq!(script.status, 200);
+    let head = curl_fetch_async(&["-I", &format!("http://{admin}/healthz")]).await;
+    assert_eq!(head.status, 200);
+}

@@ -26,20 +26,30 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 pub async fn serve(shared: Arc<Shared>, listener: Arc<str>, stream: TcpStream, peer: SocketAddr) {
     let cfg = shared.config();
-    let allowed = cfg
+    // This listener's own `admin_from`, not any admin listener's.
+    let Some(own) = cfg
         .listeners
         .iter()
-        .filter(|l| l.mode == crate::config::Mode::Admin)
-        .any(|l| l.admin_from.iter().any(|c| c.contains(peer.ip())));
-    if !allowed {
+        .find(|l| *l.name == *listener && l.mode == crate::config::Mode::Admin)
+    else {
+        return;
+    };
+    if !own.admin_from.iter().any(|c| c.contains(peer.ip())) {
         return;
     }
+    // The users this connection was accepted under, for when a reload
+    // removes or renames the listener while the connection is open.
+    let accepted_with = own.admin_users.clone();
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         let listener = listener.clone();
+        let accepted_with = accepted_with.clone();
         async move {
-            if let Some(refused) = login(&shared, &listener, peer, &req).await {
+            if let Some(refused) = login(&shared, (&listener, accepted_with), peer, &req).await {
                 return Ok::<_, Infallible>(refused);
+            }
+            if let Some(refused) = cross_site(&req) {
+                return Ok(refused);
             }
             Ok(route(&shared, req).await)
         }
@@ -54,7 +64,7 @@ pub async fn serve(shared: Arc<Shared>, listener: Arc<str>, stream: TcpStream, p
 /// as load balancers and orchestrators call them without credentials.
 async fn login(
     shared: &Shared,
-    listener: &str,
+    (listener, accepted_with): (&str, Option<Arc<postern_policy::htpasswd::Htpasswd>>),
     peer: SocketAddr,
     req: &Request<Incoming>,
 ) -> Option<Response<Full<Bytes>>> {
@@ -62,13 +72,12 @@ async fn login(
         return None;
     }
     let cfg = shared.config();
-    // A listener removed by a reload keeps serving its connections with the
-    // users it had: look it up by name in the current snapshot first.
-    let users = cfg
-        .listeners
-        .iter()
-        .find(|l| *l.name == *listener)
-        .and_then(|l| l.admin_users.clone())?;
+    // The listener's users as reloaded; a listener removed or renamed by a
+    // reload keeps asking its open connections for the users it had.
+    let users = match cfg.listeners.iter().find(|l| *l.name == *listener) {
+        Some(l) => l.admin_users.clone(),
+        None => accepted_with,
+    }?;
     let auth = AuthConfig {
         users,
         groups: Default::default(),
@@ -109,6 +118,38 @@ async fn login(
 
 const ADMIN_REALM: &str = "Postern admin";
 
+/// A state-changing request a web page made the operator's browser send
+/// (cross-site request forgery): browsers name the page's origin in
+/// `Origin` (RFC 6454 §7) and say `Sec-Fetch-Site: cross-site`; scripts and
+/// curl send neither. Such requests must come from the dashboard itself.
+fn cross_site(req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let headers = req.headers();
+    let host = headers.get(hyper::header::HOST).map(|v| v.as_bytes());
+    let same_origin = match headers.get(hyper::header::ORIGIN) {
+        None => true,
+        Some(origin) => {
+            let origin = origin.as_bytes();
+            let authority = origin
+                .strip_prefix(b"http://")
+                .or_else(|| origin.strip_prefix(b"https://"));
+            authority.is_some() && authority == host
+        }
+    };
+    let fetched_cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site");
+    (!same_origin || fetched_cross_site).then(|| {
+        respond(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "cross-site requests cannot change the proxy\n",
+        )
+    })
+}
+
 fn respond(
     status: StatusCode,
     content_type: &'static str,
@@ -140,11 +181,13 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
             "text/plain; version=0.0.4; charset=utf-8",
             metrics(shared),
         ),
-        (Method::GET, ["healthz"]) => respond(StatusCode::OK, "text/plain", "ok\n"),
-        (Method::GET, ["readyz"]) if crate::app::shutting_down() => {
+        (Method::GET | Method::HEAD, ["healthz"]) => respond(StatusCode::OK, "text/plain", "ok\n"),
+        (Method::GET | Method::HEAD, ["readyz"]) if crate::app::shutting_down() => {
             respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopping\n")
         }
-        (Method::GET, ["readyz"]) => respond(StatusCode::OK, "text/plain", "ready\n"),
+        (Method::GET | Method::HEAD, ["readyz"]) => {
+            respond(StatusCode::OK, "text/plain", "ready\n")
+        }
         (Method::GET, ["api", "status"]) => {
             respond(StatusCode::OK, "application/json", status_json(shared))
         }
