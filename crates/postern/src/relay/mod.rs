@@ -204,6 +204,85 @@ mod tests {
         assert_eq!(relay.await.unwrap().down, data.len() as u64);
     }
 
+    /// A client stream that keeps what it is given until flushed, as TLS
+    /// keeps its last records in user space.
+    struct Buffered {
+        io: tokio::io::DuplexStream,
+        held: Vec<u8>,
+    }
+
+    impl tokio::io::AsyncRead for Buffered {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Buffered {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.held.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let this = &mut *self;
+            while !this.held.is_empty() {
+                let n =
+                    std::task::ready!(std::pin::Pin::new(&mut this.io).poll_write(cx, &this.held))?;
+                this.held.drain(..n);
+            }
+            std::pin::Pin::new(&mut this.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::ready!(self.as_mut().poll_flush(cx))?;
+            std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// The direction that ends second still flushes a buffered (TLS)
+    /// destination: the server's last bytes reach a client that half-closed
+    /// first, instead of staying in the proxy when the tunnel ends.
+    #[tokio::test]
+    async fn a_buffered_client_gets_the_last_bytes_of_a_second_ending_direction() {
+        let (mut client_app, client_proxy) = tokio::io::duplex(64 * 1024);
+        let client = Buffered {
+            io: client_proxy,
+            held: Vec::new(),
+        };
+        let (mut server_app, server_proxy) = pair().await;
+        let relay = tokio::spawn(async move {
+            let mut upstream = crate::egress::Upstream::Plain(server_proxy);
+            tunnel_io(client, &mut upstream, &[], Duration::from_secs(5), &[]).await
+        });
+        // The client sends and half-closes first; the server answers after.
+        client_app.write_all(b"question").await.unwrap();
+        client_app.shutdown().await.unwrap();
+        let mut asked = Vec::new();
+        server_app.read_to_end(&mut asked).await.unwrap();
+        assert_eq!(asked, b"question");
+        server_app.write_all(b"the answer").await.unwrap();
+        drop(server_app);
+        let stats = relay.await.unwrap();
+        assert_eq!(stats.down, 10);
+        let mut answer = Vec::new();
+        client_app.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"the answer");
+    }
+
     /// An FTP data connection is over once one side has ended: the other
     /// side gets the end and need not close first.
     #[tokio::test]

@@ -302,16 +302,19 @@ async fn pump<R, W>(
     }
     .await as std::io::Result<()>;
     // Pass the end on as a half-close, since the other direction may still be
-    // busy. The direction that ends second skips it: both sockets close next.
-    if !activity.one_ended.swap(true, Ordering::Relaxed) {
-        match dst.raw_tcp() {
-            Some(tcp) => {
-                let _ = socket2::SockRef::from(tcp).shutdown(Shutdown::Write);
-            }
-            // TLS: close_notify, then the socket's write side.
-            None => {
-                let _ = dst.shutdown().await;
-            }
+    // busy. A plain socket's direction that ends second skips it: both
+    // sockets close next, and what was written is in the kernel already.
+    // A TLS (or other buffered) destination is always shut down: its last
+    // records may still wait in user space, and only a flush sends them,
+    // with close_notify, so the peer can tell the end from a truncation.
+    let first = !activity.one_ended.swap(true, Ordering::Relaxed);
+    match dst.raw_tcp() {
+        Some(tcp) if first => {
+            let _ = socket2::SockRef::from(tcp).shutdown(Shutdown::Write);
+        }
+        Some(_) => {}
+        None => {
+            let _ = dst.shutdown().await;
         }
     }
 }
