@@ -372,3 +372,56 @@ async fn udp_associate_relays_datagrams_both_ways() {
     assert_eq!(&buf[10..n], b"ping over socks");
     drop(control);
 }
+
+/// A name whose first address is of the other family (`localhost` is ::1
+/// first) is sent to an address of the association's own family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_datagrams_to_names_use_the_associations_family() {
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    spawn_echo(echo);
+    let proxy = start(&socks_config("allow_private_destinations = true", ""));
+    let (control, relay) = udp_association(&proxy).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut packet = vec![0, 0, 0, 3, 9];
+    packet.extend_from_slice(b"localhost");
+    packet.extend_from_slice(&port.to_be_bytes());
+    packet.extend_from_slice(b"by name");
+    udp.send_to(&packet, relay).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(common::T, udp.recv_from(&mut buf))
+        .await
+        .expect("the echo of a datagram sent to localhost")
+        .unwrap();
+    assert!(buf[..n].ends_with(b"by name"));
+    drop(control);
+}
+
+/// Datagrams the relay ignores (from another sender) do not keep an idle
+/// association alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_datagrams_do_not_keep_an_association_alive() {
+    let proxy = start(&socks_config(
+        "allow_private_destinations = true",
+        "[timeouts]\nudp_idle = \"1s\"\n",
+    ));
+    let (mut control, relay) = udp_association(&proxy).await;
+    let junk = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = async {
+        let mut byte = [0u8; 1];
+        let _ = control.read(&mut byte).await;
+    };
+    let sending = async {
+        loop {
+            let _ = junk.send_to(b"junk", relay).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = closed => {}
+        _ = sending => unreachable!(),
+        _ = tokio::time::sleep(common::T) => panic!("the association outlived its idle timeout"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}

@@ -646,10 +646,7 @@ async fn reverse(
             ":path must be a path or `*`",
         ));
     }
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(h, _)| h)
-        .to_ascii_lowercase();
+    let host = crate::reverse::host_without_port(authority).to_ascii_lowercase();
     let path = postern_policy::url::normalize_path_and_query(head.target());
     let route = cfg
         .routes

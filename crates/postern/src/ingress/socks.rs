@@ -536,8 +536,14 @@ async fn udp_associate(
     let mut control = [0u8; 64];
     let mut from_client = vec![0u8; 65_536];
     let mut from_out = vec![0u8; 65_536];
+    // Idle counts from the last datagram relayed either way; ignored ones
+    // (other senders, refused destinations) do not keep it alive.
+    let mut idle_at = tokio::time::Instant::now() + cfg.timeouts.udp_idle;
+    // The outgoing socket has one family: destinations are sent to an
+    // address of that family.
+    let out_v6 = out_side.local_addr().map_err(fail)?.is_ipv6();
     loop {
-        let idle = tokio::time::sleep(cfg.timeouts.udp_idle);
+        let idle = tokio::time::sleep_until(idle_at);
         tokio::select! {
             // The association lives as long as its TCP connection.
             r = conn.stream.read(&mut control) => {
@@ -556,11 +562,14 @@ async fn udp_associate(
                     continue;
                 };
                 let known = (&mut admitted, &mut allowed);
-                let Ok(target) = udp_target(cfg, shared, ctx, &dest, port, user, known).await else {
+                let Ok(target) =
+                    udp_target(cfg, shared, ctx, (&dest, port, out_v6), user, known).await
+                else {
                     continue;
                 };
                 if out_side.send_to(payload, target).await.is_ok() {
                     ctx.bytes_in += payload.len() as u64;
+                    idle_at = tokio::time::Instant::now() + cfg.timeouts.udp_idle;
                 }
             }
             r = out_side.recv_from(&mut from_out) => {
@@ -573,6 +582,7 @@ async fn udp_associate(
                 packet.extend_from_slice(&from_out[..n]);
                 if client_side.send_to(&packet, endpoint).await.is_ok() {
                     ctx.bytes_out += n as u64;
+                    idle_at = tokio::time::Instant::now() + cfg.timeouts.udp_idle;
                 }
             }
             _ = idle => {
@@ -636,8 +646,7 @@ async fn udp_target(
     cfg: &Config,
     shared: &Shared,
     ctx: &RequestCtx,
-    dest: &Destination,
-    port: u16,
+    (dest, port, v6): (&Destination, u16, bool),
     user: Option<&str>,
     (admitted, allowed): (
         &mut std::collections::HashMap<(String, u16), SocketAddr>,
@@ -677,7 +686,13 @@ async fn udp_target(
         .await?;
     let ips = admission.pinned.clone().unwrap_or(ips);
     let ok = cfg.address_permit().filter(&host, &ips)?;
-    let addr = SocketAddr::new(ok[0], port);
+    let Some(ip) = ok.iter().find(|ip| ip.is_ipv6() == v6) else {
+        return Err(ProxyError::new(
+            ErrorKind::DestinationUnavailable,
+            format!("{host} has no address of the association's family"),
+        ));
+    };
+    let addr = SocketAddr::new(*ip, port);
     if admitted.len() < UDP_REMEMBERED {
         admitted.insert((host.into_owned(), port), addr);
         allowed.insert(addr);

@@ -820,7 +820,8 @@ pub(crate) fn is_idempotent(head: &RequestHead) -> bool {
         .any(|m| head.is_method(m))
 }
 
-fn host_without_port(h: &str) -> &str {
+/// `host[:port]` without the port; IPv6 literals keep their brackets.
+pub(crate) fn host_without_port(h: &str) -> &str {
     if h.starts_with('[') {
         return h.find(']').map_or(h, |i| &h[..=i]);
     }
@@ -1059,5 +1060,19 @@ fn to_v6(ip: IpAddr) -> std::net::Ipv6Addr {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         IpAddr::V6(v6) => v6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_without_port;
+
+    /// The same on HTTP/1 (Host) and HTTP/2 (:authority).
+    #[test]
+    fn ports_come_off_hosts_and_ipv6_literals_keep_their_brackets() {
+        assert_eq!(host_without_port("app.test:8080"), "app.test");
+        assert_eq!(host_without_port("app.test"), "app.test");
+        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
     }
 }
