@@ -1016,3 +1016,40 @@ async fn http2_answer_timeouts_start_after_the_upload() {
     assert_eq!(&body[..], b"got 3000 bytes");
     feeding.await.unwrap();
 }
+
+/// A stream the client resets while its request waits for the server is
+/// still logged, as cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_stream_is_still_logged() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n\n\
+         [log]\naccess = \"{{dir}}/access.log\"\n",
+        origin.addr()
+    ));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (_, rx) = tokio::sync::mpsc::channel(1);
+    let slow = Request::builder()
+        .uri(format!("http://{}/delay/30000", proxy.addr()))
+        .body(ChannelBody(rx))
+        .unwrap();
+    let waiting = tokio::spawn(sender.clone().send_request(slow));
+    // Once the server has the request, the client gives up on it.
+    let deadline = std::time::Instant::now() + common::T;
+    while origin.requests() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    waiting.abort();
+    common::wait_log_line(&proxy, &["/delay/30000"]);
+}

@@ -85,6 +85,10 @@ async fn handle(
     ctx.version = "HTTP/2";
     ctx.method = req.method().to_string();
     ctx.url = crate::forward::target::without_password(&req.uri().to_string()).into_owned();
+    // A stream the client resets (or a connection it closes) before the
+    // answer drops this future: the guard still logs the request.
+    let mut unanswered = Unanswered(Some((shared.clone(), ctx)));
+    let ctx = &mut unanswered.0.as_mut().expect("just set").1;
     let mut tunnel = None;
     let ends = (peer, local);
     let (parts, body) = req.into_parts();
@@ -98,7 +102,7 @@ async fn handle(
         &listener,
         ends,
         (req, &mut body),
-        &mut ctx,
+        ctx,
         &mut tunnel,
     );
     let response = match routed.await {
@@ -112,6 +116,7 @@ async fn handle(
         finish_reading(body).await;
     }
     ctx.status = response.status().as_u16();
+    let (shared, mut ctx) = unanswered.0.take().expect("answered once");
     // The log line is written when the exchange ends, with what moved.
     if let Some(ended) = tunnel {
         tokio::spawn(async move {
@@ -133,6 +138,19 @@ async fn handle(
         end: Some((shared, ctx)),
     };
     Response::from_parts(parts, body.boxed())
+}
+
+/// A request still waiting for its answer, logged as cut short if its
+/// stream goes away first.
+struct Unanswered(Option<(Arc<Shared>, RequestCtx)>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some((shared, mut ctx)) = self.0.take() {
+            ctx.aborted = true;
+            shared.finish(&ctx);
+        }
+    }
 }
 
 /// A response body that writes the access log line when it has been sent
