@@ -228,7 +228,13 @@ async fn serve(config: Config) -> Result<()> {
     );
     let deadline = tokio::time::Instant::now() + drain;
     while shared.active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A second SIGTERM or SIGINT ends the drain at once (as nginx's
+        // fast shutdown after a graceful one).
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
     }
     let left = shared.active.load(Ordering::Relaxed);
     if left > 0 {

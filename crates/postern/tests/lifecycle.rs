@@ -174,3 +174,94 @@ async fn ipv6_listener() {
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
     assert_eq!(reply.body(), postern_testkit::pattern_bytes(64));
 }
+
+/// An h2c connection to `addr`; the task ends when the connection does.
+async fn h2c_connection(
+    addr: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<Result<(), hyper::Error>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(async move {
+        // The client keeps its side open as long as it holds the sender.
+        let _keep: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> =
+            sender;
+        conn.await
+    })
+}
+
+/// An admin connection that made one request and stays open (keep-alive).
+async fn idle_admin_connection(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    s
+}
+
+/// HTTP/2 and admin connections without requests are closed after
+/// `client_idle`, like HTTP/1 ones, and do not hold a stop for the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_and_admin_connections_neither_linger_nor_hold_a_stop() {
+    let proxy = TestProxy::start(
+        BIN,
+        "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\nh2c = true\n\n\
+         [[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n\n\
+         [timeouts]\nclient_idle = \"1s\"\ndrain = \"30s\"\n\n[log]\naccess = \"off\"\n",
+    );
+    let idle = h2c_connection(proxy.addr_of("proxy")).await;
+    let ended = tokio::time::timeout(WAIT, idle).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open");
+    // Fresh idle connections of both kinds, then a stop.
+    let _h2 = h2c_connection(proxy.addr_of("proxy")).await;
+    let _admin = idle_admin_connection(proxy.addr_of("admin")).await;
+    let started = std::time::Instant::now();
+    proxy.signal(SIGTERM);
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(WAIT).map(|s| s.code()))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(Some(0)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A second SIGTERM (or SIGINT) during the drain stops at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_the_drain() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(
+        BIN,
+        &config("[timeouts]\ndrain = \"60s\"\n[log]\naccess = \"off\"\n"),
+    );
+    let addr = proxy.addr();
+    let request = get(&origin, "/delay/30000");
+    let _slow = tokio::spawn(async move { raw_exchange(addr, &request, WAIT * 6).await });
+    let deadline = std::time::Instant::now() + WAIT;
+    while origin.requests() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.signal(SIGTERM);
+    proxy.wait_for_stderr_line(|l| l.contains("stopping"), WAIT);
+    let started = std::time::Instant::now();
+    proxy.signal(2);
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(WAIT).map(|s| s.code()))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(Some(0)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

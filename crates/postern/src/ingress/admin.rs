@@ -40,6 +40,7 @@ pub async fn serve(shared: Arc<Shared>, listener: Arc<str>, stream: TcpStream, p
     // The users this connection was accepted under, for when a reload
     // removes or renames the listener while the connection is open.
     let accepted_with = own.admin_users.clone();
+    let shared_shutdown = shared.shutdown_signal();
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         let listener = listener.clone();
@@ -54,9 +55,21 @@ pub async fn serve(shared: Arc<Shared>, listener: Arc<str>, stream: TcpStream, p
             Ok(route(&shared, req).await)
         }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    // Idle keep-alive connections (an open dashboard between polls) are
+    // closed after `client_idle`, and at once on shutdown, so they never
+    // hold the drain.
+    let mut shutdown = shared_shutdown;
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(cfg.timeouts.client_idle)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = crate::app::stopped(&mut shutdown) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }
 
 /// Basic authentication (RFC 7617) when the listener has `admin_htpasswd`;

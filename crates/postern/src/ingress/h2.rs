@@ -53,6 +53,7 @@ pub async fn serve<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = shared.config();
+    let shared_shutdown = shared.shutdown_signal();
     let service = hyper::service::service_fn(move |req| {
         let (shared, listener) = (shared.clone(), listener.clone());
         async move { Ok::<_, Infallible>(handle(shared, listener, peer, local, req).await) }
@@ -68,9 +69,29 @@ pub async fn serve<IO>(
         // RFC 8441: WebSocket (and other upgrades) over HTTP/2 streams.
         .enable_connect_protocol()
         .keep_alive_interval(None);
-    let _ = builder
-        .serve_connection(TokioIo::new(StreamStates::new(stream)), service)
-        .await;
+    let liveness = Arc::new(crate::ingress::h2_streams::Liveness::default());
+    let io = StreamStates::new(stream).watched(liveness.clone());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    // A connection without open streams for `client_idle` is closed, as an
+    // idle HTTP/1 keep-alive connection is; on shutdown, GOAWAY (RFC 9113
+    // §6.8) lets the streams in flight finish and takes no new ones.
+    let idle_limit = cfg.timeouts.client_idle;
+    let mut shutdown = shared_shutdown;
+    let mut check_in = idle_limit;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = crate::app::stopped(&mut shutdown) => break,
+            _ = tokio::time::sleep(check_in) => match liveness.idle_for() {
+                Some(idle) if idle >= idle_limit => break,
+                Some(idle) => check_in = idle_limit - idle,
+                None => check_in = idle_limit,
+            },
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }
 
 async fn handle(

@@ -203,10 +203,50 @@ fn bound(live: &mut BTreeMap<u32, Stream>) {
     }
 }
 
+/// When the connection last moved a byte, and how many client streams were
+/// open then: what the idle timeout of an HTTP/2 connection looks at (hyper
+/// has none), shared with the task that serves it.
+pub struct Liveness {
+    epoch: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    open: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            epoch: std::time::Instant::now(),
+            last_ms: 0.into(),
+            open: 0.into(),
+        }
+    }
+}
+
+impl Liveness {
+    fn touch(&self, open: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+        self.open.store(open, Relaxed);
+    }
+
+    /// How long the connection has been without open streams and silent;
+    /// `None` while a stream is open (a request, a tunnel).
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.open.load(Relaxed) > 0 {
+            return None;
+        }
+        let last = std::time::Duration::from_millis(self.last_ms.load(Relaxed));
+        Some(self.epoch.elapsed().saturating_sub(last))
+    }
+}
+
 /// The client connection, with its streams' states enforced (see the module
 /// comment).
 pub struct StreamStates<IO> {
     inner: IO,
+    liveness: Option<std::sync::Arc<Liveness>>,
     reading: FrameCursor,
     writing: FrameCursor,
     tracker: Tracker,
@@ -222,6 +262,7 @@ impl<IO> StreamStates<IO> {
     pub fn new(inner: IO) -> Self {
         StreamStates {
             inner,
+            liveness: None,
             reading: FrameCursor {
                 skip_preface: PREFACE_LEN,
                 ..FrameCursor::default()
@@ -230,6 +271,18 @@ impl<IO> StreamStates<IO> {
             tracker: Tracker::default(),
             breached: false,
             goaway_rest: None,
+        }
+    }
+
+    /// Reports the connection's activity to `liveness`.
+    pub fn watched(mut self, liveness: std::sync::Arc<Liveness>) -> Self {
+        self.liveness = Some(liveness);
+        self
+    }
+
+    fn touched(&self) {
+        if let Some(l) = &self.liveness {
+            l.touch(self.tracker.live.len());
         }
     }
 
@@ -312,6 +365,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for StreamStates<IO> {
                     return Poll::Ready(Err(breach()));
                 }
             }
+            this.touched();
         }
         result
     }
@@ -328,6 +382,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StreamStates<IO> {
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = result {
             this.saw_written(&buf[..n]);
+            this.touched();
         }
         result
     }
@@ -350,6 +405,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StreamStates<IO> {
                 this.saw_written(&b[..take]);
                 left -= take;
             }
+            this.touched();
         }
         result
     }
