@@ -63,6 +63,13 @@ impl Shared {
         self.config.load_full()
     }
 
+    /// The running configuration when it is not `seen` (a reload happened);
+    /// cheap when it is (no reference count taken).
+    pub fn config_if_changed(&self, seen: &Arc<Config>) -> Option<Arc<Config>> {
+        let now = self.config.load();
+        (!Arc::ptr_eq(&now, seen)).then(|| Arc::clone(&now))
+    }
+
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
     }
@@ -271,50 +278,79 @@ fn start_listener(shared: &Arc<Shared>, listener: TcpListener, cfg: crate::confi
     tokio::spawn(ingress::serve(listener, cfg, shared.clone(), removed));
 }
 
-/// After a reload: listeners no longer configured (or moved to another
-/// address or mode) stop accepting, while their connections finish; new
-/// ones are bound and started. The others keep their sockets.
-fn reconcile_listeners(shared: &Arc<Shared>, cfg: &Config) {
+/// The listener changes a reload makes, worked out (and the new sockets
+/// bound) before anything changes, so a listener that cannot be bound
+/// refuses the reload instead of leaving its port dead.
+struct ListenerPlan {
+    /// Listeners no longer configured, or moved to another address or mode.
+    stop: Vec<Running>,
+    keep: Vec<Running>,
+    /// New (or moved) listeners, with their sockets when bound already.
+    start: Vec<(crate::config::ListenerConfig, Option<TcpListener>)>,
+}
+
+fn plan_listeners(shared: &Arc<Shared>, cfg: &Config) -> std::result::Result<ListenerPlan, String> {
     let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
-    let mut keep = Vec::new();
-    for r in running.drain(..) {
-        let stays = cfg.listeners.iter().any(|l| {
+    let (keep, stop): (Vec<Running>, Vec<Running>) = running.drain(..).partition(|r| {
+        cfg.listeners.iter().any(|l| {
             l.name == r.name && l.mode == r.mode && (l.bind == r.bind || l.bind.port() == 0)
-        });
-        if stays {
-            keep.push(r);
-        } else {
-            let _ = r.stop.send(true);
-            eprintln!("postern: listener {} stopped", r.name);
-        }
-    }
-    let fresh: Vec<crate::config::ListenerConfig> = cfg
+        })
+    });
+    let mut start = Vec::new();
+    let mut failed = None;
+    for l in cfg
         .listeners
         .iter()
         .filter(|l| !keep.iter().any(|r| r.name == l.name))
-        .cloned()
-        .collect();
-    *running = keep;
-    drop(running);
-    for l in fresh {
+    {
+        // An address a stopping listener still holds is bound once that
+        // socket has closed (it was bindable: it is bound now).
+        if l.bind.port() != 0 && stop.iter().any(|r| r.bind == l.bind) {
+            start.push((l.clone(), None));
+            continue;
+        }
+        match ingress::bind(l).and_then(TcpListener::from_std) {
+            Ok(socket) => start.push((l.clone(), Some(socket))),
+            Err(e) => {
+                failed = Some(format!(
+                    "postern: reload refused, the running configuration stays: \
+                     cannot listen on {} (listener {}): {e}\n",
+                    l.bind, l.name
+                ));
+                break;
+            }
+        }
+    }
+    if let Some(why) = failed {
+        // Nothing changed: the sockets bound so far close with `start`.
+        running.extend(keep);
+        running.extend(stop);
+        return Err(why);
+    }
+    Ok(ListenerPlan { stop, keep, start })
+}
+
+/// After a reload: listeners no longer configured (or moved) stop accepting,
+/// while their connections finish; new ones start. The others keep their
+/// sockets (and take their changed settings from the new configuration).
+fn apply_listeners(shared: &Arc<Shared>, plan: ListenerPlan) {
+    let ListenerPlan { stop, keep, start } = plan;
+    for r in &stop {
+        let _ = r.stop.send(true);
+        eprintln!("postern: listener {} stopped", r.name);
+    }
+    *shared.running.lock().unwrap_or_else(|e| e.into_inner()) = keep;
+    for (l, socket) in start {
         let shared = shared.clone();
         tokio::spawn(async move {
+            let mut socket = socket;
             // The old socket of a moved listener closes asynchronously: retry briefly.
             for _ in 0..100 {
+                if socket.is_some() {
+                    break;
+                }
                 match ingress::bind(&l).and_then(TcpListener::from_std) {
-                    Ok(listener) => {
-                        let addr = listener
-                            .local_addr()
-                            .map(|a| a.to_string())
-                            .unwrap_or_default();
-                        eprintln!(
-                            "postern: listener {} ({}) listening on {addr}",
-                            l.name,
-                            l.mode.as_str()
-                        );
-                        start_listener(&shared, listener, l);
-                        return;
-                    }
+                    Ok(bound) => socket = Some(bound),
                     Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -327,10 +363,23 @@ fn reconcile_listeners(shared: &Arc<Shared>, cfg: &Config) {
                     }
                 }
             }
+            let Some(listener) = socket else {
+                eprintln!(
+                    "postern: cannot listen on {} (listener {}): address in use",
+                    l.bind, l.name
+                );
+                return;
+            };
+            let addr = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             eprintln!(
-                "postern: cannot listen on {} (listener {}): address in use",
-                l.bind, l.name
+                "postern: listener {} ({}) listening on {addr}",
+                l.name,
+                l.mode.as_str()
             );
+            start_listener(&shared, listener, l);
         });
     }
 }
@@ -349,11 +398,18 @@ pub fn reload_now(shared: &Arc<Shared>) -> std::result::Result<String, String> {
     };
     match Config::load(&path) {
         Ok(new) => {
+            let listeners = plan_listeners(shared, &new)?;
             for w in &new.warnings {
                 eprintln!("{w}");
             }
             if new.log.access != current.log.access || new.log.format != current.log.format {
                 eprintln!("postern: access log changes take effect after a restart");
+            }
+            if new.cache.is_some() != current.cache.is_some()
+                || new.cache.as_ref().map(|c| (&c.memory, &c.disk))
+                    != current.cache.as_ref().map(|c| (&c.memory, &c.disk))
+            {
+                eprintln!("postern: [cache] size and disk changes take effect after a restart");
             }
             shared
                 .connector
@@ -366,7 +422,7 @@ pub fn reload_now(shared: &Arc<Shared>) -> std::result::Result<String, String> {
             let new = Arc::new(new);
             start_pools(shared, &new);
             shared.config.store(new.clone());
-            reconcile_listeners(shared, &new);
+            apply_listeners(shared, listeners);
             // Idle upstream connections were opened under the old egress rules.
             shared.pool.clear();
             Ok(format!(

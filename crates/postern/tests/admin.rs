@@ -453,3 +453,60 @@ async fn cross_site_requests_cannot_change_the_proxy() {
     let head = curl_fetch_async(&["-I", &format!("http://{admin}/healthz")]).await;
     assert_eq!(head.status, 200);
 }
+
+/// A reload whose new listener address cannot be bound is refused as a
+/// whole: the old socket keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_cannot_bind_is_refused() {
+    let origin = Origin::start().await;
+    let proxy = start(&common::private_config(""));
+    let path = proxy.dir().join("postern.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // A documentation address (RFC 5737) no interface here has.
+    std::fs::write(
+        &path,
+        text.replace("bind = \"127.0.0.1:0\"", "bind = \"192.0.2.1:3128\""),
+    )
+    .unwrap();
+    proxy.signal(1);
+    let line = proxy.wait_for_stderr_line(|l| l.contains("reload refused"), common::T);
+    assert!(line.contains("192.0.2.1:3128"), "{line}");
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), &origin.url("/status/204")]).await;
+    assert_eq!(f.status, 204, "the old listener still serves");
+}
+
+/// A listener's own settings change on reload without a new socket: here
+/// it starts to require a PROXY protocol header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_a_listeners_settings_in_place() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+        origin.addr()
+    ));
+    let plain = b"GET /status/204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut c = common::Conn::connect(proxy.addr()).await;
+    c.send(plain).await;
+    assert_eq!(c.read_response(false).await.status, 204);
+    let path = proxy.dir().join("postern.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "mode = \"reverse\"\n",
+            "mode = \"reverse\"\nproxy_protocol = true\n",
+        ),
+    )
+    .unwrap();
+    proxy.signal(1);
+    proxy.wait_for_stderr_line(|l| l.contains("configuration reloaded"), common::T);
+    let mut c = common::Conn::connect(proxy.addr()).await;
+    c.send(plain).await;
+    assert!(c.read_to_end().await.is_empty(), "no PROXY header: closed");
+    let mut c = common::Conn::connect(proxy.addr()).await;
+    c.send(&[&b"PROXY TCP4 192.0.2.7 10.0.0.1 5555 80\r\n"[..], plain].concat())
+        .await;
+    assert_eq!(c.read_response(false).await.status, 204);
+}

@@ -64,6 +64,24 @@ impl Client {
     }
 }
 
+/// Changes the number of connection slots from `old` to `new`. Free slots
+/// go at once; slots in use go as their connections end.
+fn resize(slots: &Arc<Semaphore>, old: usize, new: usize) {
+    if new > old {
+        slots.add_permits(new - old);
+    } else if new < old {
+        let left = old - new - slots.forget_permits(old - new);
+        if left > 0 {
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = slots.acquire_many_owned(left as u32).await {
+                    p.forget();
+                }
+            });
+        }
+    }
+}
+
 /// Binds a listening socket (IPv6 sockets are IPv6-only, so `[::]` and
 /// `0.0.0.0` can both be configured).
 pub fn bind(cfg: &ListenerConfig) -> io::Result<std::net::TcpListener> {
@@ -86,13 +104,14 @@ pub fn bind(cfg: &ListenerConfig) -> io::Result<std::net::TcpListener> {
 /// before it is accepted, so excess clients queue in the kernel's backlog.
 pub async fn serve(
     listener: TcpListener,
-    cfg: ListenerConfig,
+    mut cfg: ListenerConfig,
     shared: Arc<Shared>,
     mut removed: tokio::sync::watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let name: Arc<str> = cfg.name.as_str().into();
     let mut shutdown = shared.shutdown_signal();
+    let mut seen = shared.config();
     loop {
         // Removed by a reload: stop accepting; running connections finish.
         if *shutdown.borrow() || *removed.borrow() {
@@ -130,6 +149,15 @@ pub async fn serve(
                 continue;
             }
         };
+        // Reloaded: the listener's own settings (TLS, PROXY protocol, h2c,
+        // SOCKS, max_connections) apply from this connection on.
+        if let Some(now) = shared.config_if_changed(&seen) {
+            if let Some(l) = now.listeners.iter().find(|l| *l.name == *name) {
+                resize(&slots, cfg.max_connections, l.max_connections);
+                cfg = l.clone();
+            }
+            seen = now;
+        }
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
