@@ -33,6 +33,26 @@ struct Activity {
 }
 
 impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            one_ended: AtomicBool::new(false),
+        }
+    }
+
+    /// Resolves once nothing has moved either way for `idle`: one watchdog
+    /// timer per tunnel instead of one per read.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let deadline = self.last() + idle;
+            sleep_until(deadline).await;
+            if self.last() + idle <= Instant::now() {
+                return;
+            }
+        }
+    }
+
     fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -55,7 +75,7 @@ pub async fn tunnel_tcp(
     let (cr, cw) = client.split();
     let (sr, sw) = server.split();
     let (client, server) = ((cr, cw, client_pending), (sr, sw, server_pending));
-    tunnel_halves(client, server, idle, downstream_limits, Ends::BothWays).await
+    tunnel_halves(client, server, idle, downstream_limits).await
 }
 
 /// An FTP data connection between two sockets: it carries one transfer in
@@ -71,17 +91,7 @@ pub async fn transfer_tcp(
     let (cr, cw) = client.split();
     let (sr, sw) = server.split();
     let (client, server) = ((cr, cw, &[][..]), (sr, sw, &[][..]));
-    tunnel_halves(client, server, idle, downstream_limits, Ends::FirstEnd).await
-}
-
-/// When a tunnel is over.
-#[derive(Clone, Copy, PartialEq)]
-enum Ends {
-    /// Once both directions have ended (a half-close is passed on and the
-    /// other direction goes on).
-    BothWays,
-    /// Once either direction has ended.
-    FirstEnd,
+    transfer_halves(client, server, idle, downstream_limits).await
 }
 
 /// A tunnel between a client connection (plain or TLS) and a server (plain
@@ -97,7 +107,7 @@ pub async fn tunnel_client(
     let (cr, cw) = client.split();
     let (sr, sw) = server.split();
     let (client, server) = ((cr, cw, client_pending), (sr, sw, server_pending));
-    tunnel_halves(client, server, idle, downstream_limits, Ends::BothWays).await
+    tunnel_halves(client, server, idle, downstream_limits).await
 }
 
 /// A tunnel from any byte stream (an HTTP/2 stream, say) to a server (plain
@@ -116,7 +126,7 @@ where
     let (r, w) = tokio::io::split(client);
     let (sr, sw) = server.split();
     let (client, server) = ((NoRaw(r), NoRaw(w), &[][..]), (sr, sw, server_pending));
-    tunnel_halves(client, server, idle, downstream_limits, Ends::BothWays).await
+    tunnel_halves(client, server, idle, downstream_limits).await
 }
 
 /// A stream half without a socket underneath (no splice).
@@ -171,7 +181,6 @@ async fn tunnel_halves<CR, CW, SR, SW>(
     (sr, sw, server_pending): Side<'_, SR, SW>,
     idle: Duration,
     downstream_limits: &[Arc<Bucket>],
-    ends: Ends,
 ) -> TunnelStats
 where
     CR: AsyncRead + RawSocket + Unpin,
@@ -180,40 +189,48 @@ where
     SW: AsyncWrite + RawSocket + Unpin,
 {
     let _open = crate::observe::metrics::TunnelGauge::open();
-    let activity = Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-        one_ended: AtomicBool::new(false),
-    };
+    let activity = Activity::new();
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
+    // The pumps are built inside `join!`, not moved into it: they are large.
     let both = async {
-        let up = pump(cr, sw, client_pending, &activity, &up, &[]);
-        let down = pump(sr, cw, server_pending, &activity, &down, downstream_limits);
-        match ends {
-            Ends::BothWays => {
-                tokio::join!(up, down);
-            }
-            Ends::FirstEnd => {
-                tokio::select! {
-                    _ = up => {}
-                    _ = down => {}
-                }
-            }
-        }
-    };
-    let watchdog = async {
-        loop {
-            let deadline = activity.last() + idle;
-            sleep_until(deadline).await;
-            if activity.last() + idle <= Instant::now() {
-                return;
-            }
-        }
+        tokio::join!(
+            pump(cr, sw, client_pending, &activity, &up, &[]),
+            pump(sr, cw, server_pending, &activity, &down, downstream_limits)
+        )
     };
     let idle_timeout = tokio::select! {
         _ = both => false,
-        _ = watchdog => true,
+        _ = activity.idle_for(idle) => true,
+    };
+    TunnelStats {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+        idle_timeout,
+    }
+}
+
+/// [`tunnel_halves`] for one-way transfers: over when either direction ends.
+async fn transfer_halves<CR, CW, SR, SW>(
+    (cr, cw, client_pending): Side<'_, CR, CW>,
+    (sr, sw, server_pending): Side<'_, SR, SW>,
+    idle: Duration,
+    downstream_limits: &[Arc<Bucket>],
+) -> TunnelStats
+where
+    CR: AsyncRead + RawSocket + Unpin,
+    CW: AsyncWrite + RawSocket + Unpin,
+    SR: AsyncRead + RawSocket + Unpin,
+    SW: AsyncWrite + RawSocket + Unpin,
+{
+    let _open = crate::observe::metrics::TunnelGauge::open();
+    let activity = Activity::new();
+    let up = AtomicU64::new(0);
+    let down = AtomicU64::new(0);
+    let idle_timeout = tokio::select! {
+        _ = pump(cr, sw, client_pending, &activity, &up, &[]) => false,
+        _ = pump(sr, cw, server_pending, &activity, &down, downstream_limits) => false,
+        _ = activity.idle_for(idle) => true,
     };
     TunnelStats {
         up: up.load(Ordering::Relaxed),
