@@ -452,6 +452,12 @@ async fn cross_site_requests_cannot_change_the_proxy() {
     assert_eq!(script.status, 200);
     let head = curl_fetch_async(&["-I", &format!("http://{admin}/healthz")]).await;
     assert_eq!(head.status, 200);
+    // Bodies are not held whole: the API takes none.
+    let big = proxy.dir().join("big.body");
+    std::fs::write(&big, vec![b'x'; 300_000]).unwrap();
+    let body = format!("@{}", big.display());
+    let stuffed = curl_fetch_async(&["-X", "POST", "--data-binary", &body, &reload]).await;
+    assert_eq!(stuffed.status, 413);
 }
 
 /// A reload whose new listener address cannot be bound is refused as a
