@@ -92,6 +92,54 @@ fn h2c_takes_true_false_or_only() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// Durations beyond ten years would overflow the clock at run time (on
+/// every keep-alive connection, on SIGTERM); sizes beyond 64 bits cannot be
+/// held at all. Both are refused where they are written.
+#[test]
+fn durations_beyond_ten_years_and_huge_sizes_are_refused() {
+    let (code, _, stderr) = check_config(
+        BIN,
+        "[timeouts]\n\
+         drain = \"9999999999999999h\"\n\
+         client_idle = 9223372036854775807\n\
+         connect = \"87600h\"\n\
+         [limits]\n\
+         max_header_size = \"99999999999999999999GiB\"\n\
+         [cache]\n\
+         stale_if_unreachable = \"999999999999h\"\n\
+         [[pool]]\n\
+         name = \"app\"\n\
+         servers = [\"127.0.0.1:1\"]\n\
+         queue_timeout = 315360001\n\
+         health = { interval = \"87601h\" }\n\
+         outlier = { ejection_time = \"315360000001ms\" }\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let too_long = "is too long (at most ten years: 87600h, or 315360000 seconds)";
+    let expected = [
+        format!("postern.toml:2:9: timeout `drain`: duration `9999999999999999h` {too_long}"),
+        format!(
+            "postern.toml:3:15: timeout `client_idle`: duration 9223372036854775807 {too_long}"
+        ),
+        "postern.toml:6:19: `max_header_size`: size `99999999999999999999GiB` is too large".into(),
+        format!("postern.toml:8:24: `stale_if_unreachable`: duration `999999999999h` {too_long}"),
+        format!("postern.toml:12:17: `queue_timeout`: duration 315360001 {too_long}"),
+        format!("postern.toml:13:23: `interval`: duration `87601h` {too_long}"),
+        format!("postern.toml:14:29: `ejection_time`: duration `315360000001ms` {too_long}"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    for (line, want) in lines.iter().zip(&expected) {
+        assert!(line.ends_with(want.as_str()), "{line}\nwanted: {want}");
+    }
+    // Exactly ten years is allowed.
+    let (code, _, stderr) = check_config(
+        BIN,
+        "[timeouts]\ndrain = \"87600h\"\nclient_idle = 315360000\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
 #[test]
 fn check_needs_a_file_and_a_bad_file_stops_the_server() {
     let out = Command::new(BIN).arg("check").output().unwrap();

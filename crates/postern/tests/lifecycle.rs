@@ -174,3 +174,62 @@ async fn ipv6_listener() {
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
     assert_eq!(reply.body(), postern_testkit::pattern_bytes(64));
 }
+
+/// The longest durations the configuration accepts (ten years) are safe to
+/// add to the clock: a keep-alive connection waits for its next request
+/// under `client_idle`, and SIGTERM drains under `drain`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn longest_accepted_durations_run() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(
+        BIN,
+        &config(
+            "[log]\naccess = \"off\"\n[timeouts]\nclient_idle = \"87600h\"\n\
+             client_header = \"87600h\"\nio = \"87600h\"\ndrain = \"87600h\"\n",
+        ),
+    );
+    let mut conn = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(proxy.addr()))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        origin.url("/bytes/3"),
+        origin.addr()
+    );
+    // Two requests on one connection: the second is read under `client_idle`.
+    for _ in 0..2 {
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !ends_with_body(&seen, 3) {
+            let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+                .await
+                .expect("a reply")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            seen.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+    drop(conn);
+    proxy.signal(SIGTERM);
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(WAIT).map(|s| s.code()))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(Some(0)));
+}
+
+/// A complete head followed by `len` body bytes.
+fn ends_with_body(bytes: &[u8], len: usize) -> bool {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .is_some_and(|end| bytes.len() >= end + 4 + len)
+}
