@@ -122,6 +122,59 @@ async fn json_and_combined_formats() {
     );
 }
 
+/// In the combined format a `"` in the URL or a header is escaped (`\"`, as
+/// Apache writes it), so the quoted fields still end where they should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_format_escapes_quotes() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(
+        BIN,
+        &config("[log]\naccess = \"{dir}/access.log\"\nformat = \"combined\"\n"),
+    );
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nUser-Agent: a \"quoted\" agent\\\r\nConnection: close\r\n\r\n",
+        origin.url("/a\"b")
+    );
+    let reply = raw_exchange(proxy.addr(), req.as_bytes(), WAIT).await;
+    assert_eq!(reply.status(), Some(404), "{}", reply.text());
+    let line = proxy.wait_for_file_line("access.log", |l| l.contains("/a"), WAIT);
+    assert!(
+        line.contains(&format!("\"GET {} HTTP/1.1\" 404 ", origin.url("/a\\\"b"))),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(" \"-\" \"a \\\"quoted\\\" agent\\\\\""),
+        "{line}"
+    );
+    // Read as a combined-format parser does: the quoted fields, with `\`
+    // escaping the next character.
+    let mut fields = Vec::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut field = String::new();
+        loop {
+            match chars.next() {
+                Some('\\') => field.extend(chars.next()),
+                Some('"') | None => break,
+                Some(c) => field.push(c),
+            }
+        }
+        fields.push(field);
+    }
+    assert_eq!(
+        fields,
+        [
+            format!("GET {} HTTP/1.1", origin.url("/a\"b")),
+            "-".to_string(),
+            "a \"quoted\" agent\\".to_string(),
+        ],
+        "{line}"
+    );
+}
+
 /// SIGHUP applies a valid new file to new connections and refuses an invalid one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_rules_and_refuses_a_broken_file() {

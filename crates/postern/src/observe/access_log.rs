@@ -407,19 +407,24 @@ fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String
             );
         }
         LogFormat::Combined => {
+            // As Apache writes it: `"` and `\` escaped with a backslash,
+            // so parsers find where each quoted field ends.
             let _ = writeln!(
                 s,
                 "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
                 e.client.ip(),
-                e.user.as_deref().map(field).unwrap_or_else(|| "-".into()),
+                e.user
+                    .as_deref()
+                    .map(|u| clf_escape(&field(u)))
+                    .unwrap_or_else(|| "-".into()),
                 time::clf_date(e.start),
-                field(&e.method),
-                field(&e.url),
+                clf_escape(&field(&e.method)),
+                clf_escape(&field(&e.url)),
                 e.version,
                 e.status,
                 e.bytes_out,
-                quoted(e.referer.as_deref().unwrap_or("-")),
-                quoted(e.user_agent.as_deref().unwrap_or("-")),
+                clf_escape(e.referer.as_deref().unwrap_or("-")),
+                clf_escape(e.user_agent.as_deref().unwrap_or("-")),
             );
         }
         LogFormat::Json => {
@@ -467,10 +472,28 @@ fn field(s: &str) -> String {
     if out.is_empty() { "-".into() } else { out }
 }
 
-fn quoted(s: &str) -> String {
-    s.chars()
-        .map(|c| if c == '"' || c.is_control() { '_' } else { c })
-        .collect()
+/// Text for the combined format, escaped as Apache escapes log items: `"`
+/// and `\` with a backslash, `\n`, `\r`, `\t`, and other control characters
+/// as `\xHH` (each byte of their UTF-8 form).
+fn clf_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn json_str(s: &str) -> String {
@@ -674,6 +697,50 @@ mod tests {
         assert!(
             line.contains(" GET http://a.example/caf%C3%A9?q=%25 "),
             "{line}"
+        );
+    }
+
+    /// The hierarchy column says whether a server was contacted for the
+    /// response: a hit answered from the store names none, as Squid does.
+    #[test]
+    fn squid_hierarchy_names_a_server_only_when_one_was_contacted() {
+        let mut hit = entry();
+        hit.result = "TCP_HIT";
+        hit.upstream = None;
+        hit.content_type = None;
+        let line = format_entry(LogFormat::Squid, &hit, Duration::from_millis(1));
+        assert!(
+            line.ends_with(" TCP_HIT/200 1234 GET http://a.example/x%20y - HIER_NONE/- -\n"),
+            "{line}"
+        );
+        let mut denied = entry();
+        denied.result = "TCP_DENIED";
+        denied.status = 403;
+        denied.upstream = None;
+        let line = format_entry(LogFormat::Squid, &denied, Duration::from_millis(1));
+        assert!(
+            line.contains(" TCP_DENIED/403 ") && line.contains(" HIER_NONE/- "),
+            "{line}"
+        );
+    }
+
+    /// A `"` in the request line, the user, the Referer or the User-Agent
+    /// must not end the quoted field early; controls are escaped too.
+    #[test]
+    fn combined_format_escapes_quotes_backslashes_and_controls() {
+        let mut e = entry();
+        e.method = "GE\"T".into();
+        e.url = "http://127.0.0.1:47398/a\"b\\c\u{1}".into();
+        e.status = 404;
+        e.user = Some("al\"ice".into());
+        e.referer = Some("http://r.example/\"q\"".into());
+        e.user_agent = Some("agent \"1\"\t\u{7f}".into());
+        let line = format_entry(LogFormat::Combined, &e, Duration::from_millis(45));
+        assert_eq!(
+            line,
+            "127.0.0.1 - al\\\"ice [14/Nov/2023:22:13:20 +0000] \
+             \"GE\\\"T http://127.0.0.1:47398/a\\\"b\\\\c%01 HTTP/1.1\" 404 1234 \
+             \"http://r.example/\\\"q\\\"\" \"agent \\\"1\\\"\\t\\x7f\"\n"
         );
     }
 
