@@ -140,6 +140,33 @@ fn durations_beyond_ten_years_and_huge_sizes_are_refused() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// A mistake in a value that takes several forms names the key and the
+/// forms; a typo in a server table gets the hint any other table gets.
+#[test]
+fn values_of_several_forms_get_clear_messages() {
+    let (code, _, stderr) = check_config(BIN, "[timeouts]\ndrain = 1.5\n");
+    assert_eq!(code, 1);
+    assert!(
+        stderr.trim_end().ends_with(
+            "postern.toml:2:9: `drain` must be a duration such as \"500ms\", \"30s\", \"5m\" \
+             or \"1h\", or a whole number of seconds (found floating point `1.5`)"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check_config(
+        BIN,
+        "[[pool]]\nname = \"app\"\nservers = [{ addr = \"127.0.0.1:1\", wieght = 5 }]\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with("postern.toml:3:36: unknown key `wieght` (did you mean `weight`?)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("untagged"), "{stderr}");
+}
+
 #[test]
 fn check_needs_a_file_and_a_bad_file_stops_the_server() {
     let out = Command::new(BIN).arg("check").output().unwrap();
