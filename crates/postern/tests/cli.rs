@@ -167,6 +167,44 @@ fn values_of_several_forms_get_clear_messages() {
     assert!(!stderr.contains("untagged"), "{stderr}");
 }
 
+/// Two listeners on one port where one address is the unspecified address
+/// of the family: the second bind fails at start, so `check` refuses it.
+#[test]
+fn check_reports_listeners_whose_binds_overlap() {
+    let (code, _, stderr) = check_config(
+        BIN,
+        "[[listener]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\n\
+         [[listener]]\nname = \"b\"\nbind = \"0.0.0.0:1\"\n\
+         [[listener]]\nname = \"c\"\nbind = \"[::]:2\"\n\
+         [[listener]]\nname = \"d\"\nbind = \"[::1]:2\"\n\
+         [[listener]]\nname = \"e\"\nbind = \"127.0.0.1:2\"\n\
+         [[listener]]\nname = \"f\"\nbind = \"0.0.0.0:3\"\n\
+         [[listener]]\nname = \"g\"\nbind = \"0.0.0.0:3\"\n",
+    );
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].ends_with(
+            "postern.toml:6:8: `0.0.0.0:1` overlaps listener `a` on 127.0.0.1:1: \
+             0.0.0.0 takes port 1 on every IPv4 address, so only one of them can bind"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].ends_with(
+            "postern.toml:12:8: `[::1]:2` overlaps listener `c` on [::]:2: \
+             [::] takes port 2 on every IPv6 address, so only one of them can bind"
+        ),
+        "{stderr}"
+    );
+    // 127.0.0.1:2 beside [::]:2 is fine: IPv6 listeners are IPv6-only.
+    assert!(
+        lines[2].ends_with("postern.toml:21:8: two listeners bind 0.0.0.0:3"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_needs_a_file_and_a_bad_file_stops_the_server() {
     let out = Command::new(BIN).arg("check").output().unwrap();

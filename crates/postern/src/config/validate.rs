@@ -65,7 +65,8 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
 
     let mut listeners = Vec::new();
     let mut names = HashSet::new();
-    let mut binds = HashSet::new();
+    // (address, listener name) of every bind with a fixed port.
+    let mut binds: Vec<(SocketAddr, String)> = Vec::new();
     for (i, l) in raw.listener.iter().enumerate() {
         let name = match &l.name {
             Some(n) if n.get_ref().is_empty() => {
@@ -89,11 +90,11 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 None
             }
         };
-        if let Some(bind) = bind.filter(|b| b.port() != 0 && !binds.insert(*b)) {
-            p.push(Problem::new(
-                l.bind.span(),
-                format!("two listeners bind {bind}"),
-            ));
+        if let Some(bind) = bind.filter(|b| b.port() != 0) {
+            if let Some(problem) = bind_clash(bind, &binds) {
+                p.push(Problem::new(l.bind.span(), problem));
+            }
+            binds.push((bind, name.clone()));
         }
         let mode = match l.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
             None | Some(("forward", _)) => Some(Mode::Forward),
@@ -564,6 +565,32 @@ fn bandwidth(p: &mut Vec<Problem>, v: &Option<Spanned<RawSize>>, key: &str) -> O
     units::bandwidth(v.get_ref())
         .map_err(|e| p.push(Problem::new(v.span(), format!("`{key}`: {e}"))))
         .ok()
+}
+
+/// Why `bind` cannot be bound beside the binds before it: the same address
+/// and port, or the same port where one of the two is the unspecified
+/// address of their family (0.0.0.0, or [::], which is bound IPv6-only).
+fn bind_clash(bind: SocketAddr, before: &[(SocketAddr, String)]) -> Option<String> {
+    let (other, name) = before.iter().find(|(other, _)| {
+        other.port() == bind.port()
+            && other.is_ipv4() == bind.is_ipv4()
+            && (other.ip() == bind.ip()
+                || other.ip().is_unspecified()
+                || bind.ip().is_unspecified())
+    })?;
+    Some(if *other == bind {
+        format!("two listeners bind {bind}")
+    } else {
+        let (wildcard, family) = if bind.is_ipv4() {
+            ("0.0.0.0", "IPv4")
+        } else {
+            ("[::]", "IPv6")
+        };
+        format!(
+            "`{bind}` overlaps listener `{name}` on {other}: {wildcard} takes port {} on every {family} address, so only one of them can bind",
+            bind.port(),
+        )
+    })
 }
 
 fn parse_bind(text: &str) -> Result<SocketAddr, String> {
