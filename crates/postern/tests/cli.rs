@@ -167,6 +167,57 @@ fn values_of_several_forms_get_clear_messages() {
     assert!(!stderr.contains("untagged"), "{stderr}");
 }
 
+/// An access log that cannot be opened or created fails at start; `check`
+/// says so where the file is named.
+#[test]
+fn check_reports_an_access_log_that_cannot_be_opened() {
+    for (access, want) in [
+        (
+            "/proc/nope/access.log",
+            "postern.toml:2:10: cannot create the access log /proc/nope/access.log: \
+             the directory /proc/nope does not exist"
+                .to_string(),
+        ),
+        (
+            "{dir}/missing/access.log",
+            "cannot create the access log {dir}/missing/access.log: \
+             the directory {dir}/missing does not exist"
+                .to_string(),
+        ),
+        (
+            "{dir}",
+            "postern.toml:2:10: the access log {dir} is a directory".to_string(),
+        ),
+    ] {
+        let (code, _, stderr) = check_config(BIN, &format!("[log]\naccess = \"{access}\"\n"));
+        assert_eq!(code, 1, "{access}: {stderr}");
+        let line = stderr.lines().next().unwrap_or_default();
+        // `{dir}` is the temporary directory check_config made.
+        let dir = line
+            .split_once("/postern.toml:")
+            .map(|(d, _)| d)
+            .unwrap_or_default();
+        let want = want.replace("{dir}", dir);
+        assert!(line.ends_with(&want), "{line}\nwanted: {want}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // A file that does not exist yet in a writable directory is fine, and
+    // checking does not create it.
+    let dir = std::env::temp_dir().join(format!("postern-cli-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("access.log");
+    let (code, _, stderr) = check_config(BIN, &format!("[log]\naccess = \"{}\"\n", file.display()));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!file.exists());
+    // A FIFO nobody reads yet: checking must not wait for a reader.
+    let fifo = dir.join("access.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let (code, _, stderr) = check_config(BIN, &format!("[log]\naccess = \"{}\"\n", fifo.display()));
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Two listeners on one port where one address is the unspecified address
 /// of the family: the second bind fails at start, so `check` refuses it.
 #[test]

@@ -418,7 +418,13 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             ));
             AccessLogTarget::Off
         }
-        Some(file) => AccessLogTarget::File(base.join(file)),
+        Some(file) => {
+            let path = base.join(file);
+            if let (Some(problem), Some(a)) = (access_log_problem(&path), &raw.log.access) {
+                p.push(Problem::new(a.span(), problem));
+            }
+            AccessLogTarget::File(path)
+        }
     };
     let format = match raw
         .log
@@ -591,6 +597,77 @@ fn bind_clash(bind: SocketAddr, before: &[(SocketAddr, String)]) -> Option<Strin
             bind.port(),
         )
     })
+}
+
+/// Why the access log at `path` could not be opened as the running process
+/// opens it (for appending, created if missing), found without creating
+/// anything.
+fn access_log_problem(path: &Path) -> Option<String> {
+    use std::io::ErrorKind::NotFound;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some(format!("the access log {shown} is a directory")),
+        // O_NONBLOCK: opening a FIFO that has no reader yet must not hang.
+        Ok(_) => match std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(_) => None,
+            // A FIFO without a reader: the process waits for one at start.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => None,
+            Err(e) => Some(format!(
+                "cannot open the access log {shown} for appending: {e}"
+            )),
+        },
+        Err(e) if e.kind() == NotFound => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let why = match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => may_create_in(dir).err()?.to_string(),
+                Ok(_) => format!("{} is not a directory", dir.display()),
+                Err(e) if e.kind() == NotFound => {
+                    format!("the directory {} does not exist", dir.display())
+                }
+                Err(e) => format!("{}: {e}", dir.display()),
+            };
+            Some(format!("cannot create the access log {shown}: {why}"))
+        }
+        Err(e) => Some(format!("cannot open the access log {shown}: {e}")),
+    }
+}
+
+/// Whether a file may be created in `dir`: an unnamed file (O_TMPFILE)
+/// needs the same rights as a named one and is gone once closed. File
+/// systems without unnamed files tell nothing; the start will.
+#[cfg(target_os = "linux")]
+fn may_create_in(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            ) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn may_create_in(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn parse_bind(text: &str) -> Result<SocketAddr, String> {
