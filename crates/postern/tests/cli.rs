@@ -256,6 +256,27 @@ fn check_reports_listeners_whose_binds_overlap() {
     );
 }
 
+/// A SOCKS5 pool is a pool of parent proxies: a reverse route cannot send
+/// requests to it.
+#[test]
+fn check_refuses_a_route_to_a_socks5_parent_pool() {
+    let (code, _, stderr) = check_config(
+        BIN,
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
+         [[pool]]\nname = \"parents\"\nprotocol = \"socks5\"\nservers = [\"127.0.0.1:1080\"]\n\
+         [[route]]\nlistener = \"web\"\npool = \"parents\"\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.trim_end().ends_with(
+            "postern.toml:11:8: pool `parents` is a pool of SOCKS5 parent proxies \
+             (`protocol = \"socks5\"`), for a forward listener's `parent`; \
+             a route needs a pool of web servers"
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_needs_a_file_and_a_bad_file_stops_the_server() {
     let out = Command::new(BIN).arg("check").output().unwrap();
