@@ -122,6 +122,59 @@ async fn json_and_combined_formats() {
     );
 }
 
+/// In the combined format a `"` in the URL or a header is escaped (`\"`, as
+/// Apache writes it), so the quoted fields still end where they should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_format_escapes_quotes() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(
+        BIN,
+        &config("[log]\naccess = \"{dir}/access.log\"\nformat = \"combined\"\n"),
+    );
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nUser-Agent: a \"quoted\" agent\\\r\nConnection: close\r\n\r\n",
+        origin.url("/a\"b")
+    );
+    let reply = raw_exchange(proxy.addr(), req.as_bytes(), WAIT).await;
+    assert_eq!(reply.status(), Some(404), "{}", reply.text());
+    let line = proxy.wait_for_file_line("access.log", |l| l.contains("/a"), WAIT);
+    assert!(
+        line.contains(&format!("\"GET {} HTTP/1.1\" 404 ", origin.url("/a\\\"b"))),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(" \"-\" \"a \\\"quoted\\\" agent\\\\\""),
+        "{line}"
+    );
+    // Read as a combined-format parser does: the quoted fields, with `\`
+    // escaping the next character.
+    let mut fields = Vec::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut field = String::new();
+        loop {
+            match chars.next() {
+                Some('\\') => field.extend(chars.next()),
+                Some('"') | None => break,
+                Some(c) => field.push(c),
+            }
+        }
+        fields.push(field);
+    }
+    assert_eq!(
+        fields,
+        [
+            format!("GET {} HTTP/1.1", origin.url("/a\"b")),
+            "-".to_string(),
+            "a \"quoted\" agent\\".to_string(),
+        ],
+        "{line}"
+    );
+}
+
 /// SIGHUP applies a valid new file to new connections and refuses an invalid one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_rules_and_refuses_a_broken_file() {
@@ -173,6 +226,188 @@ async fn ipv6_listener() {
     let reply = raw_exchange(v6, &get(&origin, "/bytes/64"), WAIT).await;
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
     assert_eq!(reply.body(), postern_testkit::pattern_bytes(64));
+}
+
+/// The longest durations the configuration accepts (ten years) are safe to
+/// add to the clock: a keep-alive connection waits for its next request
+/// under `client_idle`, and SIGTERM drains under `drain`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn longest_accepted_durations_run() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(
+        BIN,
+        &config(
+            "[log]\naccess = \"off\"\n[timeouts]\nclient_idle = \"87600h\"\n\
+             client_header = \"87600h\"\nio = \"87600h\"\ndrain = \"87600h\"\n",
+        ),
+    );
+    let mut conn = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(proxy.addr()))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        origin.url("/bytes/3"),
+        origin.addr()
+    );
+    // Two requests on one connection: the second is read under `client_idle`.
+    for _ in 0..2 {
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !ends_with_body(&seen, 3) {
+            let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+                .await
+                .expect("a reply")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            seen.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+    drop(conn);
+    proxy.signal(SIGTERM);
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit(WAIT).map(|s| s.code()))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(Some(0)));
+}
+
+/// A complete head followed by `len` body bytes.
+fn ends_with_body(bytes: &[u8], len: usize) -> bool {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .is_some_and(|end| bytes.len() >= end + 4 + len)
+}
+
+/// `n` in "N line(s) lost" or "N line(s) dropped" on a report line.
+fn reported(line: &str, what: &str) -> u64 {
+    let before = line
+        .split_once(what)
+        .unwrap_or_else(|| panic!("no `{what}` in {line}"))
+        .0;
+    let words: Vec<&str> = before.split_whitespace().collect();
+    words[words.len() - 2].parse().unwrap()
+}
+
+/// Writes to the access log fail (a full disk): the proxy keeps serving and
+/// says so on stderr once, then sums up, rather than once per write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_write_errors_are_reported_rarely() {
+    let began = std::time::Instant::now();
+    let proxy = TestProxy::start(
+        BIN,
+        "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\n[log]\naccess = \"/dev/full\"\n",
+    );
+    let request =
+        b"GET http://127.0.0.1:9/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n";
+    for _ in 0..20 {
+        let reply = raw_exchange(proxy.addr(), request, WAIT).await;
+        assert_eq!(reply.status(), Some(403), "{}", reply.text());
+    }
+    proxy.signal(SIGTERM);
+    proxy.wait_for_stderr_line(|l| l.starts_with("postern: stopped"), WAIT);
+    let stderr = proxy.stderr();
+    let reports: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("access log"))
+        .collect();
+    // Once at the first failure, then at most once per 5 s, and at exit.
+    let allowed = 2 + began.elapsed().as_secs() as usize / 5;
+    assert!(
+        !reports.is_empty() && reports.len() <= allowed,
+        "{} report lines, {allowed} allowed:\n{stderr}",
+        reports.len()
+    );
+    let mut lost = 0;
+    for line in &reports {
+        assert!(
+            line.starts_with("postern: access log: ")
+                && line.ends_with(" lost: No space left on device (os error 28)"),
+            "{line}"
+        );
+        lost += reported(line, " lost:");
+    }
+    assert_eq!(lost, 20, "{stderr}");
+}
+
+/// An access log nobody reads (a FIFO whose reader never reads) does not make
+/// the proxy's memory grow: lines beyond a bounded queue are dropped, counted
+/// in /metrics and reported on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_access_log_drops_lines_and_says_so() {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let dir = std::env::temp_dir().join(format!(
+        "postern-fifo-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("access.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("running mkfifo");
+    assert!(made.success());
+    // A reader that never reads: the proxy's writes fill the pipe and block.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let proxy = TestProxy::start(
+        BIN,
+        &format!(
+            "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\n\
+             [[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n\
+             [limits]\nmax_request_line = \"1MiB\"\nmax_header_size = \"2MiB\"\n\
+             [log]\naccess = \"{}\"\n",
+            fifo.display()
+        ),
+    );
+    // Lines of about 1 MB each: the queue (16 MiB) fills after some 17.
+    let request = format!(
+        "GET http://127.0.0.1:9/{} HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
+        "a".repeat(1_000_000)
+    );
+    for _ in 0..30 {
+        let reply = raw_exchange(proxy.addr(), request.as_bytes(), WAIT).await;
+        assert_eq!(reply.status(), Some(403), "{}", reply.text());
+    }
+    let line = proxy.wait_for_stderr_line(|l| l.contains("access log"), WAIT);
+    assert!(
+        line.starts_with("postern: access log: ")
+            && line.ends_with(" dropped (the log cannot keep up)"),
+        "{line}"
+    );
+    assert!(reported(&line, " dropped") >= 1, "{line}");
+    let metrics = raw_exchange(
+        proxy.addr_of("admin"),
+        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    let text = metrics.text();
+    let dropped: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("postern_access_log_dropped_lines_total{reason=\"queue_full\"} ")
+        })
+        .unwrap_or_else(|| panic!("no dropped-lines counter in\n{text}"))
+        .parse()
+        .unwrap();
+    // Some 13 of the 30 lines cannot be queued; allow for a larger pipe.
+    assert!((5..=30).contains(&dropped), "{dropped}\n{text}");
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An h2c connection to `addr`; the task ends when the connection does.

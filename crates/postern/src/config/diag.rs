@@ -87,8 +87,49 @@ pub fn from_toml_error(file: &str, text: &str, err: &toml::de::Error) -> String 
         .join("; ");
     if let Some(hint) = unknown_key_hint(&message) {
         message = hint;
+    } else if let Some(plain) = wrong_type(&message, key_before(text, start)) {
+        message = plain;
+    } else if let Some(rest) = message.strip_prefix("missing field ") {
+        message = format!("missing key {rest}");
     }
     Problem::new(start..start, message).located(file, text)
+}
+
+/// serde says "invalid type: floating point `1.5`, expected a duration ...";
+/// we say "`drain` must be a duration ... (found floating point `1.5`)", in
+/// the configuration's words rather than Rust's (`i64`, `struct RawPool`).
+fn wrong_type(message: &str, key: Option<&str>) -> Option<String> {
+    let rest = message.strip_prefix("invalid type: ")?;
+    let (found, expected) = rest.split_once(", expected ")?;
+    let expected = match expected {
+        "i64" | "u64" | "i32" | "u32" | "u16" => "a whole number",
+        "f64" | "f32" => "a number",
+        "a boolean" => "true or false",
+        "a sequence" => "an array",
+        "a map" => "a table",
+        other if other.starts_with("struct ") => "a table",
+        other => other,
+    };
+    let found = match found {
+        "map" => "a table",
+        "sequence" => "an array",
+        other => other,
+    };
+    let subject = key.map_or_else(|| "the value".to_string(), |k| format!("`{k}`"));
+    Some(format!("{subject} must be {expected} (found {found})"))
+}
+
+/// The key a value at `offset` belongs to: the one before the nearest `=`
+/// (for an element of an array, the array's key).
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let eq = before.rfind('=')?;
+    let key = before[..eq].trim_end();
+    let start = key
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"')))
+        .map_or(0, |i| i + 1);
+    let key = key[start..].trim_matches('"');
+    (!key.is_empty()).then_some(key)
 }
 
 /// serde says "unknown field `lisener`, expected one of `workers`, `listener`";

@@ -460,7 +460,17 @@ pub fn validate_routes(
                 ),
             ));
         }
-        if !pools.iter().any(|pool| pool.name == *r.pool.get_ref()) {
+        let named = pools.iter().find(|pool| pool.name == *r.pool.get_ref());
+        if named.is_some_and(|pool| pool.protocol == ParentProtocol::Socks5) {
+            p.push(Problem::new(
+                r.pool.span(),
+                format!(
+                    "pool `{}` is a pool of SOCKS5 parent proxies (`protocol = \"socks5\"`), for a forward listener's `parent`; a route needs a pool of web servers",
+                    r.pool.get_ref()
+                ),
+            ));
+        }
+        if named.is_none() {
             let names: Vec<&str> = pools.iter().map(|x| x.name.as_str()).collect();
             let hint = did_you_mean(r.pool.get_ref(), &names)
                 .map(|m| format!(" (did you mean `{m}`?)"))

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de;
 use toml::Spanned;
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,24 +138,21 @@ pub struct RawEgress {
 }
 
 /// One address or a list of them.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawAddresses {
     One(String),
     Many(Vec<String>),
 }
 
 /// `h2c = true | false | "only"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawH2c {
     On(bool),
     Text(String),
 }
 
 /// `via = "name"` sets the pseudonym; `via = false` leaves Via out.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawVia {
     On(bool),
     Pseudonym(String),
@@ -185,16 +183,14 @@ pub struct RawLimits {
 }
 
 /// Sizes are written as a number of bytes or a string such as `"64KiB"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawSize {
     Bytes(i64),
     Text(String),
 }
 
 /// Durations are written as seconds or a string such as `"500ms"`, `"30s"`, `"5m"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawDuration {
     Seconds(i64),
     Text(String),
@@ -222,8 +218,7 @@ pub struct RawLog {
 }
 
 /// A port (`443`) or a range (`"8000-8999"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawPort {
     Number(i64),
     Text(String),
@@ -358,8 +353,7 @@ pub struct RawPolicy {
 }
 
 /// A server of a pool: `"127.0.0.1:8081"` or a table with options.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawServer {
     Addr(String),
     Table(RawServerTable),
@@ -455,4 +449,187 @@ pub struct RawRoute {
     pub response_set: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub response_remove: Vec<Spanned<String>>,
+}
+
+// The values above that take more than one form. Serde's untagged enums
+// would answer "data did not match any variant of untagged enum RawServer"
+// for any mistake; these say which forms the key takes and, for tables,
+// which keys (unknown ones get the did-you-mean hint like any table).
+
+/// A visitor for a value written in one of several forms; `expecting` is
+/// what the error message says the key takes.
+struct Forms<T> {
+    expecting: &'static str,
+    make: std::marker::PhantomData<T>,
+}
+
+impl<T> Forms<T> {
+    fn new(expecting: &'static str) -> Forms<T> {
+        Forms {
+            expecting,
+            make: std::marker::PhantomData,
+        }
+    }
+}
+
+/// How a form-taking value is built from each kind of TOML value; the
+/// kinds a type leaves out are refused with its `expecting` text.
+trait FromForms: Sized {
+    fn integer<E: de::Error>(v: i64, f: &Forms<Self>) -> Result<Self, E> {
+        Err(E::invalid_type(de::Unexpected::Signed(v), f))
+    }
+    fn text<E: de::Error>(v: &str, f: &Forms<Self>) -> Result<Self, E> {
+        Err(E::invalid_type(de::Unexpected::Str(v), f))
+    }
+    fn boolean<E: de::Error>(v: bool, f: &Forms<Self>) -> Result<Self, E> {
+        Err(E::invalid_type(de::Unexpected::Bool(v), f))
+    }
+    fn table<'de, A: de::MapAccess<'de>>(map: A, f: &Forms<Self>) -> Result<Self, A::Error> {
+        let _ = map;
+        Err(de::Error::invalid_type(de::Unexpected::Map, f))
+    }
+    fn array<'de, A: de::SeqAccess<'de>>(seq: A, f: &Forms<Self>) -> Result<Self, A::Error> {
+        let _ = seq;
+        Err(de::Error::invalid_type(de::Unexpected::Seq, f))
+    }
+}
+
+impl<'de, T: FromForms> de::Visitor<'de> for Forms<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        T::integer(v, &self)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        // TOML integers are 64-bit signed; larger ones are out of any range.
+        T::integer(i64::try_from(v).unwrap_or(i64::MAX), &self)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        T::text(v, &self)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+        T::boolean(v, &self)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::table(map, &self)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+        T::array(seq, &self)
+    }
+}
+
+macro_rules! deserialize_forms {
+    ($ty:ty, $expecting:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                d.deserialize_any(Forms::<$ty>::new($expecting))
+            }
+        }
+    };
+}
+
+deserialize_forms!(
+    RawDuration,
+    "a duration such as \"500ms\", \"30s\", \"5m\" or \"1h\", or a whole number of seconds"
+);
+
+impl FromForms for RawDuration {
+    fn integer<E: de::Error>(v: i64, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawDuration::Seconds(v))
+    }
+    fn text<E: de::Error>(v: &str, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawDuration::Text(v.to_string()))
+    }
+}
+
+deserialize_forms!(
+    RawSize,
+    "a size such as \"64KiB\" or \"1MiB\", or a whole number of bytes"
+);
+
+impl FromForms for RawSize {
+    fn integer<E: de::Error>(v: i64, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawSize::Bytes(v))
+    }
+    fn text<E: de::Error>(v: &str, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawSize::Text(v.to_string()))
+    }
+}
+
+deserialize_forms!(
+    RawPort,
+    "a number such as 443, or a range such as \"8000-8999\""
+);
+
+impl FromForms for RawPort {
+    fn integer<E: de::Error>(v: i64, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawPort::Number(v))
+    }
+    fn text<E: de::Error>(v: &str, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawPort::Text(v.to_string()))
+    }
+}
+
+deserialize_forms!(RawH2c, "true, false or \"only\"");
+
+impl FromForms for RawH2c {
+    fn boolean<E: de::Error>(v: bool, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawH2c::On(v))
+    }
+    fn text<E: de::Error>(v: &str, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawH2c::Text(v.to_string()))
+    }
+}
+
+deserialize_forms!(
+    RawVia,
+    "a pseudonym such as \"proxy-1\", true (the default one) or false (no Via)"
+);
+
+impl FromForms for RawVia {
+    fn boolean<E: de::Error>(v: bool, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawVia::On(v))
+    }
+    fn text<E: de::Error>(v: &str, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawVia::Pseudonym(v.to_string()))
+    }
+}
+
+deserialize_forms!(
+    RawAddresses,
+    "an IP address such as \"10.0.0.5\", or a list of them"
+);
+
+impl FromForms for RawAddresses {
+    fn text<E: de::Error>(v: &str, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawAddresses::One(v.to_string()))
+    }
+    fn array<'de, A: de::SeqAccess<'de>>(seq: A, _: &Forms<Self>) -> Result<Self, A::Error> {
+        Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+            .map(RawAddresses::Many)
+    }
+}
+
+deserialize_forms!(
+    RawServer,
+    "a list of servers, each \"host:port\" or a table such as { addr = \"host:port\", weight = 2 }"
+);
+
+impl FromForms for RawServer {
+    fn text<E: de::Error>(v: &str, _: &Forms<Self>) -> Result<Self, E> {
+        Ok(RawServer::Addr(v.to_string()))
+    }
+    fn table<'de, A: de::MapAccess<'de>>(map: A, _: &Forms<Self>) -> Result<Self, A::Error> {
+        RawServerTable::deserialize(de::value::MapAccessDeserializer::new(map))
+            .map(RawServer::Table)
+    }
 }

@@ -117,3 +117,71 @@ fn egress_hosts_are_names_with_addresses() {
     );
     assert!(e[0].starts_with("p.toml:2:9:"), "{e:?}");
 }
+
+/// Values written in one of several forms say which forms their key takes,
+/// in the configuration's words, not serde's ("data did not match any
+/// variant of untagged enum RawDuration").
+#[test]
+fn values_of_the_wrong_form_name_the_key_and_the_forms() {
+    for (text, want) in [
+        (
+            "[timeouts]\ndrain = 1.5\n",
+            "p.toml:2:9: `drain` must be a duration such as \"500ms\", \"30s\", \"5m\" or \"1h\", or a whole number of seconds (found floating point `1.5`)",
+        ),
+        (
+            "[limits]\nmax_header_size = true\n",
+            "p.toml:2:19: `max_header_size` must be a size such as \"64KiB\" or \"1MiB\", or a whole number of bytes (found boolean `true`)",
+        ),
+        (
+            "[egress]\nhttp_ports = [80, 1.5]\n",
+            "p.toml:2:19: `http_ports` must be a number such as 443, or a range such as \"8000-8999\" (found floating point `1.5`)",
+        ),
+        (
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nh2c = 1\n",
+            "p.toml:3:7: `h2c` must be true, false or \"only\" (found integer `1`)",
+        ),
+        (
+            "[http]\nvia = 5\n",
+            "p.toml:2:7: `via` must be a pseudonym such as \"proxy-1\", true (the default one) or false (no Via) (found integer `5`)",
+        ),
+        (
+            "[egress]\nhosts = { \"a.test\" = 1 }\n",
+            "p.toml:2:22: `a.test` must be an IP address such as \"10.0.0.5\", or a list of them (found integer `1`)",
+        ),
+        (
+            "[[pool]]\nname = \"a\"\nservers = [\"127.0.0.1:1\", 5]\n",
+            "p.toml:3:27: `servers` must be a list of servers, each \"host:port\" or a table such as { addr = \"host:port\", weight = 2 } (found integer `5`)",
+        ),
+        (
+            "workers = \"x\"\n",
+            "p.toml:1:11: `workers` must be a whole number (found string \"x\")",
+        ),
+        (
+            "[[listener]]\nbind = 5\n",
+            "p.toml:2:8: `bind` must be a string (found integer `5`)",
+        ),
+    ] {
+        assert_eq!(errors(text), [want], "{text}");
+    }
+}
+
+/// A server table refuses unknown keys like every other table, with the
+/// same hint, and says which key is missing.
+#[test]
+fn server_tables_refuse_unknown_keys_with_a_hint() {
+    assert_eq!(
+        errors("[[pool]]\nname = \"a\"\nservers = [{ addr = \"127.0.0.1:1\", wieght = 5 }]\n"),
+        ["p.toml:3:36: unknown key `wieght` (did you mean `weight`?)"]
+    );
+    assert_eq!(
+        errors("[[pool]]\nname = \"a\"\nservers = [{ weight = 5 }]\n"),
+        ["p.toml:3:12: missing key `addr`"]
+    );
+    let c = Config::parse(
+        "[[pool]]\nname = \"a\"\nservers = [\"127.0.0.1:1\", { addr = \"127.0.0.1:2\", weight = 5, backup = true, state = \"drain\" }]\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.pools[0].servers.len(), 2);
+    assert_eq!(c.pools[0].servers[1].weight, 5);
+}

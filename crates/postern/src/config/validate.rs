@@ -65,7 +65,8 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
 
     let mut listeners = Vec::new();
     let mut names = HashSet::new();
-    let mut binds = HashSet::new();
+    // (address, listener name) of every bind with a fixed port.
+    let mut binds: Vec<(SocketAddr, String)> = Vec::new();
     for (i, l) in raw.listener.iter().enumerate() {
         let name = match &l.name {
             Some(n) if n.get_ref().is_empty() => {
@@ -89,11 +90,11 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 None
             }
         };
-        if let Some(bind) = bind.filter(|b| b.port() != 0 && !binds.insert(*b)) {
-            p.push(Problem::new(
-                l.bind.span(),
-                format!("two listeners bind {bind}"),
-            ));
+        if let Some(bind) = bind.filter(|b| b.port() != 0) {
+            if let Some(problem) = bind_clash(bind, &binds) {
+                p.push(Problem::new(l.bind.span(), problem));
+            }
+            binds.push((bind, name.clone()));
         }
         let mode = match l.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
             None | Some(("forward", _)) => Some(Mode::Forward),
@@ -417,7 +418,13 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             ));
             AccessLogTarget::Off
         }
-        Some(file) => AccessLogTarget::File(base.join(file)),
+        Some(file) => {
+            let path = base.join(file);
+            if let (Some(problem), Some(a)) = (access_log_problem(&path), &raw.log.access) {
+                p.push(Problem::new(a.span(), problem));
+            }
+            AccessLogTarget::File(path)
+        }
     };
     let format = match raw
         .log
@@ -564,6 +571,103 @@ fn bandwidth(p: &mut Vec<Problem>, v: &Option<Spanned<RawSize>>, key: &str) -> O
     units::bandwidth(v.get_ref())
         .map_err(|e| p.push(Problem::new(v.span(), format!("`{key}`: {e}"))))
         .ok()
+}
+
+/// Why `bind` cannot be bound beside the binds before it: the same address
+/// and port, or the same port where one of the two is the unspecified
+/// address of their family (0.0.0.0, or [::], which is bound IPv6-only).
+fn bind_clash(bind: SocketAddr, before: &[(SocketAddr, String)]) -> Option<String> {
+    let (other, name) = before.iter().find(|(other, _)| {
+        other.port() == bind.port()
+            && other.is_ipv4() == bind.is_ipv4()
+            && (other.ip() == bind.ip()
+                || other.ip().is_unspecified()
+                || bind.ip().is_unspecified())
+    })?;
+    Some(if *other == bind {
+        format!("two listeners bind {bind}")
+    } else {
+        let (wildcard, family) = if bind.is_ipv4() {
+            ("0.0.0.0", "IPv4")
+        } else {
+            ("[::]", "IPv6")
+        };
+        format!(
+            "`{bind}` overlaps listener `{name}` on {other}: {wildcard} takes port {} on every {family} address, so only one of them can bind",
+            bind.port(),
+        )
+    })
+}
+
+/// Why the access log at `path` could not be opened as the running process
+/// opens it (for appending, created if missing), found without creating
+/// anything.
+fn access_log_problem(path: &Path) -> Option<String> {
+    use std::io::ErrorKind::NotFound;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some(format!("the access log {shown} is a directory")),
+        // O_NONBLOCK: opening a FIFO that has no reader yet must not hang.
+        Ok(_) => match std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(_) => None,
+            // A FIFO without a reader: the process waits for one at start.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => None,
+            Err(e) => Some(format!(
+                "cannot open the access log {shown} for appending: {e}"
+            )),
+        },
+        Err(e) if e.kind() == NotFound => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let why = match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => may_create_in(dir).err()?.to_string(),
+                Ok(_) => format!("{} is not a directory", dir.display()),
+                Err(e) if e.kind() == NotFound => {
+                    format!("the directory {} does not exist", dir.display())
+                }
+                Err(e) => format!("{}: {e}", dir.display()),
+            };
+            Some(format!("cannot create the access log {shown}: {why}"))
+        }
+        Err(e) => Some(format!("cannot open the access log {shown}: {e}")),
+    }
+}
+
+/// Whether a file may be created in `dir`: an unnamed file (O_TMPFILE)
+/// needs the same rights as a named one and is gone once closed. File
+/// systems without unnamed files tell nothing; the start will.
+#[cfg(target_os = "linux")]
+fn may_create_in(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            ) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn may_create_in(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn parse_bind(text: &str) -> Result<SocketAddr, String> {

@@ -1,79 +1,261 @@
 //! The access log: one line per request or tunnel, in Squid's native format (so
 //! Squid's log tools read it), the combined format, or JSON.
 //!
-//! Lines are formatted on the connection's task and written by one dedicated
-//! thread, which batches writes and flushes whenever it has caught up, so a slow
-//! disk never stalls a request.
+//! Lines are formatted on the connection's task and handed to one dedicated
+//! writer thread through a bounded queue, so a slow disk or a blocked stdout
+//! never stalls a request: when the queue is full, lines are dropped and
+//! counted. Dropped lines and failed writes are reported on stderr by a second
+//! thread, at most once every [`REPORT_EVERY`], never once per line or batch.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{AccessLogTarget, LogConfig, LogFormat};
 use crate::context::RequestCtx;
 
+use super::metrics::{ACCESS_LOG_LOST_LINES, ACCESS_LOG_QUEUE_DROPS};
 use super::time;
 
-enum Message {
-    Line(String),
-    Reopen,
-    Flush(mpsc::Sender<()>),
-}
+/// Lines waiting for the writer, at most...
+pub const QUEUE_LINES: usize = 65_536;
+/// ...and bytes (whichever limit is reached first).
+pub const QUEUE_BYTES: usize = 16 << 20;
+/// Problems with the log are reported on stderr at most this often.
+pub const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Handle to the access log; cheap to clone.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<Message>>,
+    handle: Option<Arc<Handle>>,
     format: LogFormat,
+}
+
+/// Shared by the clones of one [`AccessLog`]; when the last one goes, the
+/// writer writes what is left and stops.
+struct Handle {
+    queue: Arc<Queue>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.work.notify_all();
+        self.queue.trouble.notify_all();
+    }
+}
+
+/// The queue between the connections and the writer thread, and the problems
+/// waiting to be reported.
+struct Queue {
+    state: Mutex<State>,
+    /// The writer waits on this for lines, reopen and flush requests.
+    work: Condvar,
+    /// The reporter waits on this for problems to report.
+    trouble: Condvar,
+    /// Held while a report is taken and printed, so that a report taken just
+    /// before shutdown is printed before the process exits.
+    reporting: Mutex<()>,
+    max_lines: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Formatted lines, back to back.
+    pending: Vec<u8>,
+    lines: usize,
+    reopen: bool,
+    flushes: Vec<mpsc::Sender<()>>,
+    closed: bool,
+    writer_done: bool,
+    /// Since the last report: lines dropped because the queue was full...
+    dropped: u64,
+    /// ...lines lost to failed writes, and the last write error.
+    lost: u64,
+    error: Option<String>,
+}
+
+impl State {
+    fn has_trouble(&self) -> bool {
+        self.dropped > 0 || self.lost > 0
+    }
+
+    /// The report line for the problems since the last report, which are
+    /// then forgotten.
+    fn take_report(&mut self) -> Option<String> {
+        if !self.has_trouble() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if self.dropped > 0 {
+            parts.push(format!(
+                "{} dropped (the log cannot keep up)",
+                lines(self.dropped)
+            ));
+        }
+        if self.lost > 0 {
+            let error = self.error.as_deref().unwrap_or("write failed");
+            parts.push(format!("{} lost: {error}", lines(self.lost)));
+        }
+        self.dropped = 0;
+        self.lost = 0;
+        self.error = None;
+        Some(format!("postern: access log: {}", parts.join("; ")))
+    }
+}
+
+fn lines(n: u64) -> String {
+    if n == 1 {
+        "1 line".into()
+    } else {
+        format!("{n} lines")
+    }
+}
+
+impl Queue {
+    fn new(max_lines: usize, max_bytes: usize) -> Queue {
+        Queue {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            trouble: Condvar::new(),
+            reporting: Mutex::new(()),
+            max_lines,
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a line, or drops and counts it when the queue is full. Never
+    /// waits for the writer.
+    fn push(&self, line: &str) {
+        let mut s = self.lock();
+        let full = s.lines >= self.max_lines
+            || (s.lines > 0 && s.pending.len() + line.len() > self.max_bytes);
+        if full {
+            s.dropped += 1;
+            ACCESS_LOG_QUEUE_DROPS.fetch_add(1, Ordering::Relaxed);
+            if s.dropped == 1 {
+                self.trouble.notify_all();
+            }
+            return;
+        }
+        let wake = s.lines == 0;
+        s.pending.extend_from_slice(line.as_bytes());
+        s.lines += 1;
+        drop(s);
+        if wake {
+            self.work.notify_one();
+        }
+    }
+
+    /// Records a failed write of `n` lines.
+    fn lost(&self, n: usize, error: &io::Error) {
+        ACCESS_LOG_LOST_LINES.fetch_add(n as u64, Ordering::Relaxed);
+        let mut s = self.lock();
+        let first = !s.has_trouble();
+        s.lost += n as u64;
+        s.error = Some(error.to_string());
+        drop(s);
+        if first {
+            self.trouble.notify_all();
+        }
+    }
 }
 
 impl AccessLog {
     pub fn start(config: &LogConfig) -> io::Result<AccessLog> {
         let format = config.format;
         let sink = match &config.access {
-            AccessLogTarget::Off => return Ok(AccessLog { tx: None, format }),
+            AccessLogTarget::Off => {
+                return Ok(AccessLog {
+                    handle: None,
+                    format,
+                });
+            }
             AccessLogTarget::Stdout => Output::Stdout,
             AccessLogTarget::File(path) => Output::File(path.clone(), open(path)?),
         };
-        let (tx, rx) = mpsc::channel();
+        AccessLog::with_output(
+            format,
+            sink,
+            QUEUE_LINES,
+            QUEUE_BYTES,
+            REPORT_EVERY,
+            Box::new(|line: &str| eprintln!("{line}")),
+        )
+    }
+
+    fn with_output(
+        format: LogFormat,
+        sink: Output,
+        max_lines: usize,
+        max_bytes: usize,
+        every: Duration,
+        report: Box<dyn FnMut(&str) + Send>,
+    ) -> io::Result<AccessLog> {
+        let queue = Arc::new(Queue::new(max_lines, max_bytes));
+        let q = queue.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx, sink))?;
+            .spawn(move || writer(&q, sink))?;
+        let q = queue.clone();
+        std::thread::Builder::new()
+            .name("access-log-report".into())
+            .spawn(move || reporter(&q, every, report))?;
         Ok(AccessLog {
-            tx: Some(tx),
+            handle: Some(Arc::new(Handle { queue })),
             format,
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.handle.is_some()
     }
 
     /// Writes the line for a finished request or tunnel, from its context.
     pub fn write(&self, ctx: &RequestCtx) {
-        if let Some(tx) = &self.tx {
+        if let Some(h) = &self.handle {
             let line = format_entry(self.format, ctx, ctx.started.elapsed());
-            let _ = tx.send(Message::Line(line));
+            h.queue.push(&line);
         }
     }
 
     /// Reopens the file (after log rotation, on SIGUSR1).
     pub fn reopen(&self) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Message::Reopen);
+        if let Some(h) = &self.handle {
+            h.queue.lock().reopen = true;
+            h.queue.work.notify_one();
         }
     }
 
-    /// Waits until every line sent so far is written.
+    /// Waits (up to 5 s) until every line queued so far is written, then
+    /// reports any problem not reported yet. For shutdown.
     pub fn flush(&self) {
-        if let Some(tx) = &self.tx {
-            let (done_tx, done_rx) = mpsc::channel();
-            if tx.send(Message::Flush(done_tx)).is_ok() {
-                let _ = done_rx.recv_timeout(Duration::from_secs(5));
+        if let Some(h) = &self.handle {
+            self.written(Duration::from_secs(5));
+            let _reporting = h.queue.reporting.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(report) = h.queue.lock().take_report() {
+                eprintln!("{report}");
             }
+        }
+    }
+
+    /// Waits up to `limit` until every line queued so far is written (or
+    /// its write has failed).
+    fn written(&self, limit: Duration) {
+        if let Some(h) = &self.handle {
+            let (done_tx, done_rx) = mpsc::channel();
+            h.queue.lock().flushes.push(done_tx);
+            h.queue.work.notify_one();
+            let _ = done_rx.recv_timeout(limit);
         }
     }
 }
@@ -81,6 +263,8 @@ impl AccessLog {
 enum Output {
     Stdout,
     File(PathBuf, File),
+    #[cfg(test)]
+    Test(Box<dyn Write + Send>),
 }
 
 fn open(path: &PathBuf) -> io::Result<File> {
@@ -91,51 +275,97 @@ fn open(path: &PathBuf) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
 }
 
-fn writer(rx: mpsc::Receiver<Message>, mut out: Output) {
+fn writer(queue: &Queue, mut out: Output) {
     let mut batch = Vec::with_capacity(64 * 1024);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Message::Line(line) => batch.extend_from_slice(line.as_bytes()),
-                Message::Reopen => {
-                    write_out(&mut out, &mut batch);
-                    if let Output::File(path, file) = &mut out {
-                        match open(path) {
-                            Ok(f) => *file = f,
-                            Err(e) => eprintln!("postern: cannot reopen {e}"),
-                        }
-                    }
-                }
-                Message::Flush(done) => {
-                    write_out(&mut out, &mut batch);
-                    let _ = done.send(());
-                }
+    loop {
+        let (lines, reopen, flushes, closed) = {
+            let mut s = queue.lock();
+            while s.lines == 0 && !s.reopen && s.flushes.is_empty() && !s.closed {
+                s = queue.work.wait(s).unwrap_or_else(|e| e.into_inner());
             }
-            if batch.len() < 256 * 1024 {
-                next = rx.try_recv().ok();
+            std::mem::swap(&mut s.pending, &mut batch);
+            let lines = std::mem::take(&mut s.lines);
+            let reopen = std::mem::take(&mut s.reopen);
+            (lines, reopen, std::mem::take(&mut s.flushes), s.closed)
+        };
+        if let Err(e) = write_out(&mut out, &batch) {
+            queue.lost(lines, &e);
+        }
+        batch.clear();
+        if batch.capacity() > 1 << 20 {
+            // Do not keep a burst's worth of memory for good.
+            batch = Vec::with_capacity(64 * 1024);
+        }
+        if reopen && let Output::File(path, file) = &mut out {
+            match open(path) {
+                Ok(f) => *file = f,
+                Err(e) => eprintln!("postern: cannot reopen {e}"),
             }
         }
-        write_out(&mut out, &mut batch);
+        for done in flushes {
+            let _ = done.send(());
+        }
+        if closed && queue.lock().lines == 0 {
+            break;
+        }
     }
-    write_out(&mut out, &mut batch);
+    queue.lock().writer_done = true;
+    queue.trouble.notify_all();
 }
 
-fn write_out(out: &mut Output, batch: &mut Vec<u8>) {
+fn write_out(out: &mut Output, batch: &[u8]) -> io::Result<()> {
     if batch.is_empty() {
-        return;
+        return Ok(());
     }
-    let res = match out {
+    match out {
         Output::Stdout => {
             let mut lock = io::stdout().lock();
             lock.write_all(batch).and_then(|_| lock.flush())
         }
         Output::File(_, f) => f.write_all(batch),
-    };
-    if let Err(e) = res {
-        eprintln!("postern: access log write failed: {e}");
+        #[cfg(test)]
+        Output::Test(w) => w.write_all(batch).and_then(|_| w.flush()),
     }
-    batch.clear();
+}
+
+/// Reports dropped and lost lines through `report`: at once the first time,
+/// then at most once every `every`, summing up what happened in between; a
+/// last time when the log closes.
+fn reporter(queue: &Queue, every: Duration, mut report: Box<dyn FnMut(&str) + Send>) {
+    let mut last: Option<Instant> = None;
+    let mut s = queue.lock();
+    loop {
+        while !s.has_trouble() && !s.writer_done {
+            s = queue.trouble.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(at) = last
+            && !s.writer_done
+        {
+            let now = Instant::now();
+            if now < at + every {
+                s = queue
+                    .trouble
+                    .wait_timeout(s, at + every - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+        }
+        let done = s.writer_done;
+        drop(s);
+        {
+            let _reporting = queue.reporting.lock().unwrap_or_else(|e| e.into_inner());
+            let line = queue.lock().take_report();
+            if let Some(line) = line {
+                report(&line);
+                last = Some(Instant::now());
+            }
+        }
+        if done {
+            return;
+        }
+        s = queue.lock();
+    }
 }
 
 fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String {
@@ -177,19 +407,24 @@ fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String
             );
         }
         LogFormat::Combined => {
+            // As Apache writes it: `"` and `\` escaped with a backslash,
+            // so parsers find where each quoted field ends.
             let _ = writeln!(
                 s,
                 "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
                 e.client.ip(),
-                e.user.as_deref().map(field).unwrap_or_else(|| "-".into()),
+                e.user
+                    .as_deref()
+                    .map(|u| clf_escape(&field(u)))
+                    .unwrap_or_else(|| "-".into()),
                 time::clf_date(e.start),
-                field(&e.method),
-                field(&e.url),
+                clf_escape(&field(&e.method)),
+                clf_escape(&field(&e.url)),
                 e.version,
                 e.status,
                 e.bytes_out,
-                quoted(e.referer.as_deref().unwrap_or("-")),
-                quoted(e.user_agent.as_deref().unwrap_or("-")),
+                clf_escape(e.referer.as_deref().unwrap_or("-")),
+                clf_escape(e.user_agent.as_deref().unwrap_or("-")),
             );
         }
         LogFormat::Json => {
@@ -237,10 +472,28 @@ fn field(s: &str) -> String {
     if out.is_empty() { "-".into() } else { out }
 }
 
-fn quoted(s: &str) -> String {
-    s.chars()
-        .map(|c| if c == '"' || c.is_control() { '_' } else { c })
-        .collect()
+/// Text for the combined format, escaped as Apache escapes log items: `"`
+/// and `\` with a backslash, `\n`, `\r`, `\t`, and other control characters
+/// as `\xHH` (each byte of their UTF-8 form).
+fn clf_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn json_str(s: &str) -> String {
@@ -267,6 +520,154 @@ fn json_opt(s: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// An access log writing to `sink`, with its stderr reports sent to the
+    /// returned channel (which closes when the log has stopped).
+    fn log_to(
+        sink: Box<dyn Write + Send>,
+        max_lines: usize,
+        max_bytes: usize,
+        every: Duration,
+    ) -> (AccessLog, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel();
+        let log = AccessLog::with_output(
+            LogFormat::Squid,
+            Output::Test(sink),
+            max_lines,
+            max_bytes,
+            every,
+            Box::new(move |line: &str| {
+                let _ = tx.send(line.to_string());
+            }),
+        )
+        .unwrap();
+        (log, rx)
+    }
+
+    fn push(log: &AccessLog, line: &str) {
+        log.handle.as_ref().unwrap().queue.push(line);
+    }
+
+    /// A sink that blocks every write until opened, like stdout into a pipe
+    /// nobody reads; it says when a write has started.
+    struct Gate {
+        entered: mpsc::Sender<()>,
+        open: Arc<(Mutex<bool>, Condvar)>,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.entered.send(());
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// While the writer is stuck, at most `max_lines` lines wait; the rest
+    /// are dropped and counted, reported at once and then at most once per
+    /// interval (the last time when the log stops), never per line.
+    #[test]
+    fn a_stuck_writer_drops_lines_beyond_the_queue_and_reports_them_rarely() {
+        let (entered_tx, entered) = mpsc::channel();
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let gate = Gate {
+            entered: entered_tx,
+            open: open.clone(),
+            out: out.clone(),
+        };
+        let (log, reports) = log_to(Box::new(gate), 3, 1 << 20, Duration::from_secs(3600));
+        let before = ACCESS_LOG_QUEUE_DROPS.load(Ordering::Relaxed);
+        push(&log, "line 1\n");
+        entered.recv_timeout(WAIT).expect("the writer takes line 1");
+        for i in 2..=5 {
+            push(&log, &format!("line {i}\n"));
+        }
+        assert_eq!(
+            reports.recv_timeout(WAIT).unwrap(),
+            "postern: access log: 1 line dropped (the log cannot keep up)"
+        );
+        for i in 6..=11 {
+            push(&log, &format!("line {i}\n"));
+        }
+        {
+            let s = log.handle.as_ref().unwrap().queue.lock();
+            assert_eq!((s.lines, s.dropped), (3, 6));
+        }
+        assert!(ACCESS_LOG_QUEUE_DROPS.load(Ordering::Relaxed) >= before + 7);
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        drop(log);
+        let rest: Vec<String> = reports.iter().collect();
+        assert_eq!(
+            rest,
+            ["postern: access log: 6 lines dropped (the log cannot keep up)"]
+        );
+        assert_eq!(
+            String::from_utf8(out.lock().unwrap().clone()).unwrap(),
+            "line 1\nline 2\nline 3\nline 4\n"
+        );
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let q = Queue::new(100, 100);
+        let line = format!("{}\n", "x".repeat(39));
+        for _ in 0..3 {
+            q.push(&line);
+        }
+        let s = q.lock();
+        assert_eq!((s.lines, s.pending.len(), s.dropped), (2, 80, 1));
+        drop(s);
+        // One line longer than the bound still goes when the queue is empty.
+        let q = Queue::new(100, 10);
+        q.push(&line);
+        assert_eq!(q.lock().lines, 1);
+    }
+
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Failed writes (EPIPE, a full disk) are reported once, then summed up,
+    /// not once per batch.
+    #[test]
+    fn write_errors_are_reported_at_most_once_per_interval() {
+        let (log, reports) = log_to(Box::new(Broken), 100, 1 << 20, Duration::from_secs(3600));
+        push(&log, "line 1\n");
+        assert_eq!(
+            reports.recv_timeout(WAIT).unwrap(),
+            "postern: access log: 1 line lost: broken pipe"
+        );
+        for i in 2..=4 {
+            push(&log, &format!("line {i}\n"));
+            // One batch per line.
+            log.written(WAIT);
+        }
+        drop(log);
+        let rest: Vec<String> = reports.iter().collect();
+        assert_eq!(rest, ["postern: access log: 3 lines lost: broken pipe"]);
+    }
 
     fn entry() -> RequestCtx {
         let mut ctx = RequestCtx::new("127.0.0.1:40000".parse().unwrap(), &"proxy".into());
@@ -296,6 +697,50 @@ mod tests {
         assert!(
             line.contains(" GET http://a.example/caf%C3%A9?q=%25 "),
             "{line}"
+        );
+    }
+
+    /// The hierarchy column says whether a server was contacted for the
+    /// response: a hit answered from the store names none, as Squid does.
+    #[test]
+    fn squid_hierarchy_names_a_server_only_when_one_was_contacted() {
+        let mut hit = entry();
+        hit.result = "TCP_HIT";
+        hit.upstream = None;
+        hit.content_type = None;
+        let line = format_entry(LogFormat::Squid, &hit, Duration::from_millis(1));
+        assert!(
+            line.ends_with(" TCP_HIT/200 1234 GET http://a.example/x%20y - HIER_NONE/- -\n"),
+            "{line}"
+        );
+        let mut denied = entry();
+        denied.result = "TCP_DENIED";
+        denied.status = 403;
+        denied.upstream = None;
+        let line = format_entry(LogFormat::Squid, &denied, Duration::from_millis(1));
+        assert!(
+            line.contains(" TCP_DENIED/403 ") && line.contains(" HIER_NONE/- "),
+            "{line}"
+        );
+    }
+
+    /// A `"` in the request line, the user, the Referer or the User-Agent
+    /// must not end the quoted field early; controls are escaped too.
+    #[test]
+    fn combined_format_escapes_quotes_backslashes_and_controls() {
+        let mut e = entry();
+        e.method = "GE\"T".into();
+        e.url = "http://127.0.0.1:47398/a\"b\\c\u{1}".into();
+        e.status = 404;
+        e.user = Some("al\"ice".into());
+        e.referer = Some("http://r.example/\"q\"".into());
+        e.user_agent = Some("agent \"1\"\t\u{7f}".into());
+        let line = format_entry(LogFormat::Combined, &e, Duration::from_millis(45));
+        assert_eq!(
+            line,
+            "127.0.0.1 - al\\\"ice [14/Nov/2023:22:13:20 +0000] \
+             \"GE\\\"T http://127.0.0.1:47398/a\\\"b\\\\c%01 HTTP/1.1\" 404 1234 \
+             \"http://r.example/\\\"q\\\"\" \"agent \\\"1\\\"\\t\\x7f\"\n"
         );
     }
 

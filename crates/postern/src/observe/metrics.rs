@@ -12,6 +12,10 @@ pub static ACTIVE_TUNNELS: AtomicI64 = AtomicI64::new(0);
 pub static DNS_LOOKUPS: AtomicU64 = AtomicU64::new(0);
 pub static DNS_FAILURES: AtomicU64 = AtomicU64::new(0);
 pub static AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Access-log lines dropped because the writer could not keep up.
+pub static ACCESS_LOG_QUEUE_DROPS: AtomicU64 = AtomicU64::new(0);
+/// Access-log lines lost to failed writes.
+pub static ACCESS_LOG_LOST_LINES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts a tunnel while it is open.
 pub struct TunnelGauge;
@@ -255,6 +259,15 @@ impl Metrics {
             "Failed proxy authentications.",
             "counter",
             AUTH_FAILURES.load(Ordering::Relaxed) as i64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP postern_access_log_dropped_lines_total Access-log lines not written: the queue was full (the log could not keep up) or the write failed.\n\
+             # TYPE postern_access_log_dropped_lines_total counter\n\
+             postern_access_log_dropped_lines_total{{reason=\"queue_full\"}} {}\n\
+             postern_access_log_dropped_lines_total{{reason=\"write_error\"}} {}",
+            ACCESS_LOG_QUEUE_DROPS.load(Ordering::Relaxed),
+            ACCESS_LOG_LOST_LINES.load(Ordering::Relaxed),
         );
         extra(&mut out);
         out
