@@ -37,6 +37,15 @@ pub async fn explain(cfg: &Config, q: &Question) -> Result<(String, bool), Strin
             .ok_or_else(|| format!("no listener is named `{name}`"))?,
         None => cfg.listeners.first().ok_or("no listener is configured")?,
     };
+    // Forward proxying is what is explained; a reverse listener's routes
+    // and pools would need a different report, and a wrong one is worse.
+    if listener.mode != crate::config::Mode::Forward {
+        return Err(format!(
+            "listener `{}` is a {} listener; explain answers for forward listeners",
+            listener.name,
+            listener.mode.as_str()
+        ));
+    }
     let tunnel = !q.target.contains("://");
     let method = if tunnel {
         "CONNECT".to_string()

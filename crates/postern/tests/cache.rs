@@ -129,6 +129,8 @@ async fn stale_responses_are_validated_and_304_refreshes_them() {
     );
     // §4.3.4: fields from the 304 replace the stored ones.
     assert_eq!(second.header("x-version").as_deref(), Some("1"));
+    // Logged under Squid's name for a stored response the origin confirmed.
+    common::wait_log_line(&proxy, &["TCP_REFRESH_UNMODIFIED/200"]);
     assert_eq!(origin.requests(), 2);
     let seen = origin.last_request().unwrap();
     assert_eq!(seen.header("if-none-match"), Some("\"v1\""));
@@ -385,6 +387,7 @@ async fn stale_if_error_covers_an_origin_that_went_away() {
     assert_eq!(f.status, 200, "{}", f.headers);
     assert_eq!(f.body, pattern_bytes(300));
     assert!(f.header("cache-status").unwrap().contains("fwd=stale"));
+    common::wait_log_line(&proxy, &["TCP_REFRESH_FAIL_OLD/200"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -589,6 +589,33 @@ src = ["127.0.0.0/8"]
             );
         }
     }
+    // A reverse listener is not explained as if it were a forward proxy.
+    let reverse = dir.join("reverse.toml");
+    std::fs::write(
+        &reverse,
+        format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+             [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n\
+             [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+            origin.addr()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["explain", "-c"])
+        .arg(&reverse)
+        .args([
+            "--client",
+            "127.0.0.1",
+            "--listener",
+            "web",
+            "http://app.example/",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("reverse listener"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

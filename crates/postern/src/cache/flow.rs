@@ -326,6 +326,7 @@ pub async fn after(
                 let status = format!("{name}; fwd=stale; fwd-status=304");
                 let age = super::age_of(old);
                 let served = serve_entry(cfg, cache, client, req, old, age, &status, ctx).await;
+                ctx.result = "TCP_REFRESH_UNMODIFIED";
                 super::not_selected(cache, old);
                 return Ok(served);
             }
@@ -335,7 +336,10 @@ pub async fn after(
             let age = super::age_of(&fresh);
             let ttl = fresh.lifetime as i64 - age as i64;
             let status = format!("{name}; fwd=stale; fwd-status=304; ttl={ttl}");
-            Ok(serve_entry(cfg, cache, client, req, &fresh, age, &status, ctx).await)
+            let served = serve_entry(cfg, cache, client, req, &fresh, age, &status, ctx).await;
+            // Squid's name for a stored response the origin confirmed.
+            ctx.result = "TCP_REFRESH_UNMODIFIED";
+            Ok(served)
         }
         Ok(FromOrigin::Withheld(code)) => match pending
             .stale
@@ -344,7 +348,11 @@ pub async fn after(
         {
             Some((found, age)) => {
                 let status = format!("{name}; hit; fwd=stale; fwd-status={code}");
-                Ok(serve_entry(cfg, cache, client, req, &found.entry, age, &status, ctx).await)
+                let served =
+                    serve_entry(cfg, cache, client, req, &found.entry, age, &status, ctx).await;
+                // Squid's name for a stale response standing in for a failure.
+                ctx.result = "TCP_REFRESH_FAIL_OLD";
+                Ok(served)
             }
             None => Err(ProxyError::new(
                 ErrorKind::DestinationUnavailable,
@@ -360,7 +368,10 @@ pub async fn after(
         {
             Some((found, age)) if e.kind.is_upstream() => {
                 let status = format!("{name}; hit; fwd=stale; detail={}", e.kind.proxy_status());
-                Ok(serve_entry(cfg, cache, client, req, &found.entry, age, &status, ctx).await)
+                let served =
+                    serve_entry(cfg, cache, client, req, &found.entry, age, &status, ctx).await;
+                ctx.result = "TCP_REFRESH_FAIL_OLD";
+                Ok(served)
             }
             _ => Err(e),
         },
