@@ -905,6 +905,26 @@ async fn http2_clients_idempotent_requests_are_retried_on_another_server() {
 /// A request body fed from a channel, for requests that stay open.
 struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
 
+impl ChannelBody {
+    /// A body that ends at once.
+    fn empty() -> ChannelBody {
+        ChannelBody(tokio::sync::mpsc::channel(1).1)
+    }
+}
+
+/// An HTTP/2 connection by prior knowledge (h2c) to `addr`.
+async fn h2c_sender(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<ChannelBody> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
@@ -931,12 +951,7 @@ async fn http2_requests_hold_their_server_while_the_response_streams() {
          [[route]]\nlistener = \"web\"\npool = \"app\"\n",
         origin.addr()
     ));
-    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let sender = h2c_sender(proxy.addr()).await;
     // An echo whose request, and so whose response, stays open.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let echo = Request::builder()
@@ -951,10 +966,9 @@ async fn http2_requests_hold_their_server_while_the_response_streams() {
     assert_eq!(part.into_data().unwrap(), Bytes::from_static(b"first part"));
     // The server is busy with the echo: the next request queues and times out.
     let plain = |sender: &hyper::client::conn::http2::SendRequest<ChannelBody>| {
-        let (_, rx) = tokio::sync::mpsc::channel(1);
         let req = Request::builder()
             .uri(format!("http://{}/bytes/10", proxy.addr()))
-            .body(ChannelBody(rx))
+            .body(ChannelBody::empty())
             .unwrap();
         sender.clone().send_request(req)
     };
@@ -981,17 +995,11 @@ async fn http2_answer_timeouts_start_after_the_upload() {
          [[route]]\nlistener = \"web\"\npool = \"app\"\n",
         origin.addr()
     ));
-    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let sender = h2c_sender(proxy.addr()).await;
     // A server slower than per_try_timeout: 504 after it, not after first_byte.
-    let (_, rx) = tokio::sync::mpsc::channel(1);
     let slow = Request::builder()
         .uri(format!("http://{}/delay/3000", proxy.addr()))
-        .body(ChannelBody(rx))
+        .body(ChannelBody::empty())
         .unwrap();
     let started = std::time::Instant::now();
     let resp = sender.clone().send_request(slow).await.unwrap();
@@ -1029,16 +1037,10 @@ async fn a_reset_stream_is_still_logged() {
          [log]\naccess = \"{{dir}}/access.log\"\n",
         origin.addr()
     ));
-    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let (_, rx) = tokio::sync::mpsc::channel(1);
+    let sender = h2c_sender(proxy.addr()).await;
     let slow = Request::builder()
         .uri(format!("http://{}/delay/30000", proxy.addr()))
-        .body(ChannelBody(rx))
+        .body(ChannelBody::empty())
         .unwrap();
     let waiting = tokio::spawn(sender.clone().send_request(slow));
     // Once the server has the request, the client gives up on it.
