@@ -1055,3 +1055,41 @@ async fn a_reset_stream_is_still_logged() {
     waiting.abort();
     common::wait_log_line(&proxy, &["/delay/30000"]);
 }
+
+/// `limits.client_connections` counts concurrent HTTP/2 streams beyond the
+/// first as connections (as nginx does): one HTTP/2 connection cannot open
+/// more upstream connections than the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_count_toward_the_connection_limit() {
+    let origin = Origin::start().await;
+    let proxy = start(
+        "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\nh2c = true\n\n\
+         [egress]\nallow_private_destinations = true\n\n\
+         [limits]\nclient_connections = 2\n\n\
+         [log]\naccess = \"{dir}/access.log\"\n",
+    );
+    let sender = h2c_sender(proxy.addr()).await;
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        let req = Request::builder()
+            .uri(origin.url("/delay/1500"))
+            .body(ChannelBody::empty())
+            .unwrap();
+        all.push(tokio::spawn(sender.clone().send_request(req)));
+    }
+    let mut statuses = Vec::new();
+    for a in all {
+        statuses.push(a.await.unwrap().unwrap().status().as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 200, 429, 429]);
+    // The slots come back with the streams.
+    let again = Request::builder()
+        .uri(origin.url("/status/204"))
+        .body(ChannelBody::empty())
+        .unwrap();
+    assert_eq!(
+        sender.clone().send_request(again).await.unwrap().status(),
+        204
+    );
+}

@@ -54,9 +54,25 @@ pub async fn serve<IO>(
 {
     let cfg = shared.config();
     let shared_shutdown = shared.shutdown_signal();
+    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let service = hyper::service::service_fn(move |req| {
         let (shared, listener) = (shared.clone(), listener.clone());
-        async move { Ok::<_, Infallible>(handle(shared, listener, peer, local, req).await) }
+        let stream = StreamHold::enter(&shared, &streams, peer);
+        async move {
+            let response = match stream {
+                Ok(stream) => handle(shared, listener, peer, local, req, stream).await,
+                Err(e) => {
+                    let mut ctx = RequestCtx::new(peer, &listener);
+                    ctx.version = "HTTP/2";
+                    ctx.method = req.method().to_string();
+                    ctx.url = "-".into();
+                    ctx.record_error(&e);
+                    shared.finish(&ctx);
+                    error_response(&shared.config(), &e)
+                }
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -100,6 +116,7 @@ async fn handle(
     peer: SocketAddr,
     local: SocketAddr,
     req: Request<Incoming>,
+    stream: StreamHold,
 ) -> Response<Body> {
     let cfg = shared.config();
     let mut ctx = RequestCtx::new(peer, &listener);
@@ -141,6 +158,7 @@ async fn handle(
     // The log line is written when the exchange ends, with what moved.
     if let Some(ended) = tunnel {
         tokio::spawn(async move {
+            let _stream = stream;
             if let Ok(stats) = ended.await {
                 let stats: crate::relay::TunnelStats = stats;
                 ctx.bytes_in = stats.up;
@@ -157,8 +175,60 @@ async fn handle(
     let body = Logged {
         inner: body,
         end: Some((shared, ctx)),
+        _stream: stream,
     };
     Response::from_parts(parts, body.boxed())
+}
+
+/// A stream of an HTTP/2 connection, counted while it lives. With
+/// `limits.client_connections`, every stream beyond the first takes a
+/// connection slot of the client's, as nginx counts each concurrent HTTP/2
+/// request as a connection: one HTTP/2 connection cannot open more
+/// upstream connections and tunnels than the limit allows HTTP/1 clients.
+struct StreamHold {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    _slot: Option<crate::guard::limits::ConnectionSlot>,
+}
+
+impl StreamHold {
+    fn enter(
+        shared: &Shared,
+        open: &Arc<std::sync::atomic::AtomicUsize>,
+        peer: SocketAddr,
+    ) -> Result<StreamHold, ProxyError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let before = open.fetch_add(1, Relaxed);
+        let mut hold = StreamHold {
+            open: open.clone(),
+            _slot: None,
+        };
+        let Some(max) = shared.config().limits.client_connections else {
+            return Ok(hold);
+        };
+        if before == 0 {
+            // The first stream rides on the connection's own slot.
+            return Ok(hold);
+        }
+        match shared.guard.limits.connections.enter(peer.ip(), max) {
+            Some(slot) => {
+                hold._slot = Some(slot);
+                Ok(hold)
+            }
+            None => Err(ProxyError::new(
+                ErrorKind::ConnectionLimit,
+                format!(
+                    "{} already has {max} connections or HTTP/2 streams open (limits.client_connections)",
+                    peer.ip()
+                ),
+            )),
+        }
+    }
+}
+
+impl Drop for StreamHold {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A request still waiting for its answer, logged as cut short if its
@@ -179,6 +249,8 @@ impl Drop for Unanswered {
 struct Logged {
     inner: Body,
     end: Option<(Arc<Shared>, RequestCtx)>,
+    /// The stream's place among the connection's, held until its body ends.
+    _stream: StreamHold,
 }
 
 impl hyper::body::Body for Logged {
