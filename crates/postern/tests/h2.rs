@@ -1093,3 +1093,32 @@ async fn http2_streams_count_toward_the_connection_limit() {
         204
     );
 }
+
+/// A stored response the server confirms with 304 is logged as Squid logs
+/// it (TCP_REFRESH_UNMODIFIED) for HTTP/2 clients too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_revalidations_are_logged_as_refreshes() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n\n\
+         [cache]\nmemory = \"8MiB\"\n\n\
+         [log]\naccess = \"{{dir}}/access.log\"\n",
+        origin.addr()
+    ));
+    let sender = h2c_sender(proxy.addr()).await;
+    let url = format!("http://{}/etag/v1?h=cache-control:max-age=0", proxy.addr());
+    for _ in 0..2 {
+        let req = Request::builder()
+            .uri(&url)
+            .body(ChannelBody::empty())
+            .unwrap();
+        let resp = sender.clone().send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"tag v1");
+    }
+    assert_eq!(origin.requests(), 2);
+    common::wait_log_line(&proxy, &["TCP_REFRESH_UNMODIFIED/200", "/etag/v1"]);
+}

@@ -219,6 +219,14 @@ impl Miss {
     /// The origin could not answer: a stale response may stand in
     /// (stale-if-error, or §4.2.4 within `[cache] stale_if_unreachable`
     /// when the origin could not be reached).
+    /// The access log's result for `status` answering this miss: Squid's
+    /// `TCP_REFRESH_UNMODIFIED` when it is a 304 to the cache's own
+    /// validators (the stored response is served), else `None`.
+    pub fn result_for(&self, status: hyper::StatusCode) -> Option<&'static str> {
+        (self.validating && status == hyper::StatusCode::NOT_MODIFIED)
+            .then_some("TCP_REFRESH_UNMODIFIED")
+    }
+
     pub fn failed(
         self,
         cfg: &crate::config::Config,

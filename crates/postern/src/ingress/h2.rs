@@ -658,9 +658,18 @@ async fn route(
             let fetched = fetched.and_then(|r| h2_limits::check_head(cfg, r.headers()).map(|()| r));
             let response = match miss {
                 Some(miss) => match fetched {
-                    Ok(response) => miss.finish(&head, response),
+                    Ok(response) => {
+                        if let Some(result) = miss.result_for(response.status()) {
+                            ctx.result = result;
+                        }
+                        miss.finish(&head, response)
+                    }
                     Err(e) if is_content_refusal(&e) => return Err(e),
-                    Err(e) => miss.failed(cfg, &head, e)?,
+                    Err(e) => {
+                        let stale = miss.failed(cfg, &head, e)?;
+                        ctx.result = "TCP_REFRESH_FAIL_OLD";
+                        stale
+                    }
                 },
                 None => fetched?.map(BodyExt::boxed),
             };
@@ -872,10 +881,17 @@ async fn reverse(
     let response = match miss {
         Some(miss) => match fetched {
             Ok((response, inflight)) => {
+                if let Some(result) = miss.result_for(response.status()) {
+                    ctx.result = result;
+                }
                 crate::reverse::bridge::Held::wrap(miss.finish(head, response), inflight)
             }
             Err(e) if is_content_refusal(&e) => return Err(e),
-            Err(e) => miss.failed(cfg, head, e)?,
+            Err(e) => {
+                let stale = miss.failed(cfg, head, e)?;
+                ctx.result = "TCP_REFRESH_FAIL_OLD";
+                stale
+            }
         },
         None => {
             let (response, inflight) = fetched?;

@@ -161,8 +161,17 @@ pub async fn serve(
     let (fed, response) = tokio::join!(feeding, responding);
     let response = match miss {
         Some(miss) => match response {
-            Ok((response, inflight)) => Held::wrap(miss.finish(head, response), inflight),
-            Err(e) => miss.failed(cfg, head, e)?,
+            Ok((response, inflight)) => {
+                if let Some(result) = miss.result_for(response.status()) {
+                    ctx.result = result;
+                }
+                Held::wrap(miss.finish(head, response), inflight)
+            }
+            Err(e) => {
+                let stale = miss.failed(cfg, head, e)?;
+                ctx.result = "TCP_REFRESH_FAIL_OLD";
+                stale
+            }
         },
         None => {
             let (response, inflight) = response?;
