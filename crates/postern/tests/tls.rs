@@ -195,3 +195,67 @@ async fn health_checks_of_a_tls_pool_speak_tls() {
     assert_eq!(f.status, 200, "{}", f.headers);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// On a TLS listener the cache keys its responses by their https URL, so
+/// an absolute https `Location` from an unsafe method invalidates them
+/// (RFC 9111 §4.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_locations_invalidate_what_a_tls_listener_cached() {
+    let ca = TestCa::new();
+    let dir = scratch_dir();
+    let (cert, key) = write_cert(&ca, &dir, "site", &["localhost"]);
+    let ca_pem = ca.write_ca_pem(&dir);
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
+         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\n\n\
+         [cache]\nmemory = \"8MiB\"\n",
+        origin.addr()
+    ));
+    let port = proxy.addr().port();
+    let site = format!("https://localhost:{port}");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let ca_path = ca_pem.to_string_lossy().into_owned();
+    let fetch = |method: &'static str, url: String| {
+        let (resolve, ca_path) = (resolve.clone(), ca_path.clone());
+        async move {
+            curl_fetch_async(&[
+                "--resolve",
+                &resolve,
+                "--cacert",
+                &ca_path,
+                "-X",
+                method,
+                &url,
+            ])
+            .await
+        }
+    };
+    let page = format!("{site}/bytes/100?h=cache-control:max-age=60");
+    assert_eq!(fetch("GET", page.clone()).await.status, 200);
+    let hit = fetch("GET", page.clone()).await;
+    assert!(
+        hit.header("cache-status").unwrap().contains("hit"),
+        "{}",
+        hit.headers
+    );
+    let encoded: String = page
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let post = fetch("POST", format!("{site}/status/201?h=location:{encoded}")).await;
+    assert_eq!(post.status, 201, "{}", post.headers);
+    let after = fetch("GET", page).await;
+    assert!(
+        !after.header("cache-status").unwrap().contains("hit"),
+        "{}",
+        after.headers
+    );
+    assert_eq!(origin.requests(), 3);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -816,7 +816,12 @@ async fn reverse(
         None => None,
         Some(cache) => {
             let name = cfg.http.via.as_deref().unwrap_or("postern");
-            let url = format!("http://{authority}{}", head.target());
+            let scheme = if listener.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let url = format!("{scheme}://{authority}{}", head.target());
             let wait = cfg.timeouts.first_byte;
             match crate::cache::h2::look(cache, (name, true), url, head, wait).await? {
                 Looked::Hit(response, refresh) => {

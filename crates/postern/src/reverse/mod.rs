@@ -113,8 +113,21 @@ pub async fn serve(
         .cloned()
         .ok_or_else(|| ProxyError::new(ErrorKind::NoServer, "pool not running"))?;
     drop(pools);
-    // The cache's key and the bridge's target; plain forwarding needs neither.
-    let url = || format!("http://{}{}", host_field.as_deref().unwrap_or(&host), path);
+    // The cache's key (the target as written; https on TLS listeners, so
+    // that absolute https locations and purges name it); plain forwarding
+    // needs none.
+    let scheme = if listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = || {
+        format!(
+            "{scheme}://{}{}",
+            host_field.as_deref().unwrap_or(&host),
+            head.target()
+        )
+    };
     if let Some(cache) = &shared.cache
         && head.is_method("PURGE")
     {
