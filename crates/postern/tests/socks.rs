@@ -425,3 +425,56 @@ async fn ignored_datagrams_do_not_keep_an_association_alive() {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
+
+/// A client that names its UDP port in UDP ASSOCIATE (RFC 1928 §7) is the
+/// only sender the association takes: datagrams from its other ports, even
+/// from its own address, are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_udp_port_is_the_only_one_served() {
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    spawn_echo(echo);
+    let proxy = start(&socks_config("allow_private_destinations = true", ""));
+    let mine = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let other = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut control = TcpStream::connect(proxy.addr()).await.unwrap();
+    control.write_all(&[5, 1, 0]).await.unwrap();
+    let mut choice = [0u8; 2];
+    control.read_exact(&mut choice).await.unwrap();
+    let mut request = vec![5, 3, 0, 1, 127, 0, 0, 1];
+    request.extend_from_slice(&mine.local_addr().unwrap().port().to_be_bytes());
+    control.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 10];
+    control.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[..2], &[5, 0]);
+    let relay = std::net::SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    let packet = |payload: &[u8]| {
+        let mut p = vec![0, 0, 0, 1, 127, 0, 0, 1];
+        p.extend_from_slice(&port.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    };
+    // From another port first: dropped, so it cannot claim the association.
+    other.send_to(&packet(b"not mine"), relay).await.unwrap();
+    mine.send_to(&packet(b"mine"), relay).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(common::T, mine.recv_from(&mut buf))
+        .await
+        .expect("the declared port's echo")
+        .unwrap();
+    assert_eq!(&buf[10..n], b"mine");
+    let mut stray = [0u8; 64];
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            other.recv_from(&mut stray)
+        )
+        .await
+        .is_err(),
+        "the other port got an answer"
+    );
+    drop(control);
+}

@@ -277,7 +277,14 @@ async fn socks5(
     let port = u16::from_be_bytes([conn.buf[4 + addr_len], conn.buf[5 + addr_len]]);
     conn.buf.advance(4 + addr_len + 2);
     if cmd == 3 {
-        return udp_associate(cfg, shared, conn, ctx, user.as_deref()).await;
+        // RFC 1928 §7: DST.ADDR/DST.PORT name where the client will send
+        // from (zeros when it does not know).
+        let declared = match dest {
+            Ok(Destination::Ip(ip)) if !ip.is_unspecified() => Some(ip),
+            _ => None,
+        };
+        let from = (declared, port);
+        return udp_associate(cfg, shared, conn, ctx, user.as_deref(), from).await;
     }
     if cmd != 1 {
         conn.send(&socks5_reply(reply::COMMAND_NOT_SUPPORTED, None))
@@ -494,6 +501,7 @@ async fn udp_associate(
     conn: &mut Conn,
     ctx: &mut RequestCtx,
     user: Option<&str>,
+    (declared_ip, declared_port): (Option<IpAddr>, u16),
 ) -> Result<(), ProxyError> {
     use std::collections::HashSet;
     use tokio::net::UdpSocket;
@@ -553,8 +561,16 @@ async fn udp_associate(
             }
             r = client_side.recv_from(&mut from_client) => {
                 let Ok((n, src)) = r else { return Ok(()) };
-                // Only the client that asked may use the association.
+                // Only the client that asked may use the association, from
+                // the port it named when that is known to be its own (a
+                // client behind NAT names an address that is not).
                 if src.ip() != client_ip || client_endpoint.is_some_and(|e| e != src) {
+                    continue;
+                }
+                if declared_port != 0
+                    && declared_ip.is_none_or(|ip| ip == client_ip)
+                    && src.port() != declared_port
+                {
                     continue;
                 }
                 client_endpoint = Some(src);
