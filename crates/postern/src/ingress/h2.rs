@@ -1263,7 +1263,10 @@ pub(crate) fn retarget(mut req: Request<UpBody>, tls: bool) -> Request<UpBody> {
     req
 }
 
-async fn handshake(stream: crate::egress::Upstream, http2: bool) -> Result<Sender, ProxyError> {
+pub(crate) async fn handshake(
+    stream: crate::egress::Upstream,
+    http2: bool,
+) -> Result<Sender, ProxyError> {
     let failed = |e: hyper::Error| ProxyError::new(ErrorKind::UpstreamTerminated, e.to_string());
     if http2 {
         let (sender, connection) =

@@ -5,15 +5,13 @@
 
 use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
-use http_body_util::Empty;
 use hyper::Request;
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::timeout;
 
 use super::pool::Pool;
 use super::spec::{HealthKind, HealthSpec};
+use crate::egress::senders::{Sender, no_body};
 use crate::egress::{AddressPermit, Connector};
 
 /// Starts the checks of `pool` if it has any.
@@ -108,41 +106,30 @@ async fn probe(
             .host
             .clone()
             .unwrap_or_else(|| server.spec.addr.clone());
-        let status = if pool.spec.http2 {
-            // HTTP/2 takes the authority from the URI (RFC 9113 §8.3.1).
+        let http2 = pool.spec.http2;
+        // HTTP/2 takes the authority from the URI (RFC 9113 §8.3.1); HTTP/1
+        // sends the path with Host.
+        let request = if http2 {
             let scheme = if stream.is_tls() { "https" } else { "http" };
-            let request = Request::get(format!("{scheme}://{host}{}", spec.path))
-                .header(USER_AGENT, "postern-health-check")
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| e.to_string())?;
-            let (mut sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(timeout(spec.timeout, connection));
-            sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?
-                .status()
+            Request::get(format!("{scheme}://{host}{}", spec.path))
         } else {
-            let request = Request::get(spec.path.as_str())
+            Request::get(spec.path.as_str())
                 .header(HOST, host)
-                .header(USER_AGENT, "postern-health-check")
                 .header(CONNECTION, "close")
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| e.to_string())?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(timeout(spec.timeout, connection));
-            sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?
-                .status()
         };
+        let request = request
+            .header(USER_AGENT, "postern-health-check")
+            .body(no_body())
+            .map_err(|e| e.to_string())?;
+        // The same client the pool's HTTP/2 path uses.
+        let sent = match crate::ingress::h2::handshake(stream, http2)
+            .await
+            .map_err(|e| e.detail)?
+        {
+            Sender::Http1(mut s) => s.send_request(request).await,
+            Sender::Http2(mut s) => s.send_request(request).await,
+        };
+        let status = sent.map_err(|e| e.to_string())?.status();
         let status = status.as_u16();
         if spec.expect.contains(status) {
             Ok(())
