@@ -42,20 +42,30 @@ impl TestProxy {
     /// one) has appeared on stderr. Panics with the captured output if the
     /// process exits first or 20 s pass.
     pub fn start(bin: &str, config_toml: &str) -> TestProxy {
+        Self::start_command(config_toml, |path| {
+            let mut command = Command::new(bin);
+            command.arg("-c").arg(path);
+            command
+        })
+    }
+
+    /// As [`start`](Self::start), with the command `command` makes for the
+    /// config file's path (another way to start the binary, extra
+    /// environment, descriptors to inherit). Its standard streams are set here.
+    pub fn start_command(config_toml: &str, command: impl FnOnce(&Path) -> Command) -> TestProxy {
         let dir = fresh_dir();
         let config = config_toml.replace("{dir}", &dir.to_string_lossy());
         let path = dir.join("postern.toml");
         fs::write(&path, &config).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         let expected = count_listeners(&config).max(1);
 
-        let mut child = Command::new(bin)
-            .arg("-c")
-            .arg(&path)
+        let mut command = command(&path);
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
+            .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
         let pid = child.id();
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));

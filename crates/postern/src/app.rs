@@ -1,7 +1,8 @@
 //! Wiring: binds the listeners, starts the accept loops and the helpers, and
 //! runs until a signal says stop. SIGHUP reloads the configuration (new
 //! connections use the new snapshot, running ones keep theirs), SIGUSR1 reopens
-//! the access log, SIGTERM/SIGINT drain and stop.
+//! the access log, SIGUSR2 hands the listening sockets to a new copy of the
+//! binary (see `handover`), SIGTERM/SIGINT drain and stop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -55,6 +56,9 @@ struct Running {
     bind: std::net::SocketAddr,
     mode: crate::config::Mode,
     stop: watch::Sender<bool>,
+    /// The listening socket, for an upgrade to hand over (a second
+    /// descriptor of it: the accept loop owns the first).
+    socket: Option<std::os::fd::OwnedFd>,
 }
 
 impl Shared {
@@ -135,9 +139,16 @@ async fn serve(config: Config) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    // Where this binary is now: after a package upgrade replaces the file,
+    // /proc/self/exe names the deleted one.
+    let exe = std::env::current_exe();
+    let mut inherited = crate::handover::Inherited::from_env();
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let std_listener = ingress::bind(l)
+        let std_listener = inherited
+            .take(l)
+            .unwrap_or_else(|| ingress::bind(l))
             .with_context(|| format!("cannot listen on {} (listener {})", l.bind, l.name))?;
         let listener = TcpListener::from_std(std_listener)?;
         let addr = listener.local_addr()?;
@@ -206,6 +217,7 @@ async fn serve(config: Config) -> Result<()> {
     for (listener, cfg) in bound {
         start_listener(&shared, listener, cfg);
     }
+    inherited.ready();
     let sweeper = shared.clone();
     tokio::spawn(async move {
         let every = (sweeper.pool.idle_timeout() / 2).max(Duration::from_secs(1));
@@ -215,16 +227,40 @@ async fn serve(config: Config) -> Result<()> {
         }
     });
 
+    let (handed_over, mut successor_ready) = tokio::sync::mpsc::unbounded_channel();
+    let mut upgrading = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reload(&shared),
             _ = usr1.recv() => shared.log.reopen(),
+            _ = usr2.recv() => {
+                if upgrading {
+                    eprintln!("postern: upgrade already under way");
+                } else {
+                    upgrading = upgrade(&shared, exe.as_deref(), handed_over.clone());
+                }
+            }
+            Some(outcome) = successor_ready.recv() => match outcome {
+                Ok(pid) => {
+                    eprintln!("postern: upgrade: process {pid} accepts on the listeners now; this one stops");
+                    break;
+                }
+                Err(why) => {
+                    eprintln!("postern: upgrade failed, this process keeps serving: {why}");
+                    upgrading = false;
+                }
+            },
         }
     }
 
     // Drain: stop accepting, let in-flight requests and tunnels finish.
+    // After an upgrade the new process is systemd's main one: this one
+    // leaves quietly.
+    if !upgrading {
+        crate::handover::notify("STOPPING=1");
+    }
     SHUTTING_DOWN.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
     let drain = shared.config().timeouts.drain;
@@ -263,7 +299,53 @@ fn start_pools(shared: &Shared, cfg: &Config) {
     shared.pools.store(Arc::new(pools));
 }
 
+/// SIGUSR2: starts the binary again with the listening sockets; the outcome
+/// arrives on `outcome` (the new process's id once it accepts on them all).
+/// False when nothing was started.
+fn upgrade(
+    shared: &Shared,
+    exe: Result<&std::path::Path, &std::io::Error>,
+    outcome: tokio::sync::mpsc::UnboundedSender<std::result::Result<u32, String>>,
+) -> bool {
+    use std::os::fd::AsFd;
+    let exe = match exe {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("postern: upgrade failed: cannot tell where this binary is: {e}");
+            return false;
+        }
+    };
+    let running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
+    let sockets: Vec<_> = running
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.socket.as_ref()?.as_fd())))
+        .collect();
+    match crate::handover::spawn_successor(exe, &sockets) {
+        Ok(successor) => {
+            eprintln!(
+                "postern: upgrade: started {} (process {}), handing over {} listener(s)",
+                exe.display(),
+                successor.pid,
+                sockets.len()
+            );
+            tokio::spawn(async move {
+                let _ = outcome.send(successor.ready().await);
+            });
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "postern: upgrade failed: cannot start {}: {e}",
+                exe.display()
+            );
+            false
+        }
+    }
+}
+
 fn start_listener(shared: &Arc<Shared>, listener: TcpListener, cfg: crate::config::ListenerConfig) {
+    use std::os::fd::AsFd;
+    let socket = listener.as_fd().try_clone_to_owned().ok();
     let (stop, removed) = watch::channel(false);
     shared
         .running
@@ -274,6 +356,7 @@ fn start_listener(shared: &Arc<Shared>, listener: TcpListener, cfg: crate::confi
             bind: cfg.bind,
             mode: cfg.mode,
             stop,
+            socket,
         });
     tokio::spawn(ingress::serve(listener, cfg, shared.clone(), removed));
 }
@@ -396,7 +479,18 @@ pub fn reload_now(shared: &Arc<Shared>) -> std::result::Result<String, String> {
     let Some(path) = current.source.clone() else {
         return Err("postern: reload ignored: running with the built-in configuration\n".into());
     };
-    match Config::load(&path) {
+    crate::handover::notify_reloading();
+    let outcome = reload_with(shared, &current, &path);
+    crate::handover::notify("READY=1");
+    outcome
+}
+
+fn reload_with(
+    shared: &Arc<Shared>,
+    current: &Config,
+    path: &std::path::Path,
+) -> std::result::Result<String, String> {
+    match Config::load(path) {
         Ok(new) => {
             let listeners = plan_listeners(shared, &new)?;
             for w in &new.warnings {

@@ -13,6 +13,7 @@ mod explain;
 mod fasthash;
 mod forward;
 mod guard;
+mod handover;
 mod http1;
 mod ingress;
 mod observe;

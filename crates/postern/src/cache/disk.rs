@@ -88,7 +88,9 @@ impl DiskStore {
                 let path = file?.path();
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 if name.ends_with(".tmp") {
-                    let _ = fs::remove_file(&path);
+                    if !written_by_another_process(name) {
+                        let _ = fs::remove_file(&path);
+                    }
                     continue;
                 }
                 match read_meta(&path) {
@@ -340,6 +342,14 @@ impl DiskStore {
     }
 }
 
+/// A temporary file (`HASH.PID.N.tmp`) that a running process other than
+/// this one is writing: during an upgrade, the process handing over still
+/// finishes its writes.
+fn written_by_another_process(name: &str) -> bool {
+    let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists())
+}
+
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
@@ -555,10 +565,18 @@ mod tests {
         let p2 = store.path_for("http://a/2", &entry("http://a/2", b"").vary);
         let full = fs::read(&p2).unwrap();
         fs::write(&p2, &full[..full.len() - 9]).unwrap();
-        fs::write(p2.with_extension("123.tmp"), b"partial").unwrap();
+        // Above the largest process id Linux hands out: nobody writes it.
+        let abandoned = p2.with_extension("4194305.1.tmp");
+        fs::write(&abandoned, b"partial").unwrap();
+        // A process handing over to this one may still be writing.
+        let parent = std::os::unix::process::parent_id();
+        let in_progress = p2.with_extension(format!("{parent}.1.tmp"));
+        fs::write(&in_progress, b"partial").unwrap();
         drop(store);
         let again = DiskStore::open(&d, 1 << 20, 1 << 20).unwrap();
         assert_eq!(again.objects(), 0);
+        assert!(!abandoned.exists());
+        assert!(in_progress.exists());
         let _ = fs::remove_dir_all(d);
     }
 
