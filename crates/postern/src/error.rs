@@ -31,6 +31,8 @@ pub enum ErrorKind {
     ResponseHeaderTooLarge,
     /// Proxy authentication required (407).
     AuthRequired,
+    /// The auth program could not check the credentials (503).
+    AuthUnavailable,
     /// A request or connection rate limit (429).
     RateLimited,
     ConnectionLimit,
@@ -81,7 +83,7 @@ impl ErrorKind {
             Denied | PortNotAllowed | DestinationProhibited | Blocked | ContentDenied => 403,
             AuthRequired => 407,
             NoRoute => 404,
-            NoServer | QueueFull => 503,
+            NoServer | QueueFull | AuthUnavailable => 503,
             NotCached => 504,
             RateLimited | ConnectionLimit => 429,
             DnsError
@@ -105,6 +107,7 @@ impl ErrorKind {
                 "http_request_denied"
             }
             ConnectionLimit | QueueFull => "connection_limit_reached",
+            AuthUnavailable => "proxy_internal_error",
             NoRoute => "destination_not_found",
             NoServer | NotCached => "destination_unavailable",
             ResponseTooLarge => "http_response_body_size",
@@ -129,6 +132,7 @@ impl ErrorKind {
             | PortNotAllowed
             | DestinationProhibited
             | AuthRequired
+            | AuthUnavailable
             | RateLimited
             | ConnectionLimit
             | Blocked
@@ -162,6 +166,7 @@ impl ErrorKind {
             BadResponse => "The destination sent an invalid response",
             ResponseHeaderTooLarge => "The destination's response header is too large",
             AuthRequired => "Proxy authentication required",
+            AuthUnavailable => "The proxy could not check the credentials",
             RateLimited => "Too many requests",
             ConnectionLimit => "Too many connections from this address",
             Blocked => "Blocked destination",

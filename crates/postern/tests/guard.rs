@@ -134,6 +134,78 @@ async fn failed_logins_are_throttled_per_client() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A Squid basic authentication helper: `alice` with the password
+/// `pa ss%`; a user named `broken` makes it report a failure (BH), `crash`
+/// makes it exit, `hang` makes it stop answering. Each start is counted in
+/// `starts`.
+const HELPER: &str = r#"#!/bin/sh
+echo started >> "$(dirname "$0")/starts"
+while read -r user password; do
+  case "$user" in
+    alice) if [ "$password" = "pa%20ss%25" ]; then echo OK; else echo ERR; fi ;;
+    broken) echo "BH the directory is down" ;;
+    crash) exit 3 ;;
+    hang) exec sleep 30 ;;
+    *) echo ERR ;;
+  esac
+done
+"#;
+
+/// `[auth] program` runs a Squid-style helper: its OK and ERR decide; a
+/// helper that fails is answered with 503 (not 407, and not counted as the
+/// client's failed login), and replaced by a fresh copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_program_checks_credentials_as_squid_helpers_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let origin = Origin::start().await;
+    let dir = scratch_dir();
+    let helper = dir.join("helper.sh");
+    std::fs::write(&helper, HELPER).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let proxy = start(&private_config(&format!(
+        "[auth]\nprogram = [\"{}\"]\nchildren = 1\nprogram_timeout = \"300ms\"\nmax_failures = 3\n\n[[rule]]\naction = \"auth\"\n",
+        helper.display()
+    )));
+    let url = origin.url("/status/200");
+    let fetch = |user: &'static str| {
+        let proxy_url = proxy.proxy_url();
+        let url = url.clone();
+        async move {
+            let mut args = vec!["-x".to_string(), proxy_url];
+            if !user.is_empty() {
+                args.extend(["-U".to_string(), user.to_string()]);
+            }
+            args.push(url);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl_fetch_async(&args).await
+        }
+    };
+    assert_eq!(fetch("").await.status, 407);
+    let f = fetch("alice:pa ss%").await;
+    assert_eq!(f.status, 200, "{}", f.headers);
+    assert!(wait_log_line(&proxy, &["TCP_MISS/200"]).contains(" alice "));
+    assert_eq!(fetch("alice:pass").await.status, 407);
+    // Failures of the program are not the client's: more of them than
+    // max_failures, and the right password still passes.
+    for user in ["broken:x", "crash:x", "hang:x", "broken:x"] {
+        let f = fetch(user).await;
+        assert_eq!(f.status, 503, "{user}: {}", f.headers);
+        let status = f.header("proxy-status").unwrap();
+        assert!(status.contains("proxy_internal_error"), "{status}");
+        let body = String::from_utf8_lossy(&f.body);
+        assert!(!body.contains("directory"), "{body}");
+    }
+    // (Throttling is checked before the remembered credentials.)
+    assert_eq!(fetch("alice:pa ss%").await.status, 200);
+    // One start, then one after each copy that said BH, crashed or hung.
+    let starts = std::fs::read_to_string(dir.join("starts")).unwrap();
+    assert_eq!(starts.lines().count(), 4, "{starts}");
+    let stderr = proxy.stderr();
+    assert!(stderr.contains("BH the directory is down"), "{stderr}");
+    assert!(stderr.contains("no answer within 300ms"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_htpasswd_is_a_config_error_naming_the_line() {
     let dir = scratch_dir();

@@ -94,6 +94,8 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub users: Arc<Htpasswd>,
+    /// Checks credentials instead of `users`, when configured.
+    pub program: Option<Arc<crate::guard::auth_program::AuthProgram>>,
     pub groups: Arc<Groups>,
     pub realm: String,
     pub cache_ttl: Duration,

@@ -81,8 +81,32 @@ pub fn validate_policy(
         blocklists.push(named);
     }
 
-    let auth = raw.auth.as_ref().and_then(|a| {
-        let users = read_parsed(p, &a.htpasswd, base, "htpasswd file", Htpasswd::parse);
+    let auth = raw.auth.as_ref().and_then(|section| {
+        let a = section.get_ref();
+        let (users, program) = match (&a.htpasswd, &a.program) {
+            (Some(file), None) => (
+                read_parsed(p, file, base, "htpasswd file", Htpasswd::parse),
+                Some(None),
+            ),
+            (None, Some(program)) => (
+                Some(Htpasswd::default()),
+                auth_program(p, program, a, base).map(Some),
+            ),
+            (Some(file), Some(_)) => {
+                p.push(Problem::new(
+                    file.span(),
+                    "[auth] takes `htpasswd` (a user file) or `program` (a program that checks credentials), not both",
+                ));
+                (None, None)
+            }
+            (None, None) => {
+                p.push(Problem::new(
+                    section.span(),
+                    "[auth] needs `htpasswd` (a user file) or `program` (a program that checks credentials)",
+                ));
+                (None, None)
+            }
+        };
         let groups = match &a.groups {
             None => Some(Groups::default()),
             Some(g) => read_parsed(p, g, base, "group file", Groups::parse),
@@ -118,6 +142,7 @@ pub fn validate_policy(
         };
         Some(AuthConfig {
             users: Arc::new(users?),
+            program: program?,
             groups: Arc::new(groups?),
             realm,
             cache_ttl,
@@ -160,7 +185,7 @@ pub fn validate_policy(
         if action == Action::Auth && raw.auth.is_none() {
             ctx.p.push(Problem::new(
                 r.action.span(),
-                "rule action `auth` needs an [auth] section with an htpasswd file",
+                "rule action `auth` needs an [auth] section (htpasswd or program)",
             ));
         }
         let mut deny = DenyWith::default();
@@ -321,7 +346,7 @@ impl ConditionCtx<'_> {
                 .unwrap_or(0..0);
             self.p.push(Problem::new(
                 span,
-                "`user` and `group` conditions need an [auth] section with an htpasswd file",
+                "`user` and `group` conditions need an [auth] section (htpasswd or program)",
             ));
         }
         m.user = c.user.iter().map(|s| s.get_ref().clone()).collect();
@@ -428,6 +453,59 @@ impl ConditionCtx<'_> {
 
 /// Reads a file named by a key and parses it; problems name the file's own
 /// lines (or the key, when the file cannot be read).
+/// `[auth] program`: an executable file (relative to the configuration's
+/// directory) and its arguments, `children` and `program_timeout`.
+fn auth_program(
+    p: &mut Vec<Problem>,
+    program: &Spanned<Vec<Spanned<String>>>,
+    a: &super::raw::RawAuth,
+    base: &Path,
+) -> Option<Arc<crate::guard::auth_program::AuthProgram>> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((first, args)) = program.get_ref().split_first() else {
+        p.push(Problem::new(
+            program.span(),
+            "`program` needs at least the program to run: [\"/path/to/helper\", \"arg\", ...]",
+        ));
+        return None;
+    };
+    let path = base.join(first.get_ref());
+    let runnable = match std::fs::metadata(&path) {
+        Err(e) => Err(format!("cannot run {}: {e}", path.display())),
+        Ok(m) if !m.is_file() => Err(format!("{} is not a file", path.display())),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Err(format!("{} is not executable", path.display()))
+        }
+        Ok(_) => Ok(()),
+    };
+    if let Err(why) = runnable {
+        p.push(Problem::new(first.span(), why));
+        return None;
+    }
+    let children = match &a.children {
+        None => 5,
+        Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            p.push(Problem::new(
+                n.span(),
+                "`children` must be between 1 and 1000",
+            ));
+            return None;
+        }
+    };
+    let timeout = duration_or(
+        p,
+        &a.program_timeout,
+        Duration::from_secs(10),
+        "`program_timeout`",
+    );
+    let mut argv = vec![path.to_string_lossy().into_owned()];
+    argv.extend(args.iter().map(|s| s.get_ref().clone()));
+    Some(Arc::new(crate::guard::auth_program::AuthProgram::new(
+        argv, children, timeout,
+    )))
+}
+
 pub(super) fn read_parsed<T>(
     p: &mut Vec<Problem>,
     key: &Spanned<String>,

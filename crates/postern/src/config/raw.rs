@@ -32,7 +32,7 @@ pub struct RawConfig {
     pub matcher: BTreeMap<String, RawMatcher>,
     #[serde(default)]
     pub blocklist: Vec<RawBlocklist>,
-    pub auth: Option<RawAuth>,
+    pub auth: Option<Spanned<RawAuth>>,
     #[serde(default)]
     pub headers: RawHeaders,
     #[serde(default)]
@@ -311,7 +311,14 @@ pub struct RawBlocklist {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    pub htpasswd: Spanned<String>,
+    pub htpasswd: Option<Spanned<String>>,
+    /// A program that checks credentials (Squid's basic helper protocol),
+    /// with its arguments.
+    pub program: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Copies of `program` running at once.
+    pub children: Option<Spanned<i64>>,
+    /// How long `program` may take to answer.
+    pub program_timeout: Option<Spanned<RawDuration>>,
     pub groups: Option<Spanned<String>>,
     pub realm: Option<Spanned<String>>,
     /// How long verified credentials are remembered.

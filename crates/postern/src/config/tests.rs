@@ -185,3 +185,40 @@ fn server_tables_refuse_unknown_keys_with_a_hint() {
     assert_eq!(c.pools[0].servers.len(), 2);
     assert_eq!(c.pools[0].servers[1].weight, 5);
 }
+
+#[test]
+fn auth_takes_a_user_file_or_a_program() {
+    let e = errors("[auth]\nrealm = \"x\"\n");
+    assert!(
+        e[0].starts_with("p.toml:1:1: [auth] needs `htpasswd` (a user file) or `program`"),
+        "{e:?}"
+    );
+    let e = errors("[auth]\nhtpasswd = \"u\"\nprogram = [\"/bin/true\"]\n");
+    assert!(
+        e[0].starts_with("p.toml:2:12: [auth] takes `htpasswd` (a user file) or `program`"),
+        "{e:?}"
+    );
+    let e = errors("[auth]\nprogram = []\n");
+    assert!(
+        e[0].starts_with("p.toml:2:11: `program` needs at least the program to run"),
+        "{e:?}"
+    );
+    let e = errors("[auth]\nprogram = [\"/nonexistent/helper\", \"-v\"]\n");
+    assert!(
+        e[0].starts_with("p.toml:2:12: cannot run /nonexistent/helper"),
+        "{e:?}"
+    );
+    let e = errors("[auth]\nprogram = [\"/etc/passwd\"]\n");
+    assert!(e[0].ends_with("/etc/passwd is not executable"), "{e:?}");
+    let e = errors("[auth]\nprogram = [\"/bin/true\"]\nchildren = 0\n");
+    assert!(
+        e[0].starts_with("p.toml:3:12: `children` must be between 1 and 1000"),
+        "{e:?}"
+    );
+    let c = Config::parse(
+        "[auth]\nprogram = [\"/bin/true\"]\nchildren = 2\nprogram_timeout = \"3s\"\n[[rule]]\naction = \"auth\"\n",
+        Some(Path::new("p.toml")),
+    )
+    .unwrap();
+    assert!(c.auth.as_ref().unwrap().program.is_some());
+}

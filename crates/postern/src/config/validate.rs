@@ -498,7 +498,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             .unwrap_or(0..0);
         p.push(Problem::new(
             span,
-            "per-user limits need an [auth] section with an htpasswd file",
+            "per-user limits need an [auth] section (htpasswd or program)",
         ));
     }
 

@@ -1,5 +1,6 @@
 //! The "authenticate" stage: Basic proxy authentication (RFC 9110 §11.7.1,
-//! RFC 7617) against the htpasswd users. Verified credentials are remembered for
+//! RFC 7617) against the htpasswd users, or a program that checks them
+//! (`auth_program`). Verified credentials are remembered for
 //! `cache_ttl` so bcrypt runs once per user and password, not per request;
 //! failed attempts are counted per client address and answered with 429 once
 //! `max_failures` is reached within `failure_window`.
@@ -24,6 +25,8 @@ pub enum Credentials {
     Invalid,
     /// Too many failures from this address: try again after this long.
     Throttled(Duration),
+    /// The credentials could not be checked (the auth program failed): why.
+    Unavailable(String),
 }
 
 struct CachedUser {
@@ -102,12 +105,24 @@ impl Authenticator {
         {
             return Credentials::Valid(hit.user.clone());
         }
-        // bcrypt takes tens of milliseconds by design: keep it off the I/O threads.
-        let users = cfg.users.clone();
-        let (u, pw) = (user.clone(), password);
-        let ok = tokio::task::spawn_blocking(move || users.verify(&u, &pw))
-            .await
-            .unwrap_or(false);
+        let ok = match &cfg.program {
+            Some(program) => match program.verify(&user, &password).await {
+                crate::guard::auth_program::Verdict::Valid => true,
+                crate::guard::auth_program::Verdict::Invalid => false,
+                // Not the client's failure: not counted against it.
+                crate::guard::auth_program::Verdict::Unavailable(why) => {
+                    return Credentials::Unavailable(why);
+                }
+            },
+            None => {
+                // bcrypt takes tens of milliseconds by design: keep it off the I/O threads.
+                let users = cfg.users.clone();
+                let (u, pw) = (user.clone(), password);
+                tokio::task::spawn_blocking(move || users.verify(&u, &pw))
+                    .await
+                    .unwrap_or(false)
+            }
+        };
         if !ok {
             self.failed(cfg, client);
             return Credentials::Invalid;
@@ -140,7 +155,10 @@ impl Authenticator {
     }
 
     fn forget_if_users_changed(&self, cfg: &AuthConfig) {
-        let current = Arc::as_ptr(&cfg.users) as usize;
+        let current = match &cfg.program {
+            Some(program) => Arc::as_ptr(program) as usize,
+            None => Arc::as_ptr(&cfg.users) as usize,
+        };
         let mut generation = self.generation.lock().expect("auth generation");
         if *generation != current {
             *generation = current;

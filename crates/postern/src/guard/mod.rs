@@ -4,6 +4,7 @@
 //! request may not pass. `postern explain` runs this same code.
 
 pub mod auth;
+pub mod auth_program;
 pub mod limits;
 
 use std::net::IpAddr;
@@ -101,6 +102,13 @@ impl Guard {
                     Credentials::Invalid => {
                         bad_credentials = true;
                         None
+                    }
+                    // The reason (on stderr) is for the operator, not the client.
+                    Credentials::Unavailable(_) => {
+                        return Err(ProxyError::new(
+                            ErrorKind::AuthUnavailable,
+                            "the authentication program did not answer; try again later",
+                        ));
                     }
                     Credentials::Throttled(wait) => {
                         return Err(too_many(

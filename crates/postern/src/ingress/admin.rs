@@ -93,6 +93,7 @@ async fn login(
     }?;
     let auth = AuthConfig {
         users,
+        program: None,
         groups: Default::default(),
         realm: ADMIN_REALM.into(),
         cache_ttl: Duration::from_secs(300),
@@ -117,7 +118,7 @@ async fn login(
                 .insert("retry-after", wait.as_secs().max(1).into());
             return Some(r);
         }
-        Credentials::Absent | Credentials::Invalid => respond(
+        Credentials::Absent | Credentials::Invalid | Credentials::Unavailable(_) => respond(
             StatusCode::UNAUTHORIZED,
             "text/plain",
             "authentication required\n",
