@@ -122,6 +122,68 @@ async fn json_and_combined_formats() {
     );
 }
 
+/// `format = "custom"` writes the template's line, with the request's
+/// headers for HTTP/1.1 and HTTP/2 clients alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_format_writes_the_template() {
+    use http_body_util::BodyExt;
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(
+        BIN,
+        &format!(
+            "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\nh2c = true\n\
+             [egress]\nallow_private_destinations = true\n\
+             [log]\naccess = \"{{dir}}/access.log\"\nformat = \"custom\"\n\
+             template = 'client=$remote_addr \"$request_method $request_uri $server_protocol\" $status $bytes_sent up=$upstream_addr $squid_result ua=\"$http_user_agent\" ref=$http_referer $$'\n"
+        ),
+    );
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nUser-Agent: tester \"1\"\r\nReferer: http://ref.example/\r\nConnection: close\r\n\r\n",
+        origin.url("/bytes/5")
+    );
+    raw_exchange(proxy.addr(), req.as_bytes(), WAIT).await;
+    let line = proxy.wait_for_file_line("access.log", |l| l.contains("/bytes/5"), WAIT);
+    assert_eq!(
+        line,
+        format!(
+            "client=127.0.0.1 \"GET {} HTTP/1.1\" 200 {} up={} TCP_MISS ua=\"tester \\\"1\\\"\" ref=http://ref.example/ $",
+            origin.url("/bytes/5"),
+            reported_bytes(&line),
+            origin.addr()
+        )
+    );
+
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get(origin.url("/bytes/7"))
+        .header("user-agent", "h2-tester")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.into_body().collect().await.unwrap();
+    let line = proxy.wait_for_file_line("access.log", |l| l.contains("/bytes/7"), WAIT);
+    assert!(
+        line.contains(" HTTP/2\" 200 ") && line.contains("ua=\"h2-tester\" ref=- $"),
+        "{line}"
+    );
+}
+
+/// The `$bytes_sent` figure of a custom line written by the test above.
+fn reported_bytes(line: &str) -> String {
+    line.split("\" 200 ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// In the combined format a `"` in the URL or a header is escaped (`\"`, as
 /// Apache writes it), so the quoted fields still end where they should.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -252,11 +252,25 @@ pub enum AccessLogTarget {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogFormat {
     Squid,
     Combined,
     Json,
+    /// The operator's own line (`template`).
+    Custom(crate::observe::log_template::Template),
+}
+
+impl LogFormat {
+    /// Whether lines show the request's Referer and User-Agent (which are
+    /// then kept for them).
+    pub fn wants_request_fields(&self) -> bool {
+        match self {
+            LogFormat::Combined => true,
+            LogFormat::Custom(t) => t.wants_request_fields(),
+            LogFormat::Squid | LogFormat::Json => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

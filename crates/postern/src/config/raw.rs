@@ -215,6 +215,8 @@ pub struct RawTimeouts {
 pub struct RawLog {
     pub access: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
+    /// The line of `format = "custom"`, with `$variables`.
+    pub template: Option<Spanned<String>>,
 }
 
 /// A port (`443`) or a range (`"8000-8999"`).

@@ -222,3 +222,28 @@ fn auth_takes_a_user_file_or_a_program() {
     .unwrap();
     assert!(c.auth.as_ref().unwrap().program.is_some());
 }
+
+#[test]
+fn custom_log_templates_are_checked() {
+    let e = errors("[log]\nformat = \"custom\"\n");
+    assert!(
+        e[0].starts_with("p.toml:2:10: format = \"custom\" needs a `template`"),
+        "{e:?}"
+    );
+    let e = errors("[log]\nformat = \"custom\"\ntemplate = \"$remote_adr $status\"\n");
+    assert_eq!(
+        e[0],
+        "p.toml:3:12: log template: unknown variable `$remote_adr` (did you mean `$remote_addr`?)"
+    );
+    let e = errors("[log]\ntemplate = \"$status\"\n");
+    assert!(
+        e[0].starts_with("p.toml:2:12: `template` applies to format = \"custom\""),
+        "{e:?}"
+    );
+    let c = Config::parse(
+        "[log]\nformat = \"custom\"\ntemplate = \"$remote_addr $status\"\n",
+        Some(Path::new("p.toml")),
+    )
+    .unwrap();
+    assert!(matches!(c.log.format, LogFormat::Custom(_)));
+}

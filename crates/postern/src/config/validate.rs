@@ -435,14 +435,52 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         None | Some(("squid", _)) => LogFormat::Squid,
         Some(("combined", _)) => LogFormat::Combined,
         Some(("json", _)) => LogFormat::Json,
+        Some(("custom", span)) => match &raw.log.template {
+            None => {
+                p.push(Problem::new(
+                    span,
+                    "format = \"custom\" needs a `template` (for example \"$remote_addr $status $request_uri\")",
+                ));
+                LogFormat::Squid
+            }
+            Some(t) => match crate::observe::log_template::Template::parse(t.get_ref()) {
+                Ok(template) => LogFormat::Custom(template),
+                Err(e) => {
+                    let names = crate::observe::log_template::Template::names();
+                    let hint = e
+                        .unknown
+                        .as_deref()
+                        .and_then(|u| super::diag::did_you_mean(u, &names))
+                        .map(|n| format!(" (did you mean `${n}`?)"))
+                        .unwrap_or_default();
+                    p.push(Problem::new(
+                        t.span(),
+                        format!("log template: {}{hint}", e.message),
+                    ));
+                    LogFormat::Squid
+                }
+            },
+        },
         Some((other, span)) => {
             p.push(Problem::new(
                 span,
-                format!("unknown log format `{other}`; formats are: squid, combined, json"),
+                format!("unknown log format `{other}`; formats are: squid, combined, json, custom"),
             ));
             LogFormat::Squid
         }
     };
+    // (A custom format whose template was refused has said so already.)
+    if let Some(t) = &raw.log.template
+        && !matches!(
+            raw.log.format.as_ref().map(|f| f.get_ref().as_str()),
+            Some("custom")
+        )
+    {
+        p.push(Problem::new(
+            t.span(),
+            "`template` applies to format = \"custom\"",
+        ));
+    }
 
     let cache = raw.cache.as_ref().map(|c| CacheConfig {
         memory: size_in(p, &c.memory, 1 << 20..=1 << 40, 256 << 20, "memory"),

@@ -123,6 +123,17 @@ async fn handle(
     ctx.version = "HTTP/2";
     ctx.method = req.method().to_string();
     ctx.url = crate::forward::target::without_password(&req.uri().to_string()).into_owned();
+    if cfg.log.format.wants_request_fields() {
+        let text = |name| {
+            req.headers()
+                .get(name)
+                .map(|v: &hyper::header::HeaderValue| {
+                    String::from_utf8_lossy(v.as_bytes()).into_owned()
+                })
+        };
+        ctx.referer = text(hyper::header::REFERER);
+        ctx.user_agent = text(hyper::header::USER_AGENT);
+    }
     // A stream the client resets (or a connection it closes) before the
     // answer drops this future: the guard still logs the request.
     let mut unanswered = Unanswered(Some((shared.clone(), ctx)));

@@ -1,5 +1,6 @@
 //! The access log: one line per request or tunnel, in Squid's native format (so
-//! Squid's log tools read it), the combined format, or JSON.
+//! Squid's log tools read it), the combined format, JSON, or the operator's
+//! own template (`log_template`).
 //!
 //! Lines are formatted on the connection's task and handed to one dedicated
 //! writer thread through a bounded queue, so a slow disk or a blocked stdout
@@ -172,7 +173,7 @@ impl Queue {
 
 impl AccessLog {
     pub fn start(config: &LogConfig) -> io::Result<AccessLog> {
-        let format = config.format;
+        let format = config.format.clone();
         let sink = match &config.access {
             AccessLogTarget::Off => {
                 return Ok(AccessLog {
@@ -223,7 +224,7 @@ impl AccessLog {
     /// Writes the line for a finished request or tunnel, from its context.
     pub fn write(&self, ctx: &RequestCtx) {
         if let Some(h) = &self.handle {
-            let line = format_entry(self.format, ctx, ctx.started.elapsed());
+            let line = format_entry(&self.format, ctx, ctx.started.elapsed());
             h.queue.push(&line);
         }
     }
@@ -368,20 +369,26 @@ fn reporter(queue: &Queue, every: Duration, mut report: Box<dyn FnMut(&str) + Se
     }
 }
 
-fn format_entry(format: LogFormat, e: &RequestCtx, duration: Duration) -> String {
+/// Squid's result code, with `_ABORTED` when a side went away mid-response.
+pub(super) fn squid_result(e: &RequestCtx) -> &'static str {
+    if e.aborted && e.result == "TCP_MISS" {
+        "TCP_MISS_ABORTED"
+    } else {
+        e.result
+    }
+}
+
+fn format_entry(format: &LogFormat, e: &RequestCtx, duration: Duration) -> String {
     let mut s = String::with_capacity(200);
     match format {
+        LogFormat::Custom(template) => return template.render(e, duration),
         LogFormat::Squid => {
             // time elapsed client code/status bytes method URL user hierarchy/from type
             let t = e
                 .start
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
-            let result = if e.aborted && e.result == "TCP_MISS" {
-                "TCP_MISS_ABORTED"
-            } else {
-                e.result
-            };
+            let result = squid_result(e);
             let hier = match e.upstream {
                 Some(addr) => format!("HIER_DIRECT/{}", addr.ip()),
                 None => "HIER_NONE/-".into(),
@@ -685,7 +692,7 @@ mod tests {
 
     #[test]
     fn squid_native_format() {
-        let line = format_entry(LogFormat::Squid, &entry(), Duration::from_millis(45));
+        let line = format_entry(&LogFormat::Squid, &entry(), Duration::from_millis(45));
         assert_eq!(
             line,
             "1700000000.123     45 127.0.0.1 TCP_MISS/200 1234 GET http://a.example/x%20y - HIER_DIRECT/10.0.0.1 text/html\n"
@@ -693,7 +700,7 @@ mod tests {
         // An encoded URL is logged as the client sent it, not encoded twice.
         let mut encoded = entry();
         encoded.url = "http://a.example/caf%C3%A9?q=%25".into();
-        let line = format_entry(LogFormat::Squid, &encoded, Duration::from_millis(45));
+        let line = format_entry(&LogFormat::Squid, &encoded, Duration::from_millis(45));
         assert!(
             line.contains(" GET http://a.example/caf%C3%A9?q=%25 "),
             "{line}"
@@ -708,7 +715,7 @@ mod tests {
         hit.result = "TCP_HIT";
         hit.upstream = None;
         hit.content_type = None;
-        let line = format_entry(LogFormat::Squid, &hit, Duration::from_millis(1));
+        let line = format_entry(&LogFormat::Squid, &hit, Duration::from_millis(1));
         assert!(
             line.ends_with(" TCP_HIT/200 1234 GET http://a.example/x%20y - HIER_NONE/- -\n"),
             "{line}"
@@ -717,7 +724,7 @@ mod tests {
         denied.result = "TCP_DENIED";
         denied.status = 403;
         denied.upstream = None;
-        let line = format_entry(LogFormat::Squid, &denied, Duration::from_millis(1));
+        let line = format_entry(&LogFormat::Squid, &denied, Duration::from_millis(1));
         assert!(
             line.contains(" TCP_DENIED/403 ") && line.contains(" HIER_NONE/- "),
             "{line}"
@@ -735,7 +742,7 @@ mod tests {
         e.user = Some("al\"ice".into());
         e.referer = Some("http://r.example/\"q\"".into());
         e.user_agent = Some("agent \"1\"\t\u{7f}".into());
-        let line = format_entry(LogFormat::Combined, &e, Duration::from_millis(45));
+        let line = format_entry(&LogFormat::Combined, &e, Duration::from_millis(45));
         assert_eq!(
             line,
             "127.0.0.1 - al\\\"ice [14/Nov/2023:22:13:20 +0000] \
@@ -746,9 +753,9 @@ mod tests {
 
     #[test]
     fn combined_and_json() {
-        let line = format_entry(LogFormat::Combined, &entry(), Duration::from_millis(45));
+        let line = format_entry(&LogFormat::Combined, &entry(), Duration::from_millis(45));
         assert!(line.starts_with("127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] \"GET http://a.example/x%20y HTTP/1.1\" 200 1234 \"-\" \"curl/8\""), "{line}");
-        let json = format_entry(LogFormat::Json, &entry(), Duration::from_millis(45));
+        let json = format_entry(&LogFormat::Json, &entry(), Duration::from_millis(45));
         assert!(
             json.contains("\"status\":200") && json.contains("\"upstream\":\"10.0.0.1:80\""),
             "{json}"

@@ -2,6 +2,7 @@
 //! context gathered along the path.
 
 pub mod access_log;
+pub mod log_template;
 pub mod metrics;
 pub mod time;
 
