@@ -130,12 +130,10 @@ async fn custom_format_writes_the_template() {
     let origin = Origin::start().await;
     let proxy = TestProxy::start(
         BIN,
-        &format!(
-            "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\nh2c = true\n\
+        "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.1:0\"\nh2c = true\n\
              [egress]\nallow_private_destinations = true\n\
-             [log]\naccess = \"{{dir}}/access.log\"\nformat = \"custom\"\n\
-             template = 'client=$remote_addr \"$request_method $request_uri $server_protocol\" $status $bytes_sent up=$upstream_addr $squid_result ua=\"$http_user_agent\" ref=$http_referer $$'\n"
-        ),
+             [log]\naccess = \"{dir}/access.log\"\nformat = \"custom\"\n\
+             template = 'client=$remote_addr \"$request_method $request_uri $server_protocol\" $status $bytes_sent up=$upstream_addr $squid_result ua=\"$http_user_agent\" ref=$http_referer $$'\n",
     );
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: x\r\nUser-Agent: tester \"1\"\r\nReferer: http://ref.example/\r\nConnection: close\r\n\r\n",
