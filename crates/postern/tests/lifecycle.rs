@@ -173,6 +173,48 @@ async fn custom_format_writes_the_template() {
     );
 }
 
+/// `access = "syslog:udp://..."` sends each line as one syslog message,
+/// with the configured facility and Postern's tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_go_to_syslog() {
+    let origin = Origin::start().await;
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server.set_read_timeout(Some(WAIT)).unwrap();
+    let proxy = TestProxy::start(
+        BIN,
+        &config(&format!(
+            "[log]\naccess = \"syslog:udp://{}\"\nsyslog_facility = \"local3\"\n",
+            server.local_addr().unwrap()
+        )),
+    );
+    for path in ["/bytes/3", "/bytes/4"] {
+        raw_exchange(proxy.addr(), &get(&origin, path), WAIT).await;
+    }
+    let messages = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 4096];
+        (0..2)
+            .map(|_| {
+                let n = server.recv(&mut buf).expect("a syslog message");
+                String::from_utf8_lossy(&buf[..n]).into_owned()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let tag = format!(" postern[{}]: ", proxy.pid());
+    for (message, path) in messages.iter().zip(["/bytes/3", "/bytes/4"]) {
+        // local3 (19) × 8 + informational (6).
+        assert!(message.starts_with("<158>"), "{message}");
+        let line = message.split_once(&tag).map(|(_, line)| line);
+        let line = line.unwrap_or_else(|| panic!("no tag in {message}"));
+        assert!(
+            line.contains(" TCP_MISS/200 ") && line.contains(path),
+            "{message}"
+        );
+        assert!(!line.ends_with('\n'), "{message:?}");
+    }
+}
+
 /// The `$bytes_sent` figure of a custom line written by the test above.
 fn reported_bytes(line: &str) -> String {
     line.split("\" 200 ")

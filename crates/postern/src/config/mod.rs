@@ -250,6 +250,7 @@ pub enum AccessLogTarget {
     Stdout,
     Off,
     File(PathBuf),
+    Syslog(crate::observe::syslog::SyslogTarget),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -217,6 +217,8 @@ pub struct RawLog {
     pub format: Option<Spanned<String>>,
     /// The line of `format = "custom"`, with `$variables`.
     pub template: Option<Spanned<String>>,
+    /// The facility of lines sent to syslog (`local0`).
+    pub syslog_facility: Option<Spanned<String>>,
 }
 
 /// A port (`443`) or a range (`"8000-8999"`).

@@ -247,3 +247,28 @@ fn custom_log_templates_are_checked() {
     .unwrap();
     assert!(matches!(c.log.format, LogFormat::Custom(_)));
 }
+
+#[test]
+fn syslog_destinations_are_checked() {
+    let e = errors("[log]\naccess = \"syslog:/nonexistent/log.sock\"\n");
+    assert!(
+        e[0].starts_with("p.toml:2:10: cannot reach syslog at /nonexistent/log.sock"),
+        "{e:?}"
+    );
+    let e = errors("[log]\naccess = \"syslog:udp://logs.example:514\"\n");
+    assert!(e[0].contains("needs an IP address and a port"), "{e:?}");
+    let e =
+        errors("[log]\naccess = \"syslog:udp://127.0.0.1:514\"\nsyslog_facility = \"local9\"\n");
+    assert!(
+        e[0].starts_with("p.toml:3:19: unknown syslog facility `local9` (did you mean `local0`?)"),
+        "{e:?}"
+    );
+    let e = errors("[log]\nsyslog_facility = \"local1\"\n");
+    assert!(e[0].contains("`syslog_facility` applies to"), "{e:?}");
+    let c = Config::parse(
+        "[log]\naccess = \"syslog:udp://127.0.0.1:514\"\nsyslog_facility = \"daemon\"\n",
+        Some(Path::new("p.toml")),
+    )
+    .unwrap();
+    assert!(matches!(c.log.access, AccessLogTarget::Syslog(ref t) if t.facility == 3));
+}

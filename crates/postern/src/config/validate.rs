@@ -418,14 +418,28 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             ));
             AccessLogTarget::Off
         }
-        Some(file) => {
-            let path = base.join(file);
-            if let (Some(problem), Some(a)) = (access_log_problem(&path), &raw.log.access) {
-                p.push(Problem::new(a.span(), problem));
+        Some(value) => match crate::observe::syslog::parse_destination(value) {
+            Some(destination) => {
+                let span = raw.log.access.as_ref().map(|a| a.span()).unwrap_or(0..0);
+                syslog_target(p, destination, &raw.log.syslog_facility, span)
             }
-            AccessLogTarget::File(path)
-        }
+            None => {
+                let path = base.join(value);
+                if let (Some(problem), Some(a)) = (access_log_problem(&path), &raw.log.access) {
+                    p.push(Problem::new(a.span(), problem));
+                }
+                AccessLogTarget::File(path)
+            }
+        },
     };
+    if let Some(f) = &raw.log.syslog_facility
+        && !matches!(access, AccessLogTarget::Syslog(_))
+    {
+        p.push(Problem::new(
+            f.span(),
+            "`syslog_facility` applies to access = \"syslog...\"",
+        ));
+    }
     let format = match raw
         .log
         .format
@@ -640,6 +654,60 @@ fn bind_clash(bind: SocketAddr, before: &[(SocketAddr, String)]) -> Option<Strin
 /// Why the access log at `path` could not be opened as the running process
 /// opens it (for appending, created if missing), found without creating
 /// anything.
+/// `access = "syslog..."`: the destination (a local socket must exist) and
+/// the facility.
+fn syslog_target(
+    p: &mut Vec<Problem>,
+    destination: Result<crate::observe::syslog::SyslogDestination, String>,
+    facility: &Option<Spanned<String>>,
+    span: std::ops::Range<usize>,
+) -> AccessLogTarget {
+    use crate::observe::syslog::{FACILITIES, SyslogDestination, SyslogTarget};
+    use std::os::unix::fs::FileTypeExt;
+    let destination = match destination {
+        Ok(d) => d,
+        Err(why) => {
+            p.push(Problem::new(span, why));
+            return AccessLogTarget::Off;
+        }
+    };
+    if let SyslogDestination::Unix(path) = &destination {
+        let problem = match std::fs::metadata(path) {
+            Ok(m) if m.file_type().is_socket() => None,
+            Ok(_) => Some(format!("{} is not a socket", path.display())),
+            Err(e) => Some(format!("cannot reach syslog at {}: {e}", path.display())),
+        };
+        if let Some(problem) = problem {
+            p.push(Problem::new(span.clone(), problem));
+        }
+    }
+    let facility = match facility {
+        None => 16,
+        Some(f) => match FACILITIES.iter().find(|(name, _)| name == f.get_ref()) {
+            Some((_, n)) => *n,
+            None => {
+                let names: Vec<&str> = FACILITIES.iter().map(|(n, _)| *n).collect();
+                let hint = super::diag::did_you_mean(f.get_ref(), &names)
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                p.push(Problem::new(
+                    f.span(),
+                    format!(
+                        "unknown syslog facility `{}`{hint}; facilities are: {}",
+                        f.get_ref(),
+                        names.join(", ")
+                    ),
+                ));
+                16
+            }
+        },
+    };
+    AccessLogTarget::Syslog(SyslogTarget {
+        destination,
+        facility,
+    })
+}
+
 fn access_log_problem(path: &Path) -> Option<String> {
     use std::io::ErrorKind::NotFound;
     use std::os::unix::fs::OpenOptionsExt;

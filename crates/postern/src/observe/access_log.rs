@@ -183,6 +183,7 @@ impl AccessLog {
             }
             AccessLogTarget::Stdout => Output::Stdout,
             AccessLogTarget::File(path) => Output::File(path.clone(), open(path)?),
+            AccessLogTarget::Syslog(target) => Output::Syslog(super::syslog::Syslog::open(target)?),
         };
         AccessLog::with_output(
             format,
@@ -264,6 +265,7 @@ impl AccessLog {
 enum Output {
     Stdout,
     File(PathBuf, File),
+    Syslog(super::syslog::Syslog),
     #[cfg(test)]
     Test(Box<dyn Write + Send>),
 }
@@ -289,8 +291,12 @@ fn writer(queue: &Queue, mut out: Output) {
             let reopen = std::mem::take(&mut s.reopen);
             (lines, reopen, std::mem::take(&mut s.flushes), s.closed)
         };
-        if let Err(e) = write_out(&mut out, &batch) {
-            queue.lost(lines, &e);
+        let written = match &mut out {
+            Output::Syslog(syslog) => syslog.send_lines(&batch),
+            out => write_out(out, &batch).map_err(|e| (lines, e)),
+        };
+        if let Err((lost, e)) = written {
+            queue.lost(lost, &e);
         }
         batch.clear();
         if batch.capacity() > 1 << 20 {
@@ -324,6 +330,7 @@ fn write_out(out: &mut Output, batch: &[u8]) -> io::Result<()> {
             lock.write_all(batch).and_then(|_| lock.flush())
         }
         Output::File(_, f) => f.write_all(batch),
+        Output::Syslog(s) => s.send_lines(batch).map_err(|(_, e)| e),
         #[cfg(test)]
         Output::Test(w) => w.write_all(batch).and_then(|_| w.flush()),
     }

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod log_template;
 pub mod metrics;
+pub mod syslog;
 pub mod time;
 
 pub use access_log::AccessLog;
