@@ -226,6 +226,99 @@ response_set = {{ "X-Frame-Options" = "DENY" }}
     );
 }
 
+/// A route with `redirect` answers itself, as nginx's `return 301`: the
+/// Location is built from the request, keep-alive is kept when nothing is
+/// left unread, and HTTP/2 clients get the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_routes_answer_without_a_server() {
+    let origin = Origin::start().await;
+    let toml = format!(
+        r#"[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+mode = "reverse"
+h2c = true
+
+[log]
+access = "{{dir}}/access.log"
+
+[[pool]]
+name = "www"
+servers = ["{}"]
+
+[[route]]
+listener = "web"
+host = ["old.example.test"]
+redirect = "https://new.example.test$request_uri"
+
+[[route]]
+listener = "web"
+path_prefix = "/moved/"
+redirect = "$scheme://$host/here/"
+redirect_status = 308
+
+[[route]]
+listener = "web"
+pool = "www"
+"#,
+        origin.addr()
+    );
+    let proxy = start(&toml);
+    let mut conn = common::Conn::connect(proxy.addr()).await;
+    conn.send(b"GET /a/b?c=1%20 HTTP/1.1\r\nHost: Old.Example.Test:8080\r\n\r\n")
+        .await;
+    let first = conn.read_response(false).await;
+    assert_eq!(first.status, 301, "{}", first.head);
+    assert_eq!(
+        first.header("location").as_deref(),
+        Some("https://new.example.test/a/b?c=1%20")
+    );
+    assert!(
+        String::from_utf8_lossy(&first.body)
+            .contains("href=\"https://new.example.test/a/b?c=1%20\"")
+    );
+    // The connection stays open for the next request, a HEAD.
+    conn.send(b"HEAD /moved/x HTTP/1.1\r\nHost: Site.Test\r\n\r\n")
+        .await;
+    let second = conn.read_response(true).await;
+    assert_eq!(second.status, 308, "{}", second.head);
+    assert_eq!(
+        second.header("location").as_deref(),
+        Some("http://site.test/here/")
+    );
+    assert!(second.body.is_empty());
+    // A body the redirect leaves unread ends the connection.
+    conn.send(b"POST /moved/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello")
+        .await;
+    let third = conn.read_response(false).await;
+    assert_eq!(third.status, 308);
+    assert_eq!(third.header("connection").as_deref(), Some("close"));
+    assert!(conn.closes_within(T).await);
+    assert_eq!(origin.requests(), 0);
+
+    let f = common::curl_fetch_async(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: old.example.test",
+        &format!("http://{}/h2?x", proxy.addr()),
+    ])
+    .await;
+    assert_eq!(f.status, 301, "{}", f.stderr);
+    assert_eq!(
+        f.header("location").as_deref(),
+        Some("https://new.example.test/h2?x")
+    );
+    let line = common::wait_log_line(&proxy, &["/h2?x"]);
+    assert!(line.contains(" TCP_REDIRECT/301 "), "{line}");
+    // Other requests still reach the pool.
+    let (other, _) = one_response(
+        proxy.addr(),
+        b"GET /status/200 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(other.status, 200);
+}
+
 /// RFC 9112 §3.2.2: an absolute-form target's host wins over Host. Routes
 /// match that host and the path, and the server gets origin form, so naming
 /// one host in Host and another in the target cannot walk around a route.

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::diag::{Problem, did_you_mean, line_col};
 use super::policy::{RawHeaderRules, header_rules_from};
-use super::raw::{RawConfig, RawHealth, RawOutlier, RawPool, RawPort, RawServer};
+use super::raw::{RawConfig, RawHealth, RawOutlier, RawPool, RawPort, RawRoute, RawServer};
 use super::validate::duration_or;
 use crate::egress::Destination;
 use crate::reverse::spec::*;
@@ -460,25 +460,18 @@ pub fn validate_routes(
                 ),
             ));
         }
-        let named = pools.iter().find(|pool| pool.name == *r.pool.get_ref());
-        if named.is_some_and(|pool| pool.protocol == ParentProtocol::Socks5) {
-            p.push(Problem::new(
-                r.pool.span(),
-                format!(
-                    "pool `{}` is a pool of SOCKS5 parent proxies (`protocol = \"socks5\"`), for a forward listener's `parent`; a route needs a pool of web servers",
-                    r.pool.get_ref()
-                ),
-            ));
-        }
-        if named.is_none() {
-            let names: Vec<&str> = pools.iter().map(|x| x.name.as_str()).collect();
-            let hint = did_you_mean(r.pool.get_ref(), &names)
-                .map(|m| format!(" (did you mean `{m}`?)"))
-                .unwrap_or_default();
-            p.push(Problem::new(
-                r.pool.span(),
-                format!("no [[pool]] is named `{}`{hint}", r.pool.get_ref()),
-            ));
+        let redirect = route_redirect(r, p);
+        match (&r.pool, &r.redirect) {
+            (Some(pool), None) => check_route_pool(pool, pools, p),
+            (None, Some(_)) => {}
+            (Some(pool), Some(_)) => p.push(Problem::new(
+                pool.span(),
+                "a route takes `pool` (where requests go) or `redirect` (a URL to send clients to), not both",
+            )),
+            (None, None) => p.push(Problem::new(
+                r.listener.span(),
+                "a route needs `pool` (where requests go) or `redirect` (a URL to send clients to)",
+            )),
         }
         let mut hosts = Vec::new();
         for h in &r.host {
@@ -532,7 +525,12 @@ pub fn validate_routes(
         routes.push(RouteSpec {
             label: format!("route #{} (line {line})", i + 1),
             listener: r.listener.get_ref().clone(),
-            pool: r.pool.get_ref().clone(),
+            pool: r
+                .pool
+                .as_ref()
+                .map(|x| x.get_ref().clone())
+                .unwrap_or_default(),
+            redirect,
             hosts,
             path_prefix,
             path_regex,
@@ -541,6 +539,79 @@ pub fn validate_routes(
         });
     }
     routes
+}
+
+/// A route's `pool` must name a pool of web servers.
+fn check_route_pool(pool: &Spanned<String>, pools: &[PoolSpec], p: &mut Vec<Problem>) {
+    let named = pools.iter().find(|x| x.name == *pool.get_ref());
+    if named.is_some_and(|x| x.protocol == ParentProtocol::Socks5) {
+        p.push(Problem::new(
+            pool.span(),
+            format!(
+                "pool `{}` is a pool of SOCKS5 parent proxies (`protocol = \"socks5\"`), for a forward listener's `parent`; a route needs a pool of web servers",
+                pool.get_ref()
+            ),
+        ));
+    }
+    if named.is_none() {
+        let names: Vec<&str> = pools.iter().map(|x| x.name.as_str()).collect();
+        let hint = did_you_mean(pool.get_ref(), &names)
+            .map(|m| format!(" (did you mean `{m}`?)"))
+            .unwrap_or_default();
+        p.push(Problem::new(
+            pool.span(),
+            format!("no [[pool]] is named `{}`{hint}", pool.get_ref()),
+        ));
+    }
+}
+
+/// A route's `redirect` and `redirect_status`.
+fn route_redirect(r: &RawRoute, p: &mut Vec<Problem>) -> Option<RouteRedirect> {
+    if let (Some(s), None) = (&r.redirect_status, &r.redirect) {
+        p.push(Problem::new(
+            s.span(),
+            "`redirect_status` applies to a route with `redirect`",
+        ));
+    }
+    let to = r.redirect.as_ref()?;
+    let status = match &r.redirect_status {
+        None => 301,
+        Some(s) if [301, 302, 303, 307, 308].contains(s.get_ref()) => *s.get_ref() as u16,
+        Some(s) => {
+            p.push(Problem::new(
+                s.span(),
+                "`redirect_status` is one of 301, 302, 303, 307, 308",
+            ));
+            return None;
+        }
+    };
+    let text = to.get_ref();
+    let starts_well = ["http://", "https://", "$scheme://", "/"]
+        .iter()
+        .any(|start| text.starts_with(start));
+    if !starts_well || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        p.push(Problem::new(
+            to.span(),
+            "`redirect` is a URL (http://, https://, $scheme:// or a path) without spaces",
+        ));
+        return None;
+    }
+    if let Some(name) = RouteRedirect::unknown_variable(text) {
+        let hint = did_you_mean(&name, REDIRECT_VARIABLES)
+            .map(|m| format!(" (did you mean `${m}`?)"))
+            .unwrap_or_default();
+        p.push(Problem::new(
+            to.span(),
+            format!(
+                "unknown variable `${name}` in `redirect`{hint}; variables are $scheme, $host, $request_uri"
+            ),
+        ));
+        return None;
+    }
+    Some(RouteRedirect {
+        to: text.clone(),
+        status,
+    })
 }
 
 #[cfg(test)]

@@ -445,7 +445,12 @@ pub struct RawOutlier {
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub listener: Spanned<String>,
-    pub pool: Spanned<String>,
+    pub pool: Option<Spanned<String>>,
+    /// Answer with a redirect to this URL (`$scheme`, `$host`,
+    /// `$request_uri`) instead of going to a pool.
+    pub redirect: Option<Spanned<String>>,
+    /// 301 (default), 302, 303, 307 or 308.
+    pub redirect_status: Option<Spanned<i64>>,
     #[serde(default)]
     pub host: Vec<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,

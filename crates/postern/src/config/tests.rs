@@ -272,3 +272,33 @@ fn syslog_destinations_are_checked() {
     .unwrap();
     assert!(matches!(c.log.access, AccessLogTarget::Syslog(ref t) if t.facility == 3));
 }
+
+#[test]
+fn redirect_routes_are_checked() {
+    let head = "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n[[pool]]\nname = \"www\"\nservers = [\"127.0.0.1:8080\"]\n[[route]]\nlistener = \"web\"\n";
+    let e = errors(head);
+    assert!(e[0].contains("a route needs `pool`"), "{e:?}");
+    let e = errors(&format!(
+        "{head}pool = \"www\"\nredirect = \"https://x/\"\n"
+    ));
+    assert!(e[0].contains("not both"), "{e:?}");
+    let e = errors(&format!("{head}redirect = \"https://$hots$request_uri\"\n"));
+    assert!(
+        e[0].contains("unknown variable `$hots` in `redirect` (did you mean `$host`?)"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{head}redirect = \"example.com/x\"\n"));
+    assert!(e[0].contains("`redirect` is a URL"), "{e:?}");
+    let e = errors(&format!(
+        "{head}redirect = \"https://x$request_uri\"\nredirect_status = 200\n"
+    ));
+    assert!(
+        e[0].starts_with("p.toml:11:19: `redirect_status` is one of"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{head}pool = \"www\"\nredirect_status = 301\n"));
+    assert!(
+        e[0].contains("`redirect_status` applies to a route with `redirect`"),
+        "{e:?}"
+    );
+}

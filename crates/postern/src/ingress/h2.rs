@@ -806,6 +806,29 @@ async fn reverse(
     )
     .await?;
     ctx.user = admission.user.clone();
+    if let Some(redirect) = &route.redirect {
+        let scheme = if listener.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let location = redirect.location(scheme, &host, head.target());
+        crate::reverse::redirected(ctx, redirect.status);
+        let page = crate::reverse::redirect_page(&location);
+        ctx.bytes_out += page.len() as u64;
+        let mut response = Response::new(full(page));
+        *response.status_mut() =
+            hyper::StatusCode::from_u16(redirect.status).unwrap_or(hyper::StatusCode::FOUND);
+        let headers = response.headers_mut();
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/html"),
+        );
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&location) {
+            headers.insert(hyper::header::LOCATION, value);
+        }
+        return Ok(response);
+    }
     let pool = shared
         .pools
         .load()

@@ -107,6 +107,24 @@ pub async fn serve(
     )
     .await?;
     ctx.user = admission.user.clone();
+    let scheme = if listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if let Some(redirect) = &route.redirect {
+        let location = redirect.location(scheme, &host, head.target());
+        let head_only = head.is_method("HEAD");
+        // A request body is left unread: the connection ends with the answer.
+        let keep = body == BodyKind::None && conn.persistent(head.minor);
+        let answer = redirect_response(redirect.status, &location, head_only, !keep);
+        redirected(ctx, redirect.status);
+        if !client.send(&answer, cfg.timeouts.io).await {
+            return Ok(false);
+        }
+        ctx.bytes_out += answer.len() as u64;
+        return Ok(keep);
+    }
     let pools = shared.pools.load();
     let pool = pools
         .get(&route.pool)
@@ -116,11 +134,6 @@ pub async fn serve(
     // The cache's key (the target as written; https on TLS listeners, so
     // that absolute https locations and purges name it); plain forwarding
     // needs none.
-    let scheme = if listener.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
     let url = || {
         format!(
             "{scheme}://{}{}",
@@ -834,6 +847,39 @@ pub(crate) fn is_idempotent(head: &RequestHead) -> bool {
 }
 
 /// `host[:port]` without the port; IPv6 literals keep their brackets.
+/// The short page of a route's redirect, as nginx's `return 301 URL`.
+pub(crate) fn redirect_page(location: &str) -> String {
+    let escaped = location
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!("<html><body><a href=\"{escaped}\">{escaped}</a></body></html>\n")
+}
+
+/// An HTTP/1.1 redirect to `location`.
+fn redirect_response(status: u16, location: &str, head_only: bool, close: bool) -> Vec<u8> {
+    let page = redirect_page(location);
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nDate: {}\r\nLocation: {location}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n{}\r\n",
+        crate::error::reason_phrase(status),
+        crate::observe::time::http_date(std::time::SystemTime::now()),
+        page.len(),
+        if close { "Connection: close\r\n" } else { "" },
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(page.as_bytes());
+    }
+    out
+}
+
+/// Logs a request a route answered with a redirect (Squid's `TCP_REDIRECT`).
+pub(crate) fn redirected(ctx: &mut RequestCtx, status: u16) {
+    ctx.status = status;
+    ctx.result = "TCP_REDIRECT";
+}
+
 pub(crate) fn host_without_port(h: &str) -> &str {
     if h.starts_with('[') {
         return h.find(']').map_or(h, |i| &h[..=i]);

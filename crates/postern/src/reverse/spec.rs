@@ -160,7 +160,10 @@ pub struct RouteSpec {
     /// `route #N (line L)`.
     pub label: String,
     pub listener: String,
+    /// Empty when the route redirects.
     pub pool: String,
+    /// Answer with a redirect instead of going to a pool.
+    pub redirect: Option<RouteRedirect>,
     pub hosts: Vec<HostPattern>,
     pub path_prefix: Option<String>,
     pub path_regex: Option<Patterns>,
@@ -168,6 +171,75 @@ pub struct RouteSpec {
     pub headers: Vec<(String, String)>,
     /// The route's header rules (client-sent fields pass, as at `transparent`).
     pub rewrite: Scrubber,
+}
+
+/// A route that answers `status` with a `Location` made from `to`, as
+/// nginx's `return 301 https://$host$request_uri`.
+#[derive(Debug, Clone)]
+pub struct RouteRedirect {
+    pub to: String,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+}
+
+/// The variables a redirect may use.
+pub const REDIRECT_VARIABLES: &[&str] = &["scheme", "host", "request_uri"];
+
+impl RouteRedirect {
+    /// The first variable in `to` that is not one of [`REDIRECT_VARIABLES`].
+    pub fn unknown_variable(to: &str) -> Option<String> {
+        let mut unknown = None;
+        expand(to, |name, _| {
+            if unknown.is_none() && !REDIRECT_VARIABLES.contains(&name) {
+                unknown = Some(name.to_string());
+            }
+        });
+        unknown
+    }
+
+    /// The `Location`: `$scheme` (`http` or `https`), `$host` (the request's
+    /// host, lowercase, without port) and `$request_uri` (path and query as
+    /// the client wrote them; checked already to hold no space or control).
+    pub fn location(&self, scheme: &str, host: &str, request_uri: &str) -> String {
+        expand(&self.to, |name, out| match name {
+            "scheme" => out.push_str(scheme),
+            "host" => out.push_str(host),
+            "request_uri" => out.push_str(request_uri),
+            _ => {}
+        })
+    }
+}
+
+/// Copies `text`, handing each `$name` (or `${name}`) to `var`; `$$` is a
+/// dollar sign.
+fn expand(text: &str, mut var: impl FnMut(&str, &mut String)) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+            continue;
+        }
+        let (name, tail) = match after.strip_prefix('{') {
+            Some(braced) => match braced.find('}') {
+                Some(end) => (&braced[..end], &braced[end + 1..]),
+                None => (braced, ""),
+            },
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        var(name, &mut out);
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
 }
 
 impl RouteSpec {
