@@ -115,6 +115,12 @@ impl Drop for ConnectionGuard {
 }
 
 pub fn run(config: Config) -> Result<()> {
+    // Before the runtime opens descriptors of its own: the numbers the
+    // environment names are then surely inherited ones.
+    let inherited = crate::handover::Inherited::from_env();
+    // Where this binary was started from, for SIGUSR2 (a package upgrade
+    // replaces the file, or switches a link, under that path).
+    let exe = crate::handover::own_path();
     raise_fd_limit();
     let workers = config
         .workers
@@ -129,10 +135,14 @@ pub fn run(config: Config) -> Result<()> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, inherited, exe))
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(
+    config: Config,
+    mut inherited: crate::handover::Inherited,
+    exe: std::io::Result<std::path::PathBuf>,
+) -> Result<()> {
     // Handlers first: once a listener is announced, a signal must not find
     // the default action (SIGHUP would end the process).
     let mut term = signal(SignalKind::terminate())?;
@@ -140,10 +150,6 @@ async fn serve(config: Config) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
-    // Where this binary is now: after a package upgrade replaces the file,
-    // /proc/self/exe names the deleted one.
-    let exe = std::env::current_exe();
-    let mut inherited = crate::handover::Inherited::from_env();
     let mut bound = Vec::new();
     for l in &config.listeners {
         let std_listener = inherited
@@ -228,38 +234,61 @@ async fn serve(config: Config) -> Result<()> {
     });
 
     let (handed_over, mut successor_ready) = tokio::sync::mpsc::unbounded_channel();
-    let mut upgrading = false;
+    // The process an upgrade started, until it accepts (or fails).
+    let mut starting: Option<u32> = None;
+    let mut handed = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reload(&shared),
             _ = usr1.recv() => shared.log.reopen(),
-            _ = usr2.recv() => {
-                if upgrading {
-                    eprintln!("postern: upgrade already under way");
-                } else {
-                    upgrading = upgrade(&shared, exe.as_deref(), handed_over.clone());
+            _ = usr2.recv() => match starting {
+                Some(pid) => eprintln!("postern: upgrade already under way (process {pid})"),
+                None => starting = upgrade(&shared, exe.as_deref(), handed_over.clone()),
+            },
+            Some(outcome) = successor_ready.recv() => {
+                starting = None;
+                match outcome {
+                    Ok(pid) => {
+                        eprintln!("postern: upgrade: process {pid} accepts on the listeners now; this one stops");
+                        handed = true;
+                        break;
+                    }
+                    Err(why) => {
+                        eprintln!("postern: upgrade failed, this process keeps serving: {why}");
+                    }
                 }
             }
-            Some(outcome) = successor_ready.recv() => match outcome {
-                Ok(pid) => {
-                    eprintln!("postern: upgrade: process {pid} accepts on the listeners now; this one stops");
-                    break;
-                }
-                Err(why) => {
-                    eprintln!("postern: upgrade failed, this process keeps serving: {why}");
-                    upgrading = false;
-                }
-            },
         }
     }
 
-    // Drain: stop accepting, let in-flight requests and tunnels finish.
+    // Stopped while an upgrade was starting: the service stops, so the new
+    // process must not go on serving.
+    if let Some(pid) = starting {
+        eprintln!("postern: stopping process {pid}, started by an upgrade that had not finished");
+        #[allow(unsafe_code)]
+        // SAFETY: kill only sends a signal; the process is this one's child
+        // and not yet collected, so the id is still its.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
     // After an upgrade the new process is systemd's main one: this one
     // leaves quietly.
-    if !upgrading {
+    if !handed {
         crate::handover::notify("STOPPING=1");
+    }
+    // Drain: stop accepting (the second descriptors of the listening sockets
+    // close too, so new clients are refused rather than queued for nobody),
+    // let in-flight requests and tunnels finish.
+    for r in shared
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter_mut()
+    {
+        r.socket = None;
     }
     SHUTTING_DOWN.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
@@ -301,24 +330,24 @@ fn start_pools(shared: &Shared, cfg: &Config) {
 
 /// SIGUSR2: starts the binary again with the listening sockets; the outcome
 /// arrives on `outcome` (the new process's id once it accepts on them all).
-/// False when nothing was started.
+/// The id of the process started, if one was.
 fn upgrade(
     shared: &Shared,
     exe: Result<&std::path::Path, &std::io::Error>,
     outcome: tokio::sync::mpsc::UnboundedSender<std::result::Result<u32, String>>,
-) -> bool {
+) -> Option<u32> {
     use std::os::fd::AsFd;
     let exe = match exe {
         Ok(exe) => exe,
         Err(e) => {
             eprintln!("postern: upgrade failed: cannot tell where this binary is: {e}");
-            return false;
+            return None;
         }
     };
     let running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
     let sockets: Vec<_> = running
         .iter()
-        .filter_map(|r| Some((r.name.clone(), r.socket.as_ref()?.as_fd())))
+        .filter_map(|r| Some((r.name.clone(), r.bind, r.socket.as_ref()?.as_fd())))
         .collect();
     match crate::handover::spawn_successor(exe, &sockets) {
         Ok(successor) => {
@@ -328,17 +357,18 @@ fn upgrade(
                 successor.pid,
                 sockets.len()
             );
+            let pid = successor.pid;
             tokio::spawn(async move {
                 let _ = outcome.send(successor.ready().await);
             });
-            true
+            Some(pid)
         }
         Err(e) => {
             eprintln!(
                 "postern: upgrade failed: cannot start {}: {e}",
                 exe.display()
             );
-            false
+            None
         }
     }
 }

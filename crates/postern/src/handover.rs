@@ -16,7 +16,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -24,14 +24,35 @@ use crate::config::ListenerConfig;
 
 const LISTEN_FDS: &str = "POSTERN_LISTEN_FDS";
 const LISTEN_FDNAMES: &str = "POSTERN_LISTEN_FDNAMES";
+/// The configured `bind` of each socket's listener in the old process.
+const LISTEN_BINDS: &str = "POSTERN_LISTEN_BINDS";
 const READY_FD: &str = "POSTERN_READY_FD";
 const UPGRADE_FROM: &str = "POSTERN_UPGRADE_FROM";
+
+/// Environment of this process's own that programs it starts for other
+/// purposes (auth programs) must not see.
+pub const PRIVATE_ENVIRONMENT: &[&str] = &[
+    LISTEN_FDS,
+    LISTEN_FDNAMES,
+    LISTEN_BINDS,
+    READY_FD,
+    UPGRADE_FROM,
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+];
+
+/// How long a new process may take to accept on the listeners before the
+/// upgrade is given up (a large blocklist or disk cache takes seconds).
+pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Where inherited sockets came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
     /// The previous process, on an upgrade: a socket serves the listener
-    /// with its address (or its name, for a port chosen by the system).
+    /// with its address, or the listener of the same name and the same
+    /// configured address (a port the system chose, a name systemd gave).
     Upgrade,
     /// systemd (`LISTEN_FDS`): a socket serves the listener with its
     /// address, or the listener its `FileDescriptorName=` names.
@@ -42,6 +63,8 @@ struct Socket {
     fd: OwnedFd,
     addr: SocketAddr,
     name: Option<String>,
+    /// The old process's configured address for it (upgrades).
+    bind: Option<SocketAddr>,
 }
 
 /// The listening sockets this process was started with, and how to say it
@@ -55,8 +78,10 @@ pub struct Inherited {
 
 impl Inherited {
     /// Reads what the environment hands over: sockets from an upgrading
-    /// parent, or from systemd. Descriptors that are not listening TCP
-    /// sockets are left alone, with a warning.
+    /// parent, or from systemd. To be called before this process opens any
+    /// descriptor of its own (the runtime's among them), so that every
+    /// number named is one it inherited. Descriptors that are not listening
+    /// TCP sockets are left alone, with a warning.
     pub fn from_env() -> Inherited {
         let mut inherited = Inherited {
             source: Source::Upgrade,
@@ -64,19 +89,41 @@ impl Inherited {
             ready: None,
         };
         let parent = std::os::unix::process::parent_id().to_string();
+        let fds = std::env::var(LISTEN_FDS).unwrap_or_default();
+        let fds = fds.split(',').filter(|f| !f.is_empty());
         if std::env::var(UPGRADE_FROM).is_ok_and(|p| p == parent) {
-            let fds = std::env::var(LISTEN_FDS).unwrap_or_default();
             let names = std::env::var(LISTEN_FDNAMES).unwrap_or_default();
-            let fds = fds.split(',').filter(|f| !f.is_empty());
-            let mut names = names.split(':');
+            let binds = std::env::var(LISTEN_BINDS).unwrap_or_default();
+            let (mut names, mut binds) = (names.split(':'), binds.split(','));
             for fd in fds {
-                let name = names.next().map(str::to_string);
-                inherited.adopt(fd, name);
+                let name = names.next().filter(|n| !n.is_empty()).map(str::to_string);
+                let bind = binds.next().and_then(|b| b.parse().ok());
+                inherited.adopt(fd, name, bind);
             }
             inherited.ready = std::env::var(READY_FD)
                 .ok()
                 .and_then(|fd| fd.parse::<RawFd>().ok())
                 .and_then(owned_if_open);
+            return inherited;
+        }
+        if std::env::var_os(UPGRADE_FROM).is_some() {
+            // The process that started this one is gone: its sockets are
+            // nobody's now, and this process binds its own.
+            for fd in fds {
+                if let Some(fd) = fd.parse::<RawFd>().ok().and_then(owned_if_open) {
+                    if listening_address(fd.as_fd()).is_some() {
+                        drop(fd);
+                    } else {
+                        let _ = fd.into_raw_fd();
+                    }
+                }
+            }
+            if let Some(fd) = std::env::var(READY_FD)
+                .ok()
+                .and_then(|fd| fd.parse::<RawFd>().ok())
+            {
+                drop(owned_if_open(fd));
+            }
             return inherited;
         }
         // sd_listen_fds(3): descriptors 3.. for this very process.
@@ -92,23 +139,32 @@ impl Inherited {
             let mut names = names.split(':');
             for fd in 3..3 + count {
                 let name = names.next().filter(|n| !n.is_empty()).map(str::to_string);
-                inherited.adopt(&fd.to_string(), name);
+                inherited.adopt(&fd.to_string(), name, None);
             }
         }
         inherited
     }
 
-    fn adopt(&mut self, fd: &str, name: Option<String>) {
+    fn adopt(&mut self, fd: &str, name: Option<String>, bind: Option<SocketAddr>) {
         let Some(fd) = fd.parse::<RawFd>().ok().and_then(owned_if_open) else {
             eprintln!("postern: inherited descriptor {fd:?} is not open; ignored");
             return;
         };
         match listening_address(fd.as_fd()) {
-            Some(addr) => self.sockets.push(Socket { fd, addr, name }),
-            None => eprintln!(
-                "postern: inherited descriptor {} is not a listening TCP socket; ignored",
-                fd.as_raw_fd()
-            ),
+            Some(addr) => self.sockets.push(Socket {
+                fd,
+                addr,
+                name,
+                bind,
+            }),
+            None => {
+                eprintln!(
+                    "postern: inherited descriptor {} is not a listening TCP socket; ignored",
+                    fd.as_raw_fd()
+                );
+                // Not ours to close.
+                let _ = fd.into_raw_fd();
+            }
         }
     }
 
@@ -122,9 +178,7 @@ impl Inherited {
             .or_else(|| {
                 self.sockets.iter().position(|s| match self.source {
                     Source::Systemd => by_name(s),
-                    Source::Upgrade => {
-                        by_name(s) && listener.bind.port() == 0 && s.addr.ip() == listener.bind.ip()
-                    }
+                    Source::Upgrade => by_name(s) && s.bind == Some(listener.bind),
                 })
             })?;
         let socket = socket2::Socket::from(self.sockets.remove(at).fd);
@@ -145,16 +199,15 @@ impl Inherited {
                 s.addr
             );
         }
-        let upgraded = self.ready.is_some();
-        if let Some(fd) = self.ready.take() {
-            let _ = io::Write::write_all(&mut std::fs::File::from(fd), b"R");
-        }
-        if upgraded {
-            // The old process ends soon: systemd follows this one instead
-            // (needs `NotifyAccess=all`).
-            notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
-        } else {
-            notify("READY=1");
+        match self.ready.take() {
+            Some(fd) => {
+                // systemd first: the old process ends once it has the byte,
+                // and systemd must know by then which process is the service
+                // (`MAINPID=` needs `NotifyAccess=all`).
+                notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+                let _ = io::Write::write_all(&mut std::fs::File::from(fd), b"R");
+            }
+            None => notify("READY=1"),
         }
     }
 }
@@ -196,10 +249,13 @@ pub struct Successor {
 }
 
 /// Starts `exe` with this process's arguments, handing it `sockets`
-/// (listener name and listening socket).
-pub fn spawn_successor(exe: &Path, sockets: &[(String, BorrowedFd<'_>)]) -> io::Result<Successor> {
+/// (listener name, configured address and listening socket).
+pub fn spawn_successor(
+    exe: &Path,
+    sockets: &[(String, SocketAddr, BorrowedFd<'_>)],
+) -> io::Result<Successor> {
     let (read, write) = pipe()?;
-    let fds: Vec<RawFd> = sockets.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    let fds: Vec<RawFd> = sockets.iter().map(|(_, _, fd)| fd.as_raw_fd()).collect();
     let list = fds
         .iter()
         .map(RawFd::to_string)
@@ -209,9 +265,14 @@ pub fn spawn_successor(exe: &Path, sockets: &[(String, BorrowedFd<'_>)]) -> io::
     // is then matched by its address only.
     let names = sockets
         .iter()
-        .map(|(n, _)| if n.contains([':', '\n']) { "" } else { n })
+        .map(|(n, _, _)| if n.contains([':', '\n']) { "" } else { n })
         .collect::<Vec<_>>()
         .join(":");
+    let binds = sockets
+        .iter()
+        .map(|(_, bind, _)| bind.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let mut keep = fds;
     keep.push(write.as_raw_fd());
     let mut command = tokio::process::Command::new(exe);
@@ -219,6 +280,7 @@ pub fn spawn_successor(exe: &Path, sockets: &[(String, BorrowedFd<'_>)]) -> io::
         .args(std::env::args_os().skip(1))
         .env(LISTEN_FDS, list)
         .env(LISTEN_FDNAMES, names)
+        .env(LISTEN_BINDS, binds)
         .env(READY_FD, write.as_raw_fd().to_string())
         .env(UPGRADE_FROM, std::process::id().to_string())
         .env_remove("LISTEN_FDS")
@@ -256,13 +318,43 @@ impl Successor {
     pub async fn ready(mut self) -> Result<u32, String> {
         use tokio::io::AsyncReadExt;
         let mut byte = [0u8; 1];
-        match self.ready.read(&mut byte).await {
-            Ok(1) => Ok(self.pid),
-            _ => match self.child.wait().await {
+        match tokio::time::timeout(READY_WITHIN, self.ready.read(&mut byte)).await {
+            Ok(Ok(1)) => Ok(self.pid),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                Err(format!(
+                    "process {} did not accept within {} s; stopped it",
+                    self.pid,
+                    READY_WITHIN.as_secs()
+                ))
+            }
+            Ok(_) => match self.child.wait().await {
                 Ok(status) => Err(format!("process {} exited ({status})", self.pid)),
                 Err(e) => Err(format!("process {}: {e}", self.pid)),
             },
         }
+    }
+}
+
+/// The path this binary was started by, for an upgrade to start again:
+/// `argv[0]` as given (a symbolic link an upgrade switches stays a link),
+/// made absolute, or found on `PATH`; else where the running file is.
+pub fn own_path() -> io::Result<std::path::PathBuf> {
+    let given = std::env::args_os().next().map(std::path::PathBuf::from);
+    let found = given.and_then(|argv0| {
+        if argv0.as_os_str().as_bytes().contains(&b'/') {
+            std::path::absolute(&argv0).ok()
+        } else {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|dir| dir.join(&argv0))
+                .find(|candidate| candidate.is_file())
+                .and_then(|p| std::path::absolute(p).ok())
+        }
+    });
+    match found {
+        Some(path) => Ok(path),
+        None => std::env::current_exe(),
     }
 }
 

@@ -143,6 +143,8 @@ echo started >> "$(dirname "$0")/starts"
 while read -r user password; do
   case "$user" in
     alice) if [ "$password" = "pa%20ss%25" ]; then echo OK; else echo ERR; fi ;;
+    anyone) echo OK ;;
+    bye) echo OK; exit 0 ;;
     broken) echo "BH the directory is down" ;;
     crash) exit 3 ;;
     hang) exec sleep 30 ;;
@@ -200,6 +202,11 @@ async fn an_auth_program_checks_credentials_as_squid_helpers_do() {
     // One start, then one after each copy that said BH, crashed or hung.
     let starts = std::fs::read_to_string(dir.join("starts")).unwrap();
     assert_eq!(starts.lines().count(), 4, "{starts}");
+    // An empty password never reaches the program (which would let anyone in).
+    assert_eq!(fetch("anyone:").await.status, 407);
+    // A copy that exits after answering costs the next client nothing.
+    assert_eq!(fetch("bye:x").await.status, 200);
+    assert_eq!(fetch("anyone:x").await.status, 200);
     let stderr = proxy.stderr();
     assert!(stderr.contains("BH the directory is down"), "{stderr}");
     assert!(stderr.contains("no answer within 300ms"), "{stderr}");

@@ -58,6 +58,7 @@ impl Drop for Reap {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-9", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
@@ -69,9 +70,12 @@ fn running(pid: u32) -> bool {
 
 /// The process id in an "upgrade: process N accepts ..." line.
 fn successor(line: &str) -> u32 {
-    line.split_whitespace()
-        .skip_while(|w| *w != "process")
-        .nth(1)
+    line.split_once("process ")
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no process id in {line:?}"))
 }
@@ -214,9 +218,12 @@ async fn socket_activation_serves_the_socket_systemd_hands_over() {
     let early = tokio::spawn(async move { raw_exchange(addr, &request, WAIT).await });
 
     let fd = socket.as_raw_fd();
+    // The listener is matched by the name systemd gives the socket
+    // (`FileDescriptorName=proxy`), though the address configured differs.
     let config = format!(
-        "[[listener]]\nname = \"proxy\"\nbind = \"{addr}\"\n\
-         [egress]\nallow_private_destinations = true\n[log]\naccess = \"off\"\n"
+        "[[listener]]\nname = \"proxy\"\nbind = \"127.0.0.2:{}\"\n\
+         [egress]\nallow_private_destinations = true\n[log]\naccess = \"off\"\n",
+        addr.port()
     );
     // systemd sets LISTEN_PID to the started process's id: a shell that
     // execs the binary keeps its own.
@@ -251,6 +258,21 @@ async fn socket_activation_serves_the_socket_systemd_hands_over() {
 
     let reply = early.await.unwrap();
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    let reply = fetch(addr, &get(&origin, "/bytes/10")).await.unwrap();
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+
+    // An upgrade hands the same socket on, matched by name again.
+    proxy.signal(SIGUSR2);
+    let line = proxy.wait_for_stderr_line(|l| l.contains("accepts on the listeners now"), WAIT);
+    let _reap = Reap(successor(&line));
+    let proxy = Arc::new(proxy);
+    let exited = tokio::task::spawn_blocking({
+        let proxy = proxy.clone();
+        move || proxy.wait_exit(WAIT)
+    })
+    .await
+    .unwrap();
+    assert!(exited.is_some(), "{}", proxy.stderr());
     let reply = fetch(addr, &get(&origin, "/bytes/10")).await.unwrap();
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
 }
@@ -313,4 +335,50 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     // The old process stops without STOPPING=1: the service goes on.
     assert_eq!(messages[3], format!("MAINPID={new}\nREADY=1"));
     assert_eq!(messages[4], "STOPPING=1");
+}
+
+/// SIGTERM while an upgrade's new process is still starting (here: it
+/// waits to read a blocklist from a pipe) stops that process too, and from
+/// the stop on, new clients are refused rather than queued for nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_an_upgrade_stops_the_new_process_and_refuses_clients() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BIN, &config("old"));
+    let addr = proxy.addr();
+    let fifo = proxy.dir().join("list.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::fs::write(
+        proxy.dir().join("postern.toml"),
+        format!(
+            "{}[[blocklist]]\nname = \"slow\"\nfile = \"{}\"\n",
+            config("new"),
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    proxy.signal(SIGUSR2);
+    let line = proxy.wait_for_stderr_line(|l| l.contains("upgrade: started"), WAIT);
+    let new = successor(&line);
+    let _reap = Reap(new);
+
+    // A request in flight keeps the old process draining for a while.
+    let request = get(&origin, "/delay/1500");
+    let slow = tokio::spawn(async move { raw_exchange(addr, &request, WAIT).await });
+    let deadline = Instant::now() + WAIT;
+    while origin.requests() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.signal(15);
+    proxy.wait_for_stderr_line(|l| l.starts_with("postern: stopping;"), WAIT);
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "a new client was accepted while stopping");
+
+    let deadline = Instant::now() + WAIT;
+    while running(new) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!running(new), "{}", proxy.stderr());
+    let reply = slow.await.unwrap();
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
 }

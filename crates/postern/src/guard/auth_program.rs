@@ -43,7 +43,7 @@ pub struct AuthProgram {
 
 struct Helper {
     /// Stopped (SIGKILL) when dropped.
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     stdout: BufReader<tokio::io::Take<ChildStdout>>,
 }
@@ -67,65 +67,79 @@ impl AuthProgram {
     }
 
     /// Asks a copy of the program about `user` and `password`, waiting for
-    /// a free one when all are busy.
+    /// a free one when all are busy; `timeout` bounds the wait and the answer.
     pub async fn verify(&self, user: &str, password: &str) -> Verdict {
-        let Ok(_slot) = self.slots.acquire().await else {
-            return Verdict::Unavailable("the program is stopping".into());
-        };
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut helper = match idle {
-            Some(h) => h,
-            None => match self.start() {
-                Ok(h) => h,
-                Err(e) => return self.unavailable(format!("cannot start it: {e}")),
-            },
-        };
+        // As Squid: an empty password is refused before any program sees it
+        // (to LDAP it would be an anonymous bind, which many servers allow).
+        if password.is_empty() {
+            return Verdict::Invalid;
+        }
         let line = format!("{} {}\n", encode(user), encode(password));
-        let exchange = async {
-            helper.stdin.write_all(line.as_bytes()).await?;
-            helper.stdin.flush().await?;
-            let mut answer = Vec::new();
-            helper.stdout.read_until(b'\n', &mut answer).await?;
-            // A fresh budget for the next answer.
-            helper.stdout.get_mut().set_limit(MAX_ANSWER);
-            Ok::<_, std::io::Error>(answer)
+        match tokio::time::timeout(self.timeout, self.ask(&line)).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(why)) => self.unavailable(why),
+            Err(_) => self.unavailable(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
+    async fn ask(&self, line: &str) -> Result<Verdict, String> {
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Err("the program is stopping".into());
         };
-        let answer = match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => {
-                return self.unavailable(format!("no answer within {:?}", self.timeout));
+        // A kept copy may have exited since its last answer: then the
+        // question goes to a fresh one, and the client never sees it.
+        let mut reused = self.idle_copy();
+        loop {
+            let mut helper = match reused.take() {
+                Some(h) => (h, true),
+                None => match self.start() {
+                    Ok(h) => (h, false),
+                    Err(e) => return Err(format!("cannot start it: {e}")),
+                },
+            };
+            let answer = match exchange(&mut helper.0, line).await {
+                Ok(answer) => answer,
+                Err(_) if helper.1 => continue,
+                Err(e) => return Err(e),
+            };
+            let word = answer
+                .split(|b| *b == b' ')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            let verdict = match word {
+                b"OK" => Verdict::Valid,
+                b"ERR" => Verdict::Invalid,
+                b"BH" => {
+                    return Err(format!(
+                        "it reported a failure: {}",
+                        String::from_utf8_lossy(&answer)
+                    ));
+                }
+                _ => {
+                    return Err(format!(
+                        "unexpected answer {:?}",
+                        String::from_utf8_lossy(&answer)
+                    ));
+                }
+            };
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(helper.0);
+            return Ok(verdict);
+        }
+    }
+
+    /// A kept copy that is still running (the exited ones are collected).
+    fn idle_copy(&self) -> Option<Helper> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut h) = idle.pop() {
+            if matches!(h.child.try_wait(), Ok(None)) {
+                return Some(h);
             }
-            Ok(Err(e)) => return self.unavailable(format!("{e}")),
-            Ok(Ok(answer)) => answer,
-        };
-        let Some(answer) = answer.strip_suffix(b"\n") else {
-            return self.unavailable("it closed its output".into());
-        };
-        let word = answer
-            .split(|b| *b == b' ')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
-        let verdict = match word {
-            b"OK" => Verdict::Valid,
-            b"ERR" => Verdict::Invalid,
-            b"BH" => {
-                return self.unavailable(format!(
-                    "it reported a failure: {}",
-                    String::from_utf8_lossy(answer)
-                ));
-            }
-            _ => {
-                return self.unavailable(format!(
-                    "unexpected answer {:?}",
-                    String::from_utf8_lossy(answer)
-                ));
-            }
-        };
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(helper);
-        verdict
+        }
+        None
     }
 
     /// Says on stderr why a check failed (the copy that failed is dropped,
@@ -141,7 +155,11 @@ impl AuthProgram {
             .argv
             .split_first()
             .ok_or_else(|| std::io::Error::other("no program"))?;
-        let mut child = tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        for name in crate::handover::PRIVATE_ENVIRONMENT {
+            command.env_remove(name);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -158,11 +176,29 @@ impl AuthProgram {
             .take()
             .ok_or_else(|| std::io::Error::other("no stdout"))?;
         Ok(Helper {
-            _child: child,
+            child,
             stdin,
             stdout: BufReader::new(stdout.take(MAX_ANSWER)),
         })
     }
+}
+
+/// One question and its answer line (without the newline).
+async fn exchange(helper: &mut Helper, line: &str) -> Result<Vec<u8>, String> {
+    let io = async {
+        helper.stdin.write_all(line.as_bytes()).await?;
+        helper.stdin.flush().await?;
+        let mut answer = Vec::new();
+        helper.stdout.read_until(b'\n', &mut answer).await?;
+        // A fresh budget for the next answer.
+        helper.stdout.get_mut().set_limit(MAX_ANSWER);
+        Ok::<_, std::io::Error>(answer)
+    };
+    let mut answer = io.await.map_err(|e| e.to_string())?;
+    if answer.pop() != Some(b'\n') {
+        return Err("it closed its output".into());
+    }
+    Ok(answer)
 }
 
 /// RFC 1738 encoding as Squid's helpers decode it: every byte but letters,
