@@ -305,7 +305,86 @@ pub struct PageStyle {
 }
 
 /// The page for an error: content type and body (HTML, or plain text).
-pub fn page_body(err: &ProxyError, html: bool, proxy_name: &str) -> (&'static str, String) {
+/// The operator's HTML for error pages (`[http] error_page`), with
+/// `{status}`, `{reason}`, `{title}`, `{detail}`, `{error}` and `{proxy}` in
+/// it; any other braces (CSS, scripts) are left as they are.
+#[derive(Debug, Clone)]
+pub struct PageTemplate(std::sync::Arc<[PagePiece]>);
+
+#[derive(Debug)]
+pub enum PagePiece {
+    Text(String),
+    Status,
+    Reason,
+    Title,
+    Detail,
+    Error,
+    Proxy,
+}
+
+/// The largest error page file taken.
+const MAX_PAGE: u64 = 256 * 1024;
+
+impl PageTemplate {
+    pub fn load(path: &std::path::Path) -> Result<PageTemplate, String> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_PAGE + 1).read_to_string(&mut text))
+            .map_err(|e| format!("cannot read the error page {}: {e}", path.display()))?;
+        if text.len() as u64 > MAX_PAGE {
+            return Err(format!(
+                "the error page {} is larger than {} KiB",
+                path.display(),
+                MAX_PAGE / 1024
+            ));
+        }
+        Ok(PageTemplate::parse(&text))
+    }
+
+    pub fn parse(text: &str) -> PageTemplate {
+        const NAMES: [(&str, fn() -> PagePiece); 6] = [
+            ("{status}", || PagePiece::Status),
+            ("{reason}", || PagePiece::Reason),
+            ("{title}", || PagePiece::Title),
+            ("{detail}", || PagePiece::Detail),
+            ("{error}", || PagePiece::Error),
+            ("{proxy}", || PagePiece::Proxy),
+        ];
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find('{') {
+            literal.push_str(&rest[..at]);
+            rest = &rest[at..];
+            match NAMES.iter().find(|(name, _)| rest.starts_with(name)) {
+                Some((name, piece)) => {
+                    if !literal.is_empty() {
+                        pieces.push(PagePiece::Text(std::mem::take(&mut literal)));
+                    }
+                    pieces.push(piece());
+                    rest = &rest[name.len()..];
+                }
+                None => {
+                    literal.push('{');
+                    rest = &rest[1..];
+                }
+            }
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(PagePiece::Text(literal));
+        }
+        PageTemplate(pieces.into())
+    }
+}
+
+pub fn page_body(
+    err: &ProxyError,
+    html: bool,
+    proxy_name: &str,
+    template: Option<&PageTemplate>,
+) -> (&'static str, String) {
     let status = err.status();
     let reason = reason_phrase(status);
     let title = err
@@ -313,6 +392,21 @@ pub fn page_body(err: &ProxyError, html: bool, proxy_name: &str) -> (&'static st
         .as_ref()
         .and_then(|a| a.message.as_deref())
         .unwrap_or(err.kind.title());
+    if let (true, Some(template)) = (html, template) {
+        let mut page = String::with_capacity(4096);
+        for piece in template.0.iter() {
+            match piece {
+                PagePiece::Text(t) => page.push_str(t),
+                PagePiece::Status => page.push_str(&status.to_string()),
+                PagePiece::Reason => page.push_str(reason),
+                PagePiece::Title => page.push_str(&escape(title)),
+                PagePiece::Detail => page.push_str(&escape(&err.detail)),
+                PagePiece::Error => page.push_str(err.kind.proxy_status()),
+                PagePiece::Proxy => page.push_str(&escape(proxy_name)),
+            }
+        }
+        return ("text/html; charset=utf-8", page);
+    }
     if html {
         (
             "text/html; charset=utf-8",
@@ -342,10 +436,15 @@ pub fn proxy_status_value(err: &ProxyError, proxy_name: &str) -> String {
 }
 
 /// The complete response for an error: head and body, ready to write.
-pub fn error_response(err: &ProxyError, style: PageStyle, proxy_name: &str) -> Vec<u8> {
+pub fn error_response(
+    err: &ProxyError,
+    style: PageStyle,
+    proxy_name: &str,
+    template: Option<&PageTemplate>,
+) -> Vec<u8> {
     let status = err.status();
     let reason = reason_phrase(status);
-    let (content_type, body) = page_body(err, style.html, proxy_name);
+    let (content_type, body) = page_body(err, style.html, proxy_name, template);
     let mut out = String::with_capacity(body.len() + 256);
     let _ = write!(
         out,
@@ -429,7 +528,7 @@ mod tests {
             head_only: false,
             connection: Some("close"),
         };
-        let bytes = error_response(&e, style, "postern");
+        let bytes = error_response(&e, style, "postern", None);
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
         assert!(text.contains("Proxy-Status: postern; error=destination_ip_prohibited; details=\"127.0.0.1 is a loopback address <x>\"\r\n"));
@@ -442,7 +541,7 @@ mod tests {
             head_only: false,
             connection: None,
         };
-        let plain = String::from_utf8(error_response(&e, plain, "postern")).unwrap();
+        let plain = String::from_utf8(error_response(&e, plain, "postern", None)).unwrap();
         assert!(plain.contains("Content-Type: text/plain"));
         assert!(!plain.contains("Connection: close"));
         // RFC 9110 §9.3.2: a response to HEAD has the same head and no body.
@@ -450,7 +549,7 @@ mod tests {
             head_only: true,
             ..style
         };
-        let head = String::from_utf8(error_response(&e, head, "postern")).unwrap();
+        let head = String::from_utf8(error_response(&e, head, "postern", None)).unwrap();
         assert!(
             head.ends_with("\r\n\r\n") && head.contains(&format!("Content-Length: {}", body.len()))
         );

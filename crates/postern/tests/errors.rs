@@ -250,3 +250,45 @@ async fn non_ascii_targets_get_400_and_a_log_line() {
     common::wait_log_line(&proxy, &["/400 "]);
     assert!(!proxy.stderr().contains("panicked"), "{}", proxy.stderr());
 }
+
+/// `[http] error_page` replaces the built-in HTML page with the operator's,
+/// its placeholders filled (and escaped); CSS braces stay as written, and
+/// clients that do not take HTML still get plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_error_page_is_used_for_html_clients() {
+    let dir = common::scratch_dir();
+    let page = dir.join("error.html");
+    std::fs::write(
+        &page,
+        "<html><style>p { color: red }</style><h1>{status} {reason}</h1><p>{title}</p><p>{detail}</p><code>{error}</code><i>{proxy}</i>{unknown}</html>",
+    )
+    .unwrap();
+    let proxy = start(&config(
+        "",
+        "",
+        &format!(
+            "[http]\nvia = \"edge<1>\"\nerror_page = \"{}\"\n",
+            page.display()
+        ),
+    ));
+    let url = "http://127.0.0.1/x";
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), "-H", "Accept: text/html", url]).await;
+    assert_eq!(f.status, 403, "{}", f.headers);
+    let body = String::from_utf8_lossy(&f.body);
+    assert!(body.starts_with("<html><style>p { color: red }</style><h1>403 Forbidden</h1><p>Destination address not allowed</p><p>"), "{body}");
+    assert!(
+        body.ends_with(
+            "<code>destination_ip_prohibited</code><i>edge&lt;1&gt;</i>{unknown}</html>"
+        ),
+        "{body}"
+    );
+    assert_eq!(
+        f.header("content-length").unwrap(),
+        f.body.len().to_string()
+    );
+    assert!(proxy_status(&f).contains("error=destination_ip_prohibited"));
+    let f = curl_fetch_async(&["-x", &proxy.proxy_url(), "-H", "Accept: text/plain", url]).await;
+    assert_eq!(f.status, 403);
+    assert!(String::from_utf8_lossy(&f.body).starts_with("403 Forbidden\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -218,6 +218,8 @@ pub struct EgressConfig {
 pub struct HttpConfig {
     /// The pseudonym written in `Via`, or `None` to send no Via.
     pub via: Option<String>,
+    /// The operator's HTML for error pages, instead of the built-in one.
+    pub error_page: Option<crate::error::PageTemplate>,
 }
 
 #[derive(Debug, Clone)]

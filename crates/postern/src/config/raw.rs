@@ -162,6 +162,8 @@ pub enum RawVia {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub via: Option<Spanned<RawVia>>,
+    /// An HTML file for the error pages the proxy makes.
+    pub error_page: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

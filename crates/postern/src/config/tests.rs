@@ -302,3 +302,12 @@ fn redirect_routes_are_checked() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_error_page_must_be_readable() {
+    let e = errors("[http]\nerror_page = \"/nonexistent/error.html\"\n");
+    assert!(
+        e[0].starts_with("p.toml:2:14: cannot read the error page /nonexistent/error.html"),
+        "{e:?}"
+    );
+}

@@ -342,6 +342,13 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         ),
     };
 
+    let error_page = raw.http.error_page.as_ref().and_then(|file| {
+        let base = path.and_then(Path::parent).unwrap_or(Path::new(""));
+        let page = base.join(file.get_ref());
+        crate::error::PageTemplate::load(&page)
+            .map_err(|why| p.push(Problem::new(file.span(), why)))
+            .ok()
+    });
     let via = match raw.http.via.as_ref().map(|v| (v.get_ref(), v.span())) {
         None | Some((RawVia::On(true), _)) => Some("postern".to_string()),
         Some((RawVia::On(false), _)) => None,
@@ -562,7 +569,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
         source: path.map(Path::to_path_buf),
         workers,
         egress,
-        http: HttpConfig { via },
+        http: HttpConfig { via, error_page },
         limits,
         timeouts,
         log: LogConfig { access, format },

@@ -358,7 +358,7 @@ async fn finish_reading(body: Option<Incoming>) {
 
 fn error_response(cfg: &Config, err: &ProxyError) -> Response<Body> {
     let name = cfg.http.via.as_deref().unwrap_or("postern");
-    let (content_type, body) = page_body(err, false, name);
+    let (content_type, body) = page_body(err, false, name, None);
     let mut r = Response::new(full(body));
     *r.status_mut() = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let h = r.headers_mut();

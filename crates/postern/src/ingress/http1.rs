@@ -67,7 +67,8 @@ pub async fn serve_connection(
                     head_only: false,
                     connection: Some("close"),
                 };
-                let page = error_response(&err, style, proxy_name(&cfg));
+                let page =
+                    error_response(&err, style, proxy_name(&cfg), cfg.http.error_page.as_ref());
                 if client.send(&page, cfg.timeouts.io).await {
                     ctx.bytes_out = page.len() as u64;
                 }
@@ -216,7 +217,7 @@ async fn handle(
                     (true, _) => None,
                 },
             };
-            let page = error_response(&err, style, proxy_name(cfg));
+            let page = error_response(&err, style, proxy_name(cfg), cfg.http.error_page.as_ref());
             if client.send(&page, cfg.timeouts.io).await {
                 ctx.bytes_out += page.len() as u64;
                 keep

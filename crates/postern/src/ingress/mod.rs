@@ -380,7 +380,12 @@ async fn client_slot(
         head_only: false,
         connection: Some("close"),
     };
-    let page = error_response(&err, style, cfg.http.via.as_deref().unwrap_or("postern"));
+    let page = error_response(
+        &err,
+        style,
+        cfg.http.via.as_deref().unwrap_or("postern"),
+        cfg.http.error_page.as_ref(),
+    );
     let mut client = Client::new(stream::ClientStream::Plain(stream), BytesMut::new(), peer);
     if client.send(&page, cfg.timeouts.io).await {
         ctx.bytes_out = page.len() as u64;
