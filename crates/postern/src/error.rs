@@ -343,26 +343,29 @@ impl PageTemplate {
     }
 
     pub fn parse(text: &str) -> PageTemplate {
-        const NAMES: [(&str, fn() -> PagePiece); 6] = [
-            ("{status}", || PagePiece::Status),
-            ("{reason}", || PagePiece::Reason),
-            ("{title}", || PagePiece::Title),
-            ("{detail}", || PagePiece::Detail),
-            ("{error}", || PagePiece::Error),
-            ("{proxy}", || PagePiece::Proxy),
+        const NAMES: [&str; 6] = [
+            "{status}", "{reason}", "{title}", "{detail}", "{error}", "{proxy}",
         ];
+        let piece = |name: &str| match name {
+            "{status}" => PagePiece::Status,
+            "{reason}" => PagePiece::Reason,
+            "{title}" => PagePiece::Title,
+            "{detail}" => PagePiece::Detail,
+            "{error}" => PagePiece::Error,
+            _ => PagePiece::Proxy,
+        };
         let mut pieces = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
         while let Some(at) = rest.find('{') {
             literal.push_str(&rest[..at]);
             rest = &rest[at..];
-            match NAMES.iter().find(|(name, _)| rest.starts_with(name)) {
-                Some((name, piece)) => {
+            match NAMES.iter().find(|name| rest.starts_with(*name)) {
+                Some(name) => {
                     if !literal.is_empty() {
                         pieces.push(PagePiece::Text(std::mem::take(&mut literal)));
                     }
-                    pieces.push(piece());
+                    pieces.push(piece(name));
                     rest = &rest[name.len()..];
                 }
                 None => {
