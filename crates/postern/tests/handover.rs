@@ -363,7 +363,7 @@ async fn a_stop_during_an_upgrade_stops_the_new_process_and_refuses_clients() {
     let _reap = Reap(new);
 
     // A request in flight keeps the old process draining for a while.
-    let request = get(&origin, "/delay/1500");
+    let request = get(&origin, "/delay/3000");
     let slow = tokio::spawn(async move { raw_exchange(addr, &request, WAIT).await });
     let deadline = Instant::now() + WAIT;
     while origin.requests() == 0 && Instant::now() < deadline {
@@ -371,14 +371,25 @@ async fn a_stop_during_an_upgrade_stops_the_new_process_and_refuses_clients() {
     }
     proxy.signal(15);
     proxy.wait_for_stderr_line(|l| l.starts_with("postern: stopping;"), WAIT);
-    let refused = tokio::net::TcpStream::connect(addr).await;
-    assert!(refused.is_err(), "a new client was accepted while stopping");
-
     let deadline = Instant::now() + WAIT;
     while running(new) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!running(new), "{}", proxy.stderr());
+    // The accept loops close their sockets as they see the stop: from then
+    // on, while the old process still drains, new clients are refused.
+    let mut refused = false;
+    while !slow.is_finished() {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        refused,
+        "new clients were queued while the old process drained"
+    );
     let reply = slow.await.unwrap();
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
 }
