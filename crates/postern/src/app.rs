@@ -220,6 +220,21 @@ async fn serve(
         .resolver
         .set_hosts(shared.config().egress.hosts.clone());
     start_pools(&shared, &shared.config());
+    // Server states the previous process's operator set (on an upgrade).
+    for carried in &inherited.servers {
+        let pools = shared.pools.load();
+        let server = pools
+            .get(&carried.pool)
+            .and_then(|p| p.servers.iter().find(|s| s.spec.addr == carried.server));
+        if let Some(server) = server {
+            if let Some(state) = carried.admin {
+                server.set_admin(state);
+            }
+            if carried.weight != 0 {
+                server.set_weight(carried.weight);
+            }
+        }
+    }
     for (listener, cfg) in bound {
         start_listener(&shared, listener, cfg);
     }
@@ -349,7 +364,22 @@ fn upgrade(
         .iter()
         .filter_map(|r| Some((r.name.clone(), r.bind, r.socket.as_ref()?.as_fd())))
         .collect();
-    match crate::handover::spawn_successor(exe, &sockets) {
+    // What the operator set through the admin API goes on as well.
+    let mut servers = Vec::new();
+    for (pool_name, pool) in &shared.pools.load().by_name {
+        for s in &pool.servers {
+            let (admin, weight) = s.overrides();
+            if admin.is_some() || weight != 0 {
+                servers.push(crate::handover::ServerOverride {
+                    pool: pool_name.clone(),
+                    server: s.spec.addr.clone(),
+                    admin,
+                    weight,
+                });
+            }
+        }
+    }
+    match crate::handover::spawn_successor(exe, &sockets, &servers) {
         Ok(successor) => {
             eprintln!(
                 "postern: upgrade: started {} (process {}), handing over {} listener(s)",

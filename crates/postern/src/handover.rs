@@ -28,6 +28,8 @@ const LISTEN_FDNAMES: &str = "POSTERN_LISTEN_FDNAMES";
 const LISTEN_BINDS: &str = "POSTERN_LISTEN_BINDS";
 const READY_FD: &str = "POSTERN_READY_FD";
 const UPGRADE_FROM: &str = "POSTERN_UPGRADE_FROM";
+/// Server states set through the admin API, which an upgrade keeps.
+const SERVER_STATES: &str = "POSTERN_SERVER_STATES";
 
 /// Environment of this process's own that programs it starts for other
 /// purposes (auth programs) must not see.
@@ -37,6 +39,7 @@ pub const PRIVATE_ENVIRONMENT: &[&str] = &[
     LISTEN_BINDS,
     READY_FD,
     UPGRADE_FROM,
+    SERVER_STATES,
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
@@ -74,6 +77,57 @@ pub struct Inherited {
     sockets: Vec<Socket>,
     /// The pipe to the process that started this one (on an upgrade).
     ready: Option<OwnedFd>,
+    /// What the admin API had set in that process.
+    pub servers: Vec<ServerOverride>,
+}
+
+/// A server's state or weight set through the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOverride {
+    pub pool: String,
+    pub server: String,
+    pub admin: Option<crate::reverse::spec::AdminState>,
+    /// 0: the configured weight.
+    pub weight: u32,
+}
+
+/// Records and their fields are kept apart by the ASCII separators, which
+/// no pool name or server address contains.
+const RECORD: char = '\u{1e}';
+const FIELD: char = '\u{1f}';
+
+fn encode_overrides(servers: &[ServerOverride]) -> String {
+    servers
+        .iter()
+        .map(|s| {
+            let admin = s.admin.map_or("-", |a| a.as_str());
+            format!(
+                "{}{FIELD}{}{FIELD}{admin}{FIELD}{}",
+                s.pool, s.server, s.weight
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(&RECORD.to_string())
+}
+
+fn decode_overrides(text: &str) -> Vec<ServerOverride> {
+    text.split(RECORD)
+        .filter_map(|record| {
+            let mut fields = record.split(FIELD);
+            let (pool, server, admin, weight) = (
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+            );
+            Some(ServerOverride {
+                pool: pool.to_string(),
+                server: server.to_string(),
+                admin: crate::reverse::spec::AdminState::parse(admin),
+                weight: weight.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 impl Inherited {
@@ -87,6 +141,7 @@ impl Inherited {
             source: Source::Upgrade,
             sockets: Vec::new(),
             ready: None,
+            servers: Vec::new(),
         };
         let parent = std::os::unix::process::parent_id().to_string();
         let fds = std::env::var(LISTEN_FDS).unwrap_or_default();
@@ -104,6 +159,7 @@ impl Inherited {
                 .ok()
                 .and_then(|fd| fd.parse::<RawFd>().ok())
                 .and_then(owned_if_open);
+            inherited.servers = decode_overrides(&std::env::var(SERVER_STATES).unwrap_or_default());
             return inherited;
         }
         if std::env::var_os(UPGRADE_FROM).is_some() {
@@ -253,6 +309,7 @@ pub struct Successor {
 pub fn spawn_successor(
     exe: &Path,
     sockets: &[(String, SocketAddr, BorrowedFd<'_>)],
+    servers: &[ServerOverride],
 ) -> io::Result<Successor> {
     let (read, write) = pipe()?;
     let fds: Vec<RawFd> = sockets.iter().map(|(_, _, fd)| fd.as_raw_fd()).collect();
@@ -281,6 +338,7 @@ pub fn spawn_successor(
         .env(LISTEN_FDS, list)
         .env(LISTEN_FDNAMES, names)
         .env(LISTEN_BINDS, binds)
+        .env(SERVER_STATES, encode_overrides(servers))
         .env(READY_FD, write.as_raw_fd().to_string())
         .env(UPGRADE_FROM, std::process::id().to_string())
         .env_remove("LISTEN_FDS")
@@ -404,4 +462,30 @@ pub fn notify_reloading() {
     }
     let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
     notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reverse::spec::AdminState;
+
+    #[test]
+    fn server_overrides_survive_the_environment() {
+        let servers = vec![
+            ServerOverride {
+                pool: "app".into(),
+                server: "10.0.0.1:80".into(),
+                admin: Some(AdminState::Drain),
+                weight: 0,
+            },
+            ServerOverride {
+                pool: "web pool".into(),
+                server: "[::1]:8080".into(),
+                admin: None,
+                weight: 7,
+            },
+        ];
+        assert_eq!(decode_overrides(&encode_overrides(&servers)), servers);
+        assert!(decode_overrides("").is_empty());
+    }
 }

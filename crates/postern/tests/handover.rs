@@ -393,3 +393,50 @@ async fn a_stop_during_an_upgrade_stops_the_new_process_and_refuses_clients() {
     let reply = slow.await.unwrap();
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
 }
+
+/// A server the operator drained through the admin API stays drained in the
+/// new process (it would otherwise take clients again after an upgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_keeps_the_server_states_set_through_the_admin_api() {
+    let (a, b) = (Origin::start().await, Origin::start().await);
+    let proxy = TestProxy::start(
+        BIN,
+        &format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\
+             [[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n\
+             [log]\naccess = \"off\"\n\
+             [[pool]]\nname = \"app\"\nservers = [\"{}\", \"{}\"]\n\
+             [[route]]\nlistener = \"web\"\npool = \"app\"\n",
+            a.addr(),
+            b.addr()
+        ),
+    );
+    let (web, admin) = (proxy.addr_of("web"), proxy.addr_of("admin"));
+    let drain = format!(
+        "POST /api/pools/app/servers/{}/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        a.addr()
+    );
+    let reply = fetch(admin, drain.as_bytes()).await.unwrap();
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+
+    proxy.signal(SIGUSR2);
+    let line = proxy.wait_for_stderr_line(|l| l.contains("accepts on the listeners now"), WAIT);
+    let _reap = Reap(successor(&line));
+    let proxy = Arc::new(proxy);
+    let exited = tokio::task::spawn_blocking({
+        let proxy = proxy.clone();
+        move || proxy.wait_exit(WAIT)
+    })
+    .await
+    .unwrap();
+    assert!(exited.is_some(), "{}", proxy.stderr());
+
+    let before = a.requests();
+    let request = b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for _ in 0..10 {
+        let reply = fetch(web, request).await.unwrap();
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    }
+    assert_eq!(a.requests(), before, "the drained server took clients");
+    assert!(b.requests() >= 10);
+}

@@ -105,6 +105,15 @@ impl ServerState {
         self.weight_override.store(weight, Ordering::Relaxed);
     }
 
+    /// What the admin API set (state, weight), for an upgrade to carry.
+    pub fn overrides(&self) -> (Option<AdminState>, u32) {
+        let admin = self
+            .admin_overridden
+            .load(Ordering::Relaxed)
+            .then(|| self.admin());
+        (admin, self.weight_override.load(Ordering::Relaxed))
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }

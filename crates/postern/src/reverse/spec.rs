@@ -54,6 +54,14 @@ pub enum AdminState {
 }
 
 impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maintenance => "maintenance",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<AdminState> {
         Some(match s {
             "ready" => AdminState::Ready,
