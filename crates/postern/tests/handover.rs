@@ -80,6 +80,23 @@ fn successor(line: &str) -> u32 {
         .unwrap_or_else(|| panic!("no process id in {line:?}"))
 }
 
+/// Sends SIGUSR2 and waits until the new process accepts and the old one
+/// has exited; the new one is killed when the returned guard goes.
+async fn upgrade_and_wait(proxy: TestProxy) -> (Arc<TestProxy>, Reap) {
+    proxy.signal(SIGUSR2);
+    let line = proxy.wait_for_stderr_line(|l| l.contains("accepts on the listeners now"), WAIT);
+    let reap = Reap(successor(&line));
+    let proxy = Arc::new(proxy);
+    let exited = tokio::task::spawn_blocking({
+        let proxy = proxy.clone();
+        move || proxy.wait_exit(WAIT)
+    })
+    .await
+    .unwrap();
+    assert!(exited.is_some(), "{}", proxy.stderr());
+    (proxy, reap)
+}
+
 /// SIGUSR2 starts the binary again with the listening sockets: clients
 /// connecting all along are never refused, the new configuration answers
 /// from then on, and the old process finishes its request in flight before
@@ -262,17 +279,7 @@ async fn socket_activation_serves_the_socket_systemd_hands_over() {
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
 
     // An upgrade hands the same socket on, matched by name again.
-    proxy.signal(SIGUSR2);
-    let line = proxy.wait_for_stderr_line(|l| l.contains("accepts on the listeners now"), WAIT);
-    let _reap = Reap(successor(&line));
-    let proxy = Arc::new(proxy);
-    let exited = tokio::task::spawn_blocking({
-        let proxy = proxy.clone();
-        move || proxy.wait_exit(WAIT)
-    })
-    .await
-    .unwrap();
-    assert!(exited.is_some(), "{}", proxy.stderr());
+    let (_proxy, _reap) = upgrade_and_wait(proxy).await;
     let reply = fetch(addr, &get(&origin, "/bytes/10")).await.unwrap();
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
 }
@@ -419,17 +426,7 @@ async fn an_upgrade_keeps_the_server_states_set_through_the_admin_api() {
     let reply = fetch(admin, drain.as_bytes()).await.unwrap();
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
 
-    proxy.signal(SIGUSR2);
-    let line = proxy.wait_for_stderr_line(|l| l.contains("accepts on the listeners now"), WAIT);
-    let _reap = Reap(successor(&line));
-    let proxy = Arc::new(proxy);
-    let exited = tokio::task::spawn_blocking({
-        let proxy = proxy.clone();
-        move || proxy.wait_exit(WAIT)
-    })
-    .await
-    .unwrap();
-    assert!(exited.is_some(), "{}", proxy.stderr());
+    let (_proxy, _reap) = upgrade_and_wait(proxy).await;
 
     let before = a.requests();
     let request = b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";

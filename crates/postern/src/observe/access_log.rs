@@ -489,7 +489,7 @@ fn field(s: &str) -> String {
 /// Text for the combined format, escaped as Apache escapes log items: `"`
 /// and `\` with a backslash, `\n`, `\r`, `\t`, and other control characters
 /// as `\xHH` (each byte of their UTF-8 form).
-fn clf_escape(s: &str) -> String {
+pub(super) fn clf_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

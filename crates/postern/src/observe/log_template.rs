@@ -156,9 +156,9 @@ impl Template {
     }
 
     /// One log line (with its newline). Text from the request is escaped as
-    /// nginx escapes it (`"` and `\` with a backslash, control characters as
-    /// `\xHH`), so no field can forge another or end the line; an absent
-    /// value is `-`.
+    /// in the combined format (`"` and `\` with a backslash, `\n`, `\r`,
+    /// `\t`, other control characters as `\xHH`), so no field can forge
+    /// another or end the line; an absent value is `-`.
     pub fn render(&self, e: &RequestCtx, duration: Duration) -> String {
         let mut out = String::with_capacity(200);
         for piece in self.0.iter() {
@@ -219,30 +219,14 @@ impl Template {
     }
 }
 
-/// A value from the request or configuration, escaped; `-` when absent or empty.
+/// A value from the request or configuration, escaped as in the combined
+/// format; `-` when absent or empty.
 fn text(out: &mut String, value: Option<&str>) -> std::fmt::Result {
     match value {
-        Some(v) if !v.is_empty() => {
-            for c in v.chars() {
-                match c {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    c if c.is_control() => {
-                        let mut buf = [0u8; 4];
-                        for b in c.encode_utf8(&mut buf).bytes() {
-                            write!(out, "\\x{b:02X}")?;
-                        }
-                    }
-                    c => out.push(c),
-                }
-            }
-            Ok(())
-        }
-        _ => {
-            out.push('-');
-            Ok(())
-        }
+        Some(v) if !v.is_empty() => out.push_str(&super::access_log::clf_escape(v)),
+        _ => out.push('-'),
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -272,7 +256,7 @@ mod tests {
         let line = t.render(&entry(), Duration::from_millis(45));
         assert_eq!(
             line,
-            "192.0.2.7:40000 - \"GET http://example.com/a\\\"b HTTP/1.1\" 200 1234B 80 1700000000.123 0.045 198.51.100.1:80 TCP_MISS HIER_DIRECT/198.51.100.1 \"curl/8\\x0A\" - $\n"
+            "192.0.2.7:40000 - \"GET http://example.com/a\\\"b HTTP/1.1\" 200 1234B 80 1700000000.123 0.045 198.51.100.1:80 TCP_MISS HIER_DIRECT/198.51.100.1 \"curl/8\\n\" - $\n"
         );
         assert!(t.wants_request_fields());
         assert!(!Template::parse("$status").unwrap().wants_request_fields());
