@@ -556,8 +556,10 @@ fn reload_with(
             for w in &new.warnings {
                 eprintln!("{w}");
             }
-            if new.log.access != current.log.access || new.log.format != current.log.format {
-                eprintln!("postern: access log changes take effect after a restart");
+            if !shared.log.runs(&new.log) {
+                eprintln!(
+                    "postern: access log changes (target, format) take effect after a restart or an upgrade"
+                );
             }
             if new.cache.is_some() != current.cache.is_some()
                 || new.cache.as_ref().map(|c| (&c.memory, &c.disk))

@@ -173,6 +173,48 @@ async fn custom_format_writes_the_template() {
     );
 }
 
+/// A reload cannot change the running log's format: lines keep their
+/// format (and its fields) until a restart, and the warning says so only
+/// when the file differs from what runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_running_log_format_whole() {
+    let origin = Origin::start().await;
+    let custom = config(
+        "[log]\naccess = \"{dir}/access.log\"\nformat = \"custom\"\ntemplate = '$request_uri ua=\"$http_user_agent\"'\n",
+    );
+    let proxy = TestProxy::start(BIN, &custom);
+    let path = proxy.dir().join("postern.toml");
+    let dir = proxy.dir().to_string_lossy().into_owned();
+    std::fs::write(
+        &path,
+        config("[log]\naccess = \"{dir}/access.log\"\nformat = \"squid\"\n").replace("{dir}", &dir),
+    )
+    .unwrap();
+    proxy.signal(SIGHUP);
+    proxy.wait_for_stderr_line(|l| l.contains("configuration reloaded"), WAIT);
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nUser-Agent: kept/1\r\nConnection: close\r\n\r\n",
+        origin.url("/bytes/6")
+    );
+    raw_exchange(proxy.addr(), req.as_bytes(), WAIT).await;
+    let line = proxy.wait_for_file_line("access.log", |l| l.contains("/bytes/6"), WAIT);
+    assert!(line.ends_with(" ua=\"kept/1\""), "{line}");
+    // Back to the file it runs with: no warning this time.
+    std::fs::write(&path, custom.replace("{dir}", &dir)).unwrap();
+    proxy.signal(SIGHUP);
+    let deadline = std::time::Instant::now() + WAIT;
+    while proxy.stderr().matches("configuration reloaded").count() < 2
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let warnings = proxy
+        .stderr()
+        .matches("take effect after a restart")
+        .count();
+    assert_eq!(warnings, 1, "{}", proxy.stderr());
+}
+
 /// `access = "syslog:udp://..."` sends each line as one syslog message,
 /// with the configured facility and Postern's tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

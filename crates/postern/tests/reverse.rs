@@ -229,10 +229,18 @@ response_set = {{ "X-Frame-Options" = "DENY" }}
 /// A route with `redirect` answers itself, as nginx's `return 301`: the
 /// Location is built from the request, keep-alive is kept when nothing is
 /// left unread, and HTTP/2 clients get the same answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redirect_routes_answer_without_a_server() {
-    let origin = Origin::start().await;
-    let toml = format!(
+/// `one_response`, boxed: the test below awaits many, and debug builds
+/// keep every await's state on the test thread's stack.
+async fn one_response_boxed(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+) -> (common::Response, common::Conn) {
+    Box::pin(one_response(addr, request)).await
+}
+
+/// A reverse listener with two redirect routes and one to a pool (h2c too).
+fn redirect_config(origin: &Origin) -> String {
+    format!(
         r#"[[listener]]
 name = "web"
 bind = "127.0.0.1:0"
@@ -262,12 +270,17 @@ listener = "web"
 pool = "www"
 "#,
         origin.addr()
-    );
-    let proxy = start(&toml);
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_routes_answer_without_a_server() {
+    let origin = Origin::start().await;
+    let proxy = start(&redirect_config(&origin));
     let mut conn = common::Conn::connect(proxy.addr()).await;
     conn.send(b"GET /a/b?c=1%20 HTTP/1.1\r\nHost: Old.Example.Test:8080\r\n\r\n")
         .await;
-    let first = conn.read_response(false).await;
+    let first = Box::pin(conn.read_response(false)).await;
     assert_eq!(first.status, 301, "{}", first.head);
     assert_eq!(
         first.header("location").as_deref(),
@@ -280,7 +293,7 @@ pool = "www"
     // The connection stays open for the next request, a HEAD.
     conn.send(b"HEAD /moved/x HTTP/1.1\r\nHost: Site.Test\r\n\r\n")
         .await;
-    let second = conn.read_response(true).await;
+    let second = Box::pin(conn.read_response(true)).await;
     assert_eq!(second.status, 308, "{}", second.head);
     assert_eq!(
         second.header("location").as_deref(),
@@ -290,12 +303,45 @@ pool = "www"
     // A body the redirect leaves unread ends the connection.
     conn.send(b"POST /moved/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello")
         .await;
-    let third = conn.read_response(false).await;
+    let third = Box::pin(conn.read_response(false)).await;
     assert_eq!(third.status, 308);
     assert_eq!(third.header("connection").as_deref(), Some("close"));
     assert!(conn.closes_within(T).await);
     assert_eq!(origin.requests(), 0);
 
+    // HTTP/1.0 keep-alive is kept, and said so.
+    let mut conn = common::Conn::connect(proxy.addr()).await;
+    for _ in 0..2 {
+        conn.send(b"GET /moved/y HTTP/1.0\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n")
+            .await;
+        let r = Box::pin(conn.read_response(false)).await;
+        assert_eq!(r.status, 308, "{}", r.head);
+        assert_eq!(r.header("connection").as_deref(), Some("keep-alive"));
+    }
+    // Without a host, `$host` would be empty and `http:///evil.example/`
+    // a redirect to the host of the client's choosing: 400 instead.
+    for request in [
+        &b"GET /moved//evil.example/ HTTP/1.0\r\n\r\n"[..],
+        b"GET /moved//evil.example/ HTTP/1.1\r\nHost: :80\r\nConnection: close\r\n\r\n",
+    ] {
+        let (r, _) = one_response_boxed(proxy.addr(), request).await;
+        assert_eq!(r.status, 400, "{}", r.head);
+        assert!(r.header("location").is_none());
+    }
+    // Other requests still reach the pool.
+    let (other, _) = one_response_boxed(
+        proxy.addr(),
+        b"GET /status/200 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(other.status, 200);
+}
+
+/// The same redirects over HTTP/2, HEAD included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_routes_answer_http2_clients() {
+    let origin = Origin::start().await;
+    let proxy = start(&redirect_config(&origin));
     let f = common::curl_fetch_async(&[
         "--http2-prior-knowledge",
         "-H",
@@ -308,15 +354,20 @@ pool = "www"
         f.header("location").as_deref(),
         Some("https://new.example.test/h2?x")
     );
+    // HEAD over HTTP/2: the length, no content (which would be a protocol error).
+    let f = common::curl_fetch_async(&[
+        "--http2-prior-knowledge",
+        "-I",
+        "-H",
+        "Host: old.example.test",
+        &format!("http://{}/h2head", proxy.addr()),
+    ])
+    .await;
+    assert_eq!((f.exit, f.status), (0, 301), "{}", f.stderr);
+    assert!(f.header("content-length").is_some(), "{}", f.headers);
     let line = common::wait_log_line(&proxy, &["/h2?x"]);
     assert!(line.contains(" TCP_REDIRECT/301 "), "{line}");
-    // Other requests still reach the pool.
-    let (other, _) = one_response(
-        proxy.addr(),
-        b"GET /status/200 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(other.status, 200);
+    assert_eq!(origin.requests(), 0);
 }
 
 /// RFC 9112 §3.2.2: an absolute-form target's host wins over Host. Routes

@@ -574,6 +574,30 @@ fn route_redirect(r: &RawRoute, p: &mut Vec<Problem>) -> Option<RouteRedirect> {
         ));
     }
     let to = r.redirect.as_ref()?;
+    // Nothing goes to a server, and the answer is Postern's own.
+    let rewrites = [
+        (
+            "request_set",
+            r.request_set.values().next().map(|v| v.span()),
+        ),
+        ("request_remove", r.request_remove.first().map(|v| v.span())),
+        (
+            "response_set",
+            r.response_set.values().next().map(|v| v.span()),
+        ),
+        (
+            "response_remove",
+            r.response_remove.first().map(|v| v.span()),
+        ),
+    ];
+    for (key, span) in rewrites {
+        if let Some(span) = span {
+            p.push(Problem::new(
+                span,
+                format!("`{key}` does not apply to a route that redirects"),
+            ));
+        }
+    }
     let status = match &r.redirect_status {
         None => 301,
         Some(s) if [301, 302, 303, 307, 308].contains(s.get_ref()) => *s.get_ref() as u16,

@@ -255,8 +255,10 @@ fn syslog_destinations_are_checked() {
         e[0].starts_with("p.toml:2:10: cannot reach syslog at /nonexistent/log.sock"),
         "{e:?}"
     );
-    let e = errors("[log]\naccess = \"syslog:udp://logs.example:514\"\n");
+    let e =
+        errors("[log]\naccess = \"syslog:udp://logs.example:514\"\nsyslog_facility = \"local1\"\n");
     assert!(e[0].contains("needs an IP address and a port"), "{e:?}");
+    assert_eq!(e.len(), 1, "{e:?}");
     let e =
         errors("[log]\naccess = \"syslog:udp://127.0.0.1:514\"\nsyslog_facility = \"local9\"\n");
     assert!(
@@ -294,6 +296,14 @@ fn redirect_routes_are_checked() {
     ));
     assert!(
         e[0].starts_with("p.toml:11:19: `redirect_status` is one of"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{head}redirect = \"https://x/\"\nresponse_set = {{ \"Strict-Transport-Security\" = \"max-age=1\" }}\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("`response_set` does not apply to a route that redirects"),
         "{e:?}"
     );
     let e = errors(&format!("{head}pool = \"www\"\nredirect_status = 301\n"));

@@ -439,8 +439,13 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             }
         },
     };
+    let to_syslog = raw
+        .log
+        .access
+        .as_ref()
+        .is_some_and(|a| crate::observe::syslog::parse_destination(a.get_ref()).is_some());
     if let Some(f) = &raw.log.syslog_facility
-        && !matches!(access, AccessLogTarget::Syslog(_))
+        && !to_syslog
     {
         p.push(Problem::new(
             f.span(),

@@ -68,7 +68,12 @@ pub async fn serve<IO>(
                     ctx.url = "-".into();
                     ctx.record_error(&e);
                     shared.finish(&ctx);
-                    error_response(&shared.config(), &e)
+                    let response = error_response(&shared.config(), &e);
+                    if req.method() == Method::HEAD {
+                        without_body(response)
+                    } else {
+                        response
+                    }
                 }
             };
             Ok::<_, Infallible>(response)
@@ -123,7 +128,8 @@ async fn handle(
     ctx.version = "HTTP/2";
     ctx.method = req.method().to_string();
     ctx.url = crate::forward::target::without_password(&req.uri().to_string()).into_owned();
-    if cfg.log.format.wants_request_fields() {
+    let head_only = req.method() == Method::HEAD;
+    if shared.log.wants_request_fields() {
         let text = |name| {
             req.headers()
                 .get(name)
@@ -154,13 +160,18 @@ async fn handle(
         ctx,
         &mut tunnel,
     );
-    let response = match routed.await {
+    let mut response = match routed.await {
         Ok(r) => r,
         Err(e) => {
             ctx.record_error(&e);
             error_response(&cfg, &e)
         }
     };
+    // RFC 9110 §9.3.2: no content in answer to HEAD (pages the proxy makes
+    // itself have some; over HTTP/2 it would be a protocol error).
+    if head_only {
+        response = without_body(response);
+    }
     if tunnel.is_none() && !waits {
         finish_reading(body).await;
     }
@@ -373,6 +384,21 @@ fn error_response(cfg: &Config, err: &ProxyError) -> Response<Body> {
         }
     }
     r
+}
+
+/// The response without its content, its length kept in Content-Length.
+fn without_body(response: Response<Body>) -> Response<Body> {
+    use hyper::body::Body as _;
+    let (mut parts, body) = response.into_parts();
+    if let Some(n) = body.size_hint().exact()
+        && n > 0
+        && !parts.headers.contains_key(hyper::header::CONTENT_LENGTH)
+    {
+        parts
+            .headers
+            .insert(hyper::header::CONTENT_LENGTH, n.into());
+    }
+    Response::from_parts(parts, full(Bytes::new()))
 }
 
 fn full(text: impl Into<Bytes>) -> Body {
@@ -812,10 +838,12 @@ async fn reverse(
         } else {
             "http"
         };
-        let location = redirect.location(scheme, &host, head.target());
+        let location = redirect.location(scheme, &host, head.target())?;
         crate::reverse::redirected(ctx, redirect.status);
         let page = crate::reverse::redirect_page(&location);
-        ctx.bytes_out += page.len() as u64;
+        if !head.is_method("HEAD") {
+            ctx.bytes_out += page.len() as u64;
+        }
         let mut response = Response::new(full(page));
         *response.status_mut() =
             hyper::StatusCode::from_u16(redirect.status).unwrap_or(hyper::StatusCode::FOUND);

@@ -187,7 +187,7 @@ async fn handle(
         "HTTP/1.1"
     };
     ctx.bytes_in = head.raw.len() as u64;
-    if cfg.log.format.wants_request_fields() {
+    if shared.log.wants_request_fields() {
         ctx.referer = head
             .first("referer")
             .map(|v| String::from_utf8_lossy(v).into_owned());

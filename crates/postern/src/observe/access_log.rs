@@ -34,6 +34,8 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(5);
 pub struct AccessLog {
     handle: Option<Arc<Handle>>,
     format: LogFormat,
+    /// Where and how it writes: a reload does not change it.
+    started: Option<Arc<LogConfig>>,
 }
 
 /// Shared by the clones of one [`AccessLog`]; when the last one goes, the
@@ -173,12 +175,19 @@ impl Queue {
 
 impl AccessLog {
     pub fn start(config: &LogConfig) -> io::Result<AccessLog> {
+        let mut log = AccessLog::open(config)?;
+        log.started = Some(Arc::new(config.clone()));
+        Ok(log)
+    }
+
+    fn open(config: &LogConfig) -> io::Result<AccessLog> {
         let format = config.format.clone();
         let sink = match &config.access {
             AccessLogTarget::Off => {
                 return Ok(AccessLog {
                     handle: None,
                     format,
+                    started: None,
                 });
             }
             AccessLogTarget::Stdout => Output::Stdout,
@@ -215,11 +224,26 @@ impl AccessLog {
         Ok(AccessLog {
             handle: Some(Arc::new(Handle { queue })),
             format,
+            started: None,
         })
     }
 
     pub fn enabled(&self) -> bool {
         self.handle.is_some()
+    }
+
+    /// Whether the lines show the request's Referer and User-Agent, which
+    /// must then be kept for them.
+    pub fn wants_request_fields(&self) -> bool {
+        self.handle.is_some() && self.format.wants_request_fields()
+    }
+
+    /// Whether this log writes as `config` says (a reload cannot change
+    /// the target or format of a running log).
+    pub fn runs(&self, config: &LogConfig) -> bool {
+        self.started
+            .as_deref()
+            .is_none_or(|s| s.access == config.access && s.format == config.format)
     }
 
     /// Writes the line for a finished request or tunnel, from its context.
@@ -471,7 +495,7 @@ fn format_entry(format: &LogFormat, e: &RequestCtx, duration: Duration) -> Strin
 /// A space-free field for the Squid format: spaces and controls
 /// percent-encoded. A `%` stays as it is: URLs arrive encoded already, and
 /// Squid's tools read them as the client sent them.
-fn field(s: &str) -> String {
+pub(super) fn field(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c == ' ' || c.is_control() {
@@ -498,7 +522,8 @@ pub(super) fn clf_escape(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
+            // Line and paragraph separators end a line for some readers.
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
                     let _ = write!(out, "\\x{b:02x}");

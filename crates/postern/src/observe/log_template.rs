@@ -190,10 +190,10 @@ impl Template {
                 Var::DurationMs => write!(out, "{}", duration.as_millis()),
                 Var::RemoteAddr => write!(out, "{}", e.client.ip()),
                 Var::RemotePort => write!(out, "{}", e.client.port()),
-                Var::RemoteUser => text(&mut out, e.user.as_deref()),
-                Var::Listener => text(&mut out, Some(&e.listener)),
-                Var::RequestMethod => text(&mut out, Some(&e.method)),
-                Var::RequestUri => text(&mut out, Some(&e.url)),
+                Var::RemoteUser => word(&mut out, e.user.as_deref()),
+                Var::Listener => word(&mut out, Some(&e.listener)),
+                Var::RequestMethod => word(&mut out, Some(&e.method)),
+                Var::RequestUri => word(&mut out, Some(&e.url)),
                 Var::ServerProtocol => write!(out, "{}", e.version),
                 Var::Status => write!(out, "{}", e.status),
                 Var::BytesSent => write!(out, "{}", e.bytes_out),
@@ -217,6 +217,13 @@ impl Template {
         out.push('\n');
         out
     }
+}
+
+/// A value that is one word in every format (a user name, a method, a
+/// URL): spaces percent-encoded as well, as the squid format writes them,
+/// so it cannot pass for several fields when the template leaves it unquoted.
+fn word(out: &mut String, value: Option<&str>) -> std::fmt::Result {
+    text(out, value.map(super::access_log::field).as_deref())
 }
 
 /// A value from the request or configuration, escaped as in the combined
@@ -259,6 +266,13 @@ mod tests {
             "192.0.2.7:40000 - \"GET http://example.com/a\\\"b HTTP/1.1\" 200 1234B 80 1700000000.123 0.045 198.51.100.1:80 TCP_MISS HIER_DIRECT/198.51.100.1 \"curl/8\\n\" - $\n"
         );
         assert!(t.wants_request_fields());
+        // A user name with spaces cannot pass for several fields.
+        let mut e = entry();
+        e.user = Some("eve - [01/Jan/2020".into());
+        let line = Template::parse("$remote_user [$status]")
+            .unwrap()
+            .render(&e, Duration::ZERO);
+        assert_eq!(line, "eve%20-%20[01/Jan/2020 [200]\n");
         assert!(!Template::parse("$status").unwrap().wants_request_fields());
     }
 

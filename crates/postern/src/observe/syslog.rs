@@ -96,14 +96,22 @@ enum Socket {
 impl Syslog {
     pub fn open(target: &SyslogTarget) -> io::Result<Syslog> {
         let socket = match &target.destination {
-            SyslogDestination::Unix(path) => Socket::Unix(UnixDatagram::unbound()?, path.clone()),
+            SyslogDestination::Unix(path) => {
+                let socket = UnixDatagram::unbound()?;
+                // A syslog daemon that stops reading must not stop the
+                // writer: what it cannot take is counted as lost.
+                socket.set_nonblocking(true)?;
+                Socket::Unix(socket, path.clone())
+            }
             SyslogDestination::Udp(addr) => {
                 let local: SocketAddr = if addr.is_ipv6() {
                     "[::]:0".parse().expect("literal")
                 } else {
                     "0.0.0.0:0".parse().expect("literal")
                 };
-                Socket::Udp(UdpSocket::bind(local)?, *addr)
+                let socket = UdpSocket::bind(local)?;
+                socket.set_nonblocking(true)?;
+                Socket::Udp(socket, *addr)
             }
         };
         Ok(Syslog {
@@ -126,7 +134,7 @@ impl Syslog {
             self.datagram.extend_from_slice(stamp.as_bytes());
             self.datagram.extend_from_slice(self.origin.as_bytes());
             self.datagram
-                .extend_from_slice(&line[..line.len().min(MAX_LINE)]);
+                .extend_from_slice(&line[..cut_at(line, MAX_LINE)]);
             let sent = match &self.socket {
                 Socket::Unix(s, path) => s.send_to(&self.datagram, path),
                 Socket::Udp(s, addr) => s.send_to(&self.datagram, addr),
@@ -140,6 +148,20 @@ impl Syslog {
         }
         failed.map_or(Ok(()), Err)
     }
+}
+
+/// Where to cut `line` to at most `max` bytes without splitting a UTF-8
+/// character.
+fn cut_at(line: &[u8], max: usize) -> usize {
+    if line.len() <= max {
+        return line.len();
+    }
+    let mut end = max;
+    // Continuation bytes are 0b10xxxxxx.
+    while end > 0 && line[end] & 0xc0 == 0x80 {
+        end -= 1;
+    }
+    end
 }
 
 /// `Mmm dd hh:mm:ss` in local time, as RFC 3164 §4.1.2 writes it (a space
@@ -191,6 +213,26 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon that stops reading costs lines (counted), never the writer.
+    #[test]
+    fn a_stalled_receiver_loses_lines_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("postern-syslog-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.sock");
+        let _server = UnixDatagram::bind(&path).unwrap();
+        let mut log = Syslog::open(&SyslogTarget {
+            destination: SyslogDestination::Unix(path),
+            facility: 16,
+        })
+        .unwrap();
+        let batch = "a line\n".repeat(500);
+        let (lost, e) = log.send_lines(batch.as_bytes()).unwrap_err();
+        assert!(lost > 0 && lost <= 500, "{lost}");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn destinations() {
@@ -244,6 +286,11 @@ mod tests {
         assert!(next().ends_with("]: second"));
         let cut = next();
         assert_eq!(cut.split("]: ").nth(1).unwrap(), "x".repeat(MAX_LINE));
+        // A character is not split at the cut.
+        let mut wide = "x".repeat(MAX_LINE - 1).into_bytes();
+        wide.extend_from_slice("é".as_bytes());
+        assert_eq!(cut_at(&wide, MAX_LINE), MAX_LINE - 1);
+        assert_eq!(cut_at(b"short", MAX_LINE), 5);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

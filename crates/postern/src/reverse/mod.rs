@@ -113,11 +113,17 @@ pub async fn serve(
         "http"
     };
     if let Some(redirect) = &route.redirect {
-        let location = redirect.location(scheme, &host, head.target());
+        let location = redirect.location(scheme, &host, head.target())?;
         let head_only = head.is_method("HEAD");
         // A request body is left unread: the connection ends with the answer.
         let keep = body == BodyKind::None && conn.persistent(head.minor);
-        let answer = redirect_response(redirect.status, &location, head_only, !keep);
+        let connection = match (keep, head.minor) {
+            (false, _) => Some("close"),
+            // An HTTP/1.0 client keeps the connection only when told so.
+            (true, 0) => Some("keep-alive"),
+            (true, _) => None,
+        };
+        let answer = redirect_response(redirect.status, &location, head_only, connection);
         redirected(ctx, redirect.status);
         if !client.send(&answer, cfg.timeouts.io).await {
             return Ok(false);
@@ -857,17 +863,27 @@ pub(crate) fn redirect_page(location: &str) -> String {
     format!("<html><body><a href=\"{escaped}\">{escaped}</a></body></html>\n")
 }
 
-/// An HTTP/1.1 redirect to `location`.
-fn redirect_response(status: u16, location: &str, head_only: bool, close: bool) -> Vec<u8> {
+/// An HTTP/1.1 redirect to `location`, with `Connection: {connection}`.
+fn redirect_response(
+    status: u16,
+    location: &str,
+    head_only: bool,
+    connection: Option<&str>,
+) -> Vec<u8> {
     let page = redirect_page(location);
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nDate: {}\r\nLocation: {location}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n{}\r\n",
+        "HTTP/1.1 {status} {}\r\nDate: {}\r\nLocation: {location}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n",
         crate::error::reason_phrase(status),
         crate::observe::time::http_date(std::time::SystemTime::now()),
         page.len(),
-        if close { "Connection: close\r\n" } else { "" },
-    )
-    .into_bytes();
+    );
+    if let Some(connection) = connection {
+        out.push_str("Connection: ");
+        out.push_str(connection);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
     if !head_only {
         out.extend_from_slice(page.as_bytes());
     }

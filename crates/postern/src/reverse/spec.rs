@@ -207,14 +207,29 @@ impl RouteRedirect {
 
     /// The `Location`: `$scheme` (`http` or `https`), `$host` (the request's
     /// host, lowercase, without port) and `$request_uri` (path and query as
-    /// the client wrote them; checked already to hold no space or control).
-    pub fn location(&self, scheme: &str, host: &str, request_uri: &str) -> String {
-        expand(&self.to, |name, out| match name {
+    /// the client wrote them; checked already to hold no space or control;
+    /// `/` for `OPTIONS *`). A request without a host cannot fill `$host`:
+    /// an empty one would make `https:///evil.example/` of a path, which
+    /// browsers read as a host of the client's choosing.
+    pub fn location(
+        &self,
+        scheme: &str,
+        host: &str,
+        request_uri: &str,
+    ) -> Result<String, crate::error::ProxyError> {
+        if host.is_empty() && (self.to.contains("$host") || self.to.contains("${host}")) {
+            return Err(crate::error::ProxyError::new(
+                crate::error::ErrorKind::BadRequest,
+                "a redirect to the request's host needs a Host",
+            ));
+        }
+        let request_uri = if request_uri == "*" { "/" } else { request_uri };
+        Ok(expand(&self.to, |name, out| match name {
             "scheme" => out.push_str(scheme),
             "host" => out.push_str(host),
             "request_uri" => out.push_str(request_uri),
             _ => {}
-        })
+        }))
     }
 }
 
