@@ -365,6 +365,14 @@ async fn redirect_routes_answer_http2_clients() {
     .await;
     assert_eq!((f.exit, f.status), (0, 301), "{}", f.stderr);
     assert!(f.header("content-length").is_some(), "{}", f.headers);
+    // Error pages too (here: a target with an encoded control character).
+    let f = common::curl_fetch_async(&[
+        "--http2-prior-knowledge",
+        "-I",
+        &format!("http://{}/%00", proxy.addr()),
+    ])
+    .await;
+    assert_eq!((f.exit, f.status), (0, 400), "{}", f.stderr);
     let line = common::wait_log_line(&proxy, &["/h2?x"]);
     assert!(line.contains(" TCP_REDIRECT/301 "), "{line}");
     assert_eq!(origin.requests(), 0);
