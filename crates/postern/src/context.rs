@@ -31,6 +31,8 @@ pub struct RequestCtx {
     pub user: Option<Arc<str>>,
     /// The rule or limit that refused the request, for the JSON log.
     pub rule: Option<String>,
+    /// The id a reverse listener gave the request (`request_id`).
+    pub request_id: Option<Box<str>>,
 }
 
 impl RequestCtx {
@@ -56,6 +58,7 @@ impl RequestCtx {
             error: None,
             user: None,
             rule: None,
+            request_id: None,
         }
     }
 

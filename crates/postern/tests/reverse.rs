@@ -378,6 +378,104 @@ async fn redirect_routes_answer_http2_clients() {
     assert_eq!(origin.requests(), 0);
 }
 
+/// `request_id` gives each request an id, sent to the server and logged:
+/// a new one unless a trusted balancer in front sent a well-formed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_carry_an_id_to_the_server_and_the_log() {
+    let origin = Origin::start().await;
+    let proxy = start(&format!(
+        r#"[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+mode = "reverse"
+request_id = "X-Request-ID"
+h2c = true
+
+[[listener]]
+name = "behind"
+bind = "127.0.0.1:0"
+mode = "reverse"
+request_id = "X-Request-ID"
+trusted_proxies = ["127.0.0.0/8"]
+
+[log]
+access = "{{dir}}/access.log"
+format = "custom"
+template = "$listener $request_uri id=$request_id"
+
+[[pool]]
+name = "app"
+servers = ["{}"]
+
+[[route]]
+listener = "web"
+pool = "app"
+
+[[route]]
+listener = "behind"
+pool = "app"
+"#,
+        origin.addr()
+    ));
+    let seen_id = |body: &[u8]| {
+        let text = String::from_utf8_lossy(body).into_owned();
+        let ids: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("x-request-id: ").map(str::to_string))
+            .collect();
+        assert_eq!(ids.len(), 1, "{text}");
+        ids[0].clone()
+    };
+    let ask = |listener: &'static str, path: &'static str, sent: &'static str| {
+        let addr = proxy.addr_of(listener);
+        async move {
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n{sent}Connection: close\r\n\r\n");
+            let (r, _) = Box::pin(one_response(addr, req.as_bytes())).await;
+            r
+        }
+    };
+    // Untrusted clients get a new id, whatever they sent.
+    let first = seen_id(
+        &ask("web", "/headers?1", "X-Request-ID: forged\r\n")
+            .await
+            .body,
+    );
+    let second = seen_id(&ask("web", "/headers?2", "").await.body);
+    for id in [&first, &second] {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+    assert_ne!(first, second);
+    let line = common::wait_log_line(&proxy, &["/headers?1 "]);
+    assert_eq!(line, format!("web /headers?1 id={first}"));
+    // HTTP/2 clients too.
+    let f = common::curl_fetch_async(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "X-Request-ID: forged",
+        &format!("http://{}/headers?h2", proxy.addr_of("web")),
+    ])
+    .await;
+    let over_h2 = seen_id(&f.body);
+    assert!(over_h2.len() == 32 && over_h2 != first, "{over_h2}");
+    // Behind a trusted balancer, its id goes on; a malformed one does not.
+    let kept = seen_id(
+        &ask("behind", "/headers?3", "X-Request-ID: lb-42.a:b\r\n")
+            .await
+            .body,
+    );
+    assert_eq!(kept, "lb-42.a:b");
+    let replaced = seen_id(
+        &ask("behind", "/headers?4", "X-Request-ID: two words\r\n")
+            .await
+            .body,
+    );
+    assert_eq!(replaced.len(), 32, "{replaced}");
+    let line = common::wait_log_line(&proxy, &["/headers?3 "]);
+    assert_eq!(line, "behind /headers?3 id=lb-42.a:b");
+}
+
 /// RFC 9112 §3.2.2: an absolute-form target's host wins over Host. Routes
 /// match that host and the path, and the server gets origin form, so naming
 /// one host in Host and another in the target cannot walk around a route.

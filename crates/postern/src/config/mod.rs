@@ -180,6 +180,8 @@ pub struct ListenerConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Reverse: add X-Forwarded-For/-Proto/-Host and Forwarded.
     pub forwarded_headers: bool,
+    /// Reverse: the field that carries each request's id to servers.
+    pub request_id: Option<String>,
     /// Forward: the pool of parent proxies traffic goes through.
     pub parent: Option<String>,
     /// Peers allowed to send a PROXY protocol header; `None`: not expected.

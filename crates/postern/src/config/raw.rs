@@ -81,6 +81,8 @@ pub struct RawListener {
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     /// Reverse listeners: add X-Forwarded-For/-Proto/-Host and Forwarded.
     pub forwarded_headers: Option<bool>,
+    /// Reverse listeners: the field carrying each request's id to servers.
+    pub request_id: Option<Spanned<String>>,
     /// Forward listeners: send traffic through this pool of parent proxies.
     pub parent: Option<Spanned<String>>,
     /// Expect a PROXY protocol header (v1 or v2) on every connection.

@@ -137,6 +137,28 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             }),
         };
         let trusted_proxies = cidrs(p, l.trusted_proxies.as_ref(), false);
+        let request_id = l.request_id.as_ref().and_then(|field| {
+            let name = field.get_ref();
+            if mode != Some(Mode::Reverse) {
+                p.push(Problem::new(
+                    field.span(),
+                    "`request_id` applies to reverse listeners",
+                ));
+                None
+            } else if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            {
+                p.push(Problem::new(
+                    field.span(),
+                    "`request_id` is a header field name, as \"X-Request-ID\"",
+                ));
+                None
+            } else {
+                Some(name.clone())
+            }
+        });
         if let Some(parent) = &l.parent {
             if mode != Some(Mode::Forward) {
                 p.push(Problem::new(
@@ -185,6 +207,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             anonymity,
             trusted_proxies,
             forwarded_headers: l.forwarded_headers.unwrap_or(true),
+            request_id,
             parent: l.parent.as_ref().map(|x| x.get_ref().clone()),
             proxy_protocol,
             tls,
@@ -203,6 +226,7 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
             anonymity: Anonymity::default(),
             trusted_proxies: Vec::new(),
             forwarded_headers: true,
+            request_id: None,
             parent: None,
             proxy_protocol: None,
             tls: None,

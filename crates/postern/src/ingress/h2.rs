@@ -832,6 +832,7 @@ async fn reverse(
     )
     .await?;
     ctx.user = admission.user.clone();
+    ctx.request_id = crate::reverse::request_id(listener, head, peer.ip());
     if let Some(redirect) = &route.redirect {
         let scheme = if listener.tls.is_some() {
             "https"
@@ -919,6 +920,7 @@ async fn reverse(
         // h2c is cleartext: the scheme is the listener's.
         (peer.ip(), listener.tls.is_some()),
         authority,
+        ctx.request_id.as_deref(),
     );
     let bytes = match &miss {
         Some(miss) => miss.conditional(bytes),

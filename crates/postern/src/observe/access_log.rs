@@ -468,7 +468,7 @@ fn format_entry(format: &LogFormat, e: &RequestCtx, duration: Duration) -> Strin
         LogFormat::Json => {
             let _ = write!(
                 s,
-                "{{\"time\":\"{}\",\"duration_ms\":{},\"client\":\"{}\",\"user\":{},\"listener\":{},\"method\":{},\"url\":{},\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"upstream\":{},\"result\":\"{}\",\"aborted\":{},\"content_type\":{},\"error\":{},\"rule\":{}}}",
+                "{{\"time\":\"{}\",\"duration_ms\":{},\"client\":\"{}\",\"user\":{},\"listener\":{},\"method\":{},\"url\":{},\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"upstream\":{},\"result\":\"{}\",\"aborted\":{},\"content_type\":{},\"error\":{},\"rule\":{},\"request_id\":{}}}",
                 time::rfc3339(e.start),
                 duration.as_millis(),
                 e.client.ip(),
@@ -485,6 +485,7 @@ fn format_entry(format: &LogFormat, e: &RequestCtx, duration: Duration) -> Strin
                 json_opt(e.content_type.as_deref()),
                 json_opt(e.error),
                 json_opt(e.rule.as_deref()),
+                json_opt(e.request_id.as_deref()),
             );
             s.push('\n');
         }

@@ -47,6 +47,7 @@ enum Var {
     UserAgent,
     ProxyStatus,
     Rule,
+    RequestId,
 }
 
 /// Every variable, by name.
@@ -74,6 +75,7 @@ const VARIABLES: &[(&str, Var)] = &[
     ("http_user_agent", Var::UserAgent),
     ("proxy_status", Var::ProxyStatus),
     ("rule", Var::Rule),
+    ("request_id", Var::RequestId),
 ];
 
 /// Why a template was refused.
@@ -212,6 +214,7 @@ impl Template {
                 Var::UserAgent => text(&mut out, e.user_agent.as_deref()),
                 Var::ProxyStatus => text(&mut out, e.error),
                 Var::Rule => text(&mut out, e.rule.as_deref()),
+                Var::RequestId => text(&mut out, e.request_id.as_deref()),
             };
         }
         out.push('\n');

@@ -94,6 +94,7 @@ pub async fn serve(
         route,
         (client.peer.ip(), tls_client),
         &host,
+        ctx.request_id.as_deref(),
     );
     let head_bytes = match &miss {
         Some(miss) => miss.conditional(head_bytes),

@@ -107,6 +107,7 @@ pub async fn upgrade(
         route,
         (peer.ip(), true),
         authority,
+        ctx.request_id.as_deref(),
     );
     // A sticky session's cookie comes along with the WebSocket.
     let sticky = pool

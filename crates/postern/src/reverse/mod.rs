@@ -107,6 +107,7 @@ pub async fn serve(
     )
     .await?;
     ctx.user = admission.user.clone();
+    ctx.request_id = request_id(listener, head, client.peer.ip());
     let scheme = if listener.tls.is_some() {
         "https"
     } else {
@@ -355,6 +356,7 @@ pub fn refresh_stale(
         route,
         (peer.ip(), tls),
         &host_of(head, &pool.servers[index].spec.addr),
+        request_id(listener, head, peer.ip()).as_deref(),
     );
     let head_bytes = crate::cache::refresh::request_head(upstream, &stale);
     let http2 = pool.spec.http2;
@@ -661,6 +663,7 @@ pub async fn dispatch_covered(
                     matches!(client.stream, ClientStream::Tls(_)),
                 ),
                 &host_of(head, &server.spec.addr),
+                ctx.request_id.as_deref(),
             ),
             Via::Parent { target, .. } => {
                 let origin_form = upstream_head(cfg, &out, target, upgrade, client.peer.ip());
@@ -960,6 +963,7 @@ pub fn reverse_head(
     route: &RouteSpec,
     (peer, tls): (IpAddr, bool),
     host: &str,
+    request_id: Option<&str>,
 ) -> Vec<u8> {
     let peer = canonical(peer);
     let trusted = listener.trusted_proxies.iter().any(|c| c.contains(peer));
@@ -983,6 +987,14 @@ pub fn reverse_head(
         Known::XForwardedFor | Known::Forwarded if forwarded => FieldFate::Drop,
         Known::XForwardedProto | Known::XForwardedHost if forwarded && !trusted => FieldFate::Drop,
         _ if conn.drops(f, name) => FieldFate::Drop,
+        // Restated below (the client's own when it was kept).
+        _ if listener
+            .request_id
+            .as_deref()
+            .is_some_and(|field| name.eq_ignore_ascii_case(field.as_bytes())) =>
+        {
+            FieldFate::Drop
+        }
         _ => route.rewrite.request_field(name),
     });
     for (name, value) in route.rewrite.added_fields(|n| head.has(n)) {
@@ -1018,9 +1030,55 @@ pub fn reverse_head(
             push_field(&mut out, b"X-Forwarded-Host", host.as_bytes());
         }
     }
+    if let (Some(field), Some(id)) = (&listener.request_id, request_id) {
+        push_field(&mut out, field.as_bytes(), id.as_bytes());
+    }
     push_next_hop_fields(&mut out, head, upgrade, body, had_length);
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// The id of a request on a listener with `request_id`: the one a trusted
+/// balancer in front sent (so one id follows the request through both),
+/// else a new one. An id is 1 to 128 letters, digits and `-._:`, which no
+/// log format needs to escape.
+pub(crate) fn request_id(
+    listener: &ListenerConfig,
+    head: &RequestHead,
+    peer: IpAddr,
+) -> Option<Box<str>> {
+    let field = listener.request_id.as_deref()?;
+    let peer = canonical(peer);
+    if listener.trusted_proxies.iter().any(|c| c.contains(peer))
+        && let Some(sent) = head.first(&field.to_ascii_lowercase())
+        && (1..=128).contains(&sent.len())
+        && sent
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(b))
+    {
+        return Some(String::from_utf8_lossy(sent).into());
+    }
+    Some(new_request_id().into())
+}
+
+/// 32 hex digits: a per-process random half and a counter, so ids never
+/// repeat within a process and are not guessable across processes.
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicU64;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{prefix:016x}{:016x}",
+        balance::hash64(&n.to_le_bytes()) ^ n
+    )
 }
 
 /// An origin-form head rewritten for an HTTP parent: absolute-form target
