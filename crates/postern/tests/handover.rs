@@ -437,3 +437,25 @@ async fn an_upgrade_keeps_the_server_states_set_through_the_admin_api() {
     assert_eq!(a.requests(), before, "the drained server took clients");
     assert!(b.requests() >= 10);
 }
+
+/// `POST /api/upgrade` on the admin listener starts an upgrade as SIGUSR2 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_starts_an_upgrade() {
+    let proxy = TestProxy::start(
+        BIN,
+        "[[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n[log]\naccess = \"off\"\n",
+    );
+    let request =
+        b"POST /api/upgrade HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let reply = fetch(proxy.addr(), request).await.unwrap();
+    assert_eq!(reply.status(), Some(202), "{}", reply.text());
+    let line = proxy.wait_for_stderr_line(|l| l.contains("accepts on the listeners now"), WAIT);
+    let _reap = Reap(successor(&line));
+    let health = fetch(
+        proxy.addr(),
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(health.status(), Some(200), "{}", health.text());
+}
