@@ -373,9 +373,23 @@ async fn redirect_routes_answer_http2_clients() {
     ])
     .await;
     assert_eq!((f.exit, f.status), (0, 400), "{}", f.stderr);
+    // A server's own answer to HEAD keeps the length it gave.
+    let f = common::curl_fetch_async(&[
+        "--http2-prior-knowledge",
+        "-I",
+        &format!("http://{}/bytes/100", proxy.addr()),
+    ])
+    .await;
+    assert_eq!((f.exit, f.status), (0, 200), "{}", f.stderr);
+    assert_eq!(
+        f.header("content-length").as_deref(),
+        Some("100"),
+        "{}",
+        f.headers
+    );
     let line = common::wait_log_line(&proxy, &["/h2?x"]);
     assert!(line.contains(" TCP_REDIRECT/301 "), "{line}");
-    assert_eq!(origin.requests(), 0);
+    assert_eq!(origin.requests(), 1);
 }
 
 /// `request_id` gives each request an id, sent to the server and logged:
