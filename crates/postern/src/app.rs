@@ -220,21 +220,7 @@ async fn serve(
         .resolver
         .set_hosts(shared.config().egress.hosts.clone());
     start_pools(&shared, &shared.config());
-    // Server states the previous process's operator set (on an upgrade).
-    for carried in &inherited.servers {
-        let pools = shared.pools.load();
-        let server = pools
-            .get(&carried.pool)
-            .and_then(|p| p.servers.iter().find(|s| s.spec.addr == carried.server));
-        if let Some(server) = server {
-            if let Some(state) = carried.admin {
-                server.set_admin(state);
-            }
-            if carried.weight != 0 {
-                server.set_weight(carried.weight);
-            }
-        }
-    }
+    restore_server_overrides(&shared, &inherited.servers);
     for (listener, cfg) in bound {
         start_listener(&shared, listener, cfg);
     }
@@ -364,21 +350,7 @@ fn upgrade(
         .iter()
         .filter_map(|r| Some((r.name.clone(), r.bind, r.socket.as_ref()?.as_fd())))
         .collect();
-    // What the operator set through the admin API goes on as well.
-    let mut servers = Vec::new();
-    for (pool_name, pool) in &shared.pools.load().by_name {
-        for s in &pool.servers {
-            let (admin, weight) = s.overrides();
-            if admin.is_some() || weight != 0 {
-                servers.push(crate::handover::ServerOverride {
-                    pool: pool_name.clone(),
-                    server: s.spec.addr.clone(),
-                    admin,
-                    weight,
-                });
-            }
-        }
-    }
+    let servers = server_overrides(shared);
     match crate::handover::spawn_successor(exe, &sockets, &servers) {
         Ok(successor) => {
             eprintln!(
@@ -399,6 +371,44 @@ fn upgrade(
                 exe.display()
             );
             None
+        }
+    }
+}
+
+/// What the operator set through the admin API, for an upgrade to carry.
+fn server_overrides(shared: &Shared) -> Vec<crate::handover::ServerOverride> {
+    let mut servers = Vec::new();
+    for (pool_name, pool) in &shared.pools.load().by_name {
+        for s in &pool.servers {
+            let (admin, weight) = s.overrides();
+            if admin.is_some() || weight != 0 {
+                servers.push(crate::handover::ServerOverride {
+                    pool: pool_name.clone(),
+                    server: s.spec.addr.clone(),
+                    admin,
+                    weight,
+                });
+            }
+        }
+    }
+    servers
+}
+
+/// After an upgrade: the states the previous process's operator set, on
+/// the servers the configuration still has.
+fn restore_server_overrides(shared: &Shared, carried: &[crate::handover::ServerOverride]) {
+    let pools = shared.pools.load();
+    for c in carried {
+        let server = pools
+            .get(&c.pool)
+            .and_then(|p| p.servers.iter().find(|s| s.spec.addr == c.server));
+        if let Some(server) = server {
+            if let Some(state) = c.admin {
+                server.set_admin(state);
+            }
+            if c.weight != 0 {
+                server.set_weight(c.weight);
+            }
         }
     }
 }
