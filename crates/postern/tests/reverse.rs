@@ -424,6 +424,8 @@ servers = ["{}"]
 [[route]]
 listener = "web"
 pool = "app"
+# The listener sets the id: a route's rule for the same field gives way.
+request_set = {{ "X-Request-ID" = "static" }}
 
 [[route]]
 listener = "behind"
@@ -449,12 +451,15 @@ pool = "app"
             r
         }
     };
-    // Untrusted clients get a new id, whatever they sent.
-    let first = seen_id(
-        &ask("web", "/headers?1", "X-Request-ID: forged\r\n")
-            .await
-            .body,
-    );
+    // Untrusted clients get a new id, whatever they sent, in any spelling.
+    let reply = ask(
+        "web",
+        "/headers?1",
+        "X-Request-ID: forged\r\nX_Request_ID: forged\r\n",
+    )
+    .await;
+    let first = seen_id(&reply.body);
+    assert!(!String::from_utf8_lossy(&reply.body).contains("forged"));
     let second = seen_id(&ask("web", "/headers?2", "").await.body);
     for id in [&first, &second] {
         assert_eq!(id.len(), 32, "{id}");

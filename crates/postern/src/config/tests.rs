@@ -321,3 +321,24 @@ fn the_error_page_must_be_readable() {
         "{e:?}"
     );
 }
+
+#[test]
+fn request_ids_take_a_field_of_their_own() {
+    let head = "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n";
+    for field in [
+        "Content-Length",
+        "transfer_encoding",
+        "Host",
+        "Proxy-Authorization",
+        "X-Forwarded-For",
+        "X Id",
+    ] {
+        let e = errors(&format!("{head}request_id = \"{field}\"\n"));
+        assert!(
+            e[0].contains("`request_id` is a header field name of its own"),
+            "{field}: {e:?}"
+        );
+    }
+    let e = errors("[[listener]]\nbind = \"127.0.0.1:0\"\nrequest_id = \"X-Request-ID\"\n");
+    assert!(e[0].contains("applies to reverse listeners"), "{e:?}");
+}

@@ -149,10 +149,11 @@ pub fn validate(raw: RawConfig, path: Option<&Path>, text: &str) -> Result<Confi
                 || !name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                || managed_field(name)
             {
                 p.push(Problem::new(
                     field.span(),
-                    "`request_id` is a header field name, as \"X-Request-ID\"",
+                    "`request_id` is a header field name of its own, as \"X-Request-ID\" (not one the proxy manages: Host, framing, hop-by-hop, Via, Forwarded, X-Forwarded-*)",
                 ));
                 None
             } else {
@@ -912,4 +913,34 @@ pub fn duration_or(
             default
         }
     }
+}
+
+/// A field the proxy writes itself, which `request_id` cannot name (`_`
+/// read as `-`, as servers may).
+fn managed_field(name: &str) -> bool {
+    const MANAGED: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "forwarded",
+        "via",
+    ];
+    let folded: String = name
+        .chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    MANAGED.contains(&folded.as_str())
+        || folded.starts_with("proxy-")
+        || folded.starts_with("x-forwarded-")
 }

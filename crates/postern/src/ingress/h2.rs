@@ -897,8 +897,8 @@ async fn reverse(
                             head,
                             (listener, route),
                             &pool,
-                            stale,
-                            req_cc,
+                            (stale, req_cc),
+                            ctx.request_id.as_deref(),
                         );
                     }
                     let response = h2_limits::limit(cfg, &admission.buckets, response);

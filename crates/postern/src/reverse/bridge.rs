@@ -67,8 +67,8 @@ pub async fn serve(
                             head,
                             (listener, route),
                             pool,
-                            stale,
-                            req_cc,
+                            (stale, req_cc),
+                            ctx.request_id.as_deref(),
                         );
                     }
                     // A body sent with a GET is not read: the connection ends.

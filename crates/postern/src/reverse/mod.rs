@@ -177,6 +177,7 @@ pub async fn serve(
         return origin_done(done);
     };
     let ends = (client.peer, client.stream.local_addr().ok());
+    let id = ctx.request_id.clone();
     let refresh = |stale, req_cc| {
         refresh_stale(
             cfg,
@@ -185,8 +186,8 @@ pub async fn serve(
             head,
             (listener, route),
             &pool,
-            stale,
-            req_cc,
+            (stale, req_cc),
+            id.as_deref(),
         );
     };
     let to = (&via, &pool, &admission, &route.rewrite);
@@ -327,8 +328,11 @@ pub fn refresh_stale(
     head: &RequestHead,
     (listener, route): (&ListenerConfig, &RouteSpec),
     pool: &Arc<Pool>,
-    stale: Arc<crate::cache::store::Entry>,
-    req_cc: crate::cache::policy::Directives,
+    (stale, req_cc): (
+        Arc<crate::cache::store::Entry>,
+        crate::cache::policy::Directives,
+    ),
+    request_id: Option<&str>,
 ) {
     let Some(cache) = &shared.cache else {
         return;
@@ -356,7 +360,9 @@ pub fn refresh_stale(
         route,
         (peer.ip(), tls),
         &host_of(head, &pool.servers[index].spec.addr),
-        request_id(listener, head, peer.ip()).as_deref(),
+        // The client request's: the server's log then names a request the
+        // access log has.
+        request_id,
     );
     let head_bytes = crate::cache::refresh::request_head(upstream, &stale);
     let http2 = pool.spec.http2;
@@ -987,17 +993,27 @@ pub fn reverse_head(
         Known::XForwardedFor | Known::Forwarded if forwarded => FieldFate::Drop,
         Known::XForwardedProto | Known::XForwardedHost if forwarded && !trusted => FieldFate::Drop,
         _ if conn.drops(f, name) => FieldFate::Drop,
-        // Restated below (the client's own when it was kept).
+        // Restated below (the client's own when it was kept), in any
+        // spelling a server might read as the same field.
         _ if listener
             .request_id
             .as_deref()
-            .is_some_and(|field| name.eq_ignore_ascii_case(field.as_bytes())) =>
+            .is_some_and(|field| same_field(name, field.as_bytes())) =>
         {
             FieldFate::Drop
         }
         _ => route.rewrite.request_field(name),
     });
     for (name, value) in route.rewrite.added_fields(|n| head.has(n)) {
+        // The request's id is the listener's to set.
+        if request_id.is_some()
+            && listener
+                .request_id
+                .as_deref()
+                .is_some_and(|field| same_field(name.as_bytes(), field.as_bytes()))
+        {
+            continue;
+        }
         push_field(&mut out, name.as_bytes(), value.as_bytes());
     }
     if forwarded {
@@ -1036,6 +1052,19 @@ pub fn reverse_head(
     push_next_hop_fields(&mut out, head, upgrade, body, had_length);
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// Field names a server may take for the same one: case aside, and `_`
+/// for `-` (CGI-style servers read both as `HTTP_X_REQUEST_ID`).
+fn same_field(a: &[u8], b: &[u8]) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 
 /// The id of a request on a listener with `request_id`: the one a trusted
