@@ -49,6 +49,15 @@ pub struct Shared {
     active: Arc<AtomicUsize>,
     /// Running listeners: name → (bind, mode, stop signal).
     running: std::sync::Mutex<Vec<Running>>,
+    upgrades: Upgrades,
+}
+
+/// Upgrades (SIGUSR2, the admin API): where the binary is, the process one
+/// started until it accepts, and where its outcome goes.
+struct Upgrades {
+    exe: std::io::Result<std::path::PathBuf>,
+    starting: std::sync::Mutex<Option<u32>>,
+    outcome: tokio::sync::mpsc::UnboundedSender<std::result::Result<u32, String>>,
 }
 
 struct Running {
@@ -176,6 +185,7 @@ async fn serve(
     }
     let log = AccessLog::start(&config.log).context("cannot open the access log")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (outcome, mut successor_ready) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         connector: Arc::new(Connector::new(
             Arc::new(Resolver::from_system()),
@@ -210,6 +220,11 @@ async fn serve(
         shutdown: shutdown_rx,
         active: Arc::new(AtomicUsize::new(0)),
         running: std::sync::Mutex::new(Vec::new()),
+        upgrades: Upgrades {
+            exe,
+            starting: std::sync::Mutex::new(None),
+            outcome,
+        },
         config: ArcSwap::from_pointee(config),
     });
     if let Some(disk) = shared.cache.as_ref().and_then(|c| c.disk.as_ref()) {
@@ -234,9 +249,6 @@ async fn serve(
         }
     });
 
-    let (handed_over, mut successor_ready) = tokio::sync::mpsc::unbounded_channel();
-    // The process an upgrade started, until it accepts (or fails).
-    let mut starting: Option<u32> = None;
     let mut handed = false;
     loop {
         tokio::select! {
@@ -244,12 +256,13 @@ async fn serve(
             _ = int.recv() => break,
             _ = hup.recv() => reload(&shared),
             _ = usr1.recv() => shared.log.reopen(),
-            _ = usr2.recv() => match starting {
-                Some(pid) => eprintln!("postern: upgrade already under way (process {pid})"),
-                None => starting = upgrade(&shared, exe.as_deref(), handed_over.clone()),
-            },
+            _ = usr2.recv() => {
+                if let Err(why) = start_upgrade(&shared) {
+                    eprintln!("postern: {why}");
+                }
+            }
             Some(outcome) = successor_ready.recv() => {
-                starting = None;
+                *shared.upgrades.starting.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 match outcome {
                     Ok(pid) => {
                         eprintln!("postern: upgrade: process {pid} accepts on the listeners now; this one stops");
@@ -266,6 +279,11 @@ async fn serve(
 
     // Stopped while an upgrade was starting: the service stops, so the new
     // process must not go on serving.
+    let starting = *shared
+        .upgrades
+        .starting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(pid) = starting {
         eprintln!("postern: stopping process {pid}, started by an upgrade that had not finished");
         #[allow(unsafe_code)]
@@ -329,20 +347,35 @@ fn start_pools(shared: &Shared, cfg: &Config) {
     shared.pools.store(Arc::new(pools));
 }
 
-/// SIGUSR2: starts the binary again with the listening sockets; the outcome
-/// arrives on `outcome` (the new process's id once it accepts on them all).
-/// The id of the process started, if one was.
-fn upgrade(
-    shared: &Shared,
-    exe: Result<&std::path::Path, &std::io::Error>,
-    outcome: tokio::sync::mpsc::UnboundedSender<std::result::Result<u32, String>>,
-) -> Option<u32> {
+/// SIGUSR2 and `POST /api/upgrade`: starts the binary again with the
+/// listening sockets; the outcome arrives in the signal loop. The new
+/// process's id, or why none was started (one is starting already, this
+/// process is stopping, the binary cannot be run).
+pub fn start_upgrade(shared: &Shared) -> std::result::Result<u32, String> {
+    if shutting_down() {
+        return Err("upgrade refused: this process is stopping".into());
+    }
+    let mut starting = shared
+        .upgrades
+        .starting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(pid) = *starting {
+        return Err(format!("upgrade already under way (process {pid})"));
+    }
+    let pid = upgrade(shared)?;
+    *starting = Some(pid);
+    Ok(pid)
+}
+
+fn upgrade(shared: &Shared) -> std::result::Result<u32, String> {
     use std::os::fd::AsFd;
-    let exe = match exe {
+    let exe = match &shared.upgrades.exe {
         Ok(exe) => exe,
         Err(e) => {
-            eprintln!("postern: upgrade failed: cannot tell where this binary is: {e}");
-            return None;
+            return Err(format!(
+                "upgrade failed: cannot tell where this binary is: {e}"
+            ));
         }
     };
     let running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -360,18 +393,16 @@ fn upgrade(
                 sockets.len()
             );
             let pid = successor.pid;
+            let outcome = shared.upgrades.outcome.clone();
             tokio::spawn(async move {
                 let _ = outcome.send(successor.ready().await);
             });
-            Some(pid)
+            Ok(pid)
         }
-        Err(e) => {
-            eprintln!(
-                "postern: upgrade failed: cannot start {}: {e}",
-                exe.display()
-            );
-            None
-        }
+        Err(e) => Err(format!(
+            "upgrade failed: cannot start {}: {e}",
+            exe.display()
+        )),
     }
 }
 

@@ -438,19 +438,48 @@ async fn an_upgrade_keeps_the_server_states_set_through_the_admin_api() {
     assert!(b.requests() >= 10);
 }
 
-/// `POST /api/upgrade` on the admin listener starts an upgrade as SIGUSR2 does.
+/// `POST /api/upgrade` on the admin listener starts an upgrade as SIGUSR2
+/// does, and says when it cannot (one is under way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_starts_an_upgrade() {
-    let proxy = TestProxy::start(
-        BIN,
-        "[[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n[log]\naccess = \"off\"\n",
+    let admin = "[[listener]]\nname = \"admin\"\nbind = \"127.0.0.1:0\"\nmode = \"admin\"\n[log]\naccess = \"off\"\n";
+    let proxy = TestProxy::start(BIN, admin);
+    // The new process waits to read a blocklist from a pipe: the upgrade
+    // stays under way until the test writes it.
+    let fifo = proxy.dir().join("list.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
     );
+    std::fs::write(
+        proxy.dir().join("postern.toml"),
+        format!(
+            "{admin}[[blocklist]]\nname = \"slow\"\nfile = \"{}\"\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
     let request =
         b"POST /api/upgrade HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let reply = fetch(proxy.addr(), request).await.unwrap();
     assert_eq!(reply.status(), Some(202), "{}", reply.text());
-    let line = proxy.wait_for_stderr_line(|l| l.contains("accepts on the listeners now"), WAIT);
-    let _reap = Reap(successor(&line));
+    let _reap = Reap(successor(&reply.text()));
+    let again = fetch(proxy.addr(), request).await.unwrap();
+    assert_eq!(again.status(), Some(409), "{}", again.text());
+    assert!(
+        again.text().contains("already under way"),
+        "{}",
+        again.text()
+    );
+
+    tokio::task::spawn_blocking(move || std::fs::write(fifo, "ads.example\n"))
+        .await
+        .unwrap()
+        .unwrap();
+    proxy.wait_for_stderr_line(|l| l.contains("accepts on the listeners now"), WAIT);
     let health = fetch(
         proxy.addr(),
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

@@ -246,27 +246,18 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
             Ok(msg) => respond(StatusCode::OK, "text/plain", msg),
             Err(msg) => respond(StatusCode::UNPROCESSABLE_ENTITY, "text/plain", msg),
         },
-        // As SIGUSR2: the outcome comes later (this process stops once the
-        // new one accepts), so it is reported on stderr, not here.
-        (Method::POST, ["api", "upgrade"]) => {
-            #[allow(unsafe_code)]
-            // SAFETY: kill only sends a signal, here to this very process,
-            // whose handler for it is installed before any listener runs.
-            let sent = unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) } == 0;
-            if sent {
-                respond(
-                    StatusCode::ACCEPTED,
-                    "text/plain",
-                    "upgrade started: a new process takes over once it accepts (see the log on stderr)\n",
-                )
-            } else {
-                respond(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    "cannot start the upgrade\n",
-                )
-            }
-        }
+        // As SIGUSR2: whether the new process takes over is known later
+        // (this process then stops), so that goes to stderr, not here.
+        (Method::POST, ["api", "upgrade"]) => match crate::app::start_upgrade(shared) {
+            Ok(pid) => respond(
+                StatusCode::ACCEPTED,
+                "text/plain",
+                format!(
+                    "upgrade started: process {pid} takes over once it accepts on the listeners (see stderr)\n"
+                ),
+            ),
+            Err(why) => respond(StatusCode::CONFLICT, "text/plain", format!("{why}\n")),
+        },
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
