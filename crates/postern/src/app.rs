@@ -580,6 +580,18 @@ pub fn reload_now(shared: &Arc<Shared>) -> std::result::Result<String, String> {
     let Some(path) = current.source.clone() else {
         return Err("postern: reload ignored: running with the built-in configuration\n".into());
     };
+    // A new listener bound now could hold a port the starting process needs
+    // (it reads the same file): the upgrade applies the file anyway.
+    if let Some(pid) = *shared
+        .upgrades
+        .starting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+    {
+        return Err(format!(
+            "postern: reload refused: an upgrade is under way (process {pid} reads the configuration)\n"
+        ));
+    }
     crate::handover::notify_reloading();
     let outcome = reload_with(shared, &current, &path);
     crate::handover::notify("READY=1");

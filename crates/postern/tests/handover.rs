@@ -474,6 +474,16 @@ async fn the_admin_api_starts_an_upgrade() {
         "{}",
         again.text()
     );
+    // A reload meanwhile could take ports the new process needs.
+    let reload =
+        b"POST /api/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let refused = fetch(proxy.addr(), reload).await.unwrap();
+    assert_eq!(refused.status(), Some(422), "{}", refused.text());
+    assert!(
+        refused.text().contains("an upgrade is under way"),
+        "{}",
+        refused.text()
+    );
 
     tokio::task::spawn_blocking(move || std::fs::write(fifo, "ads.example\n"))
         .await
