@@ -389,6 +389,16 @@ async fn redirect_routes_answer_http2_clients() {
     );
     let line = common::wait_log_line(&proxy, &["/h2?x"]);
     assert!(line.contains(" TCP_REDIRECT/301 "), "{line}");
+    // The bytes column counts the page once.
+    let location = "https://new.example.test/h2?x";
+    let page = format!("<html><body><a href=\"{location}\">{location}</a></body></html>\n");
+    let bytes = line
+        .split(" TCP_REDIRECT/301 ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next();
+    assert_eq!(bytes, Some(page.len().to_string().as_str()), "{line}");
     assert_eq!(origin.requests(), 1);
 }
 

@@ -841,10 +841,8 @@ async fn reverse(
         };
         let location = redirect.location(scheme, &host, head.target())?;
         crate::reverse::redirected(ctx, redirect.status);
+        // (Its bytes are counted as they are sent, as for every answer.)
         let page = crate::reverse::redirect_page(&location);
-        if !head.is_method("HEAD") {
-            ctx.bytes_out += page.len() as u64;
-        }
         let mut response = Response::new(full(page));
         *response.status_mut() =
             hyper::StatusCode::from_u16(redirect.status).unwrap_or(hyper::StatusCode::FOUND);
