@@ -279,12 +279,7 @@ async fn serve(
 
     // Stopped while an upgrade was starting: the service stops, so the new
     // process must not go on serving.
-    let starting = *shared
-        .upgrades
-        .starting
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(pid) = starting {
+    if let Some(pid) = upgrade_starting(&shared) {
         eprintln!("postern: stopping process {pid}, started by an upgrade that had not finished");
         #[allow(unsafe_code)]
         // SAFETY: kill only sends a signal; the process is this one's child
@@ -345,6 +340,15 @@ fn start_pools(shared: &Shared, cfg: &Config) {
         crate::reverse::health::spawn(pool, shared.connector.clone());
     }
     shared.pools.store(Arc::new(pools));
+}
+
+/// The process an upgrade started, while it has not taken over yet.
+pub fn upgrade_starting(shared: &Shared) -> Option<u32> {
+    *shared
+        .upgrades
+        .starting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// SIGUSR2 and `POST /api/upgrade`: starts the binary again with the
@@ -582,12 +586,7 @@ pub fn reload_now(shared: &Arc<Shared>) -> std::result::Result<String, String> {
     };
     // A new listener bound now could hold a port the starting process needs
     // (it reads the same file): the upgrade applies the file anyway.
-    if let Some(pid) = *shared
-        .upgrades
-        .starting
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-    {
+    if let Some(pid) = upgrade_starting(shared) {
         return Err(format!(
             "postern: reload refused: an upgrade is under way (process {pid} reads the configuration)\n"
         ));

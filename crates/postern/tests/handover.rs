@@ -484,6 +484,10 @@ async fn the_admin_api_starts_an_upgrade() {
         "{}",
         refused.text()
     );
+    // So is a server state change, which the new process would not have.
+    let drain = b"POST /api/pools/app/servers/127.0.0.1:9/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let refused = fetch(proxy.addr(), drain).await.unwrap();
+    assert_eq!(refused.status(), Some(409), "{}", refused.text());
 
     tokio::task::spawn_blocking(move || std::fs::write(fifo, "ads.example\n"))
         .await

@@ -271,6 +271,17 @@ fn server_action(
     action: &str,
     query: &str,
 ) -> Response<Full<Bytes>> {
+    // The starting process took the states as they were: a change now
+    // would be lost when it takes over.
+    if let Some(pid) = crate::app::upgrade_starting(shared) {
+        return respond(
+            StatusCode::CONFLICT,
+            "text/plain",
+            format!(
+                "an upgrade is under way (process {pid}): change the server once it has taken over\n"
+            ),
+        );
+    }
     let pools = shared.pools.load();
     let Some(p) = pools.get(pool) else {
         return respond(StatusCode::NOT_FOUND, "text/plain", "no such pool\n");
