@@ -8,7 +8,7 @@ mod proxy;
 mod raw;
 mod tls;
 
-pub use origin::{Origin, SeenRequest, pattern_bytes};
+pub use origin::{Origin, SeenRequest, pattern_bytes, text_bytes};
 pub use proxy::{ListenerInfo, TestProxy, check_config};
 pub use raw::{RawOrigin, RawReply, raw_exchange};
 pub use tls::{TestCa, TlsOrigin};

@@ -7,6 +7,7 @@
 //! | path            | behaviour |
 //! |-----------------|-----------|
 //! | `/bytes/N`      | `N` bytes of [`pattern_bytes`], `Content-Length`, `application/octet-stream`; `status=NNN` overrides the status |
+//! | `/text/N`       | `N` bytes of [`text_bytes`] as `text/html` (`type=` another), `ETag: "text-N"`, `Accept-Ranges`; `chunked` streams it without a length; `status=NNN` |
 //! | `/chunked/N`    | the same bytes, chunked (16 KiB chunks), then trailer `x-trailer: done` (hyper only emits the trailer when the request carries `TE: trailers`) |
 //! | `/status/CODE`  | that status with body `status CODE` (empty for 1xx/204/304) |
 //! | `/headers`      | `text/plain`: first line is the method, then one `name: value` line per request header |
@@ -316,6 +317,11 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Response<RespBody> {
             HeaderValue::from_str(&etag).expect("quoted tag"),
         );
         r
+    } else if let Some(n) = path.strip_prefix("/text/") {
+        match n.parse::<usize>() {
+            Ok(n) => page_response(n, &params),
+            Err(_) => not_found(),
+        }
     } else if let Some(n) = path.strip_prefix("/chunked/") {
         match n.parse::<usize>() {
             Ok(n) => chunked_response(n),
@@ -456,6 +462,62 @@ fn text_response(status: StatusCode, text: impl Into<String>) -> Response<RespBo
 
 fn not_found() -> Response<RespBody> {
     text_response(StatusCode::NOT_FOUND, "not found")
+}
+
+/// `/text/N`: [`text_bytes`] as `text/html` (`type=` another type), with a
+/// strong ETag and `Accept-Ranges`; `chunked` sends it in 4 KiB frames
+/// without a length; `status=NNN` overrides the status.
+fn page_response(n: usize, params: &[(String, String)]) -> Response<RespBody> {
+    let data = Bytes::from(text_bytes(n));
+    let chunked = params.iter().any(|(k, _)| k == "chunked");
+    let mut r = if chunked {
+        let frames = data.chunks(4096).map(|c| Frame::data(data.slice_ref(c)));
+        Response::new(
+            FrameQueue {
+                frames: frames.collect(),
+            }
+            .boxed_unsync(),
+        )
+    } else {
+        let mut r = Response::new(full(data));
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        r
+    };
+    let media = params
+        .iter()
+        .find(|(k, _)| k == "type")
+        .map_or("text/html; charset=utf-8", |(_, v)| v.as_str());
+    if let Ok(v) = HeaderValue::from_str(media) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"text-{n}\"")) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(status) = params
+        .iter()
+        .filter(|(k, _)| k == "status")
+        .find_map(|(_, v)| StatusCode::from_bytes(v.as_bytes()).ok())
+    {
+        *r.status_mut() = status;
+    }
+    r
+}
+
+/// Readable text of `n` bytes, numbered lines that compress well.
+pub fn text_bytes(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 64);
+    let mut line = 0;
+    while out.len() < n {
+        out.extend_from_slice(
+            format!("<p>line {line}: the quick brown fox jumps over the lazy dog</p>\n").as_bytes(),
+        );
+        line += 1;
+    }
+    out.truncate(n);
+    out
 }
 
 fn chunked_response(n: usize) -> Response<RespBody> {

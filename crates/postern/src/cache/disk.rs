@@ -514,6 +514,7 @@ mod tests {
             age_value: 0,
             lifetime: 60,
             targeted: false,
+            gzipped: Default::default(),
         }
     }
 

@@ -18,6 +18,8 @@ use crate::http1::RequestHead;
 use crate::http1::head::push_field;
 use crate::http1::head::{Fields, ResponseHead};
 use crate::ingress::Client;
+use crate::reverse::compress::{self, Verdict};
+use postern_policy::headers::FieldFate;
 
 /// What the exchange must do for the cache.
 pub struct Ticket {
@@ -416,6 +418,7 @@ pub(crate) fn clone_entry(e: &Entry) -> Entry {
         age_value: e.age_value,
         lifetime: e.lifetime,
         targeted: e.targeted,
+        gzipped: Default::default(),
     }
 }
 
@@ -537,6 +540,82 @@ impl<'e> StoredAnswer<'e> {
     }
 }
 
+/// What the route's compression does to a stored response served whole or
+/// as 304: gzip (the encoded body made once per entry), a weak ETag and
+/// `Vary: Accept-Encoding`. Ranges are served from the stored bytes.
+struct StoredEncoding {
+    verdict: Verdict,
+    whole: bool,
+    level: u32,
+    weak_etag: Option<String>,
+    add_vary: bool,
+}
+
+impl StoredEncoding {
+    fn new(req: &Outbound<'_>, entry: &Entry, status: u16) -> StoredEncoding {
+        let verdict = match req.compress {
+            Some(settings) if status == entry.status || status == 304 => {
+                let head = req.head;
+                let accepts =
+                    head.minor >= 1 && compress::accepts_gzip(head.values("accept-encoding"));
+                settings.verdict(accepts, &compress::stored_facts(entry))
+            }
+            _ => Verdict::Leave,
+        };
+        let compressed = verdict == Verdict::Compress;
+        StoredEncoding {
+            verdict,
+            whole: compressed && status == entry.status,
+            level: req.compress.map_or(1, |c| c.level),
+            weak_etag: compressed
+                .then(|| entry.header("etag").and_then(compress::weakened))
+                .flatten()
+                .map(|w| String::from_utf8_lossy(&w).into_owned()),
+            add_vary: verdict != Verdict::Leave
+                && !compress::varies_on_encoding(
+                    entry
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| n.eq_ignore_ascii_case("vary"))
+                        .map(|(_, v)| v.as_ref()),
+                ),
+        }
+    }
+
+    fn body(&self, entry: &Entry, answer: &StoredAnswer<'_>) -> Bytes {
+        if !self.whole {
+            return answer.body.clone();
+        }
+        entry
+            .gzipped
+            .get_or_init(|| compress::Gzip::whole(self.level, &entry.body).into())
+            .clone()
+    }
+
+    fn field<'s>(&'s self, name: &str, _value: &[u8]) -> FieldFate<'s> {
+        if self.verdict != Verdict::Compress {
+            return FieldFate::Keep;
+        }
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if self.whole && (is("content-encoding") || is("accept-ranges")) {
+            return FieldFate::Drop;
+        }
+        match &self.weak_etag {
+            Some(weak) if is("etag") => FieldFate::Replace(weak),
+            _ => FieldFate::Keep,
+        }
+    }
+
+    fn push_fields(&self, out: &mut Vec<u8>) {
+        if self.add_vary {
+            out.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+        }
+        if self.whole {
+            out.extend_from_slice(b"Content-Encoding: gzip\r\n");
+        }
+    }
+}
+
 /// Writes a stored response to the client: Age (§5.1), Cache-Status, and
 /// the [`StoredAnswer`] for this request.
 #[allow(clippy::too_many_arguments)]
@@ -555,7 +634,8 @@ async fn serve_entry(
         && req.conn.persistent(head.minor)
         && !crate::app::shutting_down();
     let answer = StoredAnswer::new(head, entry);
-    let (status, body) = (answer.status, &answer.body);
+    let encoding = StoredEncoding::new(req, entry, answer.status);
+    let (status, body) = (answer.status, encoding.body(entry, &answer));
     let mut out = Vec::with_capacity(body.len() + 512);
     out.extend_from_slice(if head.minor == 0 {
         b"HTTP/1.0 "
@@ -567,8 +647,13 @@ async fn serve_entry(
     out.extend_from_slice(crate::error::reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in answer.stored_fields() {
-        push_field(&mut out, name.as_bytes(), value);
+        match encoding.field(name, value) {
+            FieldFate::Keep => push_field(&mut out, name.as_bytes(), value),
+            FieldFate::Replace(v) => push_field(&mut out, name.as_bytes(), v.as_bytes()),
+            FieldFate::Drop => {}
+        }
     }
+    encoding.push_fields(&mut out);
     out.extend_from_slice(b"Age: ");
     crate::http1::push_decimal(&mut out, age);
     out.extend_from_slice(b"\r\nCache-Status: ");
@@ -592,7 +677,7 @@ async fn serve_entry(
     }
     out.extend_from_slice(b"\r\n");
     if !head.is_method("HEAD") && status != 304 {
-        out.extend_from_slice(body);
+        out.extend_from_slice(&body);
     }
     ctx.status = status;
     ctx.result = if status == 304 {

@@ -579,6 +579,7 @@ fn build_entry(
         age_value,
         lifetime,
         targeted: s.targeted,
+        gzipped: Default::default(),
     }
 }
 

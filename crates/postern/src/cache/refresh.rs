@@ -238,6 +238,7 @@ mod tests {
             age_value: 0,
             lifetime: 0,
             targeted: false,
+            gzipped: Default::default(),
         };
         let head = b"GET /x HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\nIf-None-Match: \"v0\"\r\nAccept: */*\r\n\r\n".to_vec();
         assert_eq!(

@@ -30,6 +30,8 @@ pub struct Entry {
     pub lifetime: u64,
     /// Stored from a reverse listener, where `CDN-Cache-Control` applies.
     pub targeted: bool,
+    /// The body gzip-encoded, made on the first hit that wants it.
+    pub gzipped: std::sync::OnceLock<Bytes>,
 }
 
 impl Entry {
@@ -330,6 +332,7 @@ mod tests {
             age_value: 0,
             lifetime: 60,
             targeted: false,
+            gzipped: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use super::policy::{RawHeaderRules, header_rules_from};
 use super::raw::{RawConfig, RawHealth, RawOutlier, RawPool, RawPort, RawRoute, RawServer};
 use super::validate::duration_or;
 use crate::egress::Destination;
+use crate::reverse::compress::Compression;
 use crate::reverse::spec::*;
 
 pub fn validate_pools(
@@ -444,6 +445,7 @@ pub fn validate_routes(
     pools: &[PoolSpec],
     p: &mut Vec<Problem>,
 ) -> Vec<RouteSpec> {
+    let compression = std::sync::Arc::new(compression_settings(raw, p));
     let mut routes = Vec::new();
     for (i, r) in raw.route.iter().enumerate() {
         let before = p.len();
@@ -536,6 +538,11 @@ pub fn validate_routes(
             path_regex,
             headers,
             rewrite: Scrubber::new(Anonymity::Transparent, rewrite),
+            compress: r
+                .compress
+                .as_ref()
+                .is_some_and(|c| *c.get_ref())
+                .then(|| compression.clone()),
         });
     }
     routes
@@ -565,6 +572,51 @@ fn check_route_pool(pool: &Spanned<String>, pools: &[PoolSpec], p: &mut Vec<Prob
     }
 }
 
+/// `[compression]`: the media types, least length and gzip level of routes
+/// with `compress = true`.
+fn compression_settings(raw: &RawConfig, p: &mut Vec<Problem>) -> Compression {
+    let mut settings = Compression::default();
+    let Some(c) = &raw.compression else {
+        return settings;
+    };
+    if let Some(types) = &c.types {
+        settings.types.clear();
+        for t in types {
+            let v = t.get_ref().trim().to_ascii_lowercase();
+            let valid = v.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty() && !b.is_empty() && !b.contains('/') && !v.contains([';', ' '])
+            });
+            if valid {
+                settings.types.push(v);
+            } else {
+                p.push(Problem::new(
+                    t.span(),
+                    format!(
+                        "`{}` is not a media type (e.g. \"text/html\" or \"text/*\")",
+                        t.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(n) = &c.min_length {
+        match super::units::size(n.get_ref()) {
+            Ok(n) => settings.min_length = n as u64,
+            Err(e) => p.push(Problem::new(n.span(), format!("`min_length`: {e}"))),
+        }
+    }
+    if let Some(level) = &c.level {
+        match u32::try_from(*level.get_ref()) {
+            Ok(l @ 1..=9) => settings.level = l,
+            _ => p.push(Problem::new(
+                level.span(),
+                "`level` is a gzip level from 1 (fastest) to 9 (smallest)",
+            )),
+        }
+    }
+    settings
+}
+
 /// A route's `redirect` and `redirect_status`.
 fn route_redirect(r: &RawRoute, p: &mut Vec<Problem>) -> Option<RouteRedirect> {
     if let (Some(s), None) = (&r.redirect_status, &r.redirect) {
@@ -576,6 +628,7 @@ fn route_redirect(r: &RawRoute, p: &mut Vec<Problem>) -> Option<RouteRedirect> {
     let to = r.redirect.as_ref()?;
     // Nothing goes to a server, and the answer is Postern's own.
     let rewrites = [
+        ("compress", r.compress.as_ref().map(|v| v.span())),
         (
             "request_set",
             r.request_set.values().next().map(|v| v.span()),

@@ -44,6 +44,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub route: Vec<RawRoute>,
     pub cache: Option<RawCache>,
+    /// Settings of routes with `compress = true`.
+    pub compression: Option<RawCompression>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    pub types: Option<Vec<Spanned<String>>>,
+    pub min_length: Option<Spanned<RawSize>>,
+    pub level: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -455,6 +465,8 @@ pub struct RawRoute {
     pub redirect: Option<Spanned<String>>,
     /// 301 (default), 302, 303, 307 or 308.
     pub redirect_status: Option<Spanned<i64>>,
+    /// gzip responses for clients that accept it (`[compression]`).
+    pub compress: Option<Spanned<bool>>,
     #[serde(default)]
     pub host: Vec<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,

@@ -309,6 +309,7 @@ pub async fn serve(
             retry_statuses: false,
             first_byte: cfg.timeouts.first_byte,
             cache: None,
+            compress: None,
         };
         if let Some(done) =
             crate::cache::flow::answer_if_stored(cfg, client, cache, key, &probe, ctx).await

@@ -31,6 +31,7 @@ use crate::http1::head::{
 };
 use crate::ingress::Client;
 use crate::relay;
+use crate::reverse::compress::{self, Verdict};
 use postern_policy::headers::{FieldFate, Scrubber};
 use std::net::IpAddr;
 
@@ -58,6 +59,8 @@ pub struct Outbound<'a> {
     pub first_byte: std::time::Duration,
     /// The cache's interest in this exchange (store the response, validate).
     pub cache: Option<crate::cache::Ticket>,
+    /// The route's response compression (reverse listeners).
+    pub compress: Option<&'a compress::Compression>,
 }
 
 impl<'a> Outbound<'a> {
@@ -81,6 +84,7 @@ impl<'a> Outbound<'a> {
             retry_statuses: false,
             first_byte: cfg.timeouts.first_byte,
             cache: None,
+            compress: None,
         }
     }
 
@@ -498,6 +502,7 @@ pub(crate) async fn exchange(
         scrubber: req.scrubber,
         set_cookie: req.set_cookie.as_deref(),
         cache_status: None,
+        encoding: Verdict::Leave,
     };
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
@@ -653,7 +658,17 @@ pub(crate) async fn exchange(
     }
     let resp_conn = connection_options(&head);
     let request_done = matches!(sent, Some(Ok(_)));
+    let encoding = match req.compress {
+        None => Verdict::Leave,
+        Some(settings) => {
+            // A body of unknown length needs chunked framing: HTTP/1.1.
+            let accepts =
+                req.head.minor >= 1 && compress::accepts_gzip(req.head.values("accept-encoding"));
+            settings.verdict(accepts, &compress::facts(&head))
+        }
+    };
     let client_framing = match resp_kind {
+        _ if encoding == Verdict::Compress => Framing::Chunked,
         BodyKind::Chunked | BodyKind::UntilClose if req.head.minor >= 1 => Framing::Chunked,
         BodyKind::Chunked | BodyKind::UntilClose => Framing::Close,
         _ => Framing::AsIs,
@@ -684,6 +699,7 @@ pub(crate) async fn exchange(
     });
     let fields = ResponseFields {
         cache_status: cache_status.as_deref(),
+        encoding,
         ..fields
     };
     // The body bytes already read join the head in one write: room for them
@@ -704,7 +720,15 @@ pub(crate) async fn exchange(
         .content
         .max_response_size
         .map(|max| max + out_head.len() as u64 + chunk_overhead(max, framing));
-    let out = if framing == Framing::Chunked || framing == Framing::ChunkedClose {
+    // A gzip-encoded body is framed by the sink, chunk by chunk.
+    let gzip = match (encoding, resp_kind) {
+        (Verdict::Compress, kind) if kind != BodyKind::None => req
+            .compress
+            .map(|settings| Box::new(compress::Gzip::new(settings.level))),
+        _ => None,
+    };
+    let out = if gzip.is_none() && (framing == Framing::Chunked || framing == Framing::ChunkedClose)
+    {
         OutFraming::Chunked
     } else {
         OutFraming::Raw
@@ -721,6 +745,7 @@ pub(crate) async fn exchange(
         let mut sink = Sink::new(&mut cw, out_head, io_timeout);
         sink.budget = budget;
         sink.throttle = &req.admission.buckets;
+        sink.gzip = gzip;
         if storing.is_some() {
             sink.tap = Some(crate::http1::body::Tap {
                 limit: req.cache.as_ref().map_or(0, |t| t.max_object_size),
@@ -957,6 +982,8 @@ struct ResponseFields<'a> {
     scrubber: &'a Scrubber,
     set_cookie: Option<&'a str>,
     cache_status: Option<&'a str>,
+    /// Response compression's changes (RFC 9110 §8.4).
+    encoding: Verdict,
 }
 
 fn response_head_bytes(
@@ -978,7 +1005,26 @@ fn response_head_bytes(
     out.extend_from_slice(head.reason());
     out.extend_from_slice(b"\r\n");
     let rewrites = fields.scrubber.rewrites_responses();
+    let compressed = fields.encoding == Verdict::Compress;
+    let weak_etag = if compressed {
+        head.first("etag").and_then(compress::weakened)
+    } else {
+        None
+    };
+    let weak_etag = weak_etag.as_deref().map(crate::http1::text);
     copy_field_lines(head, &mut out, |f, name| {
+        if compressed && f.kind == Known::Other {
+            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+            // The encoded bytes have no ranges and no strong tag of their own.
+            if is(b"content-encoding") || is(b"accept-ranges") {
+                return FieldFate::Drop;
+            }
+            if is(b"etag")
+                && let Some(weak) = weak_etag.as_deref()
+            {
+                return FieldFate::Replace(weak);
+            }
+        }
         // Framing is decided here, never by what Connection lists: the length
         // (validated when the head was read) stays exactly when the body is
         // passed on as received.
@@ -1007,6 +1053,12 @@ fn response_head_bytes(
         push_field(&mut out, name.as_bytes(), value.as_bytes());
     }
     push_via(fields.via, &mut out, head.minor);
+    if fields.encoding != Verdict::Leave && !compress::varies_on_encoding(head.values("vary")) {
+        out.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+    }
+    if compressed {
+        out.extend_from_slice(b"Content-Encoding: gzip\r\n");
+    }
     match framing {
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::ChunkedClose => {

@@ -12,6 +12,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::guard::limits::Bucket;
+use crate::reverse::compress::Gzip;
 
 /// How a received body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +136,9 @@ pub struct Sink<'a, W> {
     pub throttle: &'a [Arc<Bucket>],
     /// A copy of the payload (for the cache), while it fits.
     pub tap: Option<Tap>,
+    /// Payload gzip-encoded on the way, sent as chunks (the caller sends
+    /// the rest of the body `Raw`).
+    pub gzip: Option<Box<Gzip>>,
 }
 
 /// Payload bytes kept while they pass, up to a limit.
@@ -156,6 +160,7 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             budget: None,
             throttle: &[],
             tap: None,
+            gzip: None,
         }
     }
 
@@ -171,7 +176,32 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
                 tap.bytes.extend_from_slice(data);
             }
         }
+        if let Some(gz) = &mut self.gzip {
+            let out = gz.push(data);
+            return self.put_chunk(&out).await;
+        }
         self.put(data).await
+    }
+
+    /// `data` as one chunk (none when empty: that would end the body).
+    async fn put_chunk(&mut self, data: &[u8]) -> Result<(), BodyError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.put(format!("{:x}\r\n", data.len()).as_bytes()).await?;
+        self.put(data).await?;
+        self.put(b"\r\n").await
+    }
+
+    /// The end of a gzip-encoded body: the stream's last bytes and the
+    /// last chunk.
+    async fn finish_gzip(&mut self) -> Result<(), BodyError> {
+        if let Some(mut gz) = self.gzip.take() {
+            let out = gz.finish();
+            self.put_chunk(&out).await?;
+            self.put(b"0\r\n\r\n").await?;
+        }
+        Ok(())
     }
 
     /// Enforces the budget and the bandwidth limits before `n` bytes go out.
@@ -188,7 +218,16 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
         Ok(())
     }
 
+    /// Sends what is held back, before waiting for more from the sender.
     pub async fn flush(&mut self) -> Result<(), BodyError> {
+        if let Some(gz) = &mut self.gzip {
+            let out = gz.flush();
+            self.put_chunk(&out).await?;
+        }
+        self.write_pending().await
+    }
+
+    async fn write_pending(&mut self) -> Result<(), BodyError> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -208,7 +247,7 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             self.pending.extend_from_slice(data);
             return Ok(());
         }
-        self.flush().await?;
+        self.write_pending().await?;
         if data.len() < FLUSH_AT / 4 {
             self.pending.extend_from_slice(data);
             return Ok(());
@@ -252,7 +291,8 @@ where
     if out == OutFraming::Chunked && kind != BodyKind::Chunked && kind != BodyKind::None {
         sink.put(b"0\r\n\r\n").await?;
     }
-    sink.flush().await?;
+    sink.finish_gzip().await?;
+    sink.write_pending().await?;
     Ok(stats)
 }
 

@@ -35,6 +35,7 @@ use crate::http1::fields::{connection_options, request_body};
 use crate::http1::head::{Fields, HeadLimits, parse_request};
 use crate::ingress::h2_limits;
 use crate::ingress::h2_streams::StreamStates;
+use crate::reverse::compress;
 use crate::reverse::pool::{Pick, PickInput};
 use crate::reverse::reverse_head;
 
@@ -900,6 +901,7 @@ async fn reverse(
                         );
                     }
                     let response = h2_limits::limit(cfg, &admission.buckets, response);
+                    let response = compressed(route, head, response);
                     return Ok(client_response(response, &route.rewrite, None));
                 }
                 Looked::Miss(miss) => Some(miss),
@@ -966,7 +968,21 @@ async fn reverse(
         }
     };
     let response = h2_limits::limit(cfg, &admission.buckets, response);
+    let response = compressed(route, head, response);
     Ok(client_response(response, &route.rewrite, None))
+}
+
+/// The response as the route's compression sends it.
+fn compressed(
+    route: &crate::reverse::spec::RouteSpec,
+    head: &RequestHead,
+    response: Response<Body>,
+) -> Response<Body> {
+    let Some(settings) = route.compress.as_deref() else {
+        return response;
+    };
+    let accepts = compress::accepts_gzip(head.values("accept-encoding"));
+    compress::encode(Some(settings), accepts, response).map(BodyExt::boxed)
 }
 
 /// A response refused by the content rules: answered as it is, never

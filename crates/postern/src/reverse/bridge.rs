@@ -20,6 +20,7 @@ use hyper::{HeaderMap, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::compress;
 use super::pool::{InFlight, PickInput, Pool};
 use super::spec::RouteSpec;
 use crate::cache::h2::Looked;
@@ -194,6 +195,10 @@ pub async fn serve(
     };
     let keep_alive =
         conn.persistent(head.minor) && request_complete && !crate::app::shutting_down();
+    // A body of unknown length needs chunked framing: HTTP/1.1.
+    let accepts = head.minor >= 1
+        && compress::accepts_gzip(crate::http1::head::Fields::values(head, "accept-encoding"));
+    let response = compress::encode(route.compress.as_deref(), accepts, response);
     let answer = (head, response, keep_alive);
     Ok(respond(&mut cw, answer, &route.rewrite, io_timeout, ctx).await)
 }

@@ -10,6 +10,7 @@
 
 pub mod balance;
 pub(crate) mod bridge;
+pub mod compress;
 pub mod extended_connect;
 pub mod health;
 pub mod pool;
@@ -242,6 +243,10 @@ pub async fn dispatch_cached(
         retry_statuses: false,
         first_byte: cfg.timeouts.first_byte,
         cache: None,
+        compress: match via {
+            Via::Server { route, .. } => route.compress.as_deref(),
+            Via::Parent { .. } => None,
+        },
     };
     let mut pending = match before(cfg, client, cache, url, &probe, ctx).await? {
         Before::Served(done) => return Ok(done.client_keep_alive),
@@ -655,6 +660,10 @@ pub async fn dispatch_covered(
                 || stale_cover,
             first_byte: spec.per_try_timeout.unwrap_or(cfg.timeouts.first_byte),
             cache: ticket.take(),
+            compress: match via {
+                Via::Server { route, .. } => route.compress.as_deref(),
+                Via::Parent { .. } => None,
+            },
         };
         let head_bytes = match via {
             Via::Server { listener, route } => reverse_head(

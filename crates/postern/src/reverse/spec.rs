@@ -179,6 +179,8 @@ pub struct RouteSpec {
     pub headers: Vec<(String, String)>,
     /// The route's header rules (client-sent fields pass, as at `transparent`).
     pub rewrite: Scrubber,
+    /// Responses gzip-encoded for clients that accept it.
+    pub compress: Option<std::sync::Arc<super::compress::Compression>>,
 }
 
 /// A route that answers `status` with a `Location` made from `to`, as

@@ -1,0 +1,506 @@
+//! Response compression on reverse routes (nginx's `gzip`, HAProxy's
+//! `compression`): gzip for clients that accept it (RFC 9110 §12.5.3), on
+//! responses whose type is listed and whose server did not encode them.
+//!
+//! The cache keeps what the server sent; compression happens on the way to
+//! the client, so one stored copy serves clients with and without gzip.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use hyper::HeaderMap;
+use hyper::body::Frame;
+use hyper::header::HeaderValue;
+
+use crate::http1::fields::{list, trim};
+
+/// The `[compression]` settings a route with `compress = true` uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compression {
+    /// Lowercase media types; `type/*` entries match the whole type.
+    pub types: Vec<String>,
+    /// Responses whose Content-Length is below this are sent as they are.
+    pub min_length: u64,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    pub level: u32,
+}
+
+/// Text formats that compress well; images, video and archives are
+/// compressed already.
+pub const DEFAULT_TYPES: &[&str] = &[
+    "text/html",
+    "text/plain",
+    "text/css",
+    "text/xml",
+    "text/javascript",
+    "application/javascript",
+    "application/json",
+    "application/xml",
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/manifest+json",
+    "application/wasm",
+    "image/svg+xml",
+];
+
+impl Default for Compression {
+    fn default() -> Compression {
+        Compression {
+            types: DEFAULT_TYPES.iter().map(|t| t.to_string()).collect(),
+            min_length: 256,
+            level: 5,
+        }
+    }
+}
+
+/// What compression does to one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not a candidate: passed on untouched.
+    Leave,
+    /// A candidate, but the client takes no gzip: sent as it is, with
+    /// `Vary: Accept-Encoding` so that shared caches downstream keep the two
+    /// forms apart (RFC 9110 §12.5.5).
+    Vary,
+    /// gzip-encoded on the way.
+    Compress,
+}
+
+/// The response fields compression looks at.
+pub struct Facts<'a> {
+    pub status: u16,
+    pub content_type: Option<&'a [u8]>,
+    pub content_encoding: Option<&'a [u8]>,
+    pub content_length: Option<u64>,
+    pub content_range: bool,
+    /// `Cache-Control: no-transform` (RFC 9110 §7.7: a proxy must not
+    /// change the content).
+    pub no_transform: bool,
+}
+
+impl Compression {
+    /// `accepts`: the client takes gzip and can receive a body of unknown
+    /// length (HTTP/1.1 or later).
+    pub fn verdict(&self, accepts: bool, facts: &Facts<'_>) -> Verdict {
+        // nginx compresses 200, 403 and 404; the others below are as
+        // cacheable and as likely to be text.
+        let status_fits = matches!(facts.status, 200 | 201 | 203 | 403 | 404 | 410);
+        let identity = facts
+            .content_encoding
+            .is_none_or(|v| list(v).all(|c| c.eq_ignore_ascii_case(b"identity")));
+        let fits = status_fits
+            && identity
+            && !facts.content_range
+            && !facts.no_transform
+            && facts.content_length.is_none_or(|n| n >= self.min_length)
+            && facts.content_type.is_some_and(|t| self.takes_type(t));
+        match (fits, accepts) {
+            (false, _) => Verdict::Leave,
+            (true, false) => Verdict::Vary,
+            (true, true) => Verdict::Compress,
+        }
+    }
+
+    fn takes_type(&self, content_type: &[u8]) -> bool {
+        let media = content_type.split(|b| *b == b';').next().unwrap_or(b"");
+        let media = trim(media);
+        let main = media.split(|b| *b == b'/').next().unwrap_or(b"");
+        self.types.iter().any(|t| match t.strip_suffix("/*") {
+            Some(wanted) => main.eq_ignore_ascii_case(wanted.as_bytes()),
+            None => media.eq_ignore_ascii_case(t.as_bytes()),
+        })
+    }
+}
+
+/// Whether `Accept-Encoding` admits gzip (RFC 9110 §12.5.3): named (or
+/// `x-gzip`) with a non-zero weight, or covered by `*` without being
+/// refused by name.
+pub fn accepts_gzip<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
+    let mut named = None;
+    let mut any = None;
+    for item in values.flat_map(list) {
+        let mut parts = item.split(|b| *b == b';');
+        let coding = trim(parts.next().unwrap_or(b""));
+        let weight_positive = parts.all(|p| {
+            let p = trim(p);
+            match p.split_first() {
+                Some((b'q' | b'Q', rest)) if rest.first() == Some(&b'=') => {
+                    rest[1..].iter().any(|b| (b'1'..=b'9').contains(b))
+                }
+                _ => true,
+            }
+        });
+        if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip") {
+            named = Some(named.unwrap_or(false) || weight_positive);
+        } else if coding == b"*" {
+            any = Some(weight_positive);
+        }
+    }
+    named.or(any).unwrap_or(false)
+}
+
+/// Whether a `Vary` field already names Accept-Encoding (or everything).
+pub fn varies_on_encoding<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+    values.any(|v| list(v).any(|n| n == b"*" || n.eq_ignore_ascii_case(b"accept-encoding")))
+}
+
+/// A strong entity tag made weak: the compressed bytes are not the ones it
+/// names (RFC 9110 §8.8.3), as nginx does.
+pub fn weakened(etag: &[u8]) -> Option<Vec<u8>> {
+    if etag.starts_with(b"W/") {
+        return None;
+    }
+    let mut weak = Vec::with_capacity(etag.len() + 2);
+    weak.extend_from_slice(b"W/");
+    weak.extend_from_slice(etag);
+    Some(weak)
+}
+
+/// The facts of an HTTP/1 response head.
+pub fn facts(head: &crate::http1::head::ResponseHead) -> Facts<'_> {
+    use crate::http1::head::Fields;
+    Facts {
+        status: head.status,
+        content_type: head.first("content-type"),
+        content_encoding: head.first("content-encoding"),
+        content_length: head
+            .first("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
+        content_range: head.has("content-range"),
+        no_transform: head
+            .values("cache-control")
+            .any(|v| list(v).any(|d| d.eq_ignore_ascii_case(b"no-transform"))),
+    }
+}
+
+/// The facts of a stored response (its length is the body's).
+pub fn stored_facts(entry: &crate::cache::store::Entry) -> Facts<'_> {
+    Facts {
+        status: entry.status,
+        content_type: entry.header("content-type"),
+        content_encoding: entry.header("content-encoding"),
+        content_length: Some(entry.body.len() as u64),
+        content_range: entry.header("content-range").is_some(),
+        no_transform: entry
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
+            .any(|(_, v)| list(v).any(|d| d.eq_ignore_ascii_case(b"no-transform"))),
+    }
+}
+
+/// The verdict for a response held as a hyper response.
+pub fn verdict_for_headers(
+    settings: &Compression,
+    accepts: bool,
+    status: u16,
+    headers: &HeaderMap,
+) -> Verdict {
+    let get = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+    let facts = Facts {
+        status,
+        content_type: get("content-type"),
+        content_encoding: get("content-encoding"),
+        content_length: get("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
+        content_range: headers.contains_key("content-range"),
+        no_transform: headers
+            .get_all("cache-control")
+            .iter()
+            .any(|v| list(v.as_bytes()).any(|d| d.eq_ignore_ascii_case(b"no-transform"))),
+    };
+    settings.verdict(accepts, &facts)
+}
+
+/// A hyper response as the route's compression sends it (`settings`, when
+/// the route has any): fields and body changed, or passed through.
+/// `accepts`: the client takes gzip ([`accepts_gzip`]) and a body of
+/// unknown length.
+pub fn encode<B>(
+    settings: Option<&Compression>,
+    accepts: bool,
+    response: hyper::Response<B>,
+) -> hyper::Response<GzipBody<B>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let verdict = settings.map_or(Verdict::Leave, |s| {
+        verdict_for_headers(s, accepts, response.status().as_u16(), response.headers())
+    });
+    let (mut parts, body) = response.into_parts();
+    let headers = &mut parts.headers;
+    if verdict != Verdict::Leave
+        && !varies_on_encoding(headers.get_all("vary").iter().map(HeaderValue::as_bytes))
+    {
+        headers.append("vary", HeaderValue::from_static("Accept-Encoding"));
+    }
+    let encoder = (verdict == Verdict::Compress).then(|| {
+        headers.remove("content-length");
+        headers.remove("accept-ranges");
+        headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+        if let Some(weak) = headers
+            .get("etag")
+            .and_then(|v| weakened(v.as_bytes()))
+            .and_then(|w| HeaderValue::from_bytes(&w).ok())
+        {
+            headers.insert("etag", weak);
+        }
+        Gzip::new(settings.map_or(1, |s| s.level))
+    });
+    hyper::Response::from_parts(
+        parts,
+        GzipBody {
+            inner: body,
+            encoder,
+            trailers: None,
+            done: false,
+        },
+    )
+}
+
+/// A gzip stream fed piece by piece; what it has made is taken out after
+/// each step.
+pub struct Gzip {
+    encoder: GzEncoder<Vec<u8>>,
+    /// Input went in since the last flush.
+    unflushed: bool,
+}
+
+impl Gzip {
+    pub fn new(level: u32) -> Gzip {
+        Gzip {
+            encoder: GzEncoder::new(Vec::new(), flate2::Compression::new(level)),
+            unflushed: false,
+        }
+    }
+
+    /// Compresses `data`; returns what is ready (often nothing yet).
+    pub fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        if !data.is_empty() {
+            // Writing to a Vec cannot fail.
+            let _ = self.encoder.write_all(data);
+            self.unflushed = true;
+        }
+        std::mem::take(self.encoder.get_mut())
+    }
+
+    /// Everything compressed so far, ending on a byte boundary (a sync
+    /// flush), so a client of a slow stream gets what the server sent
+    /// instead of waiting for more.
+    pub fn flush(&mut self) -> Vec<u8> {
+        if self.unflushed {
+            let _ = self.encoder.flush();
+            self.unflushed = false;
+        }
+        std::mem::take(self.encoder.get_mut())
+    }
+
+    /// The rest of the stream, with gzip's trailer.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let _ = self.encoder.try_finish();
+        self.unflushed = false;
+        std::mem::take(self.encoder.get_mut())
+    }
+
+    /// A whole body at once.
+    pub fn whole(level: u32, body: &[u8]) -> Vec<u8> {
+        let mut gz = Gzip::new(level);
+        let mut out = gz.push(body);
+        out.extend_from_slice(&gz.finish());
+        out
+    }
+}
+
+/// A response body, gzip-encoded when `encoder` is set and passed through
+/// otherwise. Trailers follow the compressed data.
+pub struct GzipBody<B> {
+    inner: B,
+    encoder: Option<Gzip>,
+    trailers: Option<HeaderMap>,
+    done: bool,
+}
+
+impl<B> hyper::body::Body for GzipBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let Some(gz) = this.encoder.as_mut() else {
+            return Pin::new(&mut this.inner).poll_frame(cx);
+        };
+        if this.done {
+            return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+        }
+        loop {
+            let out = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => gz.push(&data),
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        this.done = true;
+                        gz.finish()
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    this.done = true;
+                    gz.finish()
+                }
+                Poll::Pending => {
+                    let out = gz.flush();
+                    if out.is_empty() {
+                        return Poll::Pending;
+                    }
+                    out
+                }
+            };
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+            }
+            if this.done {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self.encoder {
+            None => self.inner.is_end_stream(),
+            Some(_) => self.done && self.trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.encoder {
+            None => self.inner.size_hint(),
+            Some(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(v: &str) -> bool {
+        accepts_gzip(std::iter::once(v.as_bytes()))
+    }
+
+    #[test]
+    fn accept_encoding_weights_are_read() {
+        assert!(accepts("gzip"));
+        assert!(accepts("br, GZIP;q=0.5"));
+        assert!(accepts("x-gzip"));
+        assert!(accepts("*"));
+        assert!(accepts("deflate, *;q=0.1"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("gzip; q=0.000"));
+        assert!(!accepts("*, gzip;q=0"));
+        assert!(!accepts("identity"));
+        assert!(!accepts("br, deflate"));
+        assert!(!accepts("*;q=0"));
+        assert!(!accepts(""));
+        assert!(accepts("gzip;q=1.0"));
+        assert!(accepts("gzip;q=0.001"));
+    }
+
+    fn facts(content_type: &str) -> Facts<'_> {
+        Facts {
+            status: 200,
+            content_type: Some(content_type.as_bytes()),
+            content_encoding: None,
+            content_length: Some(5000),
+            content_range: false,
+            no_transform: false,
+        }
+    }
+
+    #[test]
+    fn only_listed_unencoded_whole_responses_are_compressed() {
+        let c = Compression {
+            types: vec!["text/html".into(), "application/*".into()],
+            ..Compression::default()
+        };
+        assert_eq!(
+            c.verdict(true, &facts("text/html; charset=utf-8")),
+            Verdict::Compress
+        );
+        assert_eq!(
+            c.verdict(true, &facts("Application/JSON")),
+            Verdict::Compress
+        );
+        assert_eq!(c.verdict(false, &facts("text/html")), Verdict::Vary);
+        assert_eq!(c.verdict(true, &facts("image/png")), Verdict::Leave);
+        let short = Facts {
+            content_length: Some(100),
+            ..facts("text/html")
+        };
+        assert_eq!(c.verdict(true, &short), Verdict::Leave);
+        let unknown_length = Facts {
+            content_length: None,
+            ..facts("text/html")
+        };
+        assert_eq!(c.verdict(true, &unknown_length), Verdict::Compress);
+        let encoded = Facts {
+            content_encoding: Some(b"br"),
+            ..facts("text/html")
+        };
+        assert_eq!(c.verdict(true, &encoded), Verdict::Leave);
+        let identity = Facts {
+            content_encoding: Some(b"identity"),
+            ..facts("text/html")
+        };
+        assert_eq!(c.verdict(true, &identity), Verdict::Compress);
+        let partial = Facts {
+            status: 206,
+            content_range: true,
+            ..facts("text/html")
+        };
+        assert_eq!(c.verdict(true, &partial), Verdict::Leave);
+        let kept = Facts {
+            no_transform: true,
+            ..facts("text/html")
+        };
+        assert_eq!(c.verdict(true, &kept), Verdict::Leave);
+        let moved = Facts {
+            status: 302,
+            ..facts("text/html")
+        };
+        assert_eq!(c.verdict(true, &moved), Verdict::Leave);
+        let untyped = Facts {
+            content_type: None,
+            ..facts("text/html")
+        };
+        assert_eq!(c.verdict(true, &untyped), Verdict::Leave);
+    }
+
+    #[test]
+    fn flushed_pieces_and_the_end_make_one_gzip_stream() {
+        let mut gz = Gzip::new(5);
+        let mut out = gz.push(b"hello ");
+        out.extend(gz.flush());
+        assert!(!out.is_empty(), "a flush gives out what went in");
+        out.extend(gz.push(b"world"));
+        out.extend(gz.finish());
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&out[..]), &mut text)
+            .unwrap();
+        assert_eq!(text, "hello world");
+        assert_eq!(weakened(b"\"abc\"").as_deref(), Some(&b"W/\"abc\""[..]));
+        assert_eq!(weakened(b"W/\"abc\""), None);
+        assert!(varies_on_encoding(
+            [&b"Origin, accept-encoding"[..]].into_iter()
+        ));
+        assert!(!varies_on_encoding([&b"Origin"[..]].into_iter()));
+    }
+}
