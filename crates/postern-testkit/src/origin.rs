@@ -7,7 +7,7 @@
 //! | path            | behaviour |
 //! |-----------------|-----------|
 //! | `/bytes/N`      | `N` bytes of [`pattern_bytes`], `Content-Length`, `application/octet-stream`; `status=NNN` overrides the status |
-//! | `/text/N`       | `N` bytes of [`text_bytes`] as `text/html` (`type=` another), `ETag: "text-N"`, `Accept-Ranges`; `chunked` streams it without a length; `status=NNN` |
+//! | `/text/N`       | `N` bytes of [`text_bytes`] as `text/html` (`type=` another), `ETag: "text-N"` (304 for it, weak or strong), `Accept-Ranges`; `chunked` streams it without a length (`trailer`: with `x-trailer: done`); `status=NNN` |
 //! | `/chunked/N`    | the same bytes, chunked (16 KiB chunks), then trailer `x-trailer: done` (hyper only emits the trailer when the request carries `TE: trailers`) |
 //! | `/status/CODE`  | that status with body `status CODE` (empty for 1xx/204/304) |
 //! | `/headers`      | `text/plain`: first line is the method, then one `name: value` line per request header |
@@ -319,7 +319,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Response<RespBody> {
         r
     } else if let Some(n) = path.strip_prefix("/text/") {
         match n.parse::<usize>() {
-            Ok(n) => page_response(n, &params),
+            Ok(n) => page_response(n, &params, req.headers()),
             Err(_) => not_found(),
         }
     } else if let Some(n) = path.strip_prefix("/chunked/") {
@@ -466,18 +466,39 @@ fn not_found() -> Response<RespBody> {
 
 /// `/text/N`: [`text_bytes`] as `text/html` (`type=` another type), with a
 /// strong ETag and `Accept-Ranges`; `chunked` sends it in 4 KiB frames
-/// without a length; `status=NNN` overrides the status.
-fn page_response(n: usize, params: &[(String, String)]) -> Response<RespBody> {
+/// without a length (`trailer`: then `x-trailer: done`); `status=NNN`
+/// overrides the status; 304 when If-None-Match names the tag, weak or not.
+fn page_response(n: usize, params: &[(String, String)], request: &HeaderMap) -> Response<RespBody> {
     let data = Bytes::from(text_bytes(n));
-    let chunked = params.iter().any(|(k, _)| k == "chunked");
-    let mut r = if chunked {
-        let frames = data.chunks(4096).map(|c| Frame::data(data.slice_ref(c)));
-        Response::new(
-            FrameQueue {
-                frames: frames.collect(),
-            }
-            .boxed_unsync(),
-        )
+    let has = |name: &str| params.iter().any(|(k, _)| k == name);
+    let tag = format!("\"text-{n}\"");
+    let confirmed = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == tag)
+        });
+    let mut r = if confirmed {
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else if has("chunked") {
+        let mut frames: VecDeque<_> = data
+            .chunks(4096)
+            .map(|c| Frame::data(data.slice_ref(c)))
+            .collect();
+        if has("trailer") {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-trailer", HeaderValue::from_static("done"));
+            frames.push_back(Frame::trailers(trailers));
+        }
+        let mut r = Response::new(FrameQueue { frames }.boxed_unsync());
+        if has("trailer") {
+            r.headers_mut()
+                .insert(header::TRAILER, HeaderValue::from_static("x-trailer"));
+        }
+        r
     } else {
         let mut r = Response::new(full(data));
         r.headers_mut()
@@ -488,10 +509,12 @@ fn page_response(n: usize, params: &[(String, String)]) -> Response<RespBody> {
         .iter()
         .find(|(k, _)| k == "type")
         .map_or("text/html; charset=utf-8", |(_, v)| v.as_str());
-    if let Ok(v) = HeaderValue::from_str(media) {
+    if let Ok(v) = HeaderValue::from_str(media)
+        && !confirmed
+    {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"text-{n}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&tag) {
         r.headers_mut().insert(header::ETAG, v);
     }
     r.headers_mut()
@@ -500,6 +523,7 @@ fn page_response(n: usize, params: &[(String, String)]) -> Response<RespBody> {
         .iter()
         .filter(|(k, _)| k == "status")
         .find_map(|(_, v)| StatusCode::from_bytes(v.as_bytes()).ok())
+        .filter(|_| !confirmed)
     {
         *r.status_mut() = status;
     }

@@ -213,11 +213,28 @@ async fn the_cache_keeps_one_copy_for_both_kinds_of_client() {
         not_modified.header("vary").as_deref(),
         Some("Accept-Encoding")
     );
-    // A range is served from the stored bytes, not encoded.
-    let range = get_gzip(&url(&proxy, "web", path), &["-H", "Range: bytes=0-99"]).await;
+    assert_eq!(not_modified.header("accept-ranges"), None);
+    // A range for a client without gzip is cut from the stored bytes.
+    let range = curl_fetch_async(&["-H", "Range: bytes=0-99", &url(&proxy, "web", path)]).await;
     assert_eq!(range.status, 206);
     assert_eq!(range.header("content-encoding"), None);
     assert_eq!(range.body, &page[..100]);
+    // A gzip client gets the whole encoded response instead: a range of the
+    // stored bytes would not join its partial copy of the encoded ones
+    // (If-Range by date cannot tell them apart).
+    let whole = get_gzip(
+        &url(&proxy, "web", path),
+        &[
+            "-H",
+            "Range: bytes=100-",
+            "-H",
+            "If-Range: Tue, 01 Dec 2026 00:00:00 GMT",
+        ],
+    )
+    .await;
+    assert_eq!(whole.status, 200, "{}", whole.headers);
+    assert_eq!(whole.header("content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(gunzip(&whole.body), page);
     assert_eq!(
         origin.requests(),
         1,
@@ -244,11 +261,32 @@ async fn http2_clients_get_gzip_too() {
                 "{path} {round}"
             );
             assert_eq!(r.header("vary").as_deref(), Some("Accept-Encoding"));
-            assert_eq!(r.header("content-length"), None);
+            assert_eq!(r.header("etag").as_deref().map(|e| &e[..2]), Some("W/"));
+            // An answer from the store (a hit, or confirmed by a 304: the
+            // text has an ETag) is encoded whole, once, and sent with its
+            // length; one streamed from the server has none.
+            let stored = round == 1;
+            let length = stored.then(|| r.body.len().to_string());
+            assert_eq!(r.header("content-length"), length, "{path} {round}");
             let n = if path.contains("20000") { 20_000 } else { 5000 };
             assert_eq!(gunzip(&r.body), text_bytes(n), "{path} {round}");
         }
     }
+    // Revalidating the stored gzip form: 304 with its weak tag and Vary.
+    let cached = "/text/5000?h=Cache-Control:max-age%3D60";
+    let r = get_gzip(
+        &url(&proxy, "web", cached),
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            "If-None-Match: W/\"text-5000\"",
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 304, "{}", r.headers);
+    assert_eq!(r.header("etag").as_deref(), Some("W/\"text-5000\""));
+    assert_eq!(r.header("vary").as_deref(), Some("Accept-Encoding"));
+    assert_eq!(r.header("content-encoding"), None);
     let r = curl_fetch_async(&["--http2-prior-knowledge", &url(&proxy, "web", "/text/5000")]).await;
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.body, text_bytes(5000));
@@ -280,6 +318,7 @@ async fn h2_text_server() -> std::net::SocketAddr {
                         .unwrap_or(0);
                     let response = hyper::Response::builder()
                         .header("content-type", "text/plain")
+                        .header("cache-control", "max-age=60")
                         .header("content-length", n)
                         .body(Full::new(bytes::Bytes::from(text_bytes(n))))
                         .unwrap();
@@ -300,7 +339,8 @@ async fn http1_clients_of_an_http2_pool_get_gzip() {
     let config = format!(
         "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
          [[pool]]\nname = \"h2\"\nservers = [\"{server}\"]\nhttp2 = true\n\n\
-         [[route]]\nlistener = \"web\"\npool = \"h2\"\ncompress = true\n"
+         [[route]]\nlistener = \"web\"\npool = \"h2\"\ncompress = true\n\n\
+         [cache]\nmemory = \"8MB\"\n"
     );
     let proxy = start(&config);
     let r = get_gzip(&url(&proxy, "web", "/text/9000"), &[]).await;
@@ -308,10 +348,137 @@ async fn http1_clients_of_an_http2_pool_get_gzip() {
     assert_eq!(r.header("content-encoding").as_deref(), Some("gzip"));
     assert_eq!(r.header("transfer-encoding").as_deref(), Some("chunked"));
     assert_eq!(gunzip(&r.body), text_bytes(9000));
+    // A hit: the stored copy, encoded once and sent with its length.
+    let r = get_gzip(&url(&proxy, "web", "/text/9000"), &[]).await;
+    assert!(
+        r.header("cache-status").unwrap().contains("hit"),
+        "{}",
+        r.headers
+    );
+    assert_eq!(r.header("content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(r.header("vary").as_deref(), Some("Accept-Encoding"));
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string()));
+    assert_eq!(gunzip(&r.body), text_bytes(9000));
     let r = curl_fetch_async(&[&url(&proxy, "web", "/text/9000")]).await;
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.header("content-length").as_deref(), Some("9000"));
     assert_eq!(r.body, text_bytes(9000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_bodies_and_trailers_keep_their_framing() {
+    let origin = Origin::start().await;
+    let proxy = start(&compress_config(&origin, "[compression]\nmin_length = 0\n"));
+    // An empty body is still a whole gzip stream, and the connection goes on.
+    let mut c = Conn::connect(proxy.addr_of("web")).await;
+    for _ in 0..2 {
+        c.send(b"GET /text/0 HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n")
+            .await;
+        let r = c.read_response(false).await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(r.header("content-encoding").as_deref(), Some("gzip"));
+        assert_eq!(gunzip(&r.body), b"");
+    }
+    // Trailers follow the encoded body.
+    c.send(
+        b"GET /text/20000?chunked&trailer HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\
+          TE: trailers\r\n\r\n",
+    )
+    .await;
+    let r = c.read_response(false).await;
+    assert_eq!(
+        r.header("content-encoding").as_deref(),
+        Some("gzip"),
+        "{}",
+        r.head
+    );
+    assert_eq!(gunzip(&r.body), text_bytes(20_000));
+    assert_eq!(r.trailers, vec!["x-trailer: done".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_limit_counts_the_response_not_its_encoding() {
+    let origin = Origin::start().await;
+    let proxy = start(&compress_config(
+        &origin,
+        "[content]\nmax_response_size = \"50KiB\"\n",
+    ));
+    // 400 kB of text compress far below the limit; they are cut all the same.
+    for more in [&[][..], &["--http2-prior-knowledge"][..]] {
+        let r = get_gzip(&url(&proxy, "web", "/text/400000?chunked"), more).await;
+        assert_ne!(r.exit, 0, "{more:?}: {} bytes arrived whole", r.body.len());
+        let r = get_gzip(&url(&proxy, "web", "/text/40000?chunked"), more).await;
+        assert_eq!(r.exit, 0, "{more:?}: {}", r.stderr);
+        assert_eq!(gunzip(&r.body), text_bytes(40_000));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_encodings_and_header_rules_are_respected() {
+    let origin = Origin::start().await;
+    let config = format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
+         [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n\
+         [[route]]\nlistener = \"web\"\npool = \"app\"\ncompress = true\n\
+         response_remove = [\"ETag\"]\nresponse_set = {{ Vary = \"Origin\" }}\n",
+        origin.addr()
+    );
+    let proxy = start(&config);
+    for more in [&[][..], &["--http2-prior-knowledge"][..]] {
+        // Encoded by the server in a second Content-Encoding line.
+        let r = get_gzip(
+            &url(
+                &proxy,
+                "web",
+                "/text/5000?h=Content-Encoding:identity&h=Content-Encoding:br",
+            ),
+            more,
+        )
+        .await;
+        assert!(
+            !r.headers.to_ascii_lowercase().contains("gzip"),
+            "{}",
+            r.headers
+        );
+        assert_eq!(r.body, text_bytes(5000));
+        // The route's rules stand, and compression's Vary joins theirs.
+        let r = get_gzip(
+            &url(&proxy, "web", "/text/5000?h=Vary:Accept-Encoding"),
+            more,
+        )
+        .await;
+        assert_eq!(
+            r.header("content-encoding").as_deref(),
+            Some("gzip"),
+            "{}",
+            r.headers
+        );
+        assert_eq!(r.header("etag"), None, "{}", r.headers);
+        let varies: Vec<String> = r
+            .headers
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("vary:"))
+            .map(|l| l[5..].trim().to_ascii_lowercase())
+            .collect();
+        assert!(varies.iter().any(|v| v == "origin"), "{varies:?}");
+        assert!(varies.iter().any(|v| v == "accept-encoding"), "{varies:?}");
+        assert_eq!(gunzip(&r.body), text_bytes(5000));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_from_the_server_keeps_the_gzip_forms_tag() {
+    let origin = Origin::start().await;
+    let proxy = start(&compress_config(&origin, ""));
+    for more in [&[][..], &["--http2-prior-knowledge"][..]] {
+        let mut args = vec!["-H", "If-None-Match: W/\"text-5000\""];
+        args.extend_from_slice(more);
+        let r = get_gzip(&url(&proxy, "web", "/text/5000"), &args).await;
+        assert_eq!(r.status, 304, "{}", r.headers);
+        assert_eq!(r.header("etag").as_deref(), Some("W/\"text-5000\""));
+        assert_eq!(r.header("vary").as_deref(), Some("Accept-Encoding"));
+        assert_eq!(r.header("content-encoding"), None);
+    }
 }
 
 #[test]
@@ -345,3 +512,4 @@ fn bad_compression_settings_name_their_line() {
         "{err}"
     );
 }
+

@@ -474,7 +474,10 @@ pub struct StoredAnswer<'e> {
 }
 
 impl<'e> StoredAnswer<'e> {
-    pub fn new(head: &RequestHead, entry: &'e Entry) -> StoredAnswer<'e> {
+    /// `ranges`: honour Range. A response that goes out gzip-encoded is sent
+    /// whole instead: a range of the stored bytes would not join a partial
+    /// copy of the encoded ones, whatever If-Range says.
+    pub fn with_ranges(head: &RequestHead, entry: &'e Entry, ranges: bool) -> StoredAnswer<'e> {
         let mut answer = StoredAnswer {
             status: entry.status,
             body: entry.body.clone(),
@@ -485,6 +488,9 @@ impl<'e> StoredAnswer<'e> {
         if super::not_modified_for(head, entry) {
             answer.status = 304;
             answer.body = Bytes::new();
+            return answer;
+        }
+        if !ranges {
             return answer;
         }
         let len = entry.body.len() as u64;
@@ -545,6 +551,7 @@ impl<'e> StoredAnswer<'e> {
 /// `Vary: Accept-Encoding`. Ranges are served from the stored bytes.
 struct StoredEncoding {
     verdict: Verdict,
+    /// The body goes out gzip-encoded.
     whole: bool,
     level: u32,
     weak_etag: Option<String>,
@@ -552,22 +559,27 @@ struct StoredEncoding {
 }
 
 impl StoredEncoding {
-    fn new(req: &Outbound<'_>, entry: &Entry, status: u16) -> StoredEncoding {
-        let verdict = match req.compress {
-            Some(settings) if status == entry.status || status == 304 => {
-                let head = req.head;
-                let accepts =
-                    head.minor >= 1 && compress::accepts_gzip(head.values("accept-encoding"));
-                settings.verdict(accepts, &compress::stored_facts(entry))
-            }
+    /// The route's verdict on `entry` for this client, and the answer it
+    /// gets (whole when encoded).
+    fn answer<'e>(req: &Outbound<'_>, entry: &'e Entry) -> (StoredEncoding, StoredAnswer<'e>) {
+        let head = req.head;
+        let judged = req.compress.map_or(Verdict::Leave, |settings| {
+            let accepts = head.minor >= 1 && compress::accepts_gzip(head.values("accept-encoding"));
+            settings.verdict(accepts, &compress::stored_facts(entry))
+        });
+        let answer = StoredAnswer::with_ranges(head, entry, judged != Verdict::Compress);
+        let verdict = match (judged, answer.status) {
+            (Verdict::Compress, 304) => Verdict::Confirm,
+            (v, s) if s == entry.status || s == 304 => v,
+            // A range (of a response the client takes without gzip).
             _ => Verdict::Leave,
         };
-        let compressed = verdict == Verdict::Compress;
-        StoredEncoding {
+        let weak = matches!(verdict, Verdict::Compress | Verdict::Confirm);
+        let encoding = StoredEncoding {
             verdict,
-            whole: compressed && status == entry.status,
+            whole: verdict == Verdict::Compress,
             level: req.compress.map_or(1, |c| c.level),
-            weak_etag: compressed
+            weak_etag: weak
                 .then(|| entry.header("etag").and_then(compress::weakened))
                 .flatten()
                 .map(|w| String::from_utf8_lossy(&w).into_owned()),
@@ -579,25 +591,23 @@ impl StoredEncoding {
                         .filter(|(n, _)| n.eq_ignore_ascii_case("vary"))
                         .map(|(_, v)| v.as_ref()),
                 ),
-        }
+        };
+        (encoding, answer)
     }
 
-    fn body(&self, entry: &Entry, answer: &StoredAnswer<'_>) -> Bytes {
+    async fn body(&self, entry: &Entry, answer: &StoredAnswer<'_>) -> Bytes {
         if !self.whole {
             return answer.body.clone();
         }
-        entry
-            .gzipped
-            .get_or_init(|| compress::Gzip::whole(self.level, &entry.body).into())
-            .clone()
+        compress::stored_gzip(entry, self.level).await
     }
 
-    fn field<'s>(&'s self, name: &str, _value: &[u8]) -> FieldFate<'s> {
-        if self.verdict != Verdict::Compress {
+    fn field<'s>(&'s self, name: &str) -> FieldFate<'s> {
+        if !matches!(self.verdict, Verdict::Compress | Verdict::Confirm) {
             return FieldFate::Keep;
         }
         let is = |n: &str| name.eq_ignore_ascii_case(n);
-        if self.whole && (is("content-encoding") || is("accept-ranges")) {
+        if is("content-encoding") || compress::CHANGED_BY_ENCODING.iter().any(|c| is(c)) {
             return FieldFate::Drop;
         }
         match &self.weak_etag {
@@ -633,9 +643,8 @@ async fn serve_entry(
     let keep = req.body == crate::http1::body::BodyKind::None
         && req.conn.persistent(head.minor)
         && !crate::app::shutting_down();
-    let answer = StoredAnswer::new(head, entry);
-    let encoding = StoredEncoding::new(req, entry, answer.status);
-    let (status, body) = (answer.status, encoding.body(entry, &answer));
+    let (encoding, answer) = StoredEncoding::answer(req, entry);
+    let (status, body) = (answer.status, encoding.body(entry, &answer).await);
     let mut out = Vec::with_capacity(body.len() + 512);
     out.extend_from_slice(if head.minor == 0 {
         b"HTTP/1.0 "
@@ -646,11 +655,21 @@ async fn serve_entry(
     out.push(b' ');
     out.extend_from_slice(crate::error::reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
+    // The listener's or route's response rules, as on answers from servers.
+    let rewrites = req.scrubber.rewrites_responses();
     for (name, value) in answer.stored_fields() {
-        match encoding.field(name, value) {
+        if rewrites && req.scrubber.drops_response_field(name.as_bytes()) {
+            continue;
+        }
+        match encoding.field(name) {
             FieldFate::Keep => push_field(&mut out, name.as_bytes(), value),
             FieldFate::Replace(v) => push_field(&mut out, name.as_bytes(), v.as_bytes()),
             FieldFate::Drop => {}
+        }
+    }
+    if rewrites {
+        for (name, value) in req.scrubber.response_added() {
+            push_field(&mut out, name.as_bytes(), value.as_bytes());
         }
     }
     encoding.push_fields(&mut out);

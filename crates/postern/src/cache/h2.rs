@@ -24,6 +24,7 @@ use crate::http1::RequestHead;
 use crate::http1::fields::connection_options;
 use crate::http1::head::push_field;
 use crate::http1::head::{Fields, HeadLimits, ResponseHead, parse_response};
+use crate::reverse::compress::{Compression, Verdict};
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
@@ -50,6 +51,8 @@ pub struct Miss {
     validating: bool,
     /// The one fetch of a collapsed URL; others wait until it is stored.
     leader: Option<CollapseGuard>,
+    /// The route's compression, when the client takes gzip.
+    gzip_for: Option<Arc<Compression>>,
 }
 
 /// Looks `url` up for `head`, as the HTTP/1 path does (RFC 9111 §4);
@@ -62,6 +65,7 @@ pub async fn look(
     url: String,
     head: &RequestHead,
     collapse_wait: std::time::Duration,
+    gzip_for: Option<Arc<Compression>>,
 ) -> Result<Looked, ProxyError> {
     let req_cc = request_directives(head);
     let miss = |note: &'static str, req_cc: Directives| Miss {
@@ -75,6 +79,7 @@ pub async fn look(
         stale: None,
         validating: false,
         leader: None,
+        gzip_for: gzip_for.clone(),
     };
     if !head.is_method("GET") && !head.is_method("HEAD") {
         let safe = head.is_method("OPTIONS") || head.is_method("TRACE");
@@ -94,7 +99,8 @@ pub async fn look(
                 count(&stats.hits);
                 let ttl = f.entry.lifetime as i64 - f.age as i64;
                 let status = format!("{name}; hit; ttl={ttl}");
-                let response = stored_response(cache, head, &f.entry, f.age, &status);
+                let response =
+                    stored_response(cache, head, (&f.entry, f.age), &status, gzip_for.as_deref());
                 // RFC 9111 §5.2.1.7: only-if-cached sends nothing to the
                 // origin on this request's account, a background
                 // revalidation included.
@@ -154,14 +160,21 @@ pub async fn look(
 }
 
 /// A stored response as an HTTP/2 answer.
+/// `gzip_for`: the route's compression when the client takes gzip; a
+/// response it will encode is answered whole, never as a range.
 fn stored_response(
     cache: &Cache,
     head: &RequestHead,
-    entry: &Entry,
-    age: u64,
+    (entry, age): (&Arc<Entry>, u64),
     cache_status: &str,
+    gzip_for: Option<&Compression>,
 ) -> Response<BoxBody> {
-    let answer = StoredAnswer::new(head, entry);
+    let encoded = gzip_for.is_some_and(|c| {
+        c.verdict(true, &crate::reverse::compress::stored_facts(entry)) == Verdict::Compress
+    });
+    let answer = StoredAnswer::with_ranges(head, entry, !encoded);
+    let whole = answer.status == entry.status;
+    let confirms = answer.status == 304;
     let mut response = Response::new(if head.is_method("HEAD") {
         empty()
     } else {
@@ -194,6 +207,14 @@ fn stored_response(
     }
     if answer.status != 304 && answer.status != 204 {
         h.insert("content-length", answer.body.len().into());
+    }
+    if whole || confirms {
+        response
+            .extensions_mut()
+            .insert(crate::reverse::compress::Stored {
+                entry: entry.clone(),
+                whole,
+            });
     }
     response
 }
@@ -248,9 +269,9 @@ impl Miss {
                 Ok(stored_response(
                     &self.cache,
                     head,
-                    &found.entry,
-                    age,
+                    (&found.entry, age),
                     &status,
+                    self.gzip_for.as_deref(),
                 ))
             }
             _ => Err(err),
@@ -273,12 +294,24 @@ impl Miss {
                 // The stored copy is confirmed, by fields that cannot be
                 // merged into it: served as it is, and not refreshed.
                 let cache_status = format!("{}; hit; fwd=stale; fwd-status=304", self.name);
-                return stored_response(&self.cache, head, &stale.entry, stale.age, &cache_status);
+                return stored_response(
+                    &self.cache,
+                    head,
+                    (&stale.entry, stale.age),
+                    &cache_status,
+                    self.gzip_for.as_deref(),
+                );
             };
             if !super::selects(&view, &stale.entry) {
                 let cache_status = format!("{}; fwd=stale; fwd-status=304", self.name);
                 let age = super::age_of(&stale.entry);
-                let answer = stored_response(&self.cache, head, &stale.entry, age, &cache_status);
+                let answer = stored_response(
+                    &self.cache,
+                    head,
+                    (&stale.entry, age),
+                    &cache_status,
+                    self.gzip_for.as_deref(),
+                );
                 super::not_selected(&self.cache, &stale.entry);
                 return answer;
             }
@@ -286,7 +319,14 @@ impl Miss {
             let age = super::age_of(&fresh);
             let ttl = fresh.lifetime as i64 - age as i64;
             let cache_status = format!("{}; fwd=stale; fwd-status=304; ttl={ttl}", self.name);
-            let answer = stored_response(&self.cache, head, &fresh, age, &cache_status);
+            let fresh = Arc::new(fresh);
+            let answer = stored_response(
+                &self.cache,
+                head,
+                (&fresh, age),
+                &cache_status,
+                self.gzip_for.as_deref(),
+            );
             self.cache.keep(clone_entry(&fresh));
             return answer;
         }
@@ -295,7 +335,13 @@ impl Miss {
             && let Some(age) = stale_cover(&self.req_cc, found, None)
         {
             let cache_status = format!("{}; hit; fwd=stale; fwd-status={status}", self.name);
-            return stored_response(&self.cache, head, &found.entry, age, &cache_status);
+            return stored_response(
+                &self.cache,
+                head,
+                (&found.entry, age),
+                &cache_status,
+                self.gzip_for.as_deref(),
+            );
         }
         let (mut parts, body) = response.into_parts();
         let mut cache_status = format!("{}; fwd={}", self.name, self.note);
@@ -477,6 +523,8 @@ pub fn refresh_over_http2(
         }),
         validating: true,
         leader: None,
+        // A background refresh answers no client.
+        gzip_for: None,
     };
     tokio::spawn(async move {
         let _claim = claim;

@@ -721,8 +721,9 @@ pub(crate) async fn exchange(
         .max_response_size
         .map(|max| max + out_head.len() as u64 + chunk_overhead(max, framing));
     // A gzip-encoded body is framed by the sink, chunk by chunk.
-    let gzip = match (encoding, resp_kind) {
-        (Verdict::Compress, kind) if kind != BodyKind::None => req
+    let gzip = match encoding {
+        // An empty body too: a chunked one ends with its last chunk.
+        Verdict::Compress if !is_head => req
             .compress
             .map(|settings| Box::new(compress::Gzip::new(settings.level))),
         _ => None,
@@ -743,9 +744,14 @@ pub(crate) async fn exchange(
             timeout: io_timeout,
         };
         let mut sink = Sink::new(&mut cw, out_head, io_timeout);
-        sink.budget = budget;
         sink.throttle = &req.admission.buckets;
-        sink.gzip = gzip;
+        if gzip.is_some() {
+            // The size limit is on the response, not on its encoding.
+            sink.payload_budget = cfg.content.max_response_size;
+            sink.gzip = gzip;
+        } else {
+            sink.budget = budget;
+        }
         if storing.is_some() {
             sink.tap = Some(crate::http1::body::Tap {
                 limit: req.cache.as_ref().map_or(0, |t| t.max_object_size),
@@ -951,6 +957,17 @@ async fn read_final_head(
     }
 }
 
+/// Whether the Vary the client gets, after the header rules, names
+/// Accept-Encoding already.
+fn varies_after_rules(scrubber: &Scrubber, head: &ResponseHead) -> bool {
+    let kept = !(scrubber.rewrites_responses() && scrubber.drops_response_field(b"vary"))
+        && compress::varies_on_encoding(head.values("vary"));
+    kept || scrubber.response_added().any(|(name, value)| {
+        name.eq_ignore_ascii_case("vary")
+            && compress::varies_on_encoding(std::iter::once(value.as_bytes()))
+    })
+}
+
 /// How the response body is framed towards the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -1006,25 +1023,12 @@ fn response_head_bytes(
     out.extend_from_slice(b"\r\n");
     let rewrites = fields.scrubber.rewrites_responses();
     let compressed = fields.encoding == Verdict::Compress;
-    let weak_etag = if compressed {
-        head.first("etag").and_then(compress::weakened)
-    } else {
-        None
+    let weak_etag = match fields.encoding {
+        Verdict::Compress | Verdict::Confirm => head.first("etag").and_then(compress::weakened),
+        _ => None,
     };
     let weak_etag = weak_etag.as_deref().map(crate::http1::text);
     copy_field_lines(head, &mut out, |f, name| {
-        if compressed && f.kind == Known::Other {
-            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-            // The encoded bytes have no ranges and no strong tag of their own.
-            if is(b"content-encoding") || is(b"accept-ranges") {
-                return FieldFate::Drop;
-            }
-            if is(b"etag")
-                && let Some(weak) = weak_etag.as_deref()
-            {
-                return FieldFate::Replace(weak);
-            }
-        }
         // Framing is decided here, never by what Connection lists: the length
         // (validated when the head was read) stays exactly when the body is
         // passed on as received.
@@ -1033,11 +1037,28 @@ fn response_head_bytes(
         } else {
             !(conn.drops(f, name) || (rewrites && fields.scrubber.drops_response_field(name)))
         };
-        if keep {
-            FieldFate::Keep
-        } else {
-            FieldFate::Drop
+        if !keep {
+            return FieldFate::Drop;
         }
+        if fields.encoding != Verdict::Leave && f.kind == Known::Other {
+            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+            // The encoded bytes have no ranges, digests or strong tag of
+            // their own.
+            if compressed
+                && (is(b"content-encoding")
+                    || compress::CHANGED_BY_ENCODING
+                        .iter()
+                        .any(|c| is(c.as_bytes())))
+            {
+                return FieldFate::Drop;
+            }
+            if is(b"etag")
+                && let Some(weak) = weak_etag.as_deref()
+            {
+                return FieldFate::Replace(weak);
+            }
+        }
+        FieldFate::Keep
     });
     if let Some(status) = fields.cache_status {
         out.extend_from_slice(b"Cache-Status: ");
@@ -1053,7 +1074,7 @@ fn response_head_bytes(
         push_field(&mut out, name.as_bytes(), value.as_bytes());
     }
     push_via(fields.via, &mut out, head.minor);
-    if fields.encoding != Verdict::Leave && !compress::varies_on_encoding(head.values("vary")) {
+    if fields.encoding != Verdict::Leave && !varies_after_rules(fields.scrubber, head) {
         out.extend_from_slice(b"Vary: Accept-Encoding\r\n");
     }
     if compressed {

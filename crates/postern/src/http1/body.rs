@@ -139,6 +139,11 @@ pub struct Sink<'a, W> {
     /// Payload gzip-encoded on the way, sent as chunks (the caller sends
     /// the rest of the body `Raw`).
     pub gzip: Option<Box<Gzip>>,
+    /// At most this many payload bytes (before any encoding).
+    pub payload_budget: Option<u64>,
+    payload_seen: u64,
+    /// Trailer lines (with their CRLFs) held for the end of an encoded body.
+    trailers: Vec<u8>,
 }
 
 /// Payload bytes kept while they pass, up to a limit.
@@ -161,6 +166,9 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             throttle: &[],
             tap: None,
             gzip: None,
+            payload_budget: None,
+            payload_seen: 0,
+            trailers: Vec::new(),
         }
     }
 
@@ -177,6 +185,10 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             }
         }
         if let Some(gz) = &mut self.gzip {
+            self.payload_seen += data.len() as u64;
+            if self.payload_budget.is_some_and(|b| self.payload_seen > b) {
+                return Err(BodyError::TooLarge);
+            }
             let out = gz.push(data);
             return self.put_chunk(&out).await;
         }
@@ -199,7 +211,10 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
         if let Some(mut gz) = self.gzip.take() {
             let out = gz.finish();
             self.put_chunk(&out).await?;
-            self.put(b"0\r\n\r\n").await?;
+            self.put(b"0\r\n").await?;
+            let trailers = std::mem::take(&mut self.trailers);
+            self.put(&trailers).await?;
+            self.put(b"\r\n").await?;
         }
         Ok(())
     }
@@ -397,9 +412,16 @@ async fn relay_chunked<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             return Err(BodyError::Malformed("trailer section too large"));
         }
         check_trailer_field(&line)?;
-        if out == OutFraming::Chunked && !is_forbidden_trailer(&line) {
+        if is_forbidden_trailer(&line) {
+            continue;
+        }
+        if out == OutFraming::Chunked {
             sink.put(&line).await?;
             sink.put(b"\r\n").await?;
+        } else if sink.gzip.is_some() {
+            // They follow the encoded body's last chunk.
+            sink.trailers.extend_from_slice(&line);
+            sink.trailers.extend_from_slice(b"\r\n");
         }
     }
     if out == OutFraming::Chunked {

@@ -655,7 +655,9 @@ async fn route(
                     let name = cfg.http.via.as_deref().unwrap_or("postern");
                     let url = format!("http://{}{}", target.host_field(), target.path);
                     let wait = cfg.timeouts.first_byte;
-                    match crate::cache::h2::look(cache, (name, false), url, &head, wait).await? {
+                    match crate::cache::h2::look(cache, (name, false), url, &head, wait, None)
+                        .await?
+                    {
                         Looked::Hit(response, refresh) => {
                             ctx.result = "TCP_HIT";
                             if let Some((stale, req_cc)) = refresh {
@@ -885,7 +887,11 @@ async fn reverse(
             };
             let url = format!("{scheme}://{authority}{}", head.target());
             let wait = cfg.timeouts.first_byte;
-            match crate::cache::h2::look(cache, (name, true), url, head, wait).await? {
+            let gzip_for = route
+                .compress
+                .clone()
+                .filter(|_| compress::accepts_gzip(head.values("accept-encoding")));
+            match crate::cache::h2::look(cache, (name, true), url, head, wait, gzip_for).await? {
                 Looked::Hit(response, refresh) => {
                     ctx.result = "TCP_HIT";
                     if let Some((stale, req_cc)) = refresh {
@@ -900,9 +906,7 @@ async fn reverse(
                             ctx.request_id.as_deref(),
                         );
                     }
-                    let response = h2_limits::limit(cfg, &admission.buckets, response);
-                    let response = compressed(route, head, response);
-                    return Ok(client_response(response, &route.rewrite, None));
+                    return Ok(deliver(cfg, route, head, &admission.buckets, response).await);
                 }
                 Looked::Miss(miss) => Some(miss),
             }
@@ -967,13 +971,35 @@ async fn reverse(
             crate::reverse::bridge::Held::wrap(response.map(BodyExt::boxed), inflight)
         }
     };
-    let response = h2_limits::limit(cfg, &admission.buckets, response);
-    let response = compressed(route, head, response);
-    Ok(client_response(response, &route.rewrite, None))
+    Ok(deliver(cfg, route, head, &admission.buckets, response).await)
+}
+
+/// A reverse route's response as the HTTP/2 client gets it: held to the
+/// size limit, with the route's header rules, encoded when the route
+/// compresses (after the rules, so that its Vary and ETag stand), and paced.
+async fn deliver<B>(
+    cfg: &Config,
+    route: &crate::reverse::spec::RouteSpec,
+    head: &RequestHead,
+    buckets: &[Arc<crate::guard::limits::Bucket>],
+    response: Response<B>,
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<crate::egress::senders::BoxError>,
+{
+    if route.compress.is_none() {
+        let response = h2_limits::limit(cfg, buckets, response);
+        return client_response(response, &route.rewrite, None);
+    }
+    let response = h2_limits::limit_to(cfg.content.max_response_size, &[], response);
+    let response = client_response(response, &route.rewrite, None);
+    let response = compressed(route, head, response).await;
+    h2_limits::limit_to(None, buckets, response)
 }
 
 /// The response as the route's compression sends it.
-fn compressed(
+async fn compressed(
     route: &crate::reverse::spec::RouteSpec,
     head: &RequestHead,
     response: Response<Body>,
@@ -982,7 +1008,7 @@ fn compressed(
         return response;
     };
     let accepts = compress::accepts_gzip(head.values("accept-encoding"));
-    compress::encode(Some(settings), accepts, response).map(BodyExt::boxed)
+    compress::deliver(settings, accepts, response).await
 }
 
 /// A response refused by the content rules: answered as it is, never
@@ -1451,6 +1477,29 @@ impl hyper::body::Body for SignalsEnd {
     }
 }
 
+/// A listener's or route's response rules on a response's fields.
+pub(crate) fn apply_response_rules(
+    headers: &mut HeaderMap,
+    scrubber: &postern_policy::headers::Scrubber,
+) {
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| scrubber.drops_response_field(n.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for n in dropped {
+        headers.remove(n);
+    }
+    for (n, v) in scrubber.response_added() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+}
+
 /// The response for the HTTP/2 client: connection-specific fields removed
 /// (RFC 9113 §8.2.2), the route's or listener's response rules, Via.
 fn client_response<B>(
@@ -1485,23 +1534,7 @@ where
     {
         parts.headers.remove(name.as_str());
     }
-    let dropped: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|n| scrubber.drops_response_field(n.as_str().as_bytes()))
-        .cloned()
-        .collect();
-    for n in dropped {
-        parts.headers.remove(n);
-    }
-    for (n, v) in scrubber.response_added() {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            parts.headers.insert(n, v);
-        }
-    }
+    apply_response_rules(&mut parts.headers, scrubber);
     if let Some(name) = via
         && let Ok(v) = HeaderValue::from_str(&format!("2 {name}"))
     {

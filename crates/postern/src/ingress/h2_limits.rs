@@ -58,7 +58,20 @@ where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let max = cfg.content.max_response_size;
+    limit_to(cfg.content.max_response_size, buckets, response)
+}
+
+/// [`limit`] with the size limit given: a body encoded on the way is held
+/// to the size before encoding and paced after it.
+pub fn limit_to<B>(
+    max: Option<u64>,
+    buckets: &[Arc<Bucket>],
+    response: Response<B>,
+) -> Response<http_body_util::combinators::BoxBody<Bytes, BoxError>>
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     if max.is_none() && buckets.is_empty() {
         return response.map(|b| b.map_err(Into::into).boxed());
     }

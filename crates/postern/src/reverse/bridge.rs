@@ -56,7 +56,8 @@ pub async fn serve(
         Some(cache) => {
             let name = cfg.http.via.as_deref().unwrap_or("postern");
             let wait = cfg.timeouts.first_byte;
-            match crate::cache::h2::look(cache, (name, true), url, head, wait).await? {
+            let gzip_for = route.compress.clone().filter(|_| accepts_gzip(head));
+            match crate::cache::h2::look(cache, (name, true), url, head, wait, gzip_for).await? {
                 Looked::Hit(response, refresh) => {
                     ctx.result = "TCP_HIT";
                     if let Some((stale, req_cc)) = refresh {
@@ -78,7 +79,7 @@ pub async fn serve(
                         && !crate::app::shutting_down();
                     let (_, mut cw) = client.stream.split();
                     let answer = (head, response, keep_alive);
-                    return Ok(respond(&mut cw, answer, &route.rewrite, io_timeout, ctx).await);
+                    return Ok(respond(&mut cw, answer, route, io_timeout, ctx).await);
                 }
                 Looked::Miss(miss) => Some(miss),
             }
@@ -195,12 +196,14 @@ pub async fn serve(
     };
     let keep_alive =
         conn.persistent(head.minor) && request_complete && !crate::app::shutting_down();
-    // A body of unknown length needs chunked framing: HTTP/1.1.
-    let accepts = head.minor >= 1
-        && compress::accepts_gzip(crate::http1::head::Fields::values(head, "accept-encoding"));
-    let response = compress::encode(route.compress.as_deref(), accepts, response);
     let answer = (head, response, keep_alive);
-    Ok(respond(&mut cw, answer, &route.rewrite, io_timeout, ctx).await)
+    Ok(respond(&mut cw, answer, route, io_timeout, ctx).await)
+}
+
+/// The client takes gzip, and a body of unknown length (HTTP/1.1).
+fn accepts_gzip(head: &RequestHead) -> bool {
+    head.minor >= 1
+        && compress::accepts_gzip(crate::http1::head::Fields::values(head, "accept-encoding"))
 }
 
 /// Writes the answer to `head` for the HTTP/1.x client and logs it; whether
@@ -208,17 +211,28 @@ pub async fn serve(
 async fn respond<W, B>(
     out: &mut W,
     (head, response, keep_alive): (&RequestHead, Response<B>, bool),
-    scrubber: &postern_policy::headers::Scrubber,
+    route: &RouteSpec,
     io_timeout: std::time::Duration,
     ctx: &mut RequestCtx,
 ) -> bool
 where
     W: AsyncWrite + Unpin,
-    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<crate::egress::senders::BoxError>,
 {
     ctx.status = response.status().as_u16();
     let how = (head.minor, head.is_method("HEAD"), keep_alive);
-    let (written, ended) = write_response(out, response, how, scrubber, io_timeout).await;
+    let (written, ended) = match route.compress.as_deref() {
+        None => write_response(out, response, how, Some(&route.rewrite), io_timeout).await,
+        Some(settings) => {
+            // The route's rules first, so that compression's Vary and ETag
+            // stand.
+            let mut response = response.map(|b| b.map_err(Into::into).boxed());
+            crate::ingress::h2::apply_response_rules(response.headers_mut(), &route.rewrite);
+            let response = compress::deliver(settings, accepts_gzip(head), response).await;
+            write_response(out, response, how, None, io_timeout).await
+        }
+    };
     ctx.bytes_out += written;
     ended && keep_alive
 }
@@ -373,7 +387,7 @@ async fn write_response<W, B>(
     out: &mut W,
     response: Response<B>,
     (minor, is_head, keep_alive): (u8, bool, bool),
-    scrubber: &postern_policy::headers::Scrubber,
+    scrubber: Option<&postern_policy::headers::Scrubber>,
     io_timeout: std::time::Duration,
 ) -> (u64, bool)
 where
@@ -414,9 +428,9 @@ where
                 | "upgrade"
                 | "te"
                 | "trailer"
-        ) && !scrubber.drops_response_field(name.as_bytes())
+        ) && !scrubber.is_some_and(|s| s.drops_response_field(name.as_bytes()))
     });
-    for (name, value) in scrubber.response_added() {
+    for (name, value) in scrubber.iter().flat_map(|s| s.response_added()) {
         push_field(&mut head, name.as_bytes(), value.as_bytes());
     }
     if chunked {

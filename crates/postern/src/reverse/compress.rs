@@ -67,13 +67,18 @@ pub enum Verdict {
     Vary,
     /// gzip-encoded on the way.
     Compress,
+    /// A 304 to a client that takes gzip, for a response that would be
+    /// encoded: the weak ETag and the Vary of the gzip form (RFC 9110
+    /// §15.4.5), so that the client's copy keeps the tag it was sent with.
+    Confirm,
 }
 
 /// The response fields compression looks at.
 pub struct Facts<'a> {
     pub status: u16,
     pub content_type: Option<&'a [u8]>,
-    pub content_encoding: Option<&'a [u8]>,
+    /// A content coding other than `identity`, in any Content-Encoding line.
+    pub encoded: bool,
     pub content_length: Option<u64>,
     pub content_range: bool,
     /// `Cache-Control: no-transform` (RFC 9110 §7.7: a proxy must not
@@ -85,14 +90,20 @@ impl Compression {
     /// `accepts`: the client takes gzip and can receive a body of unknown
     /// length (HTTP/1.1 or later).
     pub fn verdict(&self, accepts: bool, facts: &Facts<'_>) -> Verdict {
+        // A 304 carries no type as a rule: judged by the type it has, if any.
+        if facts.status == 304 {
+            let fits = !facts.no_transform && facts.content_type.is_none_or(|t| self.takes_type(t));
+            return if fits && accepts {
+                Verdict::Confirm
+            } else {
+                Verdict::Leave
+            };
+        }
         // nginx compresses 200, 403 and 404; the others below are as
         // cacheable and as likely to be text.
         let status_fits = matches!(facts.status, 200 | 201 | 203 | 403 | 404 | 410);
-        let identity = facts
-            .content_encoding
-            .is_none_or(|v| list(v).all(|c| c.eq_ignore_ascii_case(b"identity")));
         let fits = status_fits
-            && identity
+            && !facts.encoded
             && !facts.content_range
             && !facts.no_transform
             && facts.content_length.is_none_or(|n| n >= self.min_length)
@@ -109,6 +120,7 @@ impl Compression {
         let media = trim(media);
         let main = media.split(|b| *b == b'/').next().unwrap_or(b"");
         self.types.iter().any(|t| match t.strip_suffix("/*") {
+            Some("*") => true,
             Some(wanted) => main.eq_ignore_ascii_case(wanted.as_bytes()),
             None => media.eq_ignore_ascii_case(t.as_bytes()),
         })
@@ -142,7 +154,23 @@ pub fn accepts_gzip<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
     named.or(any).unwrap_or(false)
 }
 
-/// Whether a `Vary` field already names Accept-Encoding (or everything).
+/// Whether Content-Encoding values name a coding other than `identity`.
+pub fn is_encoded<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+    values.any(|v| list(v).any(|c| !c.eq_ignore_ascii_case(b"identity")))
+}
+
+/// Fields that describe the bytes as the server sent them, wrong once they
+/// are encoded: digests (RFC 9530) and lengths and ranges.
+pub const CHANGED_BY_ENCODING: &[&str] = &[
+    "content-length",
+    "accept-ranges",
+    "content-md5",
+    "content-digest",
+    "repr-digest",
+    "digest",
+];
+
+/// Whether a Vary field already names Accept-Encoding (or everything).
 pub fn varies_on_encoding<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
     values.any(|v| list(v).any(|n| n == b"*" || n.eq_ignore_ascii_case(b"accept-encoding")))
 }
@@ -165,7 +193,7 @@ pub fn facts(head: &crate::http1::head::ResponseHead) -> Facts<'_> {
     Facts {
         status: head.status,
         content_type: head.first("content-type"),
-        content_encoding: head.first("content-encoding"),
+        encoded: is_encoded(head.values("content-encoding")),
         content_length: head
             .first("content-length")
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
@@ -181,7 +209,13 @@ pub fn stored_facts(entry: &crate::cache::store::Entry) -> Facts<'_> {
     Facts {
         status: entry.status,
         content_type: entry.header("content-type"),
-        content_encoding: entry.header("content-encoding"),
+        encoded: is_encoded(
+            entry
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+                .map(|(_, v)| v.as_ref()),
+        ),
         content_length: Some(entry.body.len() as u64),
         content_range: entry.header("content-range").is_some(),
         no_transform: entry
@@ -203,7 +237,12 @@ pub fn verdict_for_headers(
     let facts = Facts {
         status,
         content_type: get("content-type"),
-        content_encoding: get("content-encoding"),
+        encoded: is_encoded(
+            headers
+                .get_all("content-encoding")
+                .iter()
+                .map(HeaderValue::as_bytes),
+        ),
         content_length: get("content-length")
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
         content_range: headers.contains_key("content-range"),
@@ -231,25 +270,9 @@ where
         verdict_for_headers(s, accepts, response.status().as_u16(), response.headers())
     });
     let (mut parts, body) = response.into_parts();
-    let headers = &mut parts.headers;
-    if verdict != Verdict::Leave
-        && !varies_on_encoding(headers.get_all("vary").iter().map(HeaderValue::as_bytes))
-    {
-        headers.append("vary", HeaderValue::from_static("Accept-Encoding"));
-    }
-    let encoder = (verdict == Verdict::Compress).then(|| {
-        headers.remove("content-length");
-        headers.remove("accept-ranges");
-        headers.insert("content-encoding", HeaderValue::from_static("gzip"));
-        if let Some(weak) = headers
-            .get("etag")
-            .and_then(|v| weakened(v.as_bytes()))
-            .and_then(|w| HeaderValue::from_bytes(&w).ok())
-        {
-            headers.insert("etag", weak);
-        }
-        Gzip::new(settings.map_or(1, |s| s.level))
-    });
+    edit_headers(&mut parts.headers, verdict);
+    let encoder =
+        (verdict == Verdict::Compress).then(|| Gzip::new(settings.map_or(1, |s| s.level)));
     hyper::Response::from_parts(
         parts,
         GzipBody {
@@ -259,6 +282,99 @@ where
             done: false,
         },
     )
+}
+
+/// The fields of a response `verdict` changes: Vary for both kinds of
+/// client; for a compressed one, Content-Encoding, a weak ETag, and no
+/// length or ranges (the caller states a length it knows).
+pub fn edit_headers(headers: &mut HeaderMap, verdict: Verdict) {
+    if verdict == Verdict::Leave {
+        return;
+    }
+    if !varies_on_encoding(headers.get_all("vary").iter().map(HeaderValue::as_bytes)) {
+        headers.append("vary", HeaderValue::from_static("Accept-Encoding"));
+    }
+    if matches!(verdict, Verdict::Compress | Verdict::Confirm)
+        && let Some(weak) = headers
+            .get("etag")
+            .and_then(|v| weakened(v.as_bytes()))
+            .and_then(|w| HeaderValue::from_bytes(&w).ok())
+    {
+        headers.insert("etag", weak);
+    }
+    if verdict == Verdict::Compress {
+        for name in CHANGED_BY_ENCODING {
+            headers.remove(*name);
+        }
+        headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+    }
+}
+
+/// Marks a response made from a stored entry, whole or as 304, so that a
+/// compressing route judges it by the entry and sends the entry's gzip form,
+/// made once per entry.
+#[derive(Clone)]
+pub struct Stored {
+    pub entry: std::sync::Arc<crate::cache::store::Entry>,
+    /// The whole body (else a 304).
+    pub whole: bool,
+}
+
+/// Bodies up to this size are compressed where they are needed; larger ones
+/// on the blocking pool, so that no worker stalls on them.
+const INLINE_LIMIT: usize = 64 * 1024;
+
+/// A stored entry's body gzip-encoded, made on first use and kept with it.
+/// (Two first uses at once may both make it; one is kept.)
+pub async fn stored_gzip(entry: &crate::cache::store::Entry, level: u32) -> Bytes {
+    if let Some(done) = entry.gzipped.get() {
+        return done.clone();
+    }
+    let made: Bytes = if entry.body.len() <= INLINE_LIMIT {
+        Gzip::whole(level, &entry.body).into()
+    } else {
+        let body = entry.body.clone();
+        match tokio::task::spawn_blocking(move || Gzip::whole(level, &body)).await {
+            Ok(gz) => gz.into(),
+            // The blocking pool is shutting down: make it here.
+            Err(_) => Gzip::whole(level, &entry.body).into(),
+        }
+    };
+    entry.gzipped.get_or_init(|| made).clone()
+}
+
+/// A hyper response's body, boxed.
+pub type BoxedBody = http_body_util::combinators::BoxBody<Bytes, crate::egress::senders::BoxError>;
+
+/// A route's compression on a hyper response (HTTP/2 clients, and HTTP/1
+/// clients of HTTP/2 pools), after the route's header rules. A stored
+/// response ([`Stored`]) is judged by its entry: sent whole as the entry's
+/// gzip form, made once per entry; as 304, with the fields of that form.
+pub async fn deliver(
+    settings: &Compression,
+    accepts: bool,
+    response: hyper::Response<BoxedBody>,
+) -> hyper::Response<BoxedBody> {
+    use http_body_util::BodyExt;
+    let Some(stored) = response.extensions().get::<Stored>().cloned() else {
+        return encode(Some(settings), accepts, response).map(BodyExt::boxed);
+    };
+    let verdict = match settings.verdict(accepts, &stored_facts(&stored.entry)) {
+        Verdict::Compress if !stored.whole => Verdict::Confirm,
+        Verdict::Vary if !stored.whole => Verdict::Leave,
+        v => v,
+    };
+    let (mut parts, body) = response.into_parts();
+    edit_headers(&mut parts.headers, verdict);
+    if verdict != Verdict::Compress {
+        return hyper::Response::from_parts(parts, body);
+    }
+    let gz = stored_gzip(&stored.entry, settings.level).await;
+    parts.headers.insert("content-length", gz.len().into());
+    let body = http_body_util::Full::new(gz)
+        .map_err(|never| match never {})
+        .boxed();
+    hyper::Response::from_parts(parts, body)
 }
 
 /// A gzip stream fed piece by piece; what it has made is taken out after
@@ -418,7 +534,7 @@ mod tests {
         Facts {
             status: 200,
             content_type: Some(content_type.as_bytes()),
-            content_encoding: None,
+            encoded: false,
             content_length: Some(5000),
             content_range: false,
             no_transform: false,
@@ -452,15 +568,31 @@ mod tests {
         };
         assert_eq!(c.verdict(true, &unknown_length), Verdict::Compress);
         let encoded = Facts {
-            content_encoding: Some(b"br"),
+            encoded: true,
             ..facts("text/html")
         };
         assert_eq!(c.verdict(true, &encoded), Verdict::Leave);
-        let identity = Facts {
-            content_encoding: Some(b"identity"),
+        assert!(!is_encoded([&b"identity"[..]].into_iter()));
+        assert!(is_encoded([&b"identity"[..], b"br"].into_iter()));
+        // A 304 for a gzip client: the gzip form's fields, unless its type
+        // says it is no candidate.
+        let confirms = Facts {
+            status: 304,
+            content_type: None,
             ..facts("text/html")
         };
-        assert_eq!(c.verdict(true, &identity), Verdict::Compress);
+        assert_eq!(c.verdict(true, &confirms), Verdict::Confirm);
+        assert_eq!(c.verdict(false, &confirms), Verdict::Leave);
+        let image = Facts {
+            status: 304,
+            ..facts("image/png")
+        };
+        assert_eq!(c.verdict(true, &image), Verdict::Leave);
+        let any = Compression {
+            types: vec!["*/*".into()],
+            ..Compression::default()
+        };
+        assert_eq!(any.verdict(true, &facts("image/png")), Verdict::Compress);
         let partial = Facts {
             status: 206,
             content_range: true,
