@@ -420,7 +420,8 @@ async fn server_encodings_and_header_rules_are_respected() {
         "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\nh2c = true\n\n\
          [[pool]]\nname = \"app\"\nservers = [\"{}\"]\n\n\
          [[route]]\nlistener = \"web\"\npool = \"app\"\ncompress = true\n\
-         response_remove = [\"ETag\"]\nresponse_set = {{ Vary = \"Origin\" }}\n",
+         response_remove = [\"ETag\"]\nresponse_set = {{ Vary = \"Origin\" }}\n\n\
+         [cache]\nmemory = \"8MB\"\n",
         origin.addr()
     );
     let proxy = start(&config);
@@ -441,28 +442,33 @@ async fn server_encodings_and_header_rules_are_respected() {
             r.headers
         );
         assert_eq!(r.body, text_bytes(5000));
-        // The route's rules stand, and compression's Vary joins theirs.
-        let r = get_gzip(
-            &url(&proxy, "web", "/text/5000?h=Vary:Accept-Encoding"),
-            more,
-        )
-        .await;
-        assert_eq!(
-            r.header("content-encoding").as_deref(),
-            Some("gzip"),
-            "{}",
-            r.headers
-        );
-        assert_eq!(r.header("etag"), None, "{}", r.headers);
-        let varies: Vec<String> = r
-            .headers
-            .lines()
-            .filter(|l| l.to_ascii_lowercase().starts_with("vary:"))
-            .map(|l| l[5..].trim().to_ascii_lowercase())
-            .collect();
-        assert!(varies.iter().any(|v| v == "origin"), "{varies:?}");
-        assert!(varies.iter().any(|v| v == "accept-encoding"), "{varies:?}");
-        assert_eq!(gunzip(&r.body), text_bytes(5000));
+        // The route's rules stand, and compression's Vary joins theirs:
+        // from the server, then from the store (the same rules on hits).
+        let path = "/text/5000?h=Vary:Accept-Encoding&h=Cache-Control:max-age%3D60";
+        for round in 0..2 {
+            let r = get_gzip(&url(&proxy, "web", path), more).await;
+            let hit = r.header("cache-status").is_some_and(|s| s.contains("hit"));
+            assert_eq!(hit, round == 1, "{}", r.headers);
+            assert_eq!(
+                r.header("content-encoding").as_deref(),
+                Some("gzip"),
+                "{}",
+                r.headers
+            );
+            assert_eq!(r.header("etag"), None, "{}", r.headers);
+            let varies: Vec<String> = r
+                .headers
+                .lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with("vary:"))
+                .map(|l| l[5..].trim().to_ascii_lowercase())
+                .collect();
+            assert!(varies.iter().any(|v| v == "origin"), "{varies:?}");
+            assert!(varies.iter().any(|v| v == "accept-encoding"), "{varies:?}");
+            assert_eq!(gunzip(&r.body), text_bytes(5000));
+        }
+        // The next protocol's requests start with an empty store.
+        let purged = curl_fetch_async(&["-X", "PURGE", &url(&proxy, "web", path)]).await;
+        assert_eq!(purged.status, 200, "{}", purged.headers);
     }
 }
 
@@ -512,4 +518,3 @@ fn bad_compression_settings_name_their_line() {
         "{err}"
     );
 }
-

@@ -584,7 +584,8 @@ impl StoredEncoding {
                 .flatten()
                 .map(|w| String::from_utf8_lossy(&w).into_owned()),
             add_vary: verdict != Verdict::Leave
-                && !compress::varies_on_encoding(
+                && !compress::vary_covered(
+                    req.scrubber,
                     entry
                         .headers
                         .iter()

@@ -957,17 +957,6 @@ async fn read_final_head(
     }
 }
 
-/// Whether the Vary the client gets, after the header rules, names
-/// Accept-Encoding already.
-fn varies_after_rules(scrubber: &Scrubber, head: &ResponseHead) -> bool {
-    let kept = !(scrubber.rewrites_responses() && scrubber.drops_response_field(b"vary"))
-        && compress::varies_on_encoding(head.values("vary"));
-    kept || scrubber.response_added().any(|(name, value)| {
-        name.eq_ignore_ascii_case("vary")
-            && compress::varies_on_encoding(std::iter::once(value.as_bytes()))
-    })
-}
-
 /// How the response body is framed towards the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -1074,7 +1063,9 @@ fn response_head_bytes(
         push_field(&mut out, name.as_bytes(), value.as_bytes());
     }
     push_via(fields.via, &mut out, head.minor);
-    if fields.encoding != Verdict::Leave && !varies_after_rules(fields.scrubber, head) {
+    if fields.encoding != Verdict::Leave
+        && !compress::vary_covered(fields.scrubber, head.values("vary"))
+    {
         out.extend_from_slice(b"Vary: Accept-Encoding\r\n");
     }
     if compressed {

@@ -175,6 +175,20 @@ pub fn varies_on_encoding<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> boo
     values.any(|v| list(v).any(|n| n == b"*" || n.eq_ignore_ascii_case(b"accept-encoding")))
 }
 
+/// Whether the Vary a client gets, after the header rules, names
+/// Accept-Encoding already: the server's (`values`) unless the rules drop
+/// it, or one the rules set.
+pub fn vary_covered<'a>(
+    rules: &postern_policy::headers::Scrubber,
+    values: impl Iterator<Item = &'a [u8]>,
+) -> bool {
+    let kept = !(rules.rewrites_responses() && rules.drops_response_field(b"vary"))
+        && varies_on_encoding(values);
+    kept || rules.response_added().any(|(name, value)| {
+        name.eq_ignore_ascii_case("vary") && varies_on_encoding(std::iter::once(value.as_bytes()))
+    })
+}
+
 /// A strong entity tag made weak: the compressed bytes are not the ones it
 /// names (RFC 9110 §8.8.3), as nginx does.
 pub fn weakened(etag: &[u8]) -> Option<Vec<u8>> {
