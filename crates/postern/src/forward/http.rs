@@ -722,10 +722,12 @@ pub(crate) async fn exchange(
         .map(|max| max + out_head.len() as u64 + chunk_overhead(max, framing));
     // A gzip-encoded body is framed by the sink, chunk by chunk.
     let gzip = match encoding {
-        // An empty body too: a chunked one ends with its last chunk.
-        Verdict::Compress if !is_head => req
-            .compress
-            .map(|settings| Box::new(compress::Gzip::new(settings.level))),
+        // An empty body too: a chunked one ends with its last chunk. The
+        // size limit is on the response, not on its encoding.
+        Verdict::Compress if !is_head => req.compress.map(|settings| {
+            let gz = compress::Gzip::new(settings.level);
+            body::Encoding::new(gz, cfg.content.max_response_size)
+        }),
         _ => None,
     };
     let out = if gzip.is_none() && (framing == Framing::Chunked || framing == Framing::ChunkedClose)
@@ -746,8 +748,6 @@ pub(crate) async fn exchange(
         let mut sink = Sink::new(&mut cw, out_head, io_timeout);
         sink.throttle = &req.admission.buckets;
         if gzip.is_some() {
-            // The size limit is on the response, not on its encoding.
-            sink.payload_budget = cfg.content.max_response_size;
             sink.gzip = gzip;
         } else {
             sink.budget = budget;
@@ -957,6 +957,41 @@ async fn read_final_head(
     }
 }
 
+/// The field lines `keep` keeps, as response compression's `encoding`
+/// changes them: the encoded bytes have no length, ranges, digests or strong
+/// tag of their own (RFC 9110 §8.4, §8.8.3).
+fn copy_encoded_field_lines(
+    head: &ResponseHead,
+    out: &mut Vec<u8>,
+    encoding: Verdict,
+    keep: impl Fn(&crate::http1::head::Field, &[u8]) -> bool,
+) {
+    let weak_etag = match encoding {
+        Verdict::Compress | Verdict::Confirm => head.first("etag").and_then(compress::weakened),
+        _ => None,
+    };
+    let weak_etag = weak_etag.as_deref().map(crate::http1::text);
+    copy_field_lines(head, out, |f, name| {
+        if !keep(f, name) {
+            return FieldFate::Drop;
+        }
+        if f.kind != Known::Other {
+            return FieldFate::Keep;
+        }
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if encoding == Verdict::Compress
+            && (is(b"content-encoding")
+                || compress::CHANGED_BY_ENCODING.iter().any(|c| is(c.as_bytes())))
+        {
+            return FieldFate::Drop;
+        }
+        match weak_etag.as_deref() {
+            Some(weak) if is(b"etag") => FieldFate::Replace(weak),
+            _ => FieldFate::Keep,
+        }
+    });
+}
+
 /// How the response body is framed towards the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -1011,44 +1046,27 @@ fn response_head_bytes(
     out.extend_from_slice(head.reason());
     out.extend_from_slice(b"\r\n");
     let rewrites = fields.scrubber.rewrites_responses();
-    let compressed = fields.encoding == Verdict::Compress;
-    let weak_etag = match fields.encoding {
-        Verdict::Compress | Verdict::Confirm => head.first("etag").and_then(compress::weakened),
-        _ => None,
-    };
-    let weak_etag = weak_etag.as_deref().map(crate::http1::text);
-    copy_field_lines(head, &mut out, |f, name| {
-        // Framing is decided here, never by what Connection lists: the length
-        // (validated when the head was read) stays exactly when the body is
-        // passed on as received.
-        let keep = if f.kind == Known::ContentLength {
+    // Framing is decided here, never by what Connection lists: the length
+    // (validated when the head was read) stays exactly when the body is
+    // passed on as received.
+    let keep = |f: &crate::http1::head::Field, name: &[u8]| {
+        if f.kind == Known::ContentLength {
             matches!(framing, Framing::AsIs | Framing::AsIsClose)
         } else {
             !(conn.drops(f, name) || (rewrites && fields.scrubber.drops_response_field(name)))
-        };
-        if !keep {
-            return FieldFate::Drop;
         }
-        if fields.encoding != Verdict::Leave && f.kind == Known::Other {
-            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-            // The encoded bytes have no ranges, digests or strong tag of
-            // their own.
-            if compressed
-                && (is(b"content-encoding")
-                    || compress::CHANGED_BY_ENCODING
-                        .iter()
-                        .any(|c| is(c.as_bytes())))
-            {
-                return FieldFate::Drop;
+    };
+    if fields.encoding == Verdict::Leave {
+        copy_field_lines(head, &mut out, |f, name| {
+            if keep(f, name) {
+                FieldFate::Keep
+            } else {
+                FieldFate::Drop
             }
-            if is(b"etag")
-                && let Some(weak) = weak_etag.as_deref()
-            {
-                return FieldFate::Replace(weak);
-            }
-        }
-        FieldFate::Keep
-    });
+        });
+    } else {
+        copy_encoded_field_lines(head, &mut out, fields.encoding, keep);
+    }
     if let Some(status) = fields.cache_status {
         out.extend_from_slice(b"Cache-Status: ");
         out.extend_from_slice(status.as_bytes());
@@ -1068,7 +1086,7 @@ fn response_head_bytes(
     {
         out.extend_from_slice(b"Vary: Accept-Encoding\r\n");
     }
-    if compressed {
+    if fields.encoding == Verdict::Compress {
         out.extend_from_slice(b"Content-Encoding: gzip\r\n");
     }
     match framing {

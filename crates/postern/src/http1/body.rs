@@ -137,13 +137,41 @@ pub struct Sink<'a, W> {
     /// A copy of the payload (for the cache), while it fits.
     pub tap: Option<Tap>,
     /// Payload gzip-encoded on the way, sent as chunks (the caller sends
-    /// the rest of the body `Raw`).
-    pub gzip: Option<Box<Gzip>>,
-    /// At most this many payload bytes (before any encoding).
-    pub payload_budget: Option<u64>,
+    /// the rest of the body `Raw`). One field, boxed: a body that is not
+    /// encoded pays a null test.
+    pub gzip: Option<Box<Encoding>>,
+}
+
+/// A body gzip-encoded by a [`Sink`].
+pub struct Encoding {
+    gz: Gzip,
+    /// At most this many payload bytes (before encoding).
+    payload_budget: Option<u64>,
     payload_seen: u64,
-    /// Trailer lines (with their CRLFs) held for the end of an encoded body.
+    /// Trailer lines (with their CRLFs) held for the end of the body.
     trailers: Vec<u8>,
+}
+
+impl Encoding {
+    /// `max`: the response size limit, counted before encoding.
+    pub fn new(gz: Gzip, max: Option<u64>) -> Box<Encoding> {
+        Box::new(Encoding {
+            gz,
+            payload_budget: max,
+            payload_seen: 0,
+            trailers: Vec::new(),
+        })
+    }
+}
+
+/// `data` as one chunk onto `out` (none when empty: that would end the body).
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Payload bytes kept while they pass, up to a limit.
@@ -166,9 +194,6 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             throttle: &[],
             tap: None,
             gzip: None,
-            payload_budget: None,
-            payload_seen: 0,
-            trailers: Vec::new(),
         }
     }
 
@@ -184,39 +209,31 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
                 tap.bytes.extend_from_slice(data);
             }
         }
-        if let Some(gz) = &mut self.gzip {
-            self.payload_seen += data.len() as u64;
-            if self.payload_budget.is_some_and(|b| self.payload_seen > b) {
+        if let Some(enc) = &mut self.gzip {
+            enc.payload_seen += data.len() as u64;
+            if enc.payload_budget.is_some_and(|b| enc.payload_seen > b) {
                 return Err(BodyError::TooLarge);
             }
-            let out = gz.push(data);
-            return self.put_chunk(&out).await;
+            let out = enc.gz.push(data);
+            push_chunk(&mut self.pending, &out);
+            if self.pending.len() < FLUSH_AT {
+                return Ok(());
+            }
+            return self.write_pending().await;
         }
         self.put(data).await
     }
 
-    /// `data` as one chunk (none when empty: that would end the body).
-    async fn put_chunk(&mut self, data: &[u8]) -> Result<(), BodyError> {
-        if data.is_empty() {
-            return Ok(());
+    /// The end of a gzip-encoded body: the stream's last bytes, the last
+    /// chunk and the trailers.
+    fn finish_gzip(&mut self) {
+        if let Some(mut enc) = self.gzip.take() {
+            let out = enc.gz.finish();
+            push_chunk(&mut self.pending, &out);
+            self.pending.extend_from_slice(b"0\r\n");
+            self.pending.extend_from_slice(&enc.trailers);
+            self.pending.extend_from_slice(b"\r\n");
         }
-        self.put(format!("{:x}\r\n", data.len()).as_bytes()).await?;
-        self.put(data).await?;
-        self.put(b"\r\n").await
-    }
-
-    /// The end of a gzip-encoded body: the stream's last bytes and the
-    /// last chunk.
-    async fn finish_gzip(&mut self) -> Result<(), BodyError> {
-        if let Some(mut gz) = self.gzip.take() {
-            let out = gz.finish();
-            self.put_chunk(&out).await?;
-            self.put(b"0\r\n").await?;
-            let trailers = std::mem::take(&mut self.trailers);
-            self.put(&trailers).await?;
-            self.put(b"\r\n").await?;
-        }
-        Ok(())
     }
 
     /// Enforces the budget and the bandwidth limits before `n` bytes go out.
@@ -234,12 +251,12 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
     }
 
     /// Sends what is held back, before waiting for more from the sender.
-    pub async fn flush(&mut self) -> Result<(), BodyError> {
-        if let Some(gz) = &mut self.gzip {
-            let out = gz.flush();
-            self.put_chunk(&out).await?;
+    pub fn flush(&mut self) -> impl Future<Output = Result<(), BodyError>> + '_ {
+        if let Some(enc) = &mut self.gzip {
+            let out = enc.gz.flush();
+            push_chunk(&mut self.pending, &out);
         }
-        self.write_pending().await
+        self.write_pending()
     }
 
     async fn write_pending(&mut self) -> Result<(), BodyError> {
@@ -306,7 +323,7 @@ where
     if out == OutFraming::Chunked && kind != BodyKind::Chunked && kind != BodyKind::None {
         sink.put(b"0\r\n\r\n").await?;
     }
-    sink.finish_gzip().await?;
+    sink.finish_gzip();
     sink.write_pending().await?;
     Ok(stats)
 }
@@ -418,10 +435,10 @@ async fn relay_chunked<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         if out == OutFraming::Chunked {
             sink.put(&line).await?;
             sink.put(b"\r\n").await?;
-        } else if sink.gzip.is_some() {
+        } else if let Some(enc) = &mut sink.gzip {
             // They follow the encoded body's last chunk.
-            sink.trailers.extend_from_slice(&line);
-            sink.trailers.extend_from_slice(b"\r\n");
+            enc.trailers.extend_from_slice(&line);
+            enc.trailers.extend_from_slice(b"\r\n");
         }
     }
     if out == OutFraming::Chunked {
