@@ -981,7 +981,9 @@ fn copy_encoded_field_lines(
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         if encoding == Verdict::Compress
             && (is(b"content-encoding")
-                || compress::CHANGED_BY_ENCODING.iter().any(|c| is(c.as_bytes())))
+                || compress::CHANGED_BY_ENCODING
+                    .iter()
+                    .any(|c| is(c.as_bytes())))
         {
             return FieldFate::Drop;
         }
