@@ -638,24 +638,10 @@ pub fn header_rules_from(p: &mut Vec<Problem>, h: RawHeaderRules<'_>) -> HeaderR
 
 fn content_rules(raw: &RawConfig, p: &mut Vec<Problem>) -> ContentRules {
     let c = &raw.content;
-    let mut rules = ContentRules::default();
-    for t in &c.deny_types {
-        let v = t.get_ref().trim().to_ascii_lowercase();
-        let valid = v
-            .split_once('/')
-            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('/'));
-        if valid {
-            rules.deny_types.push(v);
-        } else {
-            p.push(Problem::new(
-                t.span(),
-                format!(
-                    "`{}` is not a media type (e.g. \"video/mp4\" or \"video/*\")",
-                    t.get_ref()
-                ),
-            ));
-        }
-    }
+    let mut rules = ContentRules {
+        deny_types: media_types(&c.deny_types, "\"video/mp4\" or \"video/*\"", p),
+        ..ContentRules::default()
+    };
     if let Some(s) = &c.max_response_size {
         match units::size(s.get_ref()) {
             Ok(n) if n > 0 => rules.max_response_size = Some(n as u64),
@@ -667,6 +653,32 @@ fn content_rules(raw: &RawConfig, p: &mut Vec<Problem>) -> ContentRules {
         }
     }
     rules
+}
+
+/// Media types as lists of them are written (`type/subtype` or `type/*`,
+/// without parameters), lowercase; each other entry is a problem whose
+/// message gives `example`.
+pub(super) fn media_types(
+    list: &[toml::Spanned<String>],
+    example: &str,
+    p: &mut Vec<Problem>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in list {
+        let v = t.get_ref().trim().to_ascii_lowercase();
+        let valid = v.split_once('/').is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && !b.contains('/') && !v.contains([';', ' '])
+        });
+        if valid {
+            out.push(v);
+        } else {
+            p.push(Problem::new(
+                t.span(),
+                format!("`{}` is not a media type (e.g. {example})", t.get_ref()),
+            ));
+        }
+    }
+    out
 }
 
 fn parse_offset(s: &str) -> Option<i32> {

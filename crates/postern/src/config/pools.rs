@@ -580,24 +580,7 @@ fn compression_settings(raw: &RawConfig, p: &mut Vec<Problem>) -> Compression {
         return settings;
     };
     if let Some(types) = &c.types {
-        settings.types.clear();
-        for t in types {
-            let v = t.get_ref().trim().to_ascii_lowercase();
-            let valid = v.split_once('/').is_some_and(|(a, b)| {
-                !a.is_empty() && !b.is_empty() && !b.contains('/') && !v.contains([';', ' '])
-            });
-            if valid {
-                settings.types.push(v);
-            } else {
-                p.push(Problem::new(
-                    t.span(),
-                    format!(
-                        "`{}` is not a media type (e.g. \"text/html\" or \"text/*\")",
-                        t.get_ref()
-                    ),
-                ));
-            }
-        }
+        settings.types = super::policy::media_types(types, "\"text/html\" or \"text/*\"", p);
     }
     if let Some(n) = &c.min_length {
         match super::units::size(n.get_ref()) {
