@@ -418,7 +418,7 @@ pub(crate) fn clone_entry(e: &Entry) -> Entry {
         age_value: e.age_value,
         lifetime: e.lifetime,
         targeted: e.targeted,
-        gzipped: Default::default(),
+        gzipped: e.gzipped.clone(),
     }
 }
 
@@ -565,12 +565,16 @@ impl StoredEncoding {
         let head = req.head;
         let judged = req.compress.map_or(Verdict::Leave, |settings| {
             let accepts = head.minor >= 1 && compress::accepts_gzip(head.values("accept-encoding"));
-            settings.verdict(accepts, &compress::stored_facts(entry))
+            settings.verdict(accepts, &compress::stored_facts(entry, Some(req.scrubber)))
         });
         let answer = StoredAnswer::with_ranges(head, entry, judged != Verdict::Compress);
+        let holds_gzip_form =
+            || compress::names_weak_form(head.values("if-none-match"), entry.header("etag"));
         let verdict = match (judged, answer.status) {
-            (Verdict::Compress, 304) => Verdict::Confirm,
-            (v, s) if s == entry.status || s == 304 => v,
+            // A 304 confirms the form the client holds.
+            (Verdict::Compress, 304) if holds_gzip_form() => Verdict::Confirm,
+            (_, 304) => Verdict::Leave,
+            (v, s) if s == entry.status => v,
             // A range (of a response the client takes without gzip).
             _ => Verdict::Leave,
         };
@@ -608,7 +612,9 @@ impl StoredEncoding {
             return FieldFate::Keep;
         }
         let is = |n: &str| name.eq_ignore_ascii_case(n);
-        if is("content-encoding") || compress::CHANGED_BY_ENCODING.iter().any(|c| is(c)) {
+        if self.whole
+            && (is("content-encoding") || compress::CHANGED_BY_ENCODING.iter().any(|c| is(c)))
+        {
             return FieldFate::Drop;
         }
         match &self.weak_etag {
@@ -670,7 +676,14 @@ async fn serve_entry(
     }
     if rewrites {
         for (name, value) in req.scrubber.response_added() {
-            push_field(&mut out, name.as_bytes(), value.as_bytes());
+            // A tag the rules set names the stored bytes too.
+            let weak = matches!(encoding.verdict, Verdict::Compress | Verdict::Confirm);
+            match compress::weakened(value.as_bytes()) {
+                Some(w) if weak && name.eq_ignore_ascii_case("etag") => {
+                    push_field(&mut out, name.as_bytes(), &w)
+                }
+                _ => push_field(&mut out, name.as_bytes(), value.as_bytes()),
+            }
         }
     }
     encoding.push_fields(&mut out);

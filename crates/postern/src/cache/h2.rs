@@ -170,7 +170,7 @@ fn stored_response(
     gzip_for: Option<&Compression>,
 ) -> Response<BoxBody> {
     let encoded = gzip_for.is_some_and(|c| {
-        c.verdict(true, &crate::reverse::compress::stored_facts(entry)) == Verdict::Compress
+        c.verdict(true, &crate::reverse::compress::stored_facts(entry, None)) == Verdict::Compress
     });
     let answer = StoredAnswer::with_ranges(head, entry, !encoded);
     let whole = answer.status == entry.status;

@@ -673,7 +673,7 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
         .cloned()
         .collect();
     headers.extend(updates);
-    build_entry(
+    let entry = build_entry(
         Storing {
             url: old.url.clone(),
             request_time,
@@ -684,7 +684,12 @@ pub fn refreshed(old: &Entry, response: &ResponseHead, request_time: i64) -> Ent
         headers,
         old.body.clone(),
         response_time,
-    )
+    );
+    // The body is the same: so is its gzip form.
+    if let Some(gz) = old.gzipped.get() {
+        let _ = entry.gzipped.set(gz.clone());
+    }
+    entry
 }
 
 /// Fields a conditional request for `entry` adds (§4.3.1), unless the client

@@ -664,7 +664,10 @@ pub(crate) async fn exchange(
             // A body of unknown length needs chunked framing: HTTP/1.1.
             let accepts =
                 req.head.minor >= 1 && compress::accepts_gzip(req.head.values("accept-encoding"));
-            settings.verdict(accepts, &compress::facts(&head))
+            let mut facts = compress::facts(&head, req.scrubber);
+            facts.weak_match =
+                compress::names_weak_form(req.head.values("if-none-match"), head.first("etag"));
+            settings.verdict(accepts, &facts)
         }
     };
     let client_framing = match resp_kind {
@@ -1079,8 +1082,15 @@ fn response_head_bytes(
         out.extend_from_slice(cookie.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    let weak = matches!(fields.encoding, Verdict::Compress | Verdict::Confirm);
     for (name, value) in fields.scrubber.response_added() {
-        push_field(&mut out, name.as_bytes(), value.as_bytes());
+        // A tag the rules set names the server's bytes too.
+        match compress::weakened(value.as_bytes()) {
+            Some(w) if weak && name.eq_ignore_ascii_case("etag") => {
+                push_field(&mut out, name.as_bytes(), &w)
+            }
+            _ => push_field(&mut out, name.as_bytes(), value.as_bytes()),
+        }
     }
     push_via(fields.via, &mut out, head.minor);
     if fields.encoding != Verdict::Leave

@@ -436,7 +436,16 @@ async fn relay_chunked<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             sink.put(&line).await?;
             sink.put(b"\r\n").await?;
         } else if let Some(enc) = &mut sink.gzip {
-            // They follow the encoded body's last chunk.
+            // They follow the encoded body's last chunk, but for digests of
+            // the bytes as the server sent them.
+            let name = line[..].split(|b| *b == b':').next().unwrap_or(&[]);
+            let name = crate::http1::fields::trim(name);
+            if crate::reverse::compress::CHANGED_BY_ENCODING
+                .iter()
+                .any(|c| name.eq_ignore_ascii_case(c.as_bytes()))
+            {
+                continue;
+            }
             enc.trailers.extend_from_slice(&line);
             enc.trailers.extend_from_slice(b"\r\n");
         }

@@ -1008,7 +1008,7 @@ async fn compressed(
         return response;
     };
     let accepts = compress::accepts_gzip(head.values("accept-encoding"));
-    compress::deliver(settings, accepts, response).await
+    compress::deliver(settings, (accepts, head), response).await
 }
 
 /// A response refused by the content rules: answered as it is, never

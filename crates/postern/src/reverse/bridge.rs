@@ -229,7 +229,7 @@ where
             // stand.
             let mut response = response.map(|b| b.map_err(Into::into).boxed());
             crate::ingress::h2::apply_response_rules(response.headers_mut(), &route.rewrite);
-            let response = compress::deliver(settings, accepts_gzip(head), response).await;
+            let response = compress::deliver(settings, (accepts_gzip(head), head), response).await;
             write_response(out, response, how, None, io_timeout).await
         }
     };

@@ -84,6 +84,9 @@ pub struct Facts<'a> {
     /// `Cache-Control: no-transform` (RFC 9110 §7.7: a proxy must not
     /// change the content).
     pub no_transform: bool,
+    /// For a 304: the request's If-None-Match names the weak form of the
+    /// response's strong ETag, the tag its gzip form went out with.
+    pub weak_match: bool,
 }
 
 impl Compression {
@@ -92,7 +95,9 @@ impl Compression {
     pub fn verdict(&self, accepts: bool, facts: &Facts<'_>) -> Verdict {
         // A 304 carries no type as a rule: judged by the type it has, if any.
         if facts.status == 304 {
-            let fits = !facts.no_transform && facts.content_type.is_none_or(|t| self.takes_type(t));
+            let fits = facts.weak_match
+                && !facts.no_transform
+                && facts.content_type.is_none_or(|t| self.takes_type(t));
             return if fits && accepts {
                 Verdict::Confirm
             } else {
@@ -201,70 +206,115 @@ pub fn weakened(etag: &[u8]) -> Option<Vec<u8>> {
     Some(weak)
 }
 
-/// The facts of an HTTP/1 response head.
-pub fn facts(head: &crate::http1::head::ResponseHead) -> Facts<'_> {
-    use crate::http1::head::Fields;
+/// Whether If-None-Match (`values`) names `W/` and the strong `etag`: the
+/// client holds the gzip form, which went out with the weak tag.
+pub fn names_weak_form<'a>(values: impl Iterator<Item = &'a [u8]>, etag: Option<&[u8]>) -> bool {
+    let Some(etag) = etag.filter(|e| !e.starts_with(b"W/")) else {
+        return false;
+    };
+    values
+        .flat_map(list)
+        .any(|t| t.strip_prefix(b"W/").is_some_and(|t| t == etag))
+}
+
+/// A field's values as the client gets them: the response's own unless
+/// the header rules drop the field, then any the rules set.
+pub fn ruled<'a>(
+    rules: Option<&'a postern_policy::headers::Scrubber>,
+    name: &str,
+    own: impl Iterator<Item = &'a [u8]>,
+) -> Vec<&'a [u8]> {
+    let Some(rules) = rules else {
+        return own.collect();
+    };
+    let mut out: Vec<&[u8]> =
+        if rules.rewrites_responses() && rules.drops_response_field(name.as_bytes()) {
+            Vec::new()
+        } else {
+            own.collect()
+        };
+    out.extend(
+        rules
+            .response_added()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes()),
+    );
+    out
+}
+
+/// The facts of a response whose field lines `values` gives, by name.
+fn facts_from<'a>(
+    status: u16,
+    values: impl Fn(&'static str) -> Vec<&'a [u8]>,
+    length: Option<u64>,
+) -> Facts<'a> {
+    let has = |name: &'static str, directive: &[u8]| {
+        values(name)
+            .into_iter()
+            .any(|v| list(v).any(|d| d.eq_ignore_ascii_case(directive)))
+    };
     Facts {
-        status: head.status,
-        content_type: head.first("content-type"),
-        encoded: is_encoded(head.values("content-encoding")),
-        content_length: head
-            .first("content-length")
-            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
-        content_range: head.has("content-range"),
-        no_transform: head
-            .values("cache-control")
-            .any(|v| list(v).any(|d| d.eq_ignore_ascii_case(b"no-transform"))),
+        status,
+        content_type: values("content-type").first().copied(),
+        encoded: is_encoded(values("content-encoding").into_iter()),
+        content_length: length.or_else(|| {
+            let v = *values("content-length").first()?;
+            std::str::from_utf8(v).ok()?.trim().parse().ok()
+        }),
+        content_range: !values("content-range").is_empty(),
+        no_transform: has("cache-control", b"no-transform"),
+        weak_match: false,
     }
 }
 
-/// The facts of a stored response (its length is the body's).
-pub fn stored_facts(entry: &crate::cache::store::Entry) -> Facts<'_> {
-    Facts {
-        status: entry.status,
-        content_type: entry.header("content-type"),
-        encoded: is_encoded(
-            entry
-                .headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
-                .map(|(_, v)| v.as_ref()),
-        ),
-        content_length: Some(entry.body.len() as u64),
-        content_range: entry.header("content-range").is_some(),
-        no_transform: entry
+/// The facts of an HTTP/1 response head after the header `rules`.
+pub fn facts<'a>(
+    head: &'a crate::http1::head::ResponseHead,
+    rules: &'a postern_policy::headers::Scrubber,
+) -> Facts<'a> {
+    use crate::http1::head::Fields;
+    facts_from(head.status, |n| ruled(Some(rules), n, head.values(n)), None)
+}
+
+/// The facts of a stored response (its length is the body's), after the
+/// header `rules` when given.
+pub fn stored_facts<'a>(
+    entry: &'a crate::cache::store::Entry,
+    rules: Option<&'a postern_policy::headers::Scrubber>,
+) -> Facts<'a> {
+    let own = |name: &'static str| {
+        entry
             .headers
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
-            .any(|(_, v)| list(v).any(|d| d.eq_ignore_ascii_case(b"no-transform"))),
-    }
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+            .collect::<Vec<&[u8]>>()
+    };
+    facts_from(
+        entry.status,
+        |n| ruled(rules, n, own(n).into_iter()),
+        Some(entry.body.len() as u64),
+    )
 }
 
-/// The verdict for a response held as a hyper response.
-pub fn verdict_for_headers(
+/// The verdict for a response held as a hyper response (its header rules
+/// applied already), to a request whose If-None-Match is `if_none_match`.
+pub fn verdict_for_headers<'a>(
     settings: &Compression,
     accepts: bool,
-    status: u16,
-    headers: &HeaderMap,
+    (status, headers): (u16, &HeaderMap),
+    if_none_match: impl Iterator<Item = &'a [u8]>,
 ) -> Verdict {
-    let get = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
-    let facts = Facts {
-        status,
-        content_type: get("content-type"),
-        encoded: is_encoded(
-            headers
-                .get_all("content-encoding")
-                .iter()
-                .map(HeaderValue::as_bytes),
-        ),
-        content_length: get("content-length")
-            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
-        content_range: headers.contains_key("content-range"),
-        no_transform: headers
-            .get_all("cache-control")
+    let values = |name: &'static str| {
+        headers
+            .get_all(name)
             .iter()
-            .any(|v| list(v.as_bytes()).any(|d| d.eq_ignore_ascii_case(b"no-transform"))),
+            .map(HeaderValue::as_bytes)
+            .collect::<Vec<_>>()
     };
+    let mut facts = facts_from(status, values, None);
+    let etag = headers.get("etag").map(HeaderValue::as_bytes);
+    facts.weak_match = names_weak_form(if_none_match, etag);
     settings.verdict(accepts, &facts)
 }
 
@@ -272,16 +322,18 @@ pub fn verdict_for_headers(
 /// the route has any): fields and body changed, or passed through.
 /// `accepts`: the client takes gzip ([`accepts_gzip`]) and a body of
 /// unknown length.
-pub fn encode<B>(
+pub fn encode<'a, B>(
     settings: Option<&Compression>,
     accepts: bool,
     response: hyper::Response<B>,
+    if_none_match: impl Iterator<Item = &'a [u8]>,
 ) -> hyper::Response<GzipBody<B>>
 where
     B: hyper::body::Body<Data = Bytes>,
 {
+    let status = response.status().as_u16();
     let verdict = settings.map_or(Verdict::Leave, |s| {
-        verdict_for_headers(s, accepts, response.status().as_u16(), response.headers())
+        verdict_for_headers(s, accepts, (status, response.headers()), if_none_match)
     });
     let (mut parts, body) = response.into_parts();
     edit_headers(&mut parts.headers, verdict);
@@ -366,17 +418,30 @@ pub type BoxedBody = http_body_util::combinators::BoxBody<Bytes, crate::egress::
 /// gzip form, made once per entry; as 304, with the fields of that form.
 pub async fn deliver(
     settings: &Compression,
-    accepts: bool,
+    (accepts, request): (bool, &crate::http1::RequestHead),
     response: hyper::Response<BoxedBody>,
 ) -> hyper::Response<BoxedBody> {
+    use crate::http1::head::Fields;
     use http_body_util::BodyExt;
+    let if_none_match = request.values("if-none-match");
     let Some(stored) = response.extensions().get::<Stored>().cloned() else {
-        return encode(Some(settings), accepts, response).map(BodyExt::boxed);
+        return encode(Some(settings), accepts, response, if_none_match).map(BodyExt::boxed);
     };
-    let verdict = match settings.verdict(accepts, &stored_facts(&stored.entry)) {
-        Verdict::Compress if !stored.whole => Verdict::Confirm,
-        Verdict::Vary if !stored.whole => Verdict::Leave,
-        v => v,
+    // A whole answer is judged by its fields (the rules applied); a 304 by
+    // the entry's type and the client's tag.
+    let status = response.status().as_u16();
+    let verdict = if stored.whole {
+        verdict_for_headers(
+            settings,
+            accepts,
+            (status, response.headers()),
+            if_none_match,
+        )
+    } else {
+        let mut facts = stored_facts(&stored.entry, None);
+        facts.status = 304;
+        facts.weak_match = names_weak_form(if_none_match, stored.entry.header("etag"));
+        settings.verdict(accepts, &facts)
     };
     let (mut parts, body) = response.into_parts();
     edit_headers(&mut parts.headers, verdict);
@@ -428,6 +493,8 @@ impl Gzip {
                 .compress_vec(data, &mut self.out, flate2::FlushCompress::None);
             let used = (self.deflate.total_in() - before) as usize;
             if res.is_err() || (used == 0 && self.out.len() < self.out.capacity()) {
+                // Deflate takes all input given room; this is never reached.
+                debug_assert!(false, "deflate stopped taking input: {res:?}");
                 break;
             }
             data = &data[used..];
@@ -513,7 +580,13 @@ where
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => gz.push(&data),
                     Err(frame) => {
-                        this.trailers = frame.into_trailers().ok();
+                        // Digests of the bytes as the server sent them.
+                        this.trailers = frame.into_trailers().ok().map(|mut t| {
+                            for name in CHANGED_BY_ENCODING {
+                                t.remove(*name);
+                            }
+                            t
+                        });
                         this.done = true;
                         gz.finish()
                     }
@@ -589,6 +662,7 @@ mod tests {
             content_length: Some(5000),
             content_range: false,
             no_transform: false,
+            weak_match: false,
         }
     }
 
@@ -630,12 +704,32 @@ mod tests {
         let confirms = Facts {
             status: 304,
             content_type: None,
+            weak_match: true,
             ..facts("text/html")
         };
         assert_eq!(c.verdict(true, &confirms), Verdict::Confirm);
         assert_eq!(c.verdict(false, &confirms), Verdict::Leave);
+        // A client holding the identity form (its strong tag) keeps it.
+        let strong = Facts {
+            weak_match: false,
+            ..confirms
+        };
+        assert_eq!(c.verdict(true, &strong), Verdict::Leave);
+        assert!(names_weak_form(
+            [&b"\"a\", W/\"b\""[..]].into_iter(),
+            Some(b"\"b\"")
+        ));
+        assert!(!names_weak_form(
+            [&b"\"b\""[..]].into_iter(),
+            Some(b"\"b\"")
+        ));
+        assert!(!names_weak_form(
+            [&b"W/\"b\""[..]].into_iter(),
+            Some(b"W/\"b\"")
+        ));
         let image = Facts {
             status: 304,
+            weak_match: true,
             ..facts("image/png")
         };
         assert_eq!(c.verdict(true, &image), Verdict::Leave);
