@@ -988,27 +988,15 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<crate::egress::senders::BoxError>,
 {
-    if route.compress.is_none() {
+    let Some(settings) = route.compress.as_deref() else {
         let response = h2_limits::limit(cfg, buckets, response);
         return client_response(response, &route.rewrite, None);
-    }
+    };
     let response = h2_limits::limit_to(cfg.content.max_response_size, &[], response);
     let response = client_response(response, &route.rewrite, None);
-    let response = compressed(route, head, response).await;
-    h2_limits::limit_to(None, buckets, response)
-}
-
-/// The response as the route's compression sends it.
-async fn compressed(
-    route: &crate::reverse::spec::RouteSpec,
-    head: &RequestHead,
-    response: Response<Body>,
-) -> Response<Body> {
-    let Some(settings) = route.compress.as_deref() else {
-        return response;
-    };
     let accepts = compress::accepts_gzip(head.values("accept-encoding"));
-    compress::deliver(settings, (accepts, head), response).await
+    let response = compress::deliver(settings, (accepts, head), response).await;
+    h2_limits::limit_to(None, buckets, response)
 }
 
 /// A response refused by the content rules: answered as it is, never

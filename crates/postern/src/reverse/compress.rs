@@ -160,7 +160,7 @@ pub fn accepts_gzip<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
 }
 
 /// Whether Content-Encoding values name a coding other than `identity`.
-pub fn is_encoded<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+fn is_encoded<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
     values.any(|v| list(v).any(|c| !c.eq_ignore_ascii_case(b"identity")))
 }
 
@@ -176,7 +176,7 @@ pub const CHANGED_BY_ENCODING: &[&str] = &[
 ];
 
 /// Whether a Vary field already names Accept-Encoding (or everything).
-pub fn varies_on_encoding<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+fn varies_on_encoding<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
     values.any(|v| list(v).any(|n| n == b"*" || n.eq_ignore_ascii_case(b"accept-encoding")))
 }
 
@@ -219,7 +219,7 @@ pub fn names_weak_form<'a>(values: impl Iterator<Item = &'a [u8]>, etag: Option<
 
 /// A field's values as the client gets them: the response's own unless
 /// the header rules drop the field, then any the rules set.
-pub fn ruled<'a>(
+fn ruled<'a>(
     rules: Option<&'a postern_policy::headers::Scrubber>,
     name: &str,
     own: impl Iterator<Item = &'a [u8]>,
@@ -299,7 +299,7 @@ pub fn stored_facts<'a>(
 
 /// The verdict for a response held as a hyper response (its header rules
 /// applied already), to a request whose If-None-Match is `if_none_match`.
-pub fn verdict_for_headers<'a>(
+fn verdict_for_headers<'a>(
     settings: &Compression,
     accepts: bool,
     (status, headers): (u16, &HeaderMap),
@@ -318,42 +318,10 @@ pub fn verdict_for_headers<'a>(
     settings.verdict(accepts, &facts)
 }
 
-/// A hyper response as the route's compression sends it (`settings`, when
-/// the route has any): fields and body changed, or passed through.
-/// `accepts`: the client takes gzip ([`accepts_gzip`]) and a body of
-/// unknown length.
-pub fn encode<'a, B>(
-    settings: Option<&Compression>,
-    accepts: bool,
-    response: hyper::Response<B>,
-    if_none_match: impl Iterator<Item = &'a [u8]>,
-) -> hyper::Response<GzipBody<B>>
-where
-    B: hyper::body::Body<Data = Bytes>,
-{
-    let status = response.status().as_u16();
-    let verdict = settings.map_or(Verdict::Leave, |s| {
-        verdict_for_headers(s, accepts, (status, response.headers()), if_none_match)
-    });
-    let (mut parts, body) = response.into_parts();
-    edit_headers(&mut parts.headers, verdict);
-    let encoder =
-        (verdict == Verdict::Compress).then(|| Gzip::new(settings.map_or(1, |s| s.level)));
-    hyper::Response::from_parts(
-        parts,
-        GzipBody {
-            inner: body,
-            encoder,
-            trailers: None,
-            done: false,
-        },
-    )
-}
-
 /// The fields of a response `verdict` changes: Vary for both kinds of
 /// client; for a compressed one, Content-Encoding, a weak ETag, and no
 /// length or ranges (the caller states a length it knows).
-pub fn edit_headers(headers: &mut HeaderMap, verdict: Verdict) {
+fn edit_headers(headers: &mut HeaderMap, verdict: Verdict) {
     if verdict == Verdict::Leave {
         return;
     }
@@ -424,12 +392,29 @@ pub async fn deliver(
     use crate::http1::head::Fields;
     use http_body_util::BodyExt;
     let if_none_match = request.values("if-none-match");
+    let status = response.status().as_u16();
     let Some(stored) = response.extensions().get::<Stored>().cloned() else {
-        return encode(Some(settings), accepts, response, if_none_match).map(BodyExt::boxed);
+        // From a server: encoded as it streams.
+        let headers = response.headers();
+        let verdict = verdict_for_headers(settings, accepts, (status, headers), if_none_match);
+        if verdict == Verdict::Leave {
+            return response;
+        }
+        let (mut parts, body) = response.into_parts();
+        edit_headers(&mut parts.headers, verdict);
+        if verdict != Verdict::Compress {
+            return hyper::Response::from_parts(parts, body);
+        }
+        let body = GzipBody {
+            inner: body,
+            encoder: Gzip::new(settings.level),
+            trailers: None,
+            done: false,
+        };
+        return hyper::Response::from_parts(parts, body.boxed());
     };
     // A whole answer is judged by its fields (the rules applied); a 304 by
     // the entry's type and the client's tag.
-    let status = response.status().as_u16();
     let verdict = if stored.whole {
         verdict_for_headers(
             settings,
@@ -548,11 +533,11 @@ impl Gzip {
     }
 }
 
-/// A response body, gzip-encoded when `encoder` is set and passed through
-/// otherwise. Trailers follow the compressed data.
-pub struct GzipBody<B> {
+/// A response body gzip-encoded as it streams; trailers follow the
+/// compressed data.
+struct GzipBody<B> {
     inner: B,
-    encoder: Option<Gzip>,
+    encoder: Gzip,
     trailers: Option<HeaderMap>,
     done: bool,
 }
@@ -569,9 +554,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
-        let Some(gz) = this.encoder.as_mut() else {
-            return Pin::new(&mut this.inner).poll_frame(cx);
-        };
+        let gz = &mut this.encoder;
         if this.done {
             return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
         }
@@ -614,17 +597,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match self.encoder {
-            None => self.inner.is_end_stream(),
-            Some(_) => self.done && self.trailers.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self.encoder {
-            None => self.inner.size_hint(),
-            Some(_) => hyper::body::SizeHint::default(),
-        }
+        self.done && self.trailers.is_none()
     }
 }
 
