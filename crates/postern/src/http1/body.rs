@@ -116,6 +116,7 @@ impl<R: AsyncRead + Unpin> Source<'_, R> {
             if self.buf.len() > MAX_CHUNK_LINE {
                 return Err(BodyError::Malformed("chunk line too long"));
             }
+            sink.sync_encoder();
             sink.flush().await?;
             self.fill_or_eof().await?;
         }
@@ -219,7 +220,7 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             if self.pending.len() < FLUSH_AT {
                 return Ok(());
             }
-            return self.write_pending().await;
+            return self.flush().await;
         }
         self.put(data).await
     }
@@ -250,16 +251,17 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
         Ok(())
     }
 
-    /// Sends what is held back, before waiting for more from the sender.
-    pub fn flush(&mut self) -> impl Future<Output = Result<(), BodyError>> + '_ {
+    /// Before waiting for more from the sender: what an encoder holds is
+    /// made ready to go out with the next flush.
+    fn sync_encoder(&mut self) {
         if let Some(enc) = &mut self.gzip {
             let out = enc.gz.flush();
             push_chunk(&mut self.pending, &out);
         }
-        self.write_pending()
     }
 
-    async fn write_pending(&mut self) -> Result<(), BodyError> {
+    /// Writes what is pending.
+    pub async fn flush(&mut self) -> Result<(), BodyError> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -279,7 +281,7 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             self.pending.extend_from_slice(data);
             return Ok(());
         }
-        self.write_pending().await?;
+        self.flush().await?;
         if data.len() < FLUSH_AT / 4 {
             self.pending.extend_from_slice(data);
             return Ok(());
@@ -324,7 +326,7 @@ where
         sink.put(b"0\r\n\r\n").await?;
     }
     sink.finish_gzip();
-    sink.write_pending().await?;
+    sink.flush().await?;
     Ok(stats)
 }
 
@@ -339,6 +341,7 @@ async fn relay_exact<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut left = n;
     while left > 0 {
         if src.buf.is_empty() {
+            sink.sync_encoder();
             sink.flush().await?;
             src.fill_or_eof().await?;
         }
@@ -364,6 +367,7 @@ async fn relay_until_close<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut total = 0u64;
     loop {
         if src.buf.is_empty() {
+            sink.sync_encoder();
             sink.flush().await?;
             if src.fill().await? == 0 {
                 return Ok(BodyStats { payload: total });
@@ -403,6 +407,7 @@ async fn relay_chunked<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         relay_exact(src, sink, size, out, false).await?;
         total += size;
         while src.buf.len() < 2 {
+            sink.sync_encoder();
             sink.flush().await?;
             src.fill_or_eof().await?;
         }
