@@ -524,3 +524,35 @@ fn bad_compression_settings_name_their_line() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_clients_of_an_http2_pool_meet_the_content_rules() {
+    let server = h2_text_server().await;
+    let config = |content: &str, compress: bool| {
+        format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nmode = \"reverse\"\n\n\
+             [[pool]]\nname = \"h2\"\nservers = [\"{server}\"]\nhttp2 = true\n\n\
+             [[route]]\nlistener = \"web\"\npool = \"h2\"\ncompress = {compress}\n\n\
+             [content]\n{content}\n"
+        )
+    };
+    for compress in [false, true] {
+        let denied = start(&config("deny_types = [\"text/plain\"]", compress));
+        let r = get_gzip(&url(&denied, "web", "/text/9000"), &[]).await;
+        assert_eq!(r.status, 403, "{}", r.headers);
+        let proxy_status = r.header("proxy-status").unwrap_or_default();
+        assert!(proxy_status.contains("error="), "{}", r.headers);
+
+        let limited = start(&config("max_response_size = \"4KiB\"", compress));
+        let r = get_gzip(&url(&limited, "web", "/text/9000"), &[]).await;
+        assert_eq!(r.status, 502, "{}", r.headers);
+        assert!(
+            r.header("proxy-status")
+                .is_some_and(|s| s.contains("http_response_body_size")),
+            "{}",
+            r.headers
+        );
+        let r = get_gzip(&url(&limited, "web", "/text/3000"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.headers);
+    }
+}

@@ -1001,7 +1001,7 @@ where
 
 /// A response refused by the content rules: answered as it is, never
 /// covered with a stale copy.
-fn is_content_refusal(e: &ProxyError) -> bool {
+pub(crate) fn is_content_refusal(e: &ProxyError) -> bool {
     matches!(
         e.kind,
         ErrorKind::ContentDenied | ErrorKind::ResponseTooLarge

@@ -28,12 +28,14 @@ use crate::config::{Config, ListenerConfig};
 use crate::context::RequestCtx;
 use crate::egress::senders::{BoxError, UpBody, no_body, up_body};
 use crate::error::{ErrorKind, ProxyError};
+use crate::guard::limits::Bucket;
 use crate::http1::RequestHead;
 use crate::http1::body::{self, BodyKind, OutFraming, Sink, Source};
 use crate::http1::fields::ConnectionOptions;
 use crate::http1::head::push_field;
 use crate::ingress::Client;
 use crate::ingress::h2::{Dispatch, build_request, retarget};
+use crate::ingress::h2_limits;
 use crate::ingress::stream::ClientStream;
 
 /// Serves one request of an HTTP/1.x client through `pool`'s HTTP/2
@@ -44,11 +46,12 @@ pub async fn serve(
     shared: &crate::app::Shared,
     client: &mut Client,
     (head, body, conn): (&RequestHead, BodyKind, &ConnectionOptions<'_>),
-    (listener, route): (&ListenerConfig, &RouteSpec),
+    (listener, route, buckets): (&ListenerConfig, &RouteSpec, &[Arc<Bucket>]),
     pool: &Arc<Pool>,
     url: String,
     ctx: &mut RequestCtx,
 ) -> Result<bool, ProxyError> {
+    let limits = (cfg, buckets);
     let io_timeout = cfg.timeouts.io;
     // The cache as HTTP/2 clients use it: the answer is a hyper response.
     let miss = match &shared.cache {
@@ -79,7 +82,7 @@ pub async fn serve(
                         && !crate::app::shutting_down();
                     let (_, mut cw) = client.stream.split();
                     let answer = (head, response, keep_alive);
-                    return Ok(respond(&mut cw, answer, route, io_timeout, ctx).await);
+                    return Ok(respond(&mut cw, answer, (route, limits), ctx).await);
                 }
                 Looked::Miss(miss) => Some(miss),
             }
@@ -162,6 +165,9 @@ pub async fn serve(
     };
     let responding = send(cfg, shared, pool, how, request_body, ctx);
     let (fed, response) = tokio::join!(feeding, responding);
+    // The content rules, before anything reaches the client.
+    let response = response
+        .and_then(|(r, inflight)| h2_limits::check_head(cfg, r.headers()).map(|()| (r, inflight)));
     let response = match miss {
         Some(miss) => match response {
             Ok((response, inflight)) => {
@@ -170,6 +176,7 @@ pub async fn serve(
                 }
                 Held::wrap(miss.finish(head, response), inflight)
             }
+            Err(e) if crate::ingress::h2::is_content_refusal(&e) => return Err(e),
             Err(e) => {
                 let stale = miss.failed(cfg, head, e)?;
                 ctx.result = "TCP_REFRESH_FAIL_OLD";
@@ -197,7 +204,7 @@ pub async fn serve(
     let keep_alive =
         conn.persistent(head.minor) && request_complete && !crate::app::shutting_down();
     let answer = (head, response, keep_alive);
-    Ok(respond(&mut cw, answer, route, io_timeout, ctx).await)
+    Ok(respond(&mut cw, answer, (route, limits), ctx).await)
 }
 
 /// The client takes gzip, and a body of unknown length (HTTP/1.1).
@@ -208,11 +215,13 @@ fn accepts_gzip(head: &RequestHead) -> bool {
 
 /// Writes the answer to `head` for the HTTP/1.x client and logs it; whether
 /// the connection may carry another request (`keep_alive` and a whole body).
+/// The body is held to `[content] max_response_size` (counted before any
+/// encoding) and paced by the client's bandwidth limits, as for HTTP/2
+/// clients.
 async fn respond<W, B>(
     out: &mut W,
     (head, response, keep_alive): (&RequestHead, Response<B>, bool),
-    route: &RouteSpec,
-    io_timeout: std::time::Duration,
+    (route, (cfg, buckets)): (&RouteSpec, (&Config, &[Arc<Bucket>])),
     ctx: &mut RequestCtx,
 ) -> bool
 where
@@ -220,16 +229,22 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<crate::egress::senders::BoxError>,
 {
+    let io_timeout = cfg.timeouts.io;
     ctx.status = response.status().as_u16();
     let how = (head.minor, head.is_method("HEAD"), keep_alive);
     let (written, ended) = match route.compress.as_deref() {
-        None => write_response(out, response, how, Some(&route.rewrite), io_timeout).await,
+        None => {
+            let response = h2_limits::limit(cfg, buckets, response);
+            write_response(out, response, how, Some(&route.rewrite), io_timeout).await
+        }
         Some(settings) => {
             // The route's rules first, so that compression's Vary and ETag
             // stand.
-            let mut response = response.map(|b| b.map_err(Into::into).boxed());
+            let max = cfg.content.max_response_size;
+            let mut response = h2_limits::limit_to(max, &[], response);
             crate::ingress::h2::apply_response_rules(response.headers_mut(), &route.rewrite);
             let response = compress::deliver(settings, (accepts_gzip(head), head), response).await;
+            let response = h2_limits::limit_to(None, buckets, response);
             write_response(out, response, how, None, io_timeout).await
         }
     };

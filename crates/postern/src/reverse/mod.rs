@@ -161,7 +161,7 @@ pub async fn serve(
             shared,
             client,
             (head, body, conn),
-            (listener, route),
+            (listener, route, &admission.buckets),
             &pool,
             url(),
             ctx,
